@@ -1,0 +1,424 @@
+"""Assemble module blocks into one model and compile its vectorised right-hand side.
+
+The model contract (STYLE.md habit 2)::
+
+    rhs(t, y[N, n], p[N, k]) -> dy[N, n]
+
+over a batch of N members.  The compiled source is generated from the block
+declarations (:mod:`exosim.modules`), the same declarations the SBML export
+reads, so each equation exists once.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _catalogue as cat
+from . import _expr
+from ._declare import SEP, Block
+from .modules import cargo_effects, medium, medium_link, release, repair, uptake
+from .modules.cargo_effects import MODIFIERS
+
+__all__ = ["PopulationSpec", "ParameterInfo", "Model", "ModelError"]
+
+
+class ModelError(ValueError):
+    """A model that cannot be assembled (unknown symbol, cycle, bad catalogue entry)."""
+
+
+@dataclass(frozen=True)
+class PopulationSpec:
+    """A cell population: where it lives and what it packages.
+
+    Attributes
+    ----------
+    name : identifier, the namespace of its symbols
+    medium : name of the medium it releases into and takes up from
+    cell_line : key of the cell-line catalogue
+    packaged : cargo species loaded into its vesicles
+    """
+
+    name: str
+    medium: str
+    cell_line: str
+    packaged: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ParameterInfo:
+    """One parameter of the assembled model with its unit and provenance."""
+
+    name: str
+    key: str
+    module: str
+    unit: str
+    value: float
+    low: float
+    high: float
+    source: str
+    assumed: bool
+    context: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SymbolInfo:
+    """A state, derived constant or rule of the assembled model."""
+
+    name: str
+    kind: str  # "state" | "derived" | "rule"
+    unit: str
+    description: str
+    module: str
+    expr: ast.expr | None = None
+    scale: float = 1.0
+    initial: ast.expr | None = None
+
+
+def _hill(x, k, n):
+    """x^n/(K^n + x^n) of max(x, 0); MODEL.md 3.1."""
+    x = np.maximum(x, 0.0)
+    if isinstance(n, float) and n == 1.0:
+        return x / (k + x)
+    xn = x ** n
+    return xn / (k ** n + xn)
+
+
+class Model:
+    """The coupled exosome -> uptake -> cargo -> repair -> survival model.
+
+    Parameters
+    ----------
+    populations : cell populations
+    media : medium names (wells, tubes, blood)
+    cargos : cargo species followed by the model (keys of the cargo catalogue,
+        or of ``cargo_records``)
+    links : (source, target) medium pairs with first-order vesicle transfer
+    cargo_records : cargo catalogue entries, possibly overridden by a scenario;
+        defaults to the shipped catalogue
+
+    Notes
+    -----
+    States, parameters, derived constants and rules are ordered and indexed
+    once; :meth:`rhs` evaluates the whole batch with numpy.
+    """
+
+    def __init__(self, populations: Iterable[PopulationSpec], media: Iterable[str],
+                 cargos: Iterable[str] = (), links: Iterable[tuple[str, str]] = (),
+                 cargo_records: Mapping[str, dict] | None = None):
+        self.populations = tuple(populations)
+        self.media = tuple(media)
+        self.cargos = tuple(cargos)
+        self.links = tuple(links)
+        self.cargo_records = dict(cargo_records) if cargo_records is not None else {
+            c: cat.cargo_catalogue()[c] for c in self.cargos}
+        self._check_names()
+        self.target_records = self._targets()
+        self.blocks = self._blocks()
+        self._collect()
+        self._compile()
+
+    # ------------------------------------------------------------------ structure
+    def _check_names(self) -> None:
+        names = [p.name for p in self.populations] + list(self.media)
+        for n in names + list(self.cargos):
+            if not n.isidentifier() or SEP in n or n.startswith("_"):
+                raise ModelError(f"name {n!r} must be an identifier without '__' and no leading '_'")
+        if len(set(names)) != len(names):
+            raise ModelError(f"population and medium names must be distinct: {names}")
+        for p in self.populations:
+            if p.medium not in self.media:
+                raise ModelError(f"population {p.name!r} lives in unknown medium {p.medium!r}")
+            if p.cell_line not in cat.cell_lines():
+                raise ModelError(f"unknown cell line {p.cell_line!r}")
+            for c in p.packaged:
+                if c not in self.cargos:
+                    raise ModelError(f"population {p.name!r} packages {c!r}, which is not a model cargo")
+        for c in self.cargos:
+            if c not in self.cargo_records:
+                raise ModelError(f"unknown cargo {c!r}")
+
+    def _targets(self) -> dict[str, dict[str, float]]:
+        known = cat.targets()
+        used: dict[str, dict[str, float]] = {}
+        for c in self.cargos:
+            for k in self.cargo_records[c].get("effects", {}) or {}:
+                if k not in known:
+                    raise ModelError(f"cargo {c!r} acts on unknown target {k!r}")
+                used[k] = dict(known[k]["modifiers"])
+                bad = set(used[k]) - set(MODIFIERS)
+                if bad:
+                    raise ModelError(f"target {k!r} feeds unknown modifiers {sorted(bad)}")
+        for k in used:
+            repression = sum(min(float(self.cargo_records[c].get("effects", {}).get(k, 0.0)), 0.0)
+                             for c in self.cargos)
+            if repression <= -1.0:
+                raise ModelError(f"cargo repression of target {k!r} sums to {repression} <= -1")
+        return used
+
+    def _blocks(self) -> list[Block]:
+        blocks = [medium(m, list(self.cargos)) for m in self.media]
+        blocks += [medium_link(s, t, list(self.cargos)) for s, t in self.links]
+        effects = {c: dict(self.cargo_records[c].get("effects", {}) or {}) for c in self.cargos}
+        damaging = [c for c in self.cargos if float(self.cargo_records[c].get("damage_max_rate", 0.0)) > 0]
+        for p in self.populations:
+            blocks += [
+                repair(p.name),
+                release(p.name, p.medium, list(p.packaged), list(self.cargos)),
+                uptake(p.name, p.medium, list(self.cargos)),
+                cargo_effects(p.name, list(self.cargos), effects, self.target_records, damaging),
+            ]
+        return blocks
+
+    def _collect(self) -> None:
+        table = cat.parameter_table()
+        self.states: list[SymbolInfo] = []
+        self.derived: list[SymbolInfo] = []
+        self.rules: list[SymbolInfo] = []
+        self.parameters: list[ParameterInfo] = []
+        seen: dict[str, str] = {}
+        rate_terms: dict[str, list[ast.expr]] = {}
+        pending_rates = []
+
+        def claim(name: str, kind: str) -> None:
+            if name in seen:
+                raise ModelError(f"symbol {name!r} declared twice ({seen[name]} and {kind})")
+            seen[name] = kind
+
+        for b in self.blocks:
+            q = b.qualify
+            for local, key in b.parameters.items():
+                name = q(local)
+                if name in seen and seen[name] == "parameter":
+                    continue  # a parameter shared by two modules of one namespace (cells)
+                if key not in table:
+                    raise ModelError(f"parameter {key!r} of module {b.module} is not in the parameter table")
+                claim(name, "parameter")
+                context = dict(b.context) | b.param_context.get(local, {})
+                self.parameters.append(self._parameter_info(name, key, table[key], context))
+            for s in b.states:
+                claim(q(s.name), "state")
+                self.states.append(SymbolInfo(q(s.name), "state", s.unit, s.description, b.module,
+                                              scale=s.scale, initial=_expr.rename(_expr.parse(s.initial), q)))
+            for d in b.derived:
+                claim(q(d.name), "derived")
+                self.derived.append(SymbolInfo(q(d.name), "derived", d.unit, d.description, b.module,
+                                               expr=_expr.rename(_expr.parse(d.expr), q)))
+            for r in b.rules:
+                claim(q(r.name), "rule")
+                self.rules.append(SymbolInfo(q(r.name), "rule", r.unit, r.description, b.module,
+                                             expr=_expr.rename(_expr.parse(r.expr), q)))
+            for rate in b.rates:
+                pending_rates.append((q(rate.state), _expr.rename(_expr.parse(rate.expr), q), b.module))
+        state_names = {s.name for s in self.states}
+        for target, tree, module in pending_rates:
+            if target not in state_names:
+                raise ModelError(f"module {module} adds a rate to unknown state {target!r}")
+            rate_terms.setdefault(target, []).append(tree)
+        self.rate_terms = rate_terms
+        self.kinds = seen
+        # every name used must be declared
+        for group in (self.derived, self.rules):
+            for s in group:
+                self._check_refs(s.name, s.expr)
+        for s in self.states:
+            self._check_refs(s.name, s.initial, allowed=("parameter", "derived"))
+        for target, trees in rate_terms.items():
+            for tree in trees:
+                self._check_refs(target, tree)
+        for d in self.derived:
+            self._check_refs(d.name, d.expr, allowed=("parameter", "derived"))
+        self.derived = self._toposort(self.derived)
+        self.rules = self._toposort(self.rules)
+        self.state_index = {s.name: i for i, s in enumerate(self.states)}
+        self.parameter_index = {p.name: i for i, p in enumerate(self.parameters)}
+
+    def _parameter_info(self, name: str, key: str, row: dict, context: dict) -> ParameterInfo:
+        value = float(row["value"])
+        source = row.get("source", "")
+        assumed = bool(row.get("assumed", False))
+        scope = row.get("scope")
+        if scope == "cell_line":
+            pop = next(p for p in self.populations if p.name == context["population"])
+            line = cat.cell_lines()[pop.cell_line]
+            value = float(line[key])
+            source = f"cell line {pop.cell_line}: {line.get('source', '')}"
+            assumed = key in (line.get("assumed") or [])
+        elif key == "cargo_effect_strength":
+            rec = self.cargo_records[context["cargo"]]
+            value = float(rec["effects"][context["target"]])
+            source, assumed = self._cargo_source(context["cargo"], rec)
+        elif key == "target_modifier_weight":
+            value = float(self.target_records[context["target"]][context["modifier"]])
+            source, assumed = "cargo catalogue, targets", True
+        elif key == "target_turnover_rate" and "turnover_rate" in cat.targets()[context["target"]]:
+            value = float(cat.targets()[context["target"]]["turnover_rate"])
+        elif scope == "cargo" and "cargo" in context:
+            rec = self.cargo_records[context["cargo"]]
+            if key in rec:
+                value = float(rec[key])
+                source, assumed = self._cargo_source(context["cargo"], rec)
+        if not source and not assumed:
+            raise ModelError(f"parameter {key!r} has neither a source nor an assumed flag")
+        low, high = (float(v) for v in row["range"])
+        return ParameterInfo(name, key, row["module"], str(row["unit"]), value, low, high,
+                             source or f"assumed: {row.get('reason', '')}", assumed, context)
+
+    @staticmethod
+    def _cargo_source(name: str, rec: dict) -> tuple[str, bool]:
+        src = f"cargo catalogue {name}: {rec.get('source', '')}".strip()
+        return src, bool(rec.get("assumed"))
+
+    def _check_refs(self, owner: str, tree: ast.expr, allowed: tuple[str, ...] | None = None) -> None:
+        for n in _expr.names(tree):
+            if n not in self.kinds:
+                raise ModelError(f"{owner!r} uses undeclared symbol {n!r}")
+            if allowed and self.kinds[n] not in allowed:
+                raise ModelError(f"{owner!r} may only use {allowed}, not {self.kinds[n]} {n!r}")
+
+    @staticmethod
+    def _toposort(items: list[SymbolInfo]) -> list[SymbolInfo]:
+        by_name = {s.name: s for s in items}
+        order: list[SymbolInfo] = []
+        state: dict[str, int] = {}
+
+        def visit(s: SymbolInfo) -> None:
+            if state.get(s.name) == 2:
+                return
+            if state.get(s.name) == 1:
+                raise ModelError(f"cyclic definition involving {s.name!r}")
+            state[s.name] = 1
+            for n in _expr.names(s.expr):
+                if n in by_name:
+                    visit(by_name[n])
+            state[s.name] = 2
+            order.append(s)
+
+        for s in items:
+            visit(s)
+        return order
+
+    # ------------------------------------------------------------------ compile
+    def rate_expression(self, state: str) -> ast.expr:
+        """The full right-hand side of ``d(state)/dt`` as one expression tree."""
+        terms = self.rate_terms.get(state, [])
+        if not terms:
+            return ast.Constant(0.0)
+        tree = terms[0]
+        for t in terms[1:]:
+            tree = ast.BinOp(left=tree, op=ast.Add(), right=t)
+        return tree
+
+    def _compile(self) -> None:
+        lines = ["def rhs(t, y, p):"]
+        lines += [f"    {s.name} = y[:, {i}]" for i, s in enumerate(self.states)]
+        lines += [f"    {q.name} = p[:, {i}]" for i, q in enumerate(self.parameters)]
+        lines += [f"    {d.name} = {_expr.to_numpy(d.expr)}" for d in self.derived]
+        lines += [f"    {r.name} = {_expr.to_numpy(r.expr)}" for r in self.rules]
+        lines.append("    dy = np.empty_like(y)")
+        for i, s in enumerate(self.states):
+            lines.append(f"    dy[:, {i}] = {_expr.to_numpy(self.rate_expression(s.name))}")
+        lines.append("    return dy")
+        # observables: derived constants and rules, stacked
+        lines.append("def observe(y, p):")
+        lines += [f"    {s.name} = y[:, {i}]" for i, s in enumerate(self.states)]
+        lines += [f"    {q.name} = p[:, {i}]" for i, q in enumerate(self.parameters)]
+        lines += [f"    {d.name} = {_expr.to_numpy(d.expr)}" for d in self.derived]
+        lines += [f"    {r.name} = {_expr.to_numpy(r.expr)}" for r in self.rules]
+        names = [d.name for d in self.derived] + [r.name for r in self.rules]
+        lines.append("    n = y.shape[0]")
+        lines.append("    return np.stack([np.broadcast_to(np.asarray(v, dtype=float), (n,)) for v in ("
+                     + ", ".join(names) + (",)" if len(names) == 1 else ")") + "], axis=1)")
+        lines.append("def initial(p):")
+        lines += [f"    {q.name} = p[:, {i}]" for i, q in enumerate(self.parameters)]
+        lines += [f"    {d.name} = {_expr.to_numpy(d.expr)}" for d in self.derived]
+        lines.append("    y = np.zeros((p.shape[0], %d))" % len(self.states))
+        for i, s in enumerate(self.states):
+            lines.append(f"    y[:, {i}] = {_expr.to_numpy(s.initial)}")
+        lines.append("    return y")
+        self.source = "\n".join(lines)
+        namespace: dict = {"np": np, "_hill": _hill}
+        exec(compile(self.source, "<exosim model>", "exec"), namespace)  # noqa: S102 - generated from declarations
+        self._rhs: Callable = namespace["rhs"]
+        self._observe: Callable = namespace["observe"]
+        self._initial: Callable = namespace["initial"]
+        self.observable_names = names
+        self.observable_index = {n: i for i, n in enumerate(names)}
+
+    # ------------------------------------------------------------------ API
+    @property
+    def n_states(self) -> int:
+        """Number of states n."""
+        return len(self.states)
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of parameters k."""
+        return len(self.parameters)
+
+    @property
+    def state_names(self) -> list[str]:
+        """State symbols in column order of ``y``."""
+        return [s.name for s in self.states]
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """Parameter symbols in column order of ``p``."""
+        return [q.name for q in self.parameters]
+
+    def default_parameters(self) -> np.ndarray:
+        """Nominal parameter vector, shape (k,), from the table and catalogues."""
+        return np.array([q.value for q in self.parameters], dtype=float)
+
+    def rhs(self, t: float, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """Time derivatives of a batch.
+
+        Parameters
+        ----------
+        t : float, h
+            Time (the model is autonomous between events; kept for the contract).
+        y : ndarray, shape (N, n)
+            States of N members, units as in :attr:`states`.
+        p : ndarray, shape (N, k)
+            Parameters of N members, units as in :attr:`parameters`.
+
+        Returns
+        -------
+        ndarray, shape (N, n)
+            dy/dt in state units per hour.
+        """
+        return self._rhs(t, y, p)
+
+    def initial_state(self, p: np.ndarray) -> np.ndarray:
+        """Initial states (N, n) for parameters (N, k): unperturbed steady state."""
+        return self._initial(p)
+
+    def observe(self, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """Derived constants and rules (N, len(:attr:`observable_names`))."""
+        return self._observe(y, p)
+
+    def evaluate(self, expr: str, namespace: str, y: np.ndarray, p: np.ndarray,
+                 extra: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Evaluate an expression of one namespace's symbols for a batch (used by events)."""
+        extra = dict(extra or {})
+        tree = _expr.rename(_expr.parse(expr),
+                            lambda n: n if (SEP in n or n in extra) else f"{namespace}{SEP}{n}")
+        env: dict = {"np": np, "_hill": _hill, **extra}
+        obs = None
+        for n in _expr.names(tree):
+            if n in extra:
+                continue
+            kind = self.kinds.get(n)
+            if kind == "state":
+                env[n] = y[:, self.state_index[n]]
+            elif kind == "parameter":
+                env[n] = p[:, self.parameter_index[n]]
+            elif kind in ("derived", "rule"):
+                obs = self.observe(y, p) if obs is None else obs
+                env[n] = obs[:, self.observable_index[n]]
+            else:
+                raise ModelError(f"expression {expr!r} uses undeclared symbol {n!r}")
+        return np.asarray(eval(_expr.to_numpy(tree), env), dtype=float)  # noqa: S307 - checked expression

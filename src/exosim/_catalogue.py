@@ -1,0 +1,50 @@
+"""The data exosim ships: parameter table, cell lines, cargo catalogue.
+
+All three are YAML files in ``exosim/data``; they are read once and cached.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+import yaml
+
+__all__ = ["parameter_table", "cell_lines", "cargo_catalogue", "targets", "agents"]
+
+
+def _load(name: str) -> dict:
+    with resources.files("exosim").joinpath("data").joinpath(name).open("r", encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+@cache
+def parameter_table() -> dict[str, dict]:
+    """Parameter key -> {module, scope, unit, value, range, source | assumed+reason, description}."""
+    return _load("parameters.yaml")
+
+
+@cache
+def cell_lines() -> dict[str, dict]:
+    """Cell line -> {alpha0 (1/Gy), beta0 (1/Gy^2), repair_half_time (h), source, ...}."""
+    return _load("cell_lines.yaml")
+
+
+@cache
+def _cargo_file() -> dict:
+    return _load("cargo.yaml")
+
+
+def cargo_catalogue() -> dict[str, dict]:
+    """Cargo -> {kind, direction, effects {target: r}, source, optional parameter values}."""
+    return _cargo_file()["cargo"]
+
+
+def targets() -> dict[str, dict]:
+    """Target -> {modifiers {modifier: weight}, optional turnover_rate}."""
+    return _cargo_file()["targets"]
+
+
+def agents() -> dict[str, dict]:
+    """Intervention agent -> {process, efficacy, source}."""
+    return _cargo_file()["agents"]

@@ -1,0 +1,121 @@
+"""The expression language in which every rate law is written once.
+
+Rate laws are strings in a small subset of Python syntax: numbers, names,
+``+ - * / **``, unary minus and the functions of :data:`FUNCTIONS`.  The same
+parsed expression is rendered
+
+* as numpy source for the vectorised right-hand side (:func:`to_numpy`), and
+* as an SBML Level 3 infix formula (:func:`to_sbml_formula`) for the export,
+
+so the simulator and the SBML model cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable
+
+__all__ = ["FUNCTIONS", "ExpressionError", "parse", "names", "rename", "to_numpy",
+           "to_sbml_formula"]
+
+
+class ExpressionError(ValueError):
+    """An expression outside the supported subset."""
+
+
+#: function name -> (number of arguments, numpy rendering, SBML rendering)
+FUNCTIONS: dict[str, tuple[int, Callable[..., str], Callable[..., str]]] = {
+    "exp": (1, lambda a: f"np.exp({a})", lambda a: f"exp({a})"),
+    "log": (1, lambda a: f"np.log({a})", lambda a: f"ln({a})"),
+    "sqrt": (1, lambda a: f"np.sqrt({a})", lambda a: f"sqrt({a})"),
+    "pos": (1, lambda a: f"np.maximum({a}, 0.0)", lambda a: f"max({a}, 0)"),
+    # Hill function x^n / (K^n + x^n) of a non-negative argument (MODEL.md 3.1).
+    "hill": (3, lambda x, k, n: f"_hill({x}, {k}, {n})", lambda x, k, n: f"hill({x}, {k}, {n})"),
+}
+
+_BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
+_PRECEDENCE = {ast.Add: 1, ast.Sub: 1, ast.Mult: 2, ast.Div: 2, ast.Pow: 4}
+
+
+def parse(text: str) -> ast.expr:
+    """Parse and check an expression; raise :class:`ExpressionError` if unsupported."""
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except SyntaxError as exc:
+        raise ExpressionError(f"cannot parse expression {text!r}: {exc.msg}") from None
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.BinOp, ast.UnaryOp, ast.Name, ast.Load, ast.Constant,
+                             ast.Call)) or type(node) in _BINOPS or isinstance(node, (ast.USub, ast.UAdd)):
+            if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float)):
+                raise ExpressionError(f"only numeric constants allowed in {text!r}")
+            if isinstance(node, ast.Call):
+                if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+                    raise ExpressionError(f"unknown function in {text!r}; allowed: {sorted(FUNCTIONS)}")
+                if len(node.args) != FUNCTIONS[node.func.id][0] or node.keywords:
+                    raise ExpressionError(f"{node.func.id}() takes {FUNCTIONS[node.func.id][0]} "
+                                          f"arguments in {text!r}")
+            continue
+        raise ExpressionError(f"unsupported syntax {type(node).__name__} in {text!r}")
+    return tree
+
+
+def names(tree: ast.expr) -> set[str]:
+    """Variable names used by an expression (function names excluded)."""
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in called}
+
+
+def rename(tree: ast.expr, mapping: Callable[[str], str]) -> ast.expr:
+    """A copy of ``tree`` with every variable name passed through ``mapping``."""
+
+    class _Renamer(ast.NodeTransformer):
+        def visit_Call(self, node: ast.Call) -> ast.Call:
+            node.args = [self.visit(a) for a in node.args]
+            return node
+
+        def visit_Name(self, node: ast.Name) -> ast.Name:
+            return ast.copy_location(ast.Name(id=mapping(node.id), ctx=ast.Load()), node)
+
+    import copy
+    return _Renamer().visit(copy.deepcopy(tree))
+
+
+def _render(node: ast.expr, fmt: str, name: Callable[[str], str]) -> str:
+    def go(n: ast.expr, parent_prec: int = 0, right: bool = False) -> str:
+        if isinstance(n, ast.Constant):
+            return repr(float(n.value))
+        if isinstance(n, ast.Name):
+            return name(n.id)
+        if isinstance(n, ast.UnaryOp):
+            inner = go(n.operand, 3)
+            s = f"-{inner}" if isinstance(n.op, ast.USub) else inner
+            return f"({s})" if parent_prec >= 3 else s
+        if isinstance(n, ast.BinOp):
+            prec = _PRECEDENCE[type(n.op)]
+            op = _BINOPS[type(n.op)]
+            if fmt == "sbml" and op == "**":
+                op = "^"
+            # power is right-associative; everything else left-associative
+            if op in ("**", "^"):
+                s = f"{go(n.left, prec + 1)} {op} {go(n.right, prec)}"
+            else:
+                s = f"{go(n.left, prec)} {op} {go(n.right, prec, right=True)}"
+            needs = prec < parent_prec or (prec == parent_prec and right)
+            return f"({s})" if needs else s
+        if isinstance(n, ast.Call):
+            args = [go(a) for a in n.args]
+            _, np_r, sbml_r = FUNCTIONS[n.func.id]
+            return (np_r if fmt == "numpy" else sbml_r)(*args)
+        raise ExpressionError(f"cannot render {type(n).__name__}")
+
+    return go(node)
+
+
+def to_numpy(tree: ast.expr, name: Callable[[str], str] = str) -> str:
+    """Python/numpy source for ``tree``; ``name`` maps variable names to code."""
+    return _render(tree, "numpy", name)
+
+
+def to_sbml_formula(tree: ast.expr, name: Callable[[str], str] = str) -> str:
+    """SBML Level 3 infix formula (libsbml ``parseL3Formula`` syntax) for ``tree``."""
+    return _render(tree, "sbml", name)

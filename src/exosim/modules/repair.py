@@ -1,0 +1,93 @@
+"""Damage, repair and death of one cell population (MODEL.md 3.4 and 4).
+
+Equations (per cell)::
+
+    dDSB/dt = Y*Ddot + g - lambda*rho*DSB - kappa*DSB^2
+    dL/dt   = Y_L*Ddot + (1 - phi)*lambda*rho*DSB + kappa*DSB^2
+    dA/dt   = gamma*a*DSB
+    SF      = exp(-(L + A))
+
+With the modifiers frozen and kappa*DSB << lambda*rho these integrate to the
+linear-quadratic form -ln SF = alpha*D + beta*G*D^2 with
+alpha = Y_L + (1 - phi)*Y + gamma*a*Y/(lambda*rho) and
+beta = kappa*Y^2/(2*lambda*rho).  Calibration (convention: apoptotic share s of
+alpha0, direct lethal yield Y_L) inverts these for the control arm::
+
+    kappa = 2*lambda*beta0/Y^2
+    gamma = s*alpha0*lambda/Y
+    1 - phi = ((1 - s)*alpha0 - Y_L)/Y
+
+References
+----------
+.. [1] Lea DE, Catcheside DG (1942) The mechanism of the induction by radiation
+   of chromosome aberrations in Tradescantia. J Genet 44:216-245.
+.. [2] Sachs RK, Hahnfeldt P, Brenner DJ (1997) The link between low-LET
+   dose-response relations and the underlying kinetics of damage production,
+   repair, and misrepair. Int J Radiat Biol 72:351-374. doi:10.1080/095530097143149
+.. [3] McMahon SJ, et al. (2016) A mechanistic DNA repair and survival model
+   (Medras). Sci Rep 6:33290. doi:10.1038/srep33290
+.. [4] Qi XS, et al. (2012) Radiobiological parameters of head and neck
+   cancer lines. Cancers 4:566. doi:10.3390/cancers4020566
+"""
+
+from __future__ import annotations
+
+from .._declare import Block, Derived, Rate, Rule, State
+
+#: State increments of an acute (instantaneous) dose ``D`` in Gy, per cell.
+ACUTE_DOSE = {
+    "dsb": "dsb_yield*D",
+    "lethal_lesions": "direct_lethal_yield*D",
+    "dose_received": "D",
+}
+
+
+def repair(population: str) -> Block:
+    """DSB kinetics, lethal lesions, apoptotic commitment and survival of ``population``."""
+    return Block(
+        module="repair",
+        namespace=population,
+        parameters={
+            "alpha0": "alpha0",
+            "beta0": "beta0",
+            "repair_half_time": "repair_half_time",
+            "dsb_yield": "dsb_yield",
+            "apoptotic_share": "apoptotic_share",
+            "direct_lethal_yield": "direct_lethal_yield",
+            "dose_rate": "dose_rate",
+        },
+        context={"population": population},
+        states=[
+            State("dsb", "DSB/cell", "double-strand breaks per cell", scale=1.0),
+            State("lethal_lesions", "1/cell", "mean lethal lesions per cell (misrepair, binary misrejoining)",
+                  scale=0.1),
+            State("apoptotic_commitment", "1/cell", "mean apoptotic death events per cell", scale=0.1),
+            State("dose_received", "Gy", "cumulative absorbed dose", scale=1.0),
+        ],
+        derived=[
+            Derived("repair_rate", "log(2)/repair_half_time", "1/h",
+                    "first-order DSB rejoining rate lambda"),
+            Derived("binary_misrepair_constant", "2*repair_rate*beta0/dsb_yield**2", "cell/(DSB*h)",
+                    "kappa, calibrated so the control arm has beta0"),
+            Derived("apoptosis_constant", "apoptotic_share*alpha0*repair_rate/dsb_yield", "cell/(DSB*h)",
+                    "gamma, calibrated so apoptosis carries apoptotic_share of alpha0"),
+            Derived("misrepair_fraction_baseline",
+                    "((1 - apoptotic_share)*alpha0 - direct_lethal_yield)/dsb_yield", "1",
+                    "1 - phi at baseline, calibrated so the control arm has alpha0"),
+        ],
+        rules=[
+            Rule("misrepair_fraction", "misrepair_fraction_baseline*misrepair_factor", "1",
+                 "1 - phi: share of rejoined breaks that are misrejoined"),
+            Rule("surviving_fraction", "exp(-(lethal_lesions + apoptotic_commitment))", "1",
+                 "Poisson probability of no lethal event"),
+        ],
+        rates=[
+            Rate("dsb", "dsb_yield*dose_rate + bystander_damage_drive"
+                        " - repair_rate*repair_capacity*dsb - binary_misrepair_constant*dsb**2"),
+            Rate("lethal_lesions", "direct_lethal_yield*dose_rate"
+                                   " + misrepair_fraction*repair_rate*repair_capacity*dsb"
+                                   " + binary_misrepair_constant*dsb**2"),
+            Rate("apoptotic_commitment", "apoptosis_constant*apoptotic_propensity*dsb"),
+            Rate("dose_received", "dose_rate"),
+        ],
+    )
