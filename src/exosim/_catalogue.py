@@ -10,7 +10,7 @@ from importlib import resources
 
 import yaml
 
-__all__ = ["parameter_table", "cell_lines", "cargo_catalogue", "targets", "agents"]
+__all__ = ["parameter_table", "cell_lines", "cargo_catalogue", "targets", "agents", "treatments"]
 
 
 def _load(name: str) -> dict:
@@ -48,3 +48,8 @@ def targets() -> dict[str, dict]:
 def agents() -> dict[str, dict]:
     """Intervention agent -> {process, efficacy, source}."""
     return _cargo_file()["agents"]
+
+
+def treatments() -> dict[str, dict]:
+    """Medium treatment -> {destroys {cargo kind: [free | vesicular]}, lyses_vesicles, note}."""
+    return _cargo_file()["treatments"]

@@ -38,6 +38,9 @@ _A = [
     [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656],
     [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84],
 ]
+_A_MAT = np.zeros((7, 7))
+for _i, _row in enumerate(_A):
+    _A_MAT[_i, :len(_row)] = _row
 _B = np.array([35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0])
 _E = np.array([71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40])
 
@@ -171,7 +174,7 @@ def integrate(fun: Callable[[float, np.ndarray, np.ndarray], np.ndarray], t0: fl
             k = np.empty((7,) + y.shape)
         k[0] = f
         for s in range(1, 7):
-            dy = sum(a * k[j] for j, a in enumerate(_A[s]) if a != 0.0)
+            dy = np.tensordot(_A_MAT[s, :s], k[:s], axes=1)
             k[s] = fun(t + _C[s] * h_try, y + h_try * dy, pa)
         n_rhs += 6
         y_new = y + h_try * np.tensordot(_B, k, axes=1)

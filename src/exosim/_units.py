@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["UNITS", "parse_quantity", "QuantityError", "format_unit_choices"]
+__all__ = ["UNITS", "DIMENSIONAL", "parse_quantity", "QuantityError", "format_unit_choices"]
 
 
 class QuantityError(ValueError):
@@ -47,6 +47,10 @@ def format_unit_choices(kind: str) -> str:
     return ", ".join(u for u in UNITS[kind] if u != "1")
 
 
+#: kinds whose values must carry a unit in scenario files (a bare number is ambiguous)
+DIMENSIONAL = {"time", "dose", "dose_rate", "volume", "concentration"}
+
+
 def parse_quantity(value: object, kind: str, *, allow_negative: bool = False) -> float:
     """Convert ``value`` to the base unit of ``kind``.
 
@@ -58,6 +62,7 @@ def parse_quantity(value: object, kind: str, *, allow_negative: bool = False) ->
         A key of :data:`UNITS` (``"time"``, ``"dose"``, ...).
     allow_negative
         Times may be negative (events before the reference time); doses may not.
+        Kinds in :data:`DIMENSIONAL` need an explicit unit.
 
     Returns
     -------
@@ -74,6 +79,9 @@ def parse_quantity(value: object, kind: str, *, allow_negative: bool = False) ->
     if isinstance(value, bool):
         raise QuantityError(f"expected a {kind.replace('_', ' ')} such as '2 {base}', got {value!r}")
     if isinstance(value, (int, float)):
+        if kind in DIMENSIONAL:
+            raise QuantityError(f"missing unit: expected a {kind.replace('_', ' ')} such as "
+                                f"'{value} {base}' (units: {format_unit_choices(kind)})")
         number, factor = float(value), 1.0
     elif isinstance(value, str):
         match = _QUANTITY.match(value)
@@ -83,6 +91,9 @@ def parse_quantity(value: object, kind: str, *, allow_negative: bool = False) ->
         number = float(match.group(1))
         unit = match.group(2)
         if unit == "":
+            if kind in DIMENSIONAL:
+                raise QuantityError(f"missing unit: expected a {kind.replace('_', ' ')} such as "
+                                    f"'{value} {base}' (units: {format_unit_choices(kind)})")
             factor = 1.0
         elif unit in UNITS[kind]:
             factor = UNITS[kind][unit]

@@ -80,6 +80,11 @@ def repair(population: str) -> Block:
                  "1 - phi: share of rejoined breaks that are misrejoined"),
             Rule("surviving_fraction", "exp(-(lethal_lesions + apoptotic_commitment))", "1",
                  "Poisson probability of no lethal event"),
+            Rule("alpha_eff", "direct_lethal_yield + misrepair_fraction*dsb_yield"
+                              " + apoptosis_constant*apoptotic_propensity*dsb_yield/(repair_rate*repair_capacity)",
+                 "1/Gy", "LQ alpha with the current modifiers frozen (MODEL.md 4)"),
+            Rule("beta_eff", "binary_misrepair_constant*dsb_yield**2/(2*repair_rate*repair_capacity)",
+                 "1/Gy^2", "LQ beta for an acute dose with the current modifiers frozen (MODEL.md 4)"),
         ],
         rates=[
             Rate("dsb", "dsb_yield*dose_rate + bystander_damage_drive"

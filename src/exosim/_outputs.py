@@ -1,0 +1,310 @@
+"""Survival tables, summaries, time courses, provenance and figures of a run.
+
+Conventions
+-----------
+* ``sf`` is the kinetic surviving fraction ``exp(-(L + A))`` of the scored
+  population; untreated cells without exosomes have SF = 1.
+* ``sf_vs_untreated`` divides by the control arm at grid dose 0 (the
+  untreated control); it shows bystander killing at 0 Gy.
+* ``sf_within_arm`` divides by the same arm at grid dose 0 (the assay
+  convention, plating efficiency of the arm's own unirradiated dish).
+* ``dmf_at_sf0.1`` = D10(control) / D10(arm) on the within-arm curves: above 1
+  the arm is sensitised, below 1 protected.
+
+Every file is written to a temporary folder first and moved into place only
+when all files are complete, so a failed run leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from ._declare import SEP
+from ._lq import dose_at_survival, lea_catcheside, lq_neg_log_survival, survival_at_dose
+from ._protocol import RunResult
+
+__all__ = ["survival_table", "summary_table", "timecourse_table", "provenance", "write_outputs",
+           "OutputError", "plot_survival"]
+
+
+class OutputError(OSError):
+    """The output folder cannot be written."""
+
+
+def _grid0(result: RunResult, arm: int) -> int | None:
+    sel = np.flatnonzero((result.arm_index == arm) & (result.grid == 0))
+    return int(sel[0]) if sel.size else None
+
+
+def _control_arm(result: RunResult) -> int | None:
+    arms = result.scenario.arms
+    return next((i for i, a in enumerate(arms) if a.control), None)
+
+
+def survival_table(result: RunResult) -> list[dict]:
+    """One row per member: kinetic and LQ survival, conventions, modifiers, delivery."""
+    ref = result.reference
+    ctrl = _control_arm(result)
+    i_untreated = _grid0(result, ctrl) if ctrl is not None else None
+    sf_untreated = result.surviving_fraction[i_untreated] if i_untreated is not None else 1.0
+    ge = result.grid_event
+    lq_ok = bool(ge) and ge.get("scored", False)
+    rows = []
+    for i in range(result.arm_index.size):
+        a = result.arm_index[i]
+        i0 = _grid0(result, a)
+        sf = result.surviving_fraction[i]
+        sf0 = result.surviving_fraction[i0] if i0 is not None else np.nan
+        row = {
+            "arm": result.arms[a],
+            "control": ctrl == a,
+            "grid_dose_Gy": result.grid[i],
+            "sf": sf,
+            "sf_vs_untreated": sf / sf_untreated,
+            "sf_within_arm": sf / sf0 if i0 is not None else np.nan,
+        }
+        if lq_ok:
+            n = ge["fractions"]
+            d = result.grid[i] / n
+            mu = ref["repair_rate"][i] * ref["repair_capacity"][i]
+            g = lea_catcheside(mu, d / ge["dose_rate"]) if ge.get("dose_rate") else 1.0
+            nls = lq_neg_log_survival(ref["alpha_eff"][i], ref["beta_eff"][i], d, n, g)
+            row["sf_lq"] = float(sf0 * np.exp(-nls)) if i0 is not None else float(np.exp(-nls))
+            row["lq_vs_kinetic_rel"] = row["sf_lq"] / sf - 1.0 if sf > 0 else np.nan
+        row.update({
+            "alpha_eff_per_Gy": ref["alpha_eff"][i],
+            "beta_eff_per_Gy2": ref["beta_eff"][i],
+            "repair_capacity": ref["repair_capacity"][i],
+            "misrepair_factor": ref["misrepair_factor"][i],
+            "apoptotic_propensity": ref["apoptotic_propensity"][i],
+            "bystander_dsb_per_h": ref["bystander_damage_drive"][i],
+        })
+        for c in result.model.cargos:
+            row[f"{c}_delivered_copies_per_cell"] = ref[f"{c}_delivered_at_scoring"][i]
+        row["residual_dsb_at_scoring"] = ref["residual_dsb_at_scoring"][i]
+        row["status"] = "ok" if result.status[i] == 0 else "failed"
+        row["message"] = result.messages[i]
+        rows.append(row)
+    return rows
+
+
+def summary_table(result: RunResult, rows: list[dict] | None = None) -> list[dict]:
+    """One row per arm: alpha_eff, beta_eff, SF2, D10, DMF and bystander survival at 0 Gy."""
+    rows = rows if rows is not None else survival_table(result)
+    ge = result.grid_event
+    curve = bool(ge) and ge.get("scored", False)
+    ctrl = _control_arm(result)
+    d10 = {}
+    out = []
+    for a, name in enumerate(result.arms):
+        sel = np.flatnonzero(result.arm_index == a)
+        doses = result.grid[sel]
+        within = np.array([rows[i]["sf_within_arm"] for i in sel])
+        i0 = _grid0(result, a)
+        rec = {"arm": name, "control": ctrl == a,
+               "alpha_eff_per_Gy": rows[sel[0]]["alpha_eff_per_Gy"],
+               "beta_eff_per_Gy2": rows[sel[0]]["beta_eff_per_Gy2"],
+               "sf0_vs_untreated": rows[i0]["sf_vs_untreated"] if i0 is not None else np.nan}
+        if curve:
+            rec["sf2_within_arm"] = survival_at_dose(doses, within, 2.0)
+            d10[a] = dose_at_survival(doses, within, 0.1)
+            rec["d10_Gy"] = d10[a]
+        for c in result.model.cargos:
+            rec[f"{c}_delivered_copies_per_cell"] = rows[sel[0]][f"{c}_delivered_copies_per_cell"]
+        rec["failed_members"] = int(np.sum(result.status[sel]))
+        out.append(rec)
+    if curve:
+        for a, rec in enumerate(out):
+            rec["dmf_at_sf0.1"] = d10[ctrl] / d10[a] if ctrl is not None and d10[a] > 0 else np.nan
+    return out
+
+
+def _series(result: RunResult) -> list[tuple[str, str, int]]:
+    """(column label, kind, index) of the time-course columns."""
+    m = result.model
+    cols = []
+    for pop in m.populations:
+        ns = pop.name
+        for local in ["dsb", "secretion_drive", "bound_vesicles", "internalised_vesicles"] + \
+                     [f"{c}_cytosolic" for c in m.cargos] + [f"{c}_delivered" for c in m.cargos]:
+            s = m.states[m.state_index[f"{ns}{SEP}{local}"]]
+            cols.append((f"{ns}.{local} [{s.unit}]", "state", m.state_index[s.name]))
+        for local in ["release_flux", "repair_capacity", "misrepair_factor", "apoptotic_propensity",
+                      "bystander_damage_drive", "surviving_fraction"]:
+            name = f"{ns}{SEP}{local}"
+            unit = next(r.unit for r in m.rules if r.name == name)
+            cols.append((f"{ns}.{local} [{unit}]", "obs", m.observable_index[name]))
+    for med in m.media:
+        cols.append((f"{med}.vesicle_concentration [particles/mL]", "obs",
+                     m.observable_index[f"{med}{SEP}vesicle_concentration"]))
+        for c in m.cargos:
+            for kind in ("vesicular", "free"):
+                cols.append((f"{med}.{c}_{kind} [copies]", "state", m.state_index[f"{med}{SEP}{c}_{kind}"]))
+    return cols
+
+
+def timecourse_table(result: RunResult) -> tuple[list[str], np.ndarray, list[str]]:
+    """Header, numeric block (rows = member x time) and arm label per row."""
+    cols = _series(result)
+    n_mem, n_t = result.states.shape[:2]
+    block = np.empty((n_mem * n_t, 2 + len(cols)))
+    block[:, 0] = np.repeat(result.grid, n_t)
+    block[:, 1] = np.tile(result.times, n_mem)
+    for j, (_, kind, idx) in enumerate(cols):
+        src = result.states if kind == "state" else result.observables
+        block[:, 2 + j] = src[:, :, idx].reshape(-1)
+    arms = [result.arms[a] for a in np.repeat(result.arm_index, n_t)]
+    return ["arm", "grid_dose_Gy", "time_h"] + [c[0] for c in cols], block, arms
+
+
+def provenance(result: RunResult, argv: list[str] | None = None) -> dict:
+    """Everything needed to reproduce a run: versions, scenario hash, parameters, solver."""
+    import scipy
+    sc, m = result.scenario, result.model
+    params = []
+    p0 = result.parameters
+    for j, q in enumerate(m.parameters):
+        col = p0[:, j]
+        by_arm = {result.arms[a]: float(col[result.arm_index == a][0]) for a in range(len(result.arms))}
+        entry = {"name": q.name.replace(SEP, "."), "key": q.key, "module": q.module, "unit": q.unit,
+                 "value": float(col[0]), "range": [q.low, q.high], "source": q.source, "assumed": q.assumed}
+        if len(set(by_arm.values())) > 1:
+            entry["value_by_arm"] = by_arm
+        params.append(entry)
+    return {
+        "exosim_version": __version__,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": argv if argv is not None else sys.argv,
+        "scenario": {"name": sc.name, "file": sc.source, "sha256": sc.sha256, "type": sc.type,
+                     "references": sc.references, "assumptions": sc.assumptions},
+        "seed": None,
+        "randomness": "none: the simulation is deterministic",
+        "solver": {"method": "Dormand-Prince 5(4), batched, per-member error control",
+                   "rtol": sc.solver.rtol, "atol": sc.solver.atol,
+                   "atol_scaling": "atol multiplied by each state's declared scale",
+                   **{k: v for k, v in result.timing.items() if k != "seconds"}},
+        "wall_time_s": result.timing["seconds"],
+        "members": int(result.arm_index.size),
+        "arms": result.arms,
+        "failures": [msg for msg in result.messages if msg],
+        "environment": {"python": platform.python_version(), "numpy": np.__version__,
+                        "scipy": scipy.__version__, "platform": platform.platform()},
+        "conventions": __doc__.split("Conventions\n-----------\n", 1)[1].split("\n\nEvery file", 1)[0],
+        "parameters": params,
+    }
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if isinstance(v, (float, np.floating)):
+        return "" if np.isnan(v) else f"{float(v):.10g}"
+    return str(v)
+
+
+def _quote(text: str) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow([text])
+    return buf.getvalue()
+
+
+def _rows_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    if not rows:
+        return ""
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(list(rows[0]))
+    for r in rows:
+        w.writerow([_fmt(v) for v in r.values()])
+    return buf.getvalue()
+
+
+def plot_survival(result: RunResult, rows: list[dict], path: Path) -> None:
+    """Log survival vs grid dose, one line per arm (control dashed), LQ dotted where defined."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    sc = result.scenario
+    fig = Figure(figsize=(6.4, 4.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for a, name in enumerate(result.arms):
+        sel = np.flatnonzero(result.arm_index == a)
+        x = result.grid[sel]
+        y = np.array([rows[i]["sf_vs_untreated"] for i in sel])
+        control = rows[sel[0]]["control"]
+        colour = "black" if control else colours[a % len(colours)]
+        ax.plot(x, y, "--" if control else "-", marker="o", ms=4, color=colour, label=name)
+        if "sf_lq" in rows[sel[0]]:
+            lq = np.array([rows[i]["sf_lq"] for i in sel]) * (y[0] / rows[sel[0]]["sf_lq"]
+                                                               if rows[sel[0]]["sf_lq"] > 0 else 1.0)
+            ax.plot(x, lq, ":", color=colour, lw=1)
+    ax.set_yscale("log")
+    label = sc.dose_grid.label if sc.dose_grid and sc.dose_grid.label else "dose"
+    ax.set_xlabel(f"{label[0].upper()}{label[1:]} (Gy)")
+    ax.set_ylabel("Surviving fraction (relative to untreated control)")
+    ax.set_title(sc.name.replace("_", " "), fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    if "sf_lq" in rows[0]:
+        ax.text(0.99, 0.99, "markers: kinetic model; dotted: LQ with alpha_eff, beta_eff",
+                transform=ax.transAxes, ha="right", va="top", fontsize=7, color="0.3")
+    fig.savefig(path, dpi=150)
+
+
+def write_outputs(result: RunResult, outdir: str | Path, *, argv: list[str] | None = None,
+                  figure: bool = True) -> list[Path]:
+    """Write survival.csv, summary.csv, timecourses.csv, provenance.json and survival.png.
+
+    All files are produced in a temporary folder beside ``outdir`` and moved
+    into ``outdir`` only when every file is complete.
+
+    Raises
+    ------
+    OutputError
+        If ``outdir`` cannot be created or written.
+    """
+    outdir = Path(outdir)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".exosim-", dir=outdir))
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {str(outdir)!r}: {exc.strerror or exc}") from None
+    try:
+        rows = survival_table(result)
+        (tmp / "survival.csv").write_text(_rows_csv(rows))
+        (tmp / "summary.csv").write_text(_rows_csv(summary_table(result, rows)))
+        if result.states.shape[1]:
+            header, block, arms = timecourse_table(result)
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerow(header)
+            quoted = {a: _quote(a) for a in set(arms)}
+            fmt = ",".join(["%.10g"] * block.shape[1])
+            buf.writelines(f"{quoted[a]},{fmt % tuple(line)}\n" for a, line in zip(arms, block.tolist()))
+            (tmp / "timecourses.csv").write_text(buf.getvalue().replace("nan", ""))
+        (tmp / "provenance.json").write_text(json.dumps(provenance(result, argv), indent=1, default=float))
+        if figure:
+            plot_survival(result, rows, tmp / "survival.png")
+        written = []
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, outdir / f.name)
+            written.append(outdir / f.name)
+        return written
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {str(outdir)!r}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,567 @@
+"""Scenario files: schema, loading and validation.
+
+A scenario is data: media, populations, cargo, a timeline of events and the
+arms to compare (MODEL.md section 5).  Loading is strict: YAML is read with
+``yaml.safe_load`` (no object construction), unknown keys are rejected with the
+nearest valid key suggested, dimensional quantities need units, and every
+reference (population, medium, cargo, cell line, agent, variable) is checked.
+Every problem is reported as one :class:`ScenarioError` naming the file, the
+key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
+
+from . import _catalogue as cat
+from ._units import QuantityError, parse_quantity
+
+__all__ = ["Scenario", "ScenarioError", "load_scenario", "parse_scenario", "Event"]
+
+
+class ScenarioError(ValueError):
+    """Invalid scenario input: names the file, the key path and what was expected."""
+
+    def __init__(self, source: str, path: str, message: str):
+        self.source, self.path, self.problem = source, path, message
+        where = f"{source}: {path}: " if path else f"{source}: "
+        super().__init__(where + message)
+
+
+def _quantity(kind: str, allow_negative: bool = False):
+    def convert(v: Any) -> float:
+        try:
+            return parse_quantity(v, kind, allow_negative=allow_negative)
+        except QuantityError as exc:
+            raise ValueError(str(exc)) from None
+    return BeforeValidator(convert)
+
+
+Time = Annotated[float, _quantity("time", allow_negative=True)]
+Duration = Annotated[float, _quantity("time")]
+Volume = Annotated[float, _quantity("volume")]
+Cells = Annotated[float, _quantity("cells")]
+Particles = Annotated[float, _quantity("particles")]
+Concentration = Annotated[float, _quantity("concentration")]
+DoseRate = Annotated[float, _quantity("dose_rate")]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class MediumSpec(_Strict):
+    """A medium: culture well, conditioned-medium tube, blood."""
+
+    volume: Volume
+    parameters: dict[str, Any] = {}
+
+
+class PopulationSpecModel(_Strict):
+    """A cell population in a medium."""
+
+    cell_line: str
+    cells: Cells
+    medium: Name
+    packages: list[Name] = []
+    parameters: dict[str, Any] = {}
+
+
+class LinkSpec(_Strict):
+    """First-order transfer of vesicles between two media (systemic wiring)."""
+
+    source: Name = Field(alias="from")
+    target: Name = Field(alias="to")
+    rate: Annotated[float, Field(gt=0)]
+
+
+class DoseGrid(_Strict):
+    """The dose series solved as one batch; one irradiate event uses ``dose: grid``."""
+
+    values: list[float]
+    unit: Literal["Gy", "cGy", "mGy"] = "Gy"
+    label: str | None = None
+
+    @field_validator("values")
+    @classmethod
+    def _check(cls, v: list[float]) -> list[float]:
+        import math
+        if not v:
+            raise ValueError("expected at least one dose; the dose grid is empty")
+        for x in v:
+            if not math.isfinite(x) or x < 0:
+                raise ValueError(f"expected finite non-negative doses, got {x!r}")
+        return v
+
+    def in_gray(self) -> list[float]:
+        """Grid values in Gy."""
+        return [parse_quantity(f"{x} {self.unit}", "dose") for x in self.values]
+
+
+DoseValue = Union[float, str]
+
+
+class Irradiate(_Strict):
+    """Irradiation of a population: acute, protracted (dose_rate) or fractionated."""
+
+    population: Name
+    dose: DoseValue
+    dose_rate: DoseRate | None = None
+    fractions: Annotated[int, Field(ge=1)] = 1
+    interval: Duration = 24.0
+    days_per_week: Annotated[int, Field(ge=1, le=7)] | None = None
+
+    @field_validator("dose", mode="before")
+    @classmethod
+    def _dose(cls, v: Any) -> DoseValue:
+        if isinstance(v, str) and (v == "grid" or v.startswith("$")):
+            return v
+        try:
+            return parse_quantity(v, "dose")
+        except QuantityError as exc:
+            raise ValueError(f"{exc}, 'grid' or '$variable'") from None
+
+
+class Transfer(_Strict):
+    """Move (harvest) medium content from one medium to another."""
+
+    source: Name = Field(alias="from")
+    target: Name = Field(alias="to")
+    fraction: Fraction = 1.0
+    replace: bool = True
+    purify: bool = False
+    recovery: Fraction = 1.0
+    dilution: Annotated[float, Field(ge=1.0)] = 1.0
+
+
+class Add(_Strict):
+    """Add exosomes (e.g. engineered) with chosen cargo to a medium."""
+
+    medium: Name
+    particles: Particles | None = None
+    concentration: Concentration | None = None
+    cargo: dict[Name, Annotated[float, _quantity("copies_per_particle")]] = {}
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> "Add":
+        if (self.particles is None) == (self.concentration is None):
+            raise ValueError("give exactly one of 'particles' or 'concentration'")
+        return self
+
+
+class Intervene(_Strict):
+    """Apply an inhibitor (GW4869, Rab27a knockdown, heparin, ...) to a population."""
+
+    population: Name
+    agent: str
+    efficacy: Fraction | None = None
+
+
+class Treat(_Strict):
+    """Treat a medium: rnase, rnase_with_detergent, heat, destabilise."""
+
+    medium: Name
+    treatment: str
+
+
+class ChangeMedium(_Strict):
+    """Discard a medium's content (fresh medium)."""
+
+    medium: Name
+
+
+class Score(_Strict):
+    """Score clonogenic survival of a population."""
+
+    population: Name
+
+
+ACTIONS: dict[str, type[_Strict]] = {
+    "irradiate": Irradiate, "transfer": Transfer, "harvest": Transfer, "add": Add,
+    "intervene": Intervene, "treat": Treat, "change_medium": ChangeMedium, "score": Score,
+}
+
+
+class Event(_Strict):
+    """One timeline entry: a time and exactly one action."""
+
+    at: Time
+    label: str | None = None
+    irradiate: Irradiate | None = None
+    transfer: Transfer | None = None
+    harvest: Transfer | None = None
+    add: Add | None = None
+    intervene: Intervene | None = None
+    treat: Treat | None = None
+    change_medium: ChangeMedium | None = None
+    score: Score | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Event":
+        given = [k for k in ACTIONS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"expected exactly one action of {sorted(ACTIONS)}, got {given or 'none'}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """Action name (``harvest`` is reported as ``transfer``)."""
+        k = next(k for k in ACTIONS if getattr(self, k) is not None)
+        return "transfer" if k == "harvest" else k
+
+    @property
+    def action(self) -> Any:
+        """The action object."""
+        return next(getattr(self, k) for k in ACTIONS if getattr(self, k) is not None)
+
+
+class Arm(_Strict):
+    """One experimental arm: variable values, parameter changes and extra events."""
+
+    name: str
+    control: bool = False
+    variables: dict[Name, Any] = {}
+    parameters: dict[str, Any] = {}
+    events: list[Event] = []
+
+
+class OutputSpec(_Strict):
+    """What the run writes."""
+
+    time_step: Duration = 1.0
+
+
+class SolverSpec(_Strict):
+    """Integrator tolerances (per member, per component)."""
+
+    rtol: Annotated[float, Field(gt=0, lt=1)] = 1e-7
+    atol: Annotated[float, Field(gt=0)] = 1e-9
+
+
+class Scenario(_Strict):
+    """A complete scenario file."""
+
+    exosim: Literal[1] = 1
+    name: str
+    type: Literal["medium_transfer", "coculture", "partial_field", "systemic", "custom"]
+    description: str
+    references: list[str] = []
+    assumptions: list[str] = []
+    media: dict[Name, MediumSpec]
+    populations: dict[Name, PopulationSpecModel]
+    links: list[LinkSpec] = []
+    cargo: dict[Name, dict[str, Any]] = {}
+    parameters: dict[str, Any] = {}
+    variables: dict[Name, Any] = {}
+    dose_grid: DoseGrid | None = None
+    timeline: list[Event]
+    arms: list[Arm] = []
+    output: OutputSpec = OutputSpec()
+    solver: SolverSpec = SolverSpec()
+
+    # filled by the loader, not by the file
+    source: str = Field(default="<scenario>", exclude=True)
+    sha256: str = Field(default="", exclude=True)
+
+
+# ---------------------------------------------------------------------- loading
+def load_scenario(path: str | Path) -> Scenario:
+    """Read, parse and validate a scenario file.
+
+    Raises
+    ------
+    ScenarioError
+        Unreadable file, invalid YAML, or any schema or consistency problem.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ScenarioError(str(path), "", f"cannot read file: {exc.strerror or exc}") from None
+    return parse_scenario(raw, source=str(path))
+
+
+def parse_scenario(raw: bytes | str, source: str = "<scenario>") -> Scenario:
+    """Parse and validate scenario text (YAML); see :func:`load_scenario`."""
+    data_bytes = raw.encode() if isinstance(raw, str) else raw
+    try:
+        data = yaml.safe_load(data_bytes)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ScenarioError(source, "", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(source, "", "not a text (UTF-8) YAML file") from None
+    if not isinstance(data, dict):
+        raise ScenarioError(source, "", f"expected a YAML mapping of scenario keys, got {type(data).__name__}")
+    try:
+        sc = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc, source) from None
+    sc = sc.model_copy(update={"source": source, "sha256": hashlib.sha256(data_bytes).hexdigest()})
+    _check_consistency(sc)
+    return sc
+
+
+def _loc_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The schema class at a key path, for suggesting valid keys."""
+    cls: Any = Scenario
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if isinstance(cls, type) and issubclass(cls, BaseModel):
+            field = cls.model_fields.get(part) or next(
+                (f for f in cls.model_fields.values() if f.alias == part), None)
+            if field is None:
+                return None
+            cls = _unwrap(field.annotation)
+        elif cls == "dict":
+            cls = _dict_value
+        else:
+            return None
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+_dict_value: Any = None
+
+
+def _unwrap(annotation: Any) -> Any:
+    global _dict_value
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (list, tuple):
+        return _unwrap(args[0])
+    if origin is dict:
+        _dict_value = _unwrap(args[1])
+        return "dict"
+    if origin in (Union, getattr(__import__("types"), "UnionType", Union)):
+        inner = [a for a in args if a is not type(None)]
+        return _unwrap(inner[0]) if len(inner) == 1 else annotation
+    if origin is Annotated:
+        return _unwrap(args[0])
+    return annotation
+
+
+def _first_error(exc: ValidationError, source: str) -> ScenarioError:
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    path = _loc_path(loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        valid = sorted({f.alias or n for n, f in parent.model_fields.items()
+                        if n not in ("source", "sha256")}) if parent else []
+        near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        return ScenarioError(source, path, f"unknown key {loc[-1]!r}{hint} Valid keys here: {', '.join(valid)}")
+    if kind == "missing":
+        return ScenarioError(source, path, "required key is missing")
+    msg = err["msg"]
+    msg = msg.removeprefix("Value error, ")
+    return ScenarioError(source, path, f"{msg} (got {err.get('input')!r})" if kind != "value_error" else msg)
+
+
+def _suggest(name: str, valid: list[str]) -> str:
+    near = difflib.get_close_matches(name, valid, n=1)
+    return f"; did you mean {near[0]!r}?" if near else f"; expected one of: {', '.join(sorted(valid))}"
+
+
+def _check_consistency(sc: Scenario) -> None:
+    """References, ordering and the dose grid; raises :class:`ScenarioError`."""
+    src = sc.source
+
+    def err(path: str, msg: str) -> ScenarioError:
+        return ScenarioError(src, path, msg)
+
+    media, pops = list(sc.media), list(sc.populations)
+    lines = cat.cell_lines()
+    catalogue = cat.cargo_catalogue()
+    overlap = set(media) & set(pops)
+    if overlap:
+        raise err("populations", f"names used for both a medium and a population: {sorted(overlap)}")
+    for name, pop in sc.populations.items():
+        if pop.cell_line not in lines:
+            raise err(f"populations.{name}.cell_line", f"unknown cell line {pop.cell_line!r}"
+                      + _suggest(pop.cell_line, list(lines)))
+        if pop.medium not in sc.media:
+            raise err(f"populations.{name}.medium", f"unknown medium {pop.medium!r}" + _suggest(pop.medium, media))
+        for i, c in enumerate(pop.packages):
+            if c not in sc.cargo:
+                raise err(f"populations.{name}.packages[{i}]",
+                          f"cargo {c!r} is not listed under the scenario's 'cargo'" + _suggest(c, list(sc.cargo)))
+    for c, override in sc.cargo.items():
+        if c not in catalogue:
+            raise err(f"cargo.{c}", f"unknown cargo {c!r}" + _suggest(c, list(catalogue)))
+    for i, link in enumerate(sc.links):
+        for key, m in (("from", link.source), ("to", link.target)):
+            if m not in sc.media:
+                raise err(f"links[{i}].{key}", f"unknown medium {m!r}" + _suggest(m, media))
+    _check_parameters(sc, err)
+
+    grid_uses = []
+    scores = []
+    variables_needed: set[tuple[str, str]] = set()
+    all_events = [(f"timeline[{i}]", e) for i, e in enumerate(sc.timeline)]
+    for a, arm in enumerate(sc.arms):
+        all_events += [(f"arms[{a}].events[{i}]", e) for i, e in enumerate(arm.events)]
+    for path, ev in all_events:
+        act, kind = ev.action, ev.kind
+        key = "harvest" if ev.harvest is not None else kind
+        p = f"{path}.{key}"
+        if kind in ("irradiate", "intervene", "score") and act.population not in sc.populations:
+            raise err(f"{p}.population", f"unknown population {act.population!r}" + _suggest(act.population, pops))
+        if kind in ("add", "treat", "change_medium") and act.medium not in sc.media:
+            raise err(f"{p}.medium", f"unknown medium {act.medium!r}" + _suggest(act.medium, media))
+        if kind == "transfer":
+            for k2, m in (("from", act.source), ("to", act.target)):
+                if m not in sc.media:
+                    raise err(f"{p}.{k2}", f"unknown medium {m!r}" + _suggest(m, media))
+            if act.source == act.target:
+                raise err(p, "a transfer needs two different media")
+        if kind == "add":
+            for c in act.cargo:
+                if c not in sc.cargo:
+                    raise err(f"{p}.cargo.{c}", f"cargo {c!r} is not listed under the scenario's 'cargo'"
+                              + _suggest(c, list(sc.cargo)))
+        if kind == "intervene" and act.agent not in cat.agents():
+            raise err(f"{p}.agent", f"unknown agent {act.agent!r}" + _suggest(act.agent, list(cat.agents())))
+        if kind == "treat" and act.treatment not in cat.treatments():
+            raise err(f"{p}.treatment", f"unknown treatment {act.treatment!r}"
+                      + _suggest(act.treatment, list(cat.treatments())))
+        if kind == "irradiate":
+            if act.dose == "grid":
+                grid_uses.append(p)
+            elif isinstance(act.dose, str):
+                variables_needed.add((act.dose[1:], f"{p}.dose"))
+            if act.dose_rate is not None and act.dose_rate <= 0:
+                raise err(f"{p}.dose_rate", "expected a positive dose rate")
+        if kind == "score":
+            if not path.startswith("timeline"):
+                raise err(p, "score belongs in the main timeline, not in an arm")
+            scores.append((p, ev))
+    if len(scores) != 1:
+        raise err("timeline", f"expected exactly one score event, found {len(scores)}")
+    if sc.dose_grid is None and grid_uses:
+        raise err(grid_uses[0] + ".dose", "uses 'grid' but the scenario has no dose_grid")
+    if sc.dose_grid is not None and len(grid_uses) != 1:
+        raise err("dose_grid", f"expected exactly one irradiate event with 'dose: grid', found {len(grid_uses)}")
+    for name, path in sorted(variables_needed):
+        arms = sc.arms or []
+        if name not in sc.variables and not (arms and all(name in a.variables for a in arms)):
+            raise err(path, f"variable {name!r} is not defined under 'variables' (or in every arm)"
+                      + _suggest(name, list(sc.variables)))
+    for scope, variables in [("variables", sc.variables)] + [(f"arms[{i}].variables", a.variables)
+                                                              for i, a in enumerate(sc.arms)]:
+        for k, v in variables.items():
+            if isinstance(v, str) and v.startswith("$"):
+                raise err(f"{scope}.{k}", "a variable cannot refer to another variable")
+            try:
+                parse_quantity(v, "dose")
+            except QuantityError as exc:
+                raise err(f"{scope}.{k}", str(exc)) from None
+    controls = [a.name for a in sc.arms if a.control]
+    if len(controls) > 1:
+        raise err("arms", f"at most one arm may be the control, found {controls}")
+    if len({a.name for a in sc.arms}) != len(sc.arms):
+        raise err("arms", "arm names must be unique")
+    score_path, score_ev = scores[0]
+    t_score = score_ev.at
+    for path, ev in all_events:
+        if ev.at > t_score:
+            raise err(f"{path}.at", f"event at {ev.at:g} h comes after the score at {t_score:g} h")
+    # a harvest must follow an irradiation of a population living in the harvested medium
+    for path, ev in all_events:
+        if ev.kind != "transfer":
+            continue
+        donors = [n for n, pop in sc.populations.items() if pop.medium == ev.action.source]
+        irr = [e.at for _, e in all_events if e.kind == "irradiate" and e.action.population in donors]
+        if irr and ev.at < min(irr):
+            raise err(f"{path}.at", f"harvest from {ev.action.source!r} at {ev.at:g} h is scheduled before the "
+                                    f"irradiation of its cells at {min(irr):g} h")
+
+
+def _check_parameters(sc: Scenario, err) -> None:
+    table = cat.parameter_table()
+    keys = list(table)
+
+    def check_value(path: str, key: str, value: Any) -> None:
+        unit = str(table[key]["unit"])
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise err(path, f"expected a number in {unit}, got {value!r}")
+        if isinstance(value, str):
+            parts = value.strip().split(None, 1)
+            try:
+                float(parts[0])
+            except (ValueError, IndexError):
+                raise err(path, f"expected a number in {unit}, got {value!r}") from None
+            if len(parts) == 2 and parts[1] != unit:
+                raise err(path, f"unit {parts[1]!r} does not match the parameter's unit {unit!r}")
+            if len(parts) == 1 and unit not in ("1", "cells"):
+                raise err(path, f"missing unit: expected '{parts[0]} {unit}'")
+        else:
+            import math
+            if not math.isfinite(float(value)):
+                raise err(path, f"expected a finite number, got {value!r}")
+            if unit not in ("1", "cells"):
+                raise err(path, f"missing unit: expected '{value} {unit}'")
+
+    for k, v in sc.parameters.items():
+        if k not in table:
+            raise err(f"parameters.{k}", f"unknown parameter {k!r}" + _suggest(k, keys))
+        check_value(f"parameters.{k}", k, v)
+    for group, items in (("populations", sc.populations), ("media", sc.media)):
+        for n, spec in items.items():
+            for k, v in spec.parameters.items():
+                if k not in table:
+                    raise err(f"{group}.{n}.parameters.{k}", f"unknown parameter {k!r}" + _suggest(k, keys))
+                check_value(f"{group}.{n}.parameters.{k}", k, v)
+    for c, override in sc.cargo.items():
+        for k, v in override.items():
+            if k in ("effects",):
+                if not isinstance(v, dict):
+                    raise err(f"cargo.{c}.effects", "expected a mapping of target -> signed strength")
+                for t in v:
+                    if t not in cat.targets():
+                        raise err(f"cargo.{c}.effects.{t}", f"unknown target {t!r}" + _suggest(t, list(cat.targets())))
+                continue
+            if k not in table or table[k]["scope"] != "cargo":
+                cargo_keys = [x for x in keys if table[x]["scope"] == "cargo"] + ["effects"]
+                raise err(f"cargo.{c}.{k}", f"unknown cargo field {k!r}" + _suggest(k, cargo_keys))
+            check_value(f"cargo.{c}.{k}", k, v)
+    for a, arm in enumerate(sc.arms):
+        for k, v in arm.parameters.items():
+            base = k.split(".", 1)[-1]
+            ns = k.split(".", 1)[0] if "." in k else None
+            if ns is not None and ns not in sc.populations and ns not in sc.media:
+                raise err(f"arms[{a}].parameters.{k}", f"unknown population or medium {ns!r}"
+                          + _suggest(ns, list(sc.populations) + list(sc.media)))
+            if base not in table:
+                raise err(f"arms[{a}].parameters.{k}", f"unknown parameter {base!r}" + _suggest(base, keys))
+            check_value(f"arms[{a}].parameters.{k}", base, v)
+
+
+def parameter_value(value: Any) -> float:
+    """Numeric part of a checked parameter value (its unit was checked against the table)."""
+    if isinstance(value, str):
+        return float(value.strip().split(None, 1)[0])
+    return float(value)
