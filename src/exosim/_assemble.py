@@ -397,8 +397,9 @@ class Model:
         return self._initial(p)
 
     def observe(self, y: np.ndarray, p: np.ndarray) -> np.ndarray:
-        """Derived constants and rules (N, len(:attr:`observable_names`))."""
-        return self._observe(y, p)
+        """Derived constants and rules (N, len(:attr:`observable_names`)); NaN for failed members."""
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            return self._observe(y, p)
 
     def evaluate(self, expr: str, namespace: str, y: np.ndarray, p: np.ndarray,
                  extra: Mapping[str, np.ndarray] | None = None) -> np.ndarray:

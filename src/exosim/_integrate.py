@@ -155,7 +155,8 @@ def integrate(fun: Callable[[float, np.ndarray, np.ndarray], np.ndarray], t0: fl
 
     t = t0
     h = min(h0 if h0 and np.isfinite(h0) else 1e-3 * span, span)
-    f = fun(t, y, pa)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        f = fun(t, y, pa)
     n_rhs, n_steps, n_rej = 1, 0, 0
     nonfinite = ~np.all(np.isfinite(f), axis=1)
     if nonfinite.any():
@@ -173,15 +174,16 @@ def integrate(fun: Callable[[float, np.ndarray, np.ndarray], np.ndarray], t0: fl
         if k.shape[1] != y.shape[0]:
             k = np.empty((7,) + y.shape)
         k[0] = f
-        for s in range(1, 7):
-            dy = np.tensordot(_A_MAT[s, :s], k[:s], axes=1)
-            k[s] = fun(t + _C[s] * h_try, y + h_try * dy, pa)
-        n_rhs += 6
-        y_new = y + h_try * np.tensordot(_B, k, axes=1)
-        err_vec = h_try * np.tensordot(_E, k, axes=1)
-        tol = atol + options.rtol * np.maximum(np.abs(y), np.abs(y_new))
-        with np.errstate(invalid="ignore", over="ignore"):
+        # non-finite trial values are caught below (step rejected or member failed), so no warnings
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            for s in range(1, 7):
+                dy = np.tensordot(_A_MAT[s, :s], k[:s], axes=1)
+                k[s] = fun(t + _C[s] * h_try, y + h_try * dy, pa)
+            y_new = y + h_try * np.tensordot(_B, k, axes=1)
+            err_vec = h_try * np.tensordot(_E, k, axes=1)
+            tol = atol + options.rtol * np.maximum(np.abs(y), np.abs(y_new))
             err = np.sqrt(np.mean((err_vec / tol) ** 2, axis=1))
+        n_rhs += 6
         err[~np.isfinite(err)] = np.inf
         err_max = err.max()
         if err_max <= 1.0:

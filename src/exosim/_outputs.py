@@ -248,12 +248,17 @@ def plot_survival(result: RunResult, rows: list[dict], path: Path) -> None:
         y = np.array([rows[i]["sf_vs_untreated"] for i in sel])
         control = rows[sel[0]]["control"]
         colour = "black" if control else colours[a % len(colours)]
-        ax.plot(x, y, "--" if control else "-", marker="o", ms=4, color=colour, label=name)
+        ax.plot(x, y, "--" if control else "-", marker="o", ms=3 if control else 4, color=colour, label=name,
+                zorder=3 if control else 2)
         if "sf_lq" in rows[sel[0]]:
             lq = np.array([rows[i]["sf_lq"] for i in sel]) * (y[0] / rows[sel[0]]["sf_lq"]
                                                                if rows[sel[0]]["sf_lq"] > 0 else 1.0)
             ax.plot(x, lq, ":", color=colour, lw=1)
     ax.set_yscale("log")
+    positive = result.grid[result.grid > 0]
+    if positive.size and positive.max() / positive.min() > 100:  # mGy to Gy: keep both ends readable
+        ax.set_xscale("symlog", linthresh=float(positive.min()), linscale=0.5)
+        ax.set_xlim(0, float(positive.max()) * 1.3)
     label = sc.dose_grid.label if sc.dose_grid and sc.dose_grid.label else "dose"
     ax.set_xlabel(f"{label[0].upper()}{label[1:]} (Gy)")
     ax.set_ylabel("Surviving fraction (relative to untreated control)")

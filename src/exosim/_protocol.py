@@ -121,7 +121,7 @@ class CompiledScenario:
         records = {}
         for c, override in sc.cargo.items():
             rec = dict(cat.cargo_catalogue()[c])
-            rec.update(override or {})
+            rec.update({k: (v if k == "effects" else parameter_value(v)) for k, v in (override or {}).items()})
             records[c] = rec
         self.cargo_records = records
         pops = [PopulationSpec(n, p.medium, p.cell_line, tuple(p.packages)) for n, p in sc.populations.items()]

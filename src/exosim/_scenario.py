@@ -399,6 +399,9 @@ def _check_consistency(sc: Scenario) -> None:
     overlap = set(media) & set(pops)
     if overlap:
         raise err("populations", f"names used for both a medium and a population: {sorted(overlap)}")
+    for c, override in sc.cargo.items():
+        if c not in catalogue:
+            raise err(f"cargo.{c}", f"unknown cargo {c!r}" + _suggest(c, list(catalogue)))
     for name, pop in sc.populations.items():
         if pop.cell_line not in lines:
             raise err(f"populations.{name}.cell_line", f"unknown cell line {pop.cell_line!r}"
@@ -409,9 +412,6 @@ def _check_consistency(sc: Scenario) -> None:
             if c not in sc.cargo:
                 raise err(f"populations.{name}.packages[{i}]",
                           f"cargo {c!r} is not listed under the scenario's 'cargo'" + _suggest(c, list(sc.cargo)))
-    for c, override in sc.cargo.items():
-        if c not in catalogue:
-            raise err(f"cargo.{c}", f"unknown cargo {c!r}" + _suggest(c, list(catalogue)))
     for i, link in enumerate(sc.links):
         for key, m in (("from", link.source), ("to", link.target)):
             if m not in sc.media:

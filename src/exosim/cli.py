@@ -1,4 +1,4 @@
-"""Command-line interface: ``exosim run`` and ``exosim validate``.
+"""Command-line interface: ``exosim run``, ``exosim validate`` and ``exosim figures``.
 
 Exit codes: 0 success (failed members are reported in the outputs and on
 stderr, never an abort), 2 bad input or unwritable output.
@@ -15,6 +15,13 @@ from . import __version__
 EXAMPLES = """examples:
   exosim run scenarios/hnscc_exosome_radioresistance.yaml -o results/hnscc
   exosim validate scenarios/*.yaml
+  exosim figures scenarios/*.yaml -o figures
+"""
+
+FIGURES_EXAMPLE = """example:
+  exosim figures scenarios/*.yaml -o figures
+
+writes one survival-curve figure per scenario, named after the scenario.
 """
 
 RUN_EXAMPLE = """example:
@@ -46,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check scenario files without running them",
                          epilog=VALIDATE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     val.add_argument("scenarios", nargs="+", help="scenario YAML files")
+    fig = sub.add_parser("figures", help="regenerate the survival figure of each scenario",
+                         epilog=FIGURES_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fig.add_argument("scenarios", nargs="+", help="scenario YAML files")
+    fig.add_argument("-o", "--outdir", default="figures", help="folder for the figures (default: figures)")
     return parser
 
 
@@ -86,6 +97,31 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_figures(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    from ._outputs import plot_survival, survival_table
+    from ._protocol import run
+    from ._scenario import load_scenario
+
+    scenarios = [load_scenario(p) for p in args.scenarios]  # all validated before anything is written
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    for sc in scenarios:
+        result = run(sc, time_courses=False)
+        fd, tmp = tempfile.mkstemp(suffix=".png", dir=outdir, prefix=".exosim-")
+        os.close(fd)
+        try:
+            plot_survival(result, survival_table(result), Path(tmp))
+            os.replace(tmp, outdir / f"{sc.name}.png")
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        print(f"wrote {outdir / (sc.name + '.png')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``exosim`` command; returns the exit code."""
     from ._assemble import ModelError
@@ -96,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args, argv)
+        if args.command == "figures":
+            return _cmd_figures(args)
         return _cmd_validate(args)
     except (ScenarioError, ModelError) as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)

@@ -1,0 +1,114 @@
+"""Kinetic survival against closed forms: exact acute solution, LQ, Lea-Catcheside (MODEL.md 4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import exosim
+from conftest import scenario_from, single_well
+
+Y, ALPHA0, BETA0, T_HALF, SHARE = 35.0, 0.22, 0.0272, 0.28, 0.2  # hnscc_pooled, parameter table
+
+
+def calibrated():
+    lam = np.log(2) / T_HALF
+    return {"lam": lam, "kappa": 2 * lam * BETA0 / Y**2, "gamma": SHARE * ALPHA0 * lam / Y,
+            "mis": (1 - SHARE) * ALPHA0 / Y}
+
+
+def exact_acute_neg_log_sf(dose):
+    """dB/dt = -mu B - k B^2, B(0) = Y D integrates in closed form:
+    int B dt = ln(1 + k B0/mu)/k, so L + A = mis*mu*I + (B0 - mu*I) + gamma*I."""
+    c = calibrated()
+    b0 = Y * np.asarray(dose, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        integral = np.where(b0 > 0, np.log1p(c["kappa"] * b0 / c["lam"]) / c["kappa"], 0.0)
+    return c["mis"] * c["lam"] * integral + (b0 - c["lam"] * integral) + c["gamma"] * integral
+
+
+@pytest.fixture(scope="module")
+def acute():
+    return exosim.run(scenario_from(single_well(solver={"rtol": 1e-10, "atol": 1e-13})), time_courses=False)
+
+
+def test_acute_survival_matches_exact_solution(acute):
+    expected = np.exp(-exact_acute_neg_log_sf(acute.grid))
+    np.testing.assert_allclose(acute.surviving_fraction, expected, rtol=1e-7)
+
+
+def test_acute_survival_matches_lq_within_first_order_term(acute):
+    """-ln SF differs from alpha0*D + beta0*D^2 by a term of relative order kappa*Y*D/lambda."""
+    c = calibrated()
+    d = acute.grid
+    kinetic = -np.log(acute.surviving_fraction)
+    lq = ALPHA0 * d + BETA0 * d**2
+    x = c["kappa"] * Y * d / c["lam"]
+    assert np.all(np.abs(kinetic - lq) <= x * lq + 1e-12)
+    # and the deviation really is of that order, not an accident of zero
+    assert np.abs(kinetic - lq)[-1] > 0.1 * (x * lq)[-1]
+
+
+def test_effective_coefficients_of_the_control_equal_the_cell_line(acute):
+    np.testing.assert_allclose(acute.reference["alpha_eff"], ALPHA0, rtol=1e-12)
+    np.testing.assert_allclose(acute.reference["beta_eff"], BETA0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("duration_h", [0.1, 0.5, 2.0, 8.0])
+def test_protracted_dose_reproduces_lea_catcheside(duration_h):
+    """Constant dose rate over T: -ln SF = alpha D + beta G D^2, G = 2(x - 1 + e^-x)/x^2, x = mu T."""
+    doses = np.array([2.0, 4.0, 8.0])
+    data = single_well(solver={"rtol": 1e-10, "atol": 1e-13})
+    results = []  # one run per dose: the dose rate is chosen so each dose takes duration_h
+    for d in doses:
+        data["dose_grid"] = {"values": [float(d)], "unit": "Gy"}
+        data["timeline"][0]["irradiate"]["dose_rate"] = f"{d / duration_h} Gy/h"
+        results.append(exosim.run(scenario_from(data), time_courses=False).surviving_fraction[0])
+    kinetic = -np.log(np.array(results))
+    c = calibrated()
+    g = 2 * (c["lam"] * duration_h - 1 + np.exp(-c["lam"] * duration_h)) / (c["lam"] * duration_h) ** 2
+    lq = ALPHA0 * doses + BETA0 * g * doses**2
+    x = c["kappa"] * Y * doses / c["lam"]
+    assert np.all(np.abs(kinetic - lq) <= x * lq)
+    np.testing.assert_allclose(exosim.lea_catcheside(c["lam"], duration_h), g, rtol=1e-12)
+
+
+def test_protraction_spares_and_lea_catcheside_limits():
+    assert exosim.lea_catcheside(2.0, 0.0) == pytest.approx(1.0)
+    assert exosim.lea_catcheside(2.0, 1e-6) == pytest.approx(1.0, rel=1e-5)
+    # long irradiation: G -> 2/(mu T)
+    assert exosim.lea_catcheside(2.0, 1e4) == pytest.approx(2 / 2e4, rel=1e-3)
+    g = exosim.lea_catcheside(2.0, np.array([0.1, 1, 10]))
+    assert np.all(np.diff(g) < 0)
+
+
+def test_fractionation_with_full_repair_multiplies_single_fraction_survival():
+    """n well-separated fractions of d: SF = SF(d)^n (complete repair between fractions)."""
+    base = single_well(dose_grid={"values": [2.0], "unit": "Gy"}, solver={"rtol": 1e-10, "atol": 1e-13})
+    one = exosim.run(scenario_from(base), time_courses=False).surviving_fraction[0]
+    frac = single_well(dose_grid={"values": [10.0], "unit": "Gy"}, solver={"rtol": 1e-10, "atol": 1e-13})
+    frac["timeline"][0]["irradiate"].update({"fractions": 5, "interval": "24 h"})
+    frac["timeline"][1]["at"] = "130 h"
+    five = exosim.run(scenario_from(frac), time_courses=False).surviving_fraction[0]
+    assert five == pytest.approx(one**5, rel=1e-8)
+
+
+def test_d10_and_sf2_helpers_on_an_lq_curve():
+    d = np.linspace(0, 10, 11)
+    sf = np.exp(-(0.3 * d + 0.03 * d**2))
+    d10 = exosim.dose_at_survival(d, sf, 0.1)
+    assert 0.3 * d10 + 0.03 * d10**2 == pytest.approx(np.log(10), rel=1e-3)
+    assert exosim.survival_at_dose(d, sf, 2.0) == pytest.approx(np.exp(-0.72))
+    assert np.isnan(exosim.dose_at_survival(d[:3], sf[:3], 0.1))
+
+
+def test_monotone_cubic_matches_scipy_pchip():
+    from scipy.interpolate import PchipInterpolator
+
+    from exosim._lq import MonotoneCubic
+    rng = np.random.default_rng(7)
+    for n in (2, 3, 6, 10):
+        x = np.sort(rng.uniform(0, 8, n))
+        y = -np.cumsum(rng.uniform(0.01, 1, n))
+        q = np.linspace(x[0], x[-1], 57)
+        np.testing.assert_allclose(MonotoneCubic(x, y)(q), PchipInterpolator(x, y)(q), atol=1e-12)
