@@ -401,6 +401,13 @@ class Model:
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             return self._observe(y, p)
 
+    def formula(self, expr: str, namespace: str, constants: Mapping[str, float] | None = None) -> str:
+        """SBML infix formula of an expression of one namespace, with some names set to numbers."""
+        constants = dict(constants or {})
+        tree = _expr.rename(_expr.parse(expr),
+                            lambda n: n if (SEP in n or n in constants) else f"{namespace}{SEP}{n}")
+        return _expr.to_sbml_formula(tree, lambda n: f"({float(constants[n])!r})" if n in constants else n)
+
     def evaluate(self, expr: str, namespace: str, y: np.ndarray, p: np.ndarray,
                  extra: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         """Evaluate an expression of one namespace's symbols for a batch (used by events)."""

@@ -47,11 +47,15 @@ class _Batch:
 
 @dataclass(order=True)
 class _Action:
+    """One event at one time: ``apply`` changes the batch; ``describe(member)`` gives the same
+    change as (symbol, formula of pre-event values) pairs, used for SBML events."""
+
     time: float
     order: int
     kind: str = field(compare=False)
     apply: Any = field(compare=False)
     path: str = field(compare=False, default="")
+    describe: Any = field(compare=False, default=None)
 
 
 @dataclass
@@ -200,15 +204,16 @@ class CompiledScenario:
                 continue
             if kind == "irradiate":
                 new, info = self._irradiation(ev, mask, path)
-                for t, apply in new:
-                    actions.append(_Action(t, order, "irradiate", apply, path))
+                for t, (apply, describe) in new:
+                    actions.append(_Action(t, order, "irradiate", apply, path, describe))
                     order += 1
                 if ev.irradiate.dose == "grid":
                     grid_event = info
                 continue
             builder = {"transfer": self._transfer, "add": self._add, "intervene": self._intervene,
                        "treat": self._treat, "change_medium": self._change_medium}[kind]
-            actions.append(_Action(ev.at, order, kind, builder(ev.action, mask), path))
+            apply, describe = builder(ev.action, mask)
+            actions.append(_Action(ev.at, order, kind, apply, path, describe))
             order += 1
         actions.sort()
         return actions, grid_event
@@ -253,7 +258,13 @@ class CompiledScenario:
             for state, expr in ACUTE_DOSE.items():
                 inc = m.evaluate(expr, pop, batch.y, batch.p, {"D": dose})
                 batch.y[:, m.state_index[f"{pop}{SEP}{state}"]] += inc
-        return apply
+
+        def describe(i: int) -> list[tuple[str, str]]:
+            if dose[i] == 0:
+                return []
+            return [(f"{pop}{SEP}{state}", f"{pop}{SEP}{state} + {m.formula(expr, pop, {'D': float(dose[i])})}")
+                    for state, expr in ACUTE_DOSE.items()]
+        return apply, describe
 
     def _rate_change(self, pop: str, delta: np.ndarray, record: bool):
         idx = self.model.parameter_index[f"{pop}{SEP}dose_rate"]
@@ -264,7 +275,12 @@ class CompiledScenario:
             col = batch.p[:, idx] + delta
             col[np.abs(col) < 1e-12] = 0.0
             batch.p[:, idx] = col
-        return apply
+
+        name = f"{pop}{SEP}dose_rate"
+
+        def describe(i: int) -> list[tuple[str, str]]:
+            return [(name, f"{name} + {float(delta[i])!r}")] if delta[i] != 0 else []
+        return apply, describe
 
     def _content(self, medium: str) -> list[tuple[str, str | None, str]]:
         """(state, cargo or None, 'vesicles'|'vesicular'|'free') of a medium's movable content."""
@@ -298,7 +314,19 @@ class CompiledScenario:
                     keep = 0.0
                 y[:, d] += moved * keep
                 self._book(batch, cargo, "removed", moved * (1.0 - keep))
-        return apply
+
+        def describe(i: int) -> list[tuple[str, str]]:
+            if not mask[i]:
+                return []
+            out = []
+            for (s_name, _, what), (d_name, _, _) in zip(src, dst):
+                keep = 0.0 if (what == "free" and act.purify) else \
+                    (1.0 if what == "free" else act.recovery) / act.dilution
+                kept = "0" if act.replace else d_name
+                out.append((d_name, f"{kept} + {s_name}*{float(act.fraction * keep)!r}"))
+                out.append((s_name, f"{s_name}*{float(1.0 - act.fraction)!r}"))
+            return out
+        return apply, describe
 
     def _add(self, act, mask: np.ndarray):
         si = self.model.state_index
@@ -312,7 +340,17 @@ class CompiledScenario:
             for c, q in act.cargo.items():
                 batch.y[:, si[f"{act.medium}{SEP}{c}_vesicular"]] += n * q
                 self._book(batch, c, "added", n * q)
-        return apply
+
+        def describe(i: int) -> list[tuple[str, str]]:
+            if not mask[i]:
+                return []
+            ves = f"{act.medium}{SEP}vesicles"
+            out = [(ves, f"{ves} + {float(amount)!r}")]
+            for c, q in act.cargo.items():
+                name = f"{act.medium}{SEP}{c}_vesicular"
+                out.append((name, f"{name} + {float(amount) * q!r}"))
+            return out
+        return apply, describe
 
     def _intervene(self, act, mask: np.ndarray):
         agent = cat.agents()[act.agent]
@@ -321,7 +359,12 @@ class CompiledScenario:
 
         def apply(batch: _Batch) -> None:
             batch.p[mask, idx] *= 1.0 - efficacy
-        return apply
+
+        name = self.model.parameters[idx].name
+
+        def describe(i: int) -> list[tuple[str, str]]:
+            return [(name, f"{name}*{float(1.0 - efficacy)!r}")] if mask[i] else []
+        return apply, describe
 
     def _treat(self, act, mask: np.ndarray):
         rule = cat.treatments()[act.treatment]
@@ -349,7 +392,24 @@ class CompiledScenario:
                 gone = np.where(mask, y[:, ves], 0.0)
                 y[:, ves] -= gone
                 self._book(batch, None, "removed", gone)
-        return apply
+
+        def describe(i: int) -> list[tuple[str, str]]:
+            if not mask[i]:
+                return []
+            out = []
+            lyse = bool(rule.get("lyses_vesicles"))
+            for c, kind in kinds.items():
+                where = destroys.get(kind, [])
+                v, f = f"{med}{SEP}{c}_vesicular", f"{med}{SEP}{c}_free"
+                free_left = "0" if "free" in where else f
+                freed = v if (lyse and "vesicular" not in where) else "0"
+                out.append((f, f"{free_left} + {freed}"))
+                if lyse or "vesicular" in where:
+                    out.append((v, "0"))
+            if lyse:
+                out.append((f"{med}{SEP}vesicles", "0"))
+            return out
+        return apply, describe
 
     def _change_medium(self, act, mask: np.ndarray):
         si = self.model.state_index
@@ -360,7 +420,10 @@ class CompiledScenario:
                 gone = np.where(mask, batch.y[:, si[name]], 0.0)
                 batch.y[:, si[name]] -= gone
                 self._book(batch, cargo, "removed", gone)
-        return apply
+
+        def describe(i: int) -> list[tuple[str, str]]:
+            return [(name, "0") for name, _, _ in content] if mask[i] else []
+        return apply, describe
 
     # ------------------------------------------------------------- running
     def run(self, *, time_courses: bool = True, parameters: np.ndarray | None = None) -> RunResult:

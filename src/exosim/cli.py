@@ -1,4 +1,4 @@
-"""Command-line interface: ``exosim run``, ``exosim validate`` and ``exosim figures``.
+"""Command-line interface: ``exosim run | validate | figures | export | export-sbml``.
 
 Exit codes: 0 success (failed members are reported in the outputs and on
 stderr, never an abort), 2 bad input or unwritable output.
@@ -16,6 +16,20 @@ EXAMPLES = """examples:
   exosim run scenarios/hnscc_exosome_radioresistance.yaml -o results/hnscc
   exosim validate scenarios/*.yaml
   exosim figures scenarios/*.yaml -o figures
+"""
+
+EXPORT_EXAMPLE = """example:
+  exosim export scenarios/hnscc_exosome_radioresistance.yaml --arm "exosomes from 6 Gy donors" --dose 4 -o hnscc.xml
+
+writes one member (arm, grid dose) of the scenario as self-contained, validated SBML Level 3
+Version 2: its parameters, initial conditions and timeline as SBML events. Needs the 'sbml'
+extra: pip install "exosim[sbml]".
+"""
+
+MODELS_EXAMPLE = """example:
+  exosim export-sbml -o models
+
+regenerates the module files, the composed (comp) model and its flattened form in models/.
 """
 
 FIGURES_EXAMPLE = """example:
@@ -53,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check scenario files without running them",
                          epilog=VALIDATE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     val.add_argument("scenarios", nargs="+", help="scenario YAML files")
+    exp = sub.add_parser("export", help="write one arm and dose of a scenario as SBML",
+                         epilog=EXPORT_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    exp.add_argument("scenario", help="scenario YAML file")
+    exp.add_argument("-o", "--output", required=True, help="SBML file to write")
+    exp.add_argument("--arm", help="arm name (default: the first arm)")
+    exp.add_argument("--dose", type=float, help="grid dose in the grid's unit (default: the largest)")
+    mod = sub.add_parser("export-sbml", help="regenerate the SBML files in models/",
+                         epilog=MODELS_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mod.add_argument("-o", "--outdir", default="models", help="folder (default: models)")
     fig = sub.add_parser("figures", help="regenerate the survival figure of each scenario",
                          epilog=FIGURES_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     fig.add_argument("scenarios", nargs="+", help="scenario YAML files")
@@ -97,6 +120,56 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ._protocol import compile_scenario
+    from ._scenario import ScenarioError, load_scenario
+    from ._units import parse_quantity
+
+    scenario = load_scenario(args.scenario)
+    compiled = compile_scenario(scenario)
+    names = [a.name for a in compiled.arms]
+    arm = names.index(args.arm) if args.arm is not None and args.arm in names else 0
+    if args.arm is not None and args.arm not in names:
+        raise ScenarioError(args.scenario, "arms", f"no arm named {args.arm!r}; arms: {', '.join(names)}")
+    rows = np.flatnonzero(compiled.arm_index == arm)
+    grid = compiled.grid[rows]
+    if args.dose is None:
+        member = int(rows[np.nanargmax(grid)]) if np.isfinite(grid).any() else int(rows[0])
+    else:
+        unit = scenario.dose_grid.unit if scenario.dose_grid else "Gy"
+        dose = parse_quantity(f"{args.dose} {unit}", "dose")
+        hit = np.flatnonzero(np.isclose(grid, dose))
+        if not hit.size:
+            raise ScenarioError(args.scenario, "dose_grid", f"dose {args.dose:g} {unit} is not on the grid")
+        member = int(rows[hit[0]])
+    try:
+        from ._sbml import SBMLExportError, export_member, write_validated
+    except ImportError:  # pragma: no cover - depends on the installed extras
+        print('exosim: error: SBML export needs the sbml extra: pip install "exosim[sbml]"', file=sys.stderr)
+        return 2
+    try:
+        doc, _ = export_member(compiled, member)
+        result = write_validated(doc, args.output)
+    except SBMLExportError as exc:
+        print(f"exosim: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output} ({names[arm]!r}, member {member}; {len(result.warnings)} unit warnings)")
+    return 0
+
+
+def _cmd_export_models(args: argparse.Namespace) -> int:
+    from ._sbml import SBMLExportError, write_models
+    try:
+        for path, result in write_models(args.outdir):
+            print(f"wrote {path} ({len(result.warnings)} warnings)")
+    except SBMLExportError as exc:
+        print(f"exosim: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _cmd_figures(args: argparse.Namespace) -> int:
     import os
     import tempfile
@@ -134,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args, argv)
         if args.command == "figures":
             return _cmd_figures(args)
+        if args.command == "export":
+            return _cmd_export(args)
+        if args.command == "export-sbml":
+            return _cmd_export_models(args)
         return _cmd_validate(args)
     except (ScenarioError, ModelError) as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)

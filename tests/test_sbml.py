@@ -1,0 +1,165 @@
+"""SBML: committed models are current and valid; comp flattening and scenario exports
+simulate in libRoadRunner as exosim does."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+libsbml = pytest.importorskip("libsbml", reason="SBML tests need the 'test' extra (python-libsbml)")
+roadrunner = pytest.importorskip("roadrunner", reason="SBML tests need the 'test' extra (libroadrunner)")
+
+import exosim  # noqa: E402
+from conftest import ROOT, SCENARIOS  # noqa: E402
+from exosim import _sbml  # noqa: E402
+from exosim._crosscheck import crosscheck_member  # noqa: E402
+from exosim.cli import main  # noqa: E402
+
+MODELS = ROOT / "models"
+FILES = [*_sbml.MODULE_FILES, "exosim_composed_comp", "exosim_composed_flat"]
+
+
+def test_committed_models_are_current(tmp_path):
+    _sbml.write_models(tmp_path)
+    for name in FILES:
+        committed = (MODELS / f"{name}.xml").read_text()
+        assert (tmp_path / f"{name}.xml").read_text() == committed, f"models/{name}.xml is stale: exosim export-sbml"
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_models_validate_without_errors_and_have_units_and_sbo(name):
+    doc = libsbml.readSBMLFromFile(str(MODELS / f"{name}.xml"))
+    assert doc.getLevel() == 3 and doc.getVersion() == 2
+    result = _sbml.validate(doc)
+    assert result.errors == []
+    # remaining unit warnings are only "cannot verify" (literal numbers carry no units)
+    assert {w.split()[0] for w in result.warnings} <= {"99505", "1090106"}, result.warnings[:3]
+    model = doc.getModel()
+    for p in model.getListOfParameters():
+        assert p.isSetUnits(), p.getId()
+    for s in model.getListOfSpecies():
+        assert s.isSetSubstanceUnits() and s.getSBOTermID(), s.getId()
+    for c in model.getListOfCompartments():
+        assert c.isSetUnits() and c.getSBOTermID() == "SBO:0000290", c.getId()
+
+
+def test_parameter_notes_carry_sources():
+    model = libsbml.readSBMLFromFile(str(MODELS / "exosim_composed_flat.xml")).getModel()
+    notes = model.getParameter("recipients__alpha0").getNotesString()
+    assert "Qi XS" in notes and "1/Gy" in notes
+    assert "Assumed" in model.getParameter("recipients__binding_rate_constant").getNotesString()
+
+
+def test_lq_outputs_are_assignment_rules():
+    model = libsbml.readSBMLFromFile(str(MODELS / "exosim_composed_flat.xml")).getModel()
+    for sym in ("recipients__alpha_eff", "recipients__beta_eff", "recipients__surviving_fraction"):
+        rule = model.getRule(sym)
+        assert rule is not None and rule.isAssignment(), sym
+
+
+def _rr(text: str):
+    rr = roadrunner.RoadRunner(text)
+    rr.integrator.relative_tolerance = 1e-10
+    rr.integrator.absolute_tolerance = 1e-12
+    return rr
+
+
+def test_flattened_comp_model_simulates_like_the_directly_assembled_model():
+    flat = _rr((MODELS / "exosim_composed_flat.xml").read_text())
+    direct = _rr(libsbml.writeSBMLToString(_sbml.flat_document()))
+    ids = ["recipients__surviving_fraction", "medium__vesicles", "recipients__LIG4_level",
+           "recipients__mir_1246_bystander_cytosolic", "donors__secretion_drive", "recipients__alpha_eff"]
+    runs = []
+    for rr in (flat, direct):
+        rr.setValue("donors__dsb", 35 * 6.0)
+        rr.setValue("donors__dose_received", 6.0)
+        rr.setValue("recipients__dsb", 35 * 2.0)
+        runs.append(np.asarray(rr.simulate(0, 96, 9, ["time", *ids])))
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-8, atol=1e-12)
+    assert runs[0][-1, 1] < 1.0  # the recipients were irradiated and hit by bystander cargo
+
+
+def test_repair_module_alone_is_the_kinetic_lq_model():
+    """The standalone repair file (modifiers at baseline): SF after an acute dose equals the
+    closed form of dB/dt = -mu B - k B^2 (see test_lq_closed_forms)."""
+    rr = _rr((MODELS / "exosim_repair.xml").read_text())
+    dose = 6.0
+    rr.setValue("recipients__dsb", 35 * dose)
+    rr.simulate(0, 48, 2)
+    lam, beta0, alpha0, share = math.log(2) / 0.28, 0.0272, 0.22, 0.2
+    kappa, gamma, mis = 2 * lam * beta0 / 35**2, share * alpha0 * lam / 35, (1 - share) * alpha0 / 35
+    b0 = 35 * dose
+    integral = math.log1p(kappa * b0 / lam) / kappa
+    expected = math.exp(-(mis * lam * integral + b0 - lam * integral + gamma * integral))
+    assert rr.getValue("recipients__surviving_fraction") == pytest.approx(expected, rel=1e-7)
+
+
+@pytest.fixture(scope="module")
+def tight_runs():
+    out = {}
+    for f in sorted(SCENARIOS.glob("*.yaml")):
+        sc = exosim.load_scenario(f)
+        sc = sc.model_copy(update={"solver": sc.solver.model_copy(update={"rtol": 1e-10, "atol": 1e-13})})
+        compiled = exosim.compile_scenario(sc)
+        out[f.stem] = (compiled, compiled.run())
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(f.stem for f in SCENARIOS.glob("*.yaml")))
+def test_exported_scenarios_simulate_identically_in_libroadrunner(tight_runs, name):
+    """Every arm at the largest grid dose: states at all non-event output times and the scored
+    survival agree to 1e-6 relative (libRoadRunner CVODE vs exosim DOPRI5, both at rtol 1e-10)."""
+    compiled, result = tight_runs[name]
+    n_grid = int(np.sum(compiled.arm_index == 0))
+    for a in range(len(compiled.arms)):
+        dev = crosscheck_member(compiled, result, a * n_grid + n_grid - 1)
+        assert dev.states < 1e-6, dev
+        assert dev.survival < 1e-6, dev
+
+
+def test_export_cli_writes_valid_sbml(tmp_path, capsys):
+    out = tmp_path / "hnscc.xml"
+    args = ["export", str(SCENARIOS / "hnscc_exosome_radioresistance.yaml"), "-o", str(out),
+            "--arm", "exosomes from 6 Gy donors", "--dose", "4"]
+    assert main(args) == 0
+    doc = libsbml.readSBMLFromFile(str(out))
+    assert _sbml.validate(doc).ok and doc.getModel().getNumEvents() >= 4
+    assert "exosomes from 6 Gy donors" in doc.getModel().getName()
+
+
+def test_export_of_an_invalid_scenario_gives_the_validate_message(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((SCENARIOS / "mir22_exosome_radiosensitisation.yaml").read_text().replace("volume: 2 mL", "volume: 2"))
+    assert main(["validate", str(bad)]) == 2
+    expected = capsys.readouterr().err
+    assert main(["export", str(bad), "-o", str(tmp_path / "x.xml")]) == 2
+    assert capsys.readouterr().err == expected
+    assert not (tmp_path / "x.xml").exists()
+
+
+def test_export_to_unwritable_path_is_a_clear_error(tmp_path, capsys):
+    target = tmp_path / "no" / "such" / "dir" / "x.xml"
+    assert main(["export", str(SCENARIOS / "mir22_exosome_radiosensitisation.yaml"), "-o", str(target)]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_an_invalid_document_is_never_written(tmp_path):
+    doc = _sbml.flat_document()
+    next(r for r in doc.getModel().getListOfRules() if r.isRate()).setVariable("no_such_symbol")
+    with pytest.raises(_sbml.SBMLExportError, match="validation failed"):
+        _sbml.write_validated(doc, tmp_path / "bad.xml")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("text,kinds,mult", [
+    ("mL/(h*site)", {"litre": 1, "second": -1, "item": -1}, 1e-3 / 3600),
+    ("1/Gy^2", {"gray": -2}, 1.0),
+    ("particles/cell/h", {"item": 1, "second": -1}, 1 / 3600),
+    ("DSB/Gy/cell", {"gray": -1}, 1.0),
+    ("1", {}, 1.0),
+])
+def test_unit_strings_map_to_sbml_base_units(text, kinds, mult):
+    got, m = _sbml.unit_kinds(text)
+    assert got == kinds and m == pytest.approx(mult)
