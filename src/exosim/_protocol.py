@@ -118,10 +118,12 @@ class CompiledScenario:
     Parameters
     ----------
     scenario : a validated :class:`~exosim._scenario.Scenario`
+    replicates : copies of the (arm x grid) members, e.g. one per parameter sample
     """
 
-    def __init__(self, scenario: Scenario):
+    def __init__(self, scenario: Scenario, *, replicates: int = 1):
         self.scenario = sc = scenario
+        self.replicates = replicates
         records = {}
         for c, override in sc.cargo.items():
             rec = dict(cat.cargo_catalogue()[c])
@@ -136,8 +138,9 @@ class CompiledScenario:
             raise ScenarioError(sc.source, "cargo", str(exc)) from None
         self.arms: list[Arm] = list(sc.arms) or [Arm(name=sc.name)]
         grid = sc.dose_grid.in_gray() if sc.dose_grid is not None else [float("nan")]
-        self.arm_index = np.repeat(np.arange(len(self.arms)), len(grid))
-        self.grid = np.tile(np.asarray(grid, dtype=float), len(self.arms))
+        # members: replicate-major, then arm, then grid dose (replicates serve parameter samples)
+        self.arm_index = np.tile(np.repeat(np.arange(len(self.arms)), len(grid)), replicates)
+        self.grid = np.tile(np.asarray(grid, dtype=float), len(self.arms) * replicates)
         self.n_members = self.arm_index.size
         self.parameters = self._parameters()
         self.score_event = next(e for e in sc.timeline if e.score is not None)

@@ -1,0 +1,388 @@
+"""Local and global sensitivity of survival outputs to model parameters.
+
+A method is ``sample`` + ``evaluate`` + ``analyze`` (as in SALib):
+
+* ``local``: normalised coefficients d ln y / d ln p at the nominal point,
+  central differences in ln p (step ``h``, 2 runs per parameter);
+* ``morris``: elementary effects (mu*, sigma) on log-scaled parameters;
+* ``sobol``: first-order and total indices (Saltelli sampling, Jansen
+  estimators) with bootstrap confidence intervals.
+
+Morris and Sobol use SALib (Herman & Usher 2017): it is the field's maintained
+implementation of both methods with bootstrap intervals; scipy offers Sobol
+indices (``scipy.stats.sobol_indices``) but no Morris screening.
+
+Parameters vary log-uniformly over their documented ranges (parameter table),
+one factor per table key applied to every instance of that key (all
+populations and media).  Every sample runs the scenario's control arm and the
+analysed arm over the dose grid, integrated as batches through the vectorised
+model in chunks that bound memory, on an :class:`~exosim._engine.Engine`.
+
+Failed runs: a sample whose integration failed has NaN outputs and is counted.
+Sobol and Morris then drop every *whole* Saltelli block (the base rows and
+their D radial rows) or Morris trajectory that contains a failed sample, so the
+estimators stay valid on the remaining blocks; the numbers dropped are
+reported.  Local coefficients that need a failed run are NaN.
+
+References
+----------
+.. [1] Saltelli A, et al. (2010) Variance based sensitivity analysis of model
+   output. Comput Phys Commun 181:259. doi:10.1016/j.cpc.2009.09.018
+.. [2] Morris MD (1991) Factorial sampling plans for preliminary computational
+   experiments. Technometrics 33:161. doi:10.1080/00401706.1991.10484804
+.. [3] Campolongo F, Cariboni J, Saltelli A (2007) An effective screening
+   design for sensitivity analysis of large models. Environ Model Softw 22:1509.
+   doi:10.1016/j.envsoft.2006.10.004
+.. [4] Herman J, Usher W (2017) SALib: an open-source Python library for
+   sensitivity analysis. J Open Source Softw 2:97. doi:10.21105/joss.00097
+.. [5] Ishigami T, Homma T (1990) An importance quantification technique in
+   uncertainty analysis for computer models. ISUMA '90. doi:10.1109/ISUMA.1990.151285
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _catalogue as cat
+from ._lq import dose_at_survival, survival_at_dose
+
+__all__ = ["ParameterSpace", "SensitivityError", "OUTPUTS", "ScenarioEvaluator", "Analysis", "local", "morris",
+           "sobol", "ishigami", "nominal_values", "MAX_SAMPLES"]
+
+#: outputs analysed, each separately
+OUTPUTS = ("sf2", "dmf_at_sf0.1", "bystander_survival", "alpha_eff", "beta_eff", "delivered_copies_per_cell")
+#: members integrated together in one chunk (bounds memory: about 8 kB of state per member)
+DEFAULT_CHUNK_MEMBERS = 8192
+#: sanity cap on the number of model runs (samples) of one analysis
+MAX_SAMPLES = 2**21
+
+
+class SensitivityError(ValueError):
+    """Invalid sensitivity request (unknown parameter, bad range, N not a power of two, ...)."""
+
+
+@dataclass(frozen=True)
+class ParameterSpace:
+    """Factors of an analysis: names, bounds and scale.
+
+    Attributes
+    ----------
+    names : parameter-table keys (or any labels for test functions)
+    lows, highs : bounds in the parameters' units
+    log : sample uniformly in log10 (True) or linearly (False), per factor
+    """
+
+    names: tuple[str, ...]
+    lows: tuple[float, ...]
+    highs: tuple[float, ...]
+    log: tuple[bool, ...]
+
+    @classmethod
+    def from_table(cls, group: str | None = None, names: Sequence[str] = (),
+                   ranges: dict[str, tuple[float, float]] | None = None) -> "ParameterSpace":
+        """Factors of a parameter group and/or named keys, log-uniform over the table ranges."""
+        table = cat.parameter_table()
+        chosen: list[str] = []
+        if group:
+            groups = sorted({g for row in table.values() for g in row.get("groups", [])})
+            if group not in groups:
+                near = difflib.get_close_matches(group, groups, n=1)
+                raise SensitivityError(f"unknown parameter group {group!r}"
+                                       + (f"; did you mean {near[0]!r}?" if near else f"; groups: {', '.join(groups)}"))
+            chosen += [k for k, row in table.items() if group in row.get("groups", [])]
+        for n in names:
+            if n not in table:
+                near = difflib.get_close_matches(n, list(table), n=1)
+                raise SensitivityError(f"unknown parameter {n!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
+            if n not in chosen:
+                chosen.append(n)
+        if not chosen:
+            raise SensitivityError("no parameters: give --group and/or --params")
+        ranges = dict(ranges or {})
+        lows, highs = [], []
+        for n in chosen:
+            lo, hi = (float(v) for v in ranges.get(n, table[n]["range"]))
+            if not lo < hi:
+                raise SensitivityError(f"range of {n!r}: low {lo:g} must be below high {hi:g}")
+            if lo <= 0:
+                raise SensitivityError(f"range of {n!r}: bounds must be positive on a log scale, got [{lo:g}, {hi:g}]")
+            lows.append(lo)
+            highs.append(hi)
+        return cls(tuple(chosen), tuple(lows), tuple(highs), tuple(True for _ in chosen))
+
+    @property
+    def dimension(self) -> int:
+        """Number of factors D."""
+        return len(self.names)
+
+    def problem(self) -> dict:
+        """SALib problem on the sampling scale (log10 for log factors)."""
+        bounds = [[np.log10(lo), np.log10(hi)] if lg else [lo, hi]
+                  for lo, hi, lg in zip(self.lows, self.highs, self.log)]
+        return {"num_vars": self.dimension, "names": list(self.names), "bounds": bounds}
+
+    def to_values(self, x: np.ndarray) -> np.ndarray:
+        """Sampling scale -> parameter values."""
+        x = np.asarray(x, float)
+        return np.where(np.asarray(self.log), 10.0 ** x, x)
+
+
+# ---------------------------------------------------------------------- model evaluation
+def _evaluate_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Top-level (picklable) worker: outputs (M, len(OUTPUTS)), failed (M,), messages."""
+    scenario, keys, values, target, control = task
+    from ._protocol import CompiledScenario
+    m_samples = values.shape[0]
+    compiled = CompiledScenario(scenario, replicates=m_samples)
+    p = compiled.parameters.copy()
+    per_sample = compiled.n_members // m_samples
+    for j, key in enumerate(keys):
+        cols = [i for i, q in enumerate(compiled.model.parameters) if q.key == key]
+        if not cols:
+            continue
+        p[:, cols] = np.repeat(values[:, j], per_sample)[:, None]
+    res = compiled.run(parameters=p, time_courses=False)
+    return summarise(res, m_samples, target, control)
+
+
+def summarise(res, m_samples: int, target: int, control: int | None):
+    """Per-sample outputs of a replicated run (see :data:`OUTPUTS`)."""
+    n_arms = len(res.arms)
+    n_grid = res.arm_index.size // (m_samples * n_arms)
+    sf = res.surviving_fraction.reshape(m_samples, n_arms, n_grid)
+    grid = res.grid[:n_grid]
+    failed = res.status.reshape(m_samples, -1).max(axis=1) > 0
+    messages = ["; ".join(msg for msg in res.messages[s * n_arms * n_grid:(s + 1) * n_arms * n_grid] if msg)
+                for s in range(m_samples)]
+    ref = {k: v.reshape(m_samples, n_arms, n_grid) for k, v in res.reference.items()}
+    out = np.full((m_samples, len(OUTPUTS)), np.nan)
+    curve = bool(res.grid_event) and res.grid_event.get("scored", False)
+    i0 = np.flatnonzero(grid == 0)
+    at = i0[0] if (curve and i0.size) else int(np.argmax(grid))
+    delivered = sum((v for k, v in ref.items() if k.endswith("_delivered_at_scoring")), np.zeros_like(sf))
+    for s in range(m_samples):
+        if failed[s]:
+            continue
+        arm = sf[s, target]
+        if curve and i0.size:
+            within = arm / arm[i0[0]]
+            out[s, 0] = survival_at_dose(grid, within, 2.0)
+            if control is not None:
+                ctrl = sf[s, control] / sf[s, control][i0[0]]
+                out[s, 1] = dose_at_survival(grid, ctrl, 0.1) / dose_at_survival(grid, within, 0.1)
+        out[s, 2] = arm[at] / sf[s, control][at] if control is not None else arm[at]
+        out[s, 3] = ref["alpha_eff"][s, target, 0]
+        out[s, 4] = ref["beta_eff"][s, target, 0]
+        out[s, 5] = delivered[s, target, 0]
+    return out, failed, messages
+
+
+@dataclass
+class ScenarioEvaluator:
+    """Evaluate :data:`OUTPUTS` of one arm of a scenario for parameter samples.
+
+    Attributes
+    ----------
+    scenario : validated scenario (its arms are reduced to control + target)
+    arm : name of the analysed arm (default: the first non-control arm)
+    engine : where chunks run
+    chunk_members : members (samples x arms x doses) per chunk
+    progress : show a progress bar on stderr (only when it is a terminal)
+    """
+
+    scenario: object
+    arm: str | None = None
+    engine: object = None
+    chunk_members: int = DEFAULT_CHUNK_MEMBERS
+    progress: bool = True
+    counts: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        from ._engine import SerialEngine
+        sc = self.scenario
+        arms = list(sc.arms)
+        if not arms:
+            raise SensitivityError(f"{sc.source}: sensitivity needs arms (a control and an exosome arm)")
+        names = [a.name for a in arms]
+        control = next((a for a in arms if a.control), None)
+        if self.arm is None:
+            target = next(a for a in arms if not a.control)
+        elif self.arm in names:
+            target = arms[names.index(self.arm)]
+        else:
+            near = difflib.get_close_matches(self.arm, names, n=1)
+            raise SensitivityError(f"no arm named {self.arm!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
+        kept = [control, target] if control is not None and control is not target else [target]
+        self.scenario = sc.model_copy(update={"arms": kept})
+        self.target = kept.index(target)
+        self.control = 0 if control is not None and control is not target else None
+        self.target_name = target.name
+        self.engine = self.engine or SerialEngine()
+        n_grid = len(sc.dose_grid.values) if sc.dose_grid else 1
+        self.members_per_sample = len(kept) * n_grid
+
+    def __call__(self, keys: Sequence[str], values: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Outputs (M, len(OUTPUTS)), failed flags (M,) and messages for parameter values (M, D)."""
+        values = np.atleast_2d(np.asarray(values, float))
+        m = values.shape[0]
+        per_chunk = max(1, self.chunk_members // self.members_per_sample)
+        tasks = [(self.scenario, tuple(keys), values[i:i + per_chunk], self.target, self.control)
+                 for i in range(0, m, per_chunk)]
+        results = self.engine.map(_evaluate_chunk, tasks)
+        bar = None
+        if self.progress and sys.stderr.isatty() and len(tasks) > 1:
+            from tqdm import tqdm
+            bar = tqdm(total=m, unit="sample", file=sys.stderr, desc="exosim sensitivity")
+        outs, failed, messages = [], [], []
+        for out, fl, msg in results:
+            outs.append(out)
+            failed.append(fl)
+            messages += msg
+            if bar is not None:
+                bar.update(out.shape[0])
+        if bar is not None:
+            bar.close()
+        self.counts["runs"] = self.counts.get("runs", 0) + m * self.members_per_sample
+        return np.concatenate(outs), np.concatenate(failed), messages
+
+
+# ---------------------------------------------------------------------- methods
+@dataclass
+class Analysis:
+    """Result of one sensitivity analysis.
+
+    Attributes
+    ----------
+    method : local | morris | sobol
+    space : the factors
+    outputs : output names
+    indices : list of rows {output, parameter, <index columns>}
+    samples : sampled parameter values (M, D)
+    values : outputs per sample (M, len(outputs))
+    failed : (M,) failed samples
+    dropped : blocks or trajectories dropped because of failures
+    messages : failure messages, one per failed sample
+    """
+
+    method: str
+    space: ParameterSpace
+    outputs: tuple[str, ...]
+    indices: list[dict]
+    samples: np.ndarray
+    values: np.ndarray
+    failed: np.ndarray
+    dropped: int = 0
+    blocks: int = 0
+    messages: list[str] = field(default_factory=list)
+
+
+Evaluate = Callable[[Sequence[str], np.ndarray], tuple[np.ndarray, np.ndarray, list[str]]]
+
+
+def local(evaluate: Evaluate, space: ParameterSpace, nominal: np.ndarray, outputs: Sequence[str],
+          h: float = 1e-2) -> Analysis:
+    """Normalised local coefficients d ln y / d ln p by central differences in ln p."""
+    d = space.dimension
+    nominal = np.asarray(nominal, float)
+    x = np.tile(nominal, (2 * d + 1, 1))
+    for j in range(d):
+        x[1 + 2 * j, j] *= np.exp(h)
+        x[2 + 2 * j, j] *= np.exp(-h)
+    y, failed, msgs = evaluate(space.names, x)
+    rows = []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ly = np.log(np.where(y > 0, y, np.nan))
+    for k, out in enumerate(outputs):
+        for j, name in enumerate(space.names):
+            coef = (ly[1 + 2 * j, k] - ly[2 + 2 * j, k]) / (2 * h)
+            rows.append({"output": out, "parameter": name, "nominal": nominal[j], "value_at_nominal": y[0, k],
+                         "coefficient": coef})
+    return Analysis("local", space, tuple(outputs), rows, x, y, failed, messages=[m for m in msgs if m])
+
+
+def _drop_blocks(y: np.ndarray, failed: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    n_blocks = y.shape[0] // block
+    bad = failed.reshape(n_blocks, block).any(axis=1) | ~np.isfinite(y).reshape(n_blocks, block, -1).all(axis=(1, 2))
+    keep = np.repeat(~bad, block)
+    return keep, bad, int(bad.sum()), n_blocks
+
+
+def morris(evaluate: Evaluate, space: ParameterSpace, outputs: Sequence[str], n: int, seed: int,
+           levels: int = 4, resamples: int = 1000) -> Analysis:
+    """Morris elementary effects: mu* (with bootstrap interval) and sigma per output."""
+    from SALib.analyze import morris as morris_analyze
+    from SALib.sample import morris as morris_sample
+
+    problem = space.problem()
+    xs = morris_sample.sample(problem, n, num_levels=levels, seed=seed)
+    y, failed, msgs = evaluate(space.names, space.to_values(xs))
+    keep, bad, dropped, n_blocks = _drop_blocks(y, failed, space.dimension + 1)
+    rows = []
+    for k, out in enumerate(outputs):
+        res = morris_analyze.analyze(problem, xs[keep], y[keep, k], num_resamples=resamples, num_levels=levels,
+                                     seed=seed, print_to_console=False) if (~bad).any() else None
+        for j, name in enumerate(space.names):
+            rows.append({"output": out, "parameter": name,
+                         "mu_star": res["mu_star"][j] if res else np.nan,
+                         "mu_star_conf": res["mu_star_conf"][j] if res else np.nan,
+                         "sigma": res["sigma"][j] if res else np.nan,
+                         "mu": res["mu"][j] if res else np.nan})
+    return Analysis("morris", space, tuple(outputs), rows, space.to_values(xs), y, failed, dropped, n_blocks,
+                    [m for m in msgs if m])
+
+
+def sobol(evaluate: Evaluate, space: ParameterSpace, outputs: Sequence[str], n: int, seed: int,
+          resamples: int = 1000, conf_level: float = 0.95) -> Analysis:
+    """Sobol first-order (S1) and total (ST) indices with bootstrap intervals; N a power of two."""
+    if n < 2 or n & (n - 1):
+        raise SensitivityError(f"Sobol N must be a power of two (Saltelli/Sobol' sequence balance), got {n}")
+    from SALib.analyze import sobol as sobol_analyze
+    from SALib.sample import sobol as sobol_sample
+
+    problem = space.problem()
+    xs = sobol_sample.sample(problem, n, calc_second_order=False, scramble=True, seed=seed)
+    y, failed, msgs = evaluate(space.names, space.to_values(xs))
+    keep, bad, dropped, n_blocks = _drop_blocks(y, failed, space.dimension + 2)
+    rows = []
+    for k, out in enumerate(outputs):
+        yk = y[keep, k]
+        usable = (~bad).sum() >= 2 and np.var(yk) > 0
+        res = sobol_analyze.analyze(problem, yk, calc_second_order=False, num_resamples=resamples,
+                                    conf_level=conf_level, seed=seed, print_to_console=False) if usable else None
+        for j, name in enumerate(space.names):
+            rows.append({"output": out, "parameter": name,
+                         "S1": res["S1"][j] if res else np.nan, "S1_conf": res["S1_conf"][j] if res else np.nan,
+                         "ST": res["ST"][j] if res else np.nan, "ST_conf": res["ST_conf"][j] if res else np.nan})
+    return Analysis("sobol", space, tuple(outputs), rows, space.to_values(xs), y, failed, dropped, n_blocks,
+                    [m for m in msgs if m])
+
+
+def ishigami(names: Sequence[str], x: np.ndarray, a: float = 7.0, b: float = 0.1):
+    """Ishigami test function in the evaluator signature (no failures)."""
+    x = np.atleast_2d(x)
+    y = np.sin(x[:, 0]) + a * np.sin(x[:, 1]) ** 2 + b * x[:, 2] ** 4 * np.sin(x[:, 0])
+    return y[:, None], np.zeros(x.shape[0], bool), [""] * x.shape[0]
+
+
+def nominal_values(scenario, keys: Sequence[str]) -> np.ndarray:
+    """Nominal value of each key in a scenario (first instance; all instances share it unless overridden)."""
+    from ._protocol import CompiledScenario
+    compiled = CompiledScenario(scenario)
+    out = []
+    for key in keys:
+        cols = [i for i, q in enumerate(compiled.model.parameters) if q.key == key]
+        if not cols:
+            raise SensitivityError(f"parameter {key!r} does not occur in scenario {scenario.name!r}")
+        out.append(float(compiled.parameters[0, cols[0]]))
+    return np.array(out)
+
+
+def cpu_count() -> int:
+    """Usable CPU cores."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
