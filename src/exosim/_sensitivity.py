@@ -386,3 +386,93 @@ def nominal_values(scenario, keys: Sequence[str]) -> np.ndarray:
 def cpu_count() -> int:
     """Usable CPU cores."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------- outputs
+def plot_analysis(analysis: Analysis, path) -> None:
+    """Tornado (local), mu*-sigma (Morris) or S1/ST bars with intervals (Sobol), one panel per output."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    outs = analysis.outputs
+    ncol = 3
+    nrow = int(np.ceil(len(outs) / ncol))
+    fig = Figure(figsize=(4.2 * ncol, 3.2 * nrow), layout="constrained")
+    FigureCanvasAgg(fig)
+    names = list(analysis.space.names)
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, out in enumerate(outs):
+        ax = fig.add_subplot(nrow, ncol, k + 1)
+        rows = [r for r in analysis.indices if r["output"] == out]
+        if analysis.method == "local":
+            coef = np.array([r["coefficient"] for r in rows])
+            order = np.argsort(np.nan_to_num(np.abs(coef), nan=-1))
+            ax.barh(np.arange(len(rows)), coef[order], color=[colours[0] if c >= 0 else colours[3] for c in coef[order]])
+            ax.set_yticks(np.arange(len(rows)), [names[i] for i in order], fontsize=6)
+            ax.axvline(0, color="black", lw=0.5)
+            ax.set_xlabel("d ln y / d ln p", fontsize=7)
+        elif analysis.method == "morris":
+            mu = np.array([r["mu_star"] for r in rows])
+            sig = np.array([r["sigma"] for r in rows])
+            ax.scatter(mu, sig, s=12)
+            for i, name in enumerate(names):
+                if np.isfinite(mu[i]):
+                    ax.annotate(name, (mu[i], sig[i]), fontsize=5)
+            ax.set_xlabel("mu* (per log10 unit)", fontsize=7)
+            ax.set_ylabel("sigma", fontsize=7)
+        else:
+            x = np.arange(len(rows))
+            for off, key, colour in ((-0.2, "S1", colours[0]), (0.2, "ST", colours[1])):
+                val = np.array([r[key] for r in rows])
+                err = np.array([r[f"{key}_conf"] for r in rows])
+                ax.bar(x + off, val, 0.4, yerr=err, label=key, color=colour, capsize=2, error_kw={"lw": 0.6})
+            ax.set_xticks(x, names, rotation=60, ha="right", fontsize=6)
+            ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
+            ax.legend(fontsize=6)
+        ax.set_title(out, fontsize=8)
+        ax.tick_params(labelsize=6)
+    fig.suptitle(f"{analysis.method} sensitivity", fontsize=9)
+    fig.savefig(path, dpi=130)
+
+
+def write_analysis(analysis: Analysis, outdir, provenance: dict) -> list:
+    """indices.csv, samples.csv, provenance.json and sensitivity.png, written atomically."""
+    import csv
+    import io
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from ._outputs import OutputError, _fmt, _rows_csv
+    outdir = Path(outdir)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".exosim-", dir=outdir))
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {str(outdir)!r}: {exc.strerror or exc}") from None
+    try:
+        (tmp / "indices.csv").write_text(_rows_csv(analysis.indices))
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(list(analysis.space.names) + list(analysis.outputs) + ["status"])
+        for x, y, bad in zip(analysis.samples, analysis.values, analysis.failed):
+            w.writerow([_fmt(v) for v in x] + [_fmt(v) for v in y] + ["failed" if bad else "ok"])
+        (tmp / "samples.csv").write_text(buf.getvalue())
+        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=1, default=float))
+        plot_analysis(analysis, tmp / "sensitivity.png")
+        written = []
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, outdir / f.name)
+            written.append(outdir / f.name)
+        return written
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {str(outdir)!r}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def memory_estimate(chunk_members: int, n_states: int, n_parameters: int) -> float:
+    """Bytes held while integrating one chunk (states, 7 stages, work arrays, parameters)."""
+    return chunk_members * 8.0 * (12 * n_states + 2 * n_parameters)

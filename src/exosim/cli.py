@@ -1,4 +1,4 @@
-"""Command-line interface: ``exosim run | validate | figures | export | export-sbml``.
+"""Command-line interface: ``exosim run | validate | figures | export | export-sbml | sensitivity``.
 
 Exit codes: 0 success (failed members are reported in the outputs and on
 stderr, never an abort), 2 bad input or unwritable output.
@@ -30,6 +30,17 @@ MODELS_EXAMPLE = """example:
   exosim export-sbml -o models
 
 regenerates the module files, the composed (comp) model and its flattened form in models/.
+"""
+
+SENSITIVITY_EXAMPLE = """examples:
+  exosim sensitivity scenarios/hnscc_exosome_radioresistance.yaml --group uptake --method sobol -N 1024 --seed 1 -o results/sobol
+  exosim sensitivity scenarios/hnscc_exosome_radioresistance.yaml --params binding_rate_constant,endosomal_escape_rate --method morris -N 50
+  exosim sensitivity SCENARIO.yaml --group uptake --method local --range vesicle_decay_rate=0.01:0.1
+
+outputs (each analysed separately): sf2, dmf_at_sf0.1, bystander_survival, alpha_eff, beta_eff,
+delivered_copies_per_cell of the analysed arm (default: the first non-control arm).
+writes indices.csv, samples.csv, provenance.json and sensitivity.png. Needs the 'sensitivity'
+extra (and 'dask' for --scheduler). The environment variable EXOSIM_SENSITIVITY_MAX_N caps N.
 """
 
 FIGURES_EXAMPLE = """example:
@@ -76,6 +87,22 @@ def _parser() -> argparse.ArgumentParser:
     mod = sub.add_parser("export-sbml", help="regenerate the SBML files in models/",
                          epilog=MODELS_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     mod.add_argument("-o", "--outdir", default="models", help="folder (default: models)")
+    sen = sub.add_parser("sensitivity", help="local, Morris or Sobol sensitivity of survival outputs",
+                         epilog=SENSITIVITY_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sen.add_argument("scenario", help="scenario YAML file")
+    sen.add_argument("--group", help="parameter group (uptake, release, cargo, repair)")
+    sen.add_argument("--params", default="", help="comma-separated parameter keys (added to the group)")
+    sen.add_argument("--range", action="append", default=[], metavar="KEY=LOW:HIGH",
+                     help="override a parameter's range (table units); repeatable")
+    sen.add_argument("--method", choices=["local", "morris", "sobol"], default="sobol")
+    sen.add_argument("-N", type=int, default=1024, help="Sobol base samples (power of two) or Morris trajectories")
+    sen.add_argument("--seed", type=int, default=0, help="seed of sampling and bootstrap")
+    sen.add_argument("--arm", help="analysed arm (default: first non-control arm)")
+    sen.add_argument("--doses", help="comma-separated grid doses replacing the scenario's grid (grid unit)")
+    sen.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    sen.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://127.0.0.1:8786")
+    sen.add_argument("--chunk-members", type=int, default=8192, help="members integrated together (memory bound)")
+    sen.add_argument("-o", "--outdir", help="output folder (default: results/<scenario>-<method>)")
     fig = sub.add_parser("figures", help="regenerate the survival figure of each scenario",
                          epilog=FIGURES_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     fig.add_argument("scenarios", nargs="+", help="scenario YAML files")
@@ -170,6 +197,125 @@ def _cmd_export_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
+    import os
+    import time
+    from datetime import datetime, timezone
+
+    import numpy as np
+
+    from . import _sensitivity as sa
+    from ._engine import EngineError, make_engine
+    from ._outputs import OutputError
+    from ._scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    try:
+        ranges = {}
+        for item in args.range:
+            key, _, span = item.partition("=")
+            lo, _, hi = span.partition(":")
+            try:
+                ranges[key] = (float(lo), float(hi))
+            except ValueError:
+                raise sa.SensitivityError(f"--range {item!r}: expected KEY=LOW:HIGH with numbers") from None
+        names = [n for n in args.params.split(",") if n]
+        unknown = set(ranges) - set(names) - ({k for k, r in _table().items() if args.group in r.get("groups", [])}
+                                              if args.group else set())
+        if unknown:
+            raise sa.SensitivityError(f"--range names {sorted(unknown)}, which are not analysed factors")
+        space = sa.ParameterSpace.from_table(args.group, names, ranges)
+        n = args.N
+        cap = os.environ.get("EXOSIM_SENSITIVITY_MAX_N")
+        if cap:
+            n = min(n, int(cap))
+        if n < 1:
+            raise sa.SensitivityError(f"N must be positive, got {n}")
+        if args.doses:
+            try:
+                doses = [float(d) for d in args.doses.split(",")]
+            except ValueError:
+                raise sa.SensitivityError(f"--doses {args.doses!r}: expected comma-separated numbers") from None
+            if scenario.dose_grid is None or not doses or min(doses) < 0:
+                raise sa.SensitivityError("--doses needs a scenario with a dose grid and non-negative doses")
+            scenario = scenario.model_copy(update={"dose_grid": scenario.dose_grid.model_copy(
+                update={"values": doses})})
+        runs = {"local": 2 * space.dimension + 1, "morris": n * (space.dimension + 1),
+                "sobol": n * (space.dimension + 2)}[args.method]
+        if runs > sa.MAX_SAMPLES:
+            raise sa.SensitivityError(f"{runs} samples exceed the limit of {sa.MAX_SAMPLES}; lower N")
+        if args.chunk_members < 1:
+            raise sa.SensitivityError("--chunk-members must be positive")
+        engine = make_engine(args.workers, args.scheduler)
+    except (sa.SensitivityError, EngineError) as exc:
+        print(f"exosim: error: {args.scenario}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        evaluator = sa.ScenarioEvaluator(scenario, arm=args.arm, engine=engine, chunk_members=args.chunk_members)
+        from ._protocol import compile_scenario
+        model = compile_scenario(evaluator.scenario).model
+        need = sa.memory_estimate(args.chunk_members, model.n_states, model.n_parameters)
+        if need > 4 * 2**30:
+            raise sa.SensitivityError(f"--chunk-members {args.chunk_members} needs about {need / 2**30:.1f} GiB "
+                                      f"per chunk; lower it (memory bound 4 GiB)")
+        start = time.perf_counter()
+        if args.method == "local":
+            nominal = sa.nominal_values(evaluator.scenario, space.names)
+            analysis = sa.local(evaluator, space, nominal, sa.OUTPUTS)
+        elif args.method == "morris":
+            analysis = sa.morris(evaluator, space, sa.OUTPUTS, n, args.seed)
+        else:
+            analysis = sa.sobol(evaluator, space, sa.OUTPUTS, n, args.seed)
+        wall = time.perf_counter() - start
+    except sa.SensitivityError as exc:
+        print(f"exosim: error: {args.scenario}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.close()
+    from importlib.metadata import version
+
+    import scipy
+
+    from . import __version__
+    prov = {
+        "exosim_version": __version__, "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": ["exosim"] + argv, "method": args.method, "N": n, "N_requested": args.N, "seed": args.seed,
+        "scenario": {"name": scenario.name, "file": scenario.source, "sha256": scenario.sha256},
+        "arm": evaluator.target_name, "control_arm": None if evaluator.control is None else
+        evaluator.scenario.arms[evaluator.control].name,
+        "grid_doses": scenario.dose_grid.values if scenario.dose_grid else None,
+        "parameters": [{"key": k, "low": lo, "high": hi, "scale": "log-uniform" if lg else "uniform",
+                        "unit": _table()[k]["unit"]} for k, lo, hi, lg in
+                       zip(space.names, space.lows, space.highs, space.log)],
+        "samples": int(analysis.samples.shape[0]), "model_runs": int(evaluator.counts.get("runs", 0)),
+        "failed_samples": int(analysis.failed.sum()),
+        "dropped_blocks": analysis.dropped, "blocks": analysis.blocks,
+        "failure_policy": "failed samples have NaN outputs; whole Saltelli blocks / Morris trajectories "
+                          "containing one are dropped before analysis and counted here",
+        "failures": analysis.messages[:100],
+        "engine": engine.describe(), "chunk_members": args.chunk_members, "wall_time_s": wall,
+        "versions": {"numpy": np.__version__, "scipy": scipy.__version__, "SALib": version("SALib")},
+    }
+    outdir = args.outdir or f"results/{scenario.name}-{args.method}"
+    try:
+        files = sa.write_analysis(analysis, outdir, prov)
+    except OutputError as exc:
+        print(f"exosim: error: {exc}", file=sys.stderr)
+        return 2
+    if analysis.failed.any():
+        print(f"exosim: warning: {int(analysis.failed.sum())} of {analysis.samples.shape[0]} samples failed; "
+              f"{analysis.dropped} blocks dropped (see provenance.json)", file=sys.stderr)
+    print(f"{args.method} sensitivity of {evaluator.target_name!r}: {analysis.samples.shape[0]} samples, "
+          f"{evaluator.counts.get('runs', 0)} model runs in {wall:.1f} s ({engine.describe()})")
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _table():
+    from ._catalogue import parameter_table
+    return parameter_table()
+
+
 def _cmd_figures(args: argparse.Namespace) -> int:
     import os
     import tempfile
@@ -211,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_export(args)
         if args.command == "export-sbml":
             return _cmd_export_models(args)
+        if args.command == "sensitivity":
+            return _cmd_sensitivity(args, argv)
         return _cmd_validate(args)
     except (ScenarioError, ModelError) as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)

@@ -1,0 +1,179 @@
+"""Sensitivity analysis: known indices of test functions, finite differences of the full model,
+inert parameters, seeds, engines (processes, Dask on loopback), failures, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("SALib", reason="sensitivity tests need the 'test' extra (SALib)")
+
+import exosim  # noqa: E402
+from conftest import SCENARIOS  # noqa: E402
+from exosim import _sensitivity as sa  # noqa: E402
+from exosim._engine import ProcessEngine, SerialEngine  # noqa: E402
+from exosim.cli import main  # noqa: E402
+
+PI = np.pi
+ISHIGAMI = sa.ParameterSpace(("x1", "x2", "x3"), (-PI,) * 3, (PI,) * 3, (False,) * 3)
+# analytic indices (a = 7, b = 0.1): Ishigami & Homma 1990; Sobol' & Levitan 1999
+V = 7**2 / 8 + 0.1 * PI**4 / 5 + 0.1**2 * PI**8 / 18 + 0.5
+S1 = np.array([0.5 * (1 + 0.1 * PI**4 / 5) ** 2, 7**2 / 8, 0.0]) / V
+ST = np.array([0.5 * (1 + 0.1 * PI**4 / 5) ** 2 + 8 * 0.1**2 * PI**8 / 225, 7**2 / 8,
+               8 * 0.1**2 * PI**8 / 225]) / V
+
+
+def test_sobol_reproduces_ishigami_indices_within_intervals():
+    res = sa.sobol(sa.ishigami, ISHIGAMI, ("y",), 2048, seed=3)
+    s1 = np.array([r["S1"] for r in res.indices])
+    st = np.array([r["ST"] for r in res.indices])
+    s1c = np.array([r["S1_conf"] for r in res.indices])
+    stc = np.array([r["ST_conf"] for r in res.indices])
+    assert np.all(np.abs(s1 - S1) <= np.maximum(1.5 * s1c, 0.02)), (s1, S1, s1c)
+    assert np.all(np.abs(st - ST) <= np.maximum(1.5 * stc, 0.02)), (st, ST, stc)
+
+
+def test_morris_on_a_linear_function_gives_the_slopes_exactly():
+    space = sa.ParameterSpace(("a", "b", "c"), (0.0,) * 3, (1.0,) * 3, (False,) * 3)
+    slopes = np.array([2.0, -0.5, 0.0])
+
+    def linear(names, x):
+        return (x @ slopes)[:, None], np.zeros(len(x), bool), [""] * len(x)
+    res = sa.morris(linear, space, ("y",), 20, seed=1)
+    np.testing.assert_allclose([r["mu_star"] for r in res.indices], np.abs(slopes), atol=1e-12)
+    np.testing.assert_allclose([r["mu"] for r in res.indices], slopes, atol=1e-12)
+    np.testing.assert_allclose([r["sigma"] for r in res.indices], 0.0, atol=1e-12)
+
+
+def test_morris_flags_all_ishigami_inputs_as_influential():
+    res = sa.morris(sa.ishigami, ISHIGAMI, ("y",), 60, seed=2)
+    mu = {r["parameter"]: r["mu_star"] for r in res.indices}
+    sigma = {r["parameter"]: r["sigma"] for r in res.indices}
+    assert min(mu.values()) > 0.5
+    assert sigma["x3"] > 0.5  # x3 acts only through its interaction with x1
+
+
+@pytest.fixture(scope="module")
+def mir22():
+    sc = exosim.load_scenario(SCENARIOS / "mir22_exosome_radiosensitisation.yaml")
+    return sc.model_copy(update={"dose_grid": sc.dose_grid.model_copy(update={"values": [0, 2, 4, 8]})})
+
+
+def test_local_coefficients_match_finite_differences_of_the_full_model(mir22):
+    ev = sa.ScenarioEvaluator(mir22, arm="miR-22 exosomes")
+    space = sa.ParameterSpace.from_table(names=["endosomal_escape_rate", "vesicle_decay_rate"])
+    nominal = sa.nominal_values(ev.scenario, space.names)
+    res = sa.local(ev, space, nominal, sa.OUTPUTS)
+    h = 1e-3  # an independent forward/backward pair at a different step
+    for j, name in enumerate(space.names):
+        up, dn = nominal.copy(), nominal.copy()
+        up[j] *= np.exp(h)
+        dn[j] *= np.exp(-h)
+        y, failed, _ = ev(space.names, np.array([up, dn]))
+        assert not failed.any()
+        for k, out in enumerate(sa.OUTPUTS):
+            fd = (np.log(y[0, k]) - np.log(y[1, k])) / (2 * h)
+            coef = next(r["coefficient"] for r in res.indices if r["output"] == out and r["parameter"] == name)
+            if np.isfinite(fd):
+                assert coef == pytest.approx(fd, rel=2e-3, abs=1e-5), (out, name)
+    delivered = next(r for r in res.indices if r["output"] == "delivered_copies_per_cell"
+                     and r["parameter"] == "endosomal_escape_rate")
+    assert 0.5 < delivered["coefficient"] <= 1.0  # more escape, more cargo; at most proportional
+
+
+def test_a_parameter_that_does_not_enter_gets_zero_indices(mir22):
+    """No free (non-vesicular) cargo in this scenario: its uptake clearance cannot matter."""
+    ev = sa.ScenarioEvaluator(mir22, arm="miR-22 exosomes")
+    space = sa.ParameterSpace.from_table(names=["endosomal_escape_rate", "free_cargo_uptake_clearance"])
+    res = sa.sobol(ev, space, sa.OUTPUTS, 8, seed=0, resamples=100)
+    inert = [r for r in res.indices if r["parameter"] == "free_cargo_uptake_clearance"]
+    for r in inert:
+        if np.isfinite(r["ST"]):
+            assert abs(r["ST"]) < 1e-9 and abs(r["S1"]) < 1e-9, r
+    active = next(r for r in res.indices if r["parameter"] == "endosomal_escape_rate"
+                  and r["output"] == "delivered_copies_per_cell")
+    assert active["ST"] > 0.5
+
+
+def test_seeded_runs_are_identical_and_engines_agree(mir22):
+    space = sa.ParameterSpace.from_table(names=["binding_rate_constant", "endosomal_escape_rate"])
+    serial = sa.ScenarioEvaluator(mir22, engine=SerialEngine(), chunk_members=40)
+    a = sa.sobol(serial, space, sa.OUTPUTS, 4, seed=11, resamples=50)
+    b = sa.sobol(serial, space, sa.OUTPUTS, 4, seed=11, resamples=50)
+    np.testing.assert_array_equal(a.values, b.values)
+    assert a.indices == b.indices or all(
+        np.allclose([x[k] for k in ("S1", "ST")], [y[k] for k in ("S1", "ST")], equal_nan=True)
+        for x, y in zip(a.indices, b.indices))
+    engine = ProcessEngine(2)
+    try:
+        c = sa.sobol(sa.ScenarioEvaluator(mir22, engine=engine, chunk_members=40), space, sa.OUTPUTS, 4, seed=11,
+                     resamples=50)
+    finally:
+        engine.close()
+    np.testing.assert_array_equal(a.values, c.values)
+
+
+def test_dask_local_cluster_gives_the_serial_result(mir22):
+    distributed = pytest.importorskip("distributed")
+    from exosim._engine import DaskEngine
+    space = sa.ParameterSpace.from_table(names=["binding_rate_constant", "endosomal_escape_rate"])
+    serial = sa.sobol(sa.ScenarioEvaluator(mir22, chunk_members=40), space, sa.OUTPUTS, 4, seed=5, resamples=50)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                                  processes=True) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1")
+        engine = DaskEngine(cluster.scheduler_address)
+        try:
+            dask = sa.sobol(sa.ScenarioEvaluator(mir22, engine=engine, chunk_members=40), space, sa.OUTPUTS, 4,
+                            seed=5, resamples=50)
+        finally:
+            engine.close()
+    np.testing.assert_array_equal(serial.values, dask.values)
+
+
+def test_failed_members_are_counted_and_their_blocks_dropped(mir22):
+    ev = sa.ScenarioEvaluator(mir22, arm="miR-22 exosomes")
+    space = sa.ParameterSpace.from_table(names=["binding_rate_constant", "endosomal_escape_rate"])
+
+    def breaks_sample_5(names, values):
+        values = values.copy()
+        values[5, 0] = np.inf  # a real solver failure in the full model
+        return ev(names, values)
+    res = sa.sobol(breaks_sample_5, space, sa.OUTPUTS, 8, seed=1, resamples=50)
+    assert res.failed.sum() == 1 and res.failed[5]
+    assert res.dropped == 1 and res.blocks == 8
+    assert res.messages and "solver failed" in res.messages[0]
+    assert np.isfinite([r["ST"] for r in res.indices if r["output"] == "delivered_copies_per_cell"]).all()
+
+
+def test_cli_sensitivity_writes_indices_samples_provenance_figure(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EXOSIM_SENSITIVITY_MAX_N", "4")
+    out = tmp_path / "s"
+    args = ["sensitivity", str(SCENARIOS / "mir22_exosome_radiosensitisation.yaml"), "--params",
+            "binding_rate_constant,endosomal_escape_rate", "--method", "sobol", "-N", "1024", "--seed", "3",
+            "--doses", "0,2,6", "-o", str(out)]
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["indices.csv", "provenance.json", "samples.csv",
+                                                      "sensitivity.png"]
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["N"] == 4 and prov["N_requested"] == 1024 and prov["seed"] == 3
+    assert prov["parameters"][0]["scale"] == "log-uniform" and prov["failed_samples"] == 0
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--group", "uptak"], ["unknown parameter group", "'uptake'"]),
+    (["--params", "binding_rate_constnt"], ["unknown parameter", "'binding_rate_constant'"]),
+    (["--params", "binding_sites", "--range", "binding_sites=10:1"], ["must be below"]),
+    (["--params", "binding_sites", "--range", "binding_sites=0:10"], ["positive on a log scale"]),
+    (["--group", "uptake", "-N", "1000"], ["power of two"]),
+    (["--group", "uptake", "-N", str(2**20)], ["exceed the limit"]),
+    (["--group", "uptake", "--chunk-members", str(10**9)], ["GiB"]),
+    (["--group", "uptake", "--scheduler", "tcp://127.0.0.1:9"], ["cannot reach the Dask scheduler"]),
+])
+def test_cli_sensitivity_bad_input(tmp_path, capsys, extra, words):
+    out = tmp_path / "s"
+    code = main(["sensitivity", str(SCENARIOS / "mir22_exosome_radiosensitisation.yaml"), *extra, "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and all(w in err for w in words), err
+    assert not out.exists()
