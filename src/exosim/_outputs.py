@@ -36,7 +36,7 @@ from ._lq import dose_at_survival, lea_catcheside, lq_neg_log_survival, survival
 from ._protocol import RunResult
 
 __all__ = ["survival_table", "summary_table", "timecourse_table", "provenance", "write_outputs",
-           "OutputError", "plot_survival"]
+           "OutputError", "plot_survival", "staged_outputs"]
 
 
 class OutputError(OSError):
@@ -271,25 +271,57 @@ def plot_survival(result: RunResult, rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=150)
 
 
+class _Staged:
+    """A temporary folder inside ``outdir`` whose files are moved into ``outdir`` only when every
+    file was written (so a failure leaves no partial output); raises :class:`OutputError`."""
+
+    def __init__(self, outdir: str | Path):
+        self.outdir = Path(outdir)
+        self.written: list[Path] = []
+
+    def __enter__(self) -> Path:
+        try:
+            self.outdir.mkdir(parents=True, exist_ok=True)
+            self.tmp = Path(tempfile.mkdtemp(prefix=".exosim-", dir=self.outdir))
+        except OSError as exc:
+            raise OutputError(f"cannot write to output folder {str(self.outdir)!r}: {exc.strerror or exc}") from None
+        return self.tmp
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        try:
+            if kind is None:
+                for f in sorted(self.tmp.iterdir()):
+                    os.replace(f, self.outdir / f.name)
+                    self.written.append(self.outdir / f.name)
+            elif issubclass(kind, OSError):
+                raise OutputError(f"cannot write to output folder {str(self.outdir)!r}: "
+                                  f"{exc.strerror or exc}") from None
+        except OSError as err:
+            raise OutputError(f"cannot write to output folder {str(self.outdir)!r}: {err.strerror or err}") from None
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return False
+
+
+def staged_outputs(outdir: str | Path) -> _Staged:
+    """Context manager: write files into the yielded folder; they appear in ``outdir`` together."""
+    return _Staged(outdir)
+
+
 def write_outputs(result: RunResult, outdir: str | Path, *, argv: list[str] | None = None,
                   figure: bool = True) -> list[Path]:
     """Write survival.csv, summary.csv, timecourses.csv, provenance.json and survival.png.
 
-    All files are produced in a temporary folder beside ``outdir`` and moved
-    into ``outdir`` only when every file is complete.
+    All files are produced in a temporary folder inside ``outdir`` and moved into
+    ``outdir`` only when every file is complete.
 
     Raises
     ------
     OutputError
         If ``outdir`` cannot be created or written.
     """
-    outdir = Path(outdir)
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".exosim-", dir=outdir))
-    except OSError as exc:
-        raise OutputError(f"cannot write to output folder {str(outdir)!r}: {exc.strerror or exc}") from None
-    try:
+    stage = staged_outputs(outdir)
+    with stage as tmp:
         rows = survival_table(result)
         (tmp / "survival.csv").write_text(_rows_csv(rows))
         (tmp / "summary.csv").write_text(_rows_csv(summary_table(result, rows)))
@@ -304,12 +336,4 @@ def write_outputs(result: RunResult, outdir: str | Path, *, argv: list[str] | No
         (tmp / "provenance.json").write_text(json.dumps(provenance(result, argv), indent=1, default=float))
         if figure:
             plot_survival(result, rows, tmp / "survival.png")
-        written = []
-        for f in sorted(tmp.iterdir()):
-            os.replace(f, outdir / f.name)
-            written.append(outdir / f.name)
-        return written
-    except OSError as exc:
-        raise OutputError(f"cannot write to output folder {str(outdir)!r}: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return stage.written

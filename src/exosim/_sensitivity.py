@@ -441,18 +441,10 @@ def write_analysis(analysis: Analysis, outdir, provenance: dict) -> list:
     import csv
     import io
     import json
-    import shutil
-    import tempfile
-    from pathlib import Path
 
-    from ._outputs import OutputError, _fmt, _rows_csv
-    outdir = Path(outdir)
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".exosim-", dir=outdir))
-    except OSError as exc:
-        raise OutputError(f"cannot write to output folder {str(outdir)!r}: {exc.strerror or exc}") from None
-    try:
+    from ._outputs import _fmt, _rows_csv, staged_outputs
+    stage = staged_outputs(outdir)
+    with stage as tmp:
         (tmp / "indices.csv").write_text(_rows_csv(analysis.indices))
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -462,15 +454,7 @@ def write_analysis(analysis: Analysis, outdir, provenance: dict) -> list:
         (tmp / "samples.csv").write_text(buf.getvalue())
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=1, default=float))
         plot_analysis(analysis, tmp / "sensitivity.png")
-        written = []
-        for f in sorted(tmp.iterdir()):
-            os.replace(f, outdir / f.name)
-            written.append(outdir / f.name)
-        return written
-    except OSError as exc:
-        raise OutputError(f"cannot write to output folder {str(outdir)!r}: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return stage.written
 
 
 def memory_estimate(chunk_members: int, n_states: int, n_parameters: int) -> float:

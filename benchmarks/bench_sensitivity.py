@@ -1,0 +1,180 @@
+"""The standard sensitivity job of issue 4, timed against libRoadRunner and scipy.
+
+Usage: python benchmarks/bench_sensitivity.py [--N 1024] [--subset 16] [--scenarios hnscc iccm]
+
+Job: Sobol indices of 6 uptake parameters (binding rate constant, unbinding rate, binding
+sites, internalisation, endosomal escape, extracellular decay), N base samples (N*(6+2)
+samples), each sample run for the control arm and the analysed arm over 6 grid doses.
+
+Reported per scenario:
+- exosim: wall time of the whole analysis (sampling, batched integration, Sobol analysis)
+  and the peak resident memory of the process;
+- libRoadRunner: the same runs from exported SBML (one SBML model per arm and dose, loaded
+  once; per sample: resetAll, set the parameter values, simulate), timed on the first
+  `subset` samples and extrapolated to all samples (stated as such);
+- scipy solve_ivp (LSODA, per member, segment by segment) on the first `subset` samples,
+  extrapolated likewise;
+- the largest relative difference of the analysed outputs (exosim vs libRoadRunner) on the
+  subset, and of every member's surviving fraction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+import exosim
+from exosim import _sensitivity as sa
+from exosim._protocol import CompiledScenario, _Batch
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = ["binding_rate_constant", "unbinding_rate", "binding_sites", "internalisation_rate",
+        "endosomal_escape_rate", "vesicle_decay_rate"]
+SCENARIOS = {
+    "hnscc": ("hnscc_exosome_radioresistance.yaml", "exosomes from 6 Gy donors", [0, 1, 2, 4, 6, 8]),
+    "iccm": ("iccm_bystander_medium_transfer.yaml", "ICCM", [0, 0.01, 0.05, 0.5, 2, 5]),
+}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def roadrunner_subset(evaluator, values: np.ndarray):
+    """Surviving fractions (samples, members) and delivered copies from libRoadRunner."""
+    import libsbml
+    import roadrunner
+
+    from exosim._sbml import export_member
+    compiled = CompiledScenario(evaluator.scenario)
+    t0 = min([0.0] + [a.time for a in compiled.actions])
+    t_end = compiled.score_event.at - t0
+    scored = compiled.score_event.score.population
+    model = compiled.model
+    runners = []
+    for member in range(compiled.n_members):
+        doc, _ = export_member(compiled, member)
+        rr = roadrunner.RoadRunner(libsbml.writeSBMLToString(doc))
+        rr.integrator.relative_tolerance = 1e-8
+        rr.integrator.absolute_tolerance = 1e-12
+        rr.integrator.setValue("maximum_num_steps", 1_000_000)
+        runners.append(rr)
+    ids = {k: [q.name for q in model.parameters if q.key == k] for k in KEYS}
+    cargo = model.cargos[0] if model.cargos else None
+    sf = np.empty((values.shape[0], compiled.n_members))
+    delivered = np.zeros_like(sf)
+    start = time.perf_counter()
+    for s, row in enumerate(values):
+        for member, rr in enumerate(runners):
+            rr.resetAll()
+            for k, v in zip(KEYS, row):
+                for name in ids[k]:
+                    rr.setValue(name, float(v))
+            rr.simulate(0.0, t_end, 2)
+            sf[s, member] = rr.getValue(f"{scored}__surviving_fraction")
+            if cargo:
+                delivered[s, member] = rr.getValue(f"{scored}__{cargo}_delivered")
+    return sf, delivered, time.perf_counter() - start
+
+
+def solve_ivp_subset(evaluator, values: np.ndarray, rtol=1e-8) -> tuple[np.ndarray, float]:
+    """Surviving fractions from scipy solve_ivp (LSODA), one member at a time."""
+    from scipy.integrate import solve_ivp
+    compiled = CompiledScenario(evaluator.scenario)
+    m = compiled.model
+    scale = np.array([s.scale for s in m.states])
+    scored = compiled.score_event.score.population
+    t_end = compiled.score_event.at
+    times = sorted({a.time for a in compiled.actions} | {t_end})
+    sf = np.empty((values.shape[0], compiled.n_members))
+    start = time.perf_counter()
+    for s, row in enumerate(values):
+        p = compiled.parameters.copy()
+        for k, v in zip(KEYS, row):
+            p[:, [i for i, q in enumerate(m.parameters) if q.key == k]] = v
+        for member in range(compiled.n_members):
+            batch = _Batch(m.initial_state(p), p.copy(), {})
+            t = min(0.0, times[0])
+            ai = 0
+            for t_next in times:
+                if t_next > t:
+                    pm = batch.p[member:member + 1]
+                    sol = solve_ivp(lambda tt, yy: m.rhs(tt, yy[None], pm)[0], (t, t_next), batch.y[member],
+                                    method="LSODA", rtol=rtol, atol=1e-10 * scale)
+                    batch.y[member] = sol.y[:, -1]
+                    t = t_next
+                while ai < len(compiled.actions) and compiled.actions[ai].time <= t_next:
+                    compiled.actions[ai].apply(batch)
+                    ai += 1
+            obs = m.observe(batch.y[member:member + 1], batch.p[member:member + 1])
+            sf[s, member] = obs[0, m.observable_index[f"{scored}__surviving_fraction"]]
+    return sf, time.perf_counter() - start
+
+
+def run(name: str, n: int, subset: int) -> None:
+    fname, arm, doses = SCENARIOS[name]
+    sc = exosim.load_scenario(ROOT / "scenarios" / fname)
+    sc = sc.model_copy(update={"dose_grid": sc.dose_grid.model_copy(update={"values": doses}),
+                               "solver": sc.solver.model_copy(update={"rtol": 1e-8, "atol": 1e-10})})
+    space = sa.ParameterSpace.from_table(names=KEYS)
+    ev = sa.ScenarioEvaluator(sc, arm=arm, progress=False)
+    t = time.perf_counter()
+    res = sa.sobol(ev, space, sa.OUTPUTS, n, seed=1)
+    wall = time.perf_counter() - t
+    n_samples = res.samples.shape[0]
+    print(f"[{name}] exosim Sobol N={n}: {n_samples} samples x {ev.members_per_sample} members = "
+          f"{n_samples * ev.members_per_sample} runs in {wall:.1f} s "
+          f"({1e3 * wall / (n_samples * ev.members_per_sample):.3f} ms/run), peak RSS {peak_rss_mb():.0f} MB, "
+          f"failed samples {int(res.failed.sum())}")
+    for r in res.indices:
+        if r["output"] in ("dmf_at_sf0.1", "bystander_survival", "delivered_copies_per_cell"):
+            print(f"    {r['output']:<26} {r['parameter']:<24} S1 {r['S1']:+.3f} +- {r['S1_conf']:.3f}  "
+                  f"ST {r['ST']:+.3f} +- {r['ST_conf']:.3f}")
+    if not subset:
+        return
+    sub = res.samples[:subset]
+    exo_out, _, _ = ev(space.names, sub)
+    compiled = CompiledScenario(ev.scenario, replicates=subset)
+    p = compiled.parameters.copy()
+    for j, k in enumerate(KEYS):
+        p[:, [i for i, q in enumerate(compiled.model.parameters) if q.key == k]] = \
+            np.repeat(sub[:, j], compiled.n_members // subset)[:, None]
+    exo = compiled.run(parameters=p, time_courses=False)
+    exo_sf = exo.surviving_fraction.reshape(subset, -1)
+    rr_sf, rr_delivered, rr_time = roadrunner_subset(ev, sub)
+    per_run = rr_time / rr_sf.size
+    print(f"[{name}] libRoadRunner loop: {rr_sf.size} runs in {rr_time:.1f} s ({1e3 * per_run:.2f} ms/run); "
+          f"extrapolated to all {n_samples * ev.members_per_sample} runs: {per_run * n_samples * ev.members_per_sample:.0f} s"
+          f" -> exosim is {per_run * n_samples * ev.members_per_sample / wall:.1f}x faster")
+    # outputs from libRoadRunner survival, through the same summary
+    fake = exo
+    fake.surviving_fraction = rr_sf.reshape(-1)
+    cargo = compiled.model.cargos[0] if compiled.model.cargos else None
+    if cargo:
+        fake.reference[f"{cargo}_delivered_at_scoring"] = rr_delivered.reshape(-1)
+    rr_out, _, _ = sa.summarise(fake, subset, ev.target, ev.control)
+    cols = [k for k, o in enumerate(sa.OUTPUTS) if o not in ("alpha_eff", "beta_eff")]
+    diff = np.abs(rr_out[:, cols] - exo_out[:, cols]) / np.maximum(np.abs(exo_out[:, cols]), 1e-12)
+    print(f"[{name}] largest relative difference exosim vs libRoadRunner: surviving fraction "
+          f"{np.nanmax(np.abs(rr_sf - exo_sf) / exo_sf):.2e}; outputs "
+          + ", ".join(f"{sa.OUTPUTS[c]} {np.nanmax(diff[:, i]):.1e}" for i, c in enumerate(cols)))
+    k = max(1, subset // 4)
+    sp_sf, sp_time = solve_ivp_subset(ev, sub[:k])
+    sp_run = sp_time / sp_sf.size
+    print(f"[{name}] scipy solve_ivp (LSODA) loop: {sp_sf.size} runs in {sp_time:.1f} s ({1e3 * sp_run:.1f} ms/run); "
+          f"extrapolated: {sp_run * n_samples * ev.members_per_sample:.0f} s; max rel diff of SF vs exosim "
+          f"{np.nanmax(np.abs(sp_sf - exo_sf[:k]) / exo_sf[:k]):.1e}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--N", type=int, default=1024)
+    ap.add_argument("--subset", type=int, default=16, help="samples timed with libRoadRunner (0: skip)")
+    ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    args = ap.parse_args()
+    for name in args.scenarios:
+        run(name, args.N, args.subset)
