@@ -32,6 +32,7 @@ References
 
 from __future__ import annotations
 
+import ast
 import math
 import os
 import re
@@ -246,7 +247,7 @@ def build_flat(model: Model, spec: FlatSpec):
     for s in model.states:
         units.add(s.unit)
         init = s.initial
-        numeric = isinstance(init, __import__("ast").Constant)
+        numeric = isinstance(init, ast.Constant)
         value = float(init.value) if numeric else None
         if _is_species(s.unit):
             species.append(Species(s.name, _compartment_of(model, s.name), initialAmount=value,
@@ -437,9 +438,7 @@ class _Ownership:
 
     def foreign(self, i: int) -> set[str]:
         """Symbols block i uses but does not own (placeholders in its module definition)."""
-        out = {n for n in self.uses[i] if self.owner.get(n) != i}
-        out |= {s for s in self.contrib[i] if self.owner.get(s) != i}  # a contribution needs the target too
-        return out - set(self.contrib[i]) | {n for n in self.uses[i] if self.owner.get(n) != i}
+        return {n for n in self.uses[i] if self.owner.get(n) != i}
 
     def external_contributors(self, state: str) -> list[int]:
         return [i for i, c in self.contrib.items() if state in c and self.owner[state] != i]
@@ -488,7 +487,7 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
             s = states[name]
             units.add(s.unit)
             init = s.initial
-            numeric = isinstance(init, __import__("ast").Constant)
+            numeric = isinstance(init, ast.Constant)
             value = float(baseline[name])
             if _is_species(s.unit):
                 species.append(Species(name, compartment_for(name), initialAmount=value,
@@ -618,7 +617,7 @@ def composed_document(model: Model | None = None):
         replace(cid, cid, blocks)
     for n in sorted(shared - comps_needed - set(comp_holders)):
         init = states[n].initial if n in states else None
-        start = float(init.value) if isinstance(init, __import__("ast").Constant) else 0.0
+        start = float(init.value) if isinstance(init, ast.Constant) else 0.0
         if n in states and _is_species(states[n].unit):
             units.add(states[n].unit)
             species.append(Species(n, _compartment_of(model, n), initialAmount=start,

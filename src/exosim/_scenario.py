@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -324,37 +325,33 @@ def _loc_path(loc: tuple) -> str:
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:
-    """The schema class at a key path, for suggesting valid keys."""
-    cls: Any = Scenario
+    """The schema class at a key path, for suggesting valid keys (None if not a model)."""
+    node: Any = Scenario
     for part in loc:
         if isinstance(part, int):
+            node = _unwrap(node) if not (isinstance(node, type) and issubclass(node, BaseModel)) else node
             continue
-        if isinstance(cls, type) and issubclass(cls, BaseModel):
-            field = cls.model_fields.get(part) or next(
-                (f for f in cls.model_fields.values() if f.alias == part), None)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(part) or next(
+                (f for f in node.model_fields.values() if f.alias == part), None)
             if field is None:
                 return None
-            cls = _unwrap(field.annotation)
-        elif cls == "dict":
-            cls = _dict_value
+            node = _unwrap(field.annotation)
+        elif typing.get_origin(node) is dict:
+            node = _unwrap(typing.get_args(node)[1])  # the key of a mapping selects its value type
         else:
             return None
-    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
-
-
-_dict_value: Any = None
+    node = _unwrap(node)
+    return node if isinstance(node, type) and issubclass(node, BaseModel) else None
 
 
 def _unwrap(annotation: Any) -> Any:
-    global _dict_value
+    """Strip Optional/Annotated/list wrappers; a dict annotation is returned as is."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (list, tuple):
         return _unwrap(args[0])
-    if origin is dict:
-        _dict_value = _unwrap(args[1])
-        return "dict"
-    if origin in (Union, getattr(__import__("types"), "UnionType", Union)):
+    if origin in (Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         return _unwrap(inner[0]) if len(inner) == 1 else annotation
     if origin is Annotated:
