@@ -78,13 +78,7 @@ class SymbolInfo:
     initial: ast.expr | None = None
 
 
-def _hill(x, k, n):
-    """x^n/(K^n + x^n) of max(x, 0); MODEL.md 3.1."""
-    x = np.maximum(x, 0.0)
-    if isinstance(n, float) and n == 1.0:
-        return x / (k + x)
-    xn = x ** n
-    return xn / (k ** n + xn)
+_hill = _expr.hill_numpy()
 
 
 class Model:

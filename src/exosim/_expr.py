@@ -15,8 +15,12 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable
 
-__all__ = ["FUNCTIONS", "ExpressionError", "parse", "names", "rename", "to_numpy",
-           "to_sbml_formula"]
+__all__ = ["FUNCTIONS", "HILL_BODY", "ExpressionError", "parse", "names", "rename", "to_numpy",
+           "to_sbml_formula", "hill_numpy", "hill_sbml_lambda"]
+
+#: the Hill function x^n/(K^n + x^n) of max(x, 0) (MODEL.md 3.1), declared once: the numpy
+#: implementation and the SBML function definition are both generated from this body
+HILL_BODY = "pos(x)**n/(K**n + pos(x)**n)"
 
 
 class ExpressionError(ValueError):
@@ -119,3 +123,28 @@ def to_numpy(tree: ast.expr, name: Callable[[str], str] = str) -> str:
 def to_sbml_formula(tree: ast.expr, name: Callable[[str], str] = str) -> str:
     """SBML Level 3 infix formula (libsbml ``parseL3Formula`` syntax) for ``tree``."""
     return _render(tree, "sbml", name)
+
+
+def hill_numpy():
+    """numpy Hill function compiled from :data:`HILL_BODY`.
+
+    For ``n == 1`` it evaluates the algebraically identical ``x/(K + x)`` (of
+    ``max(x, 0)``), avoiding two power operations on the hot path.
+    """
+    body = to_numpy(parse(HILL_BODY))
+    namespace: dict = {"np": __import__("numpy")}
+    exec(f"def _general(x, K, n):\n    return {body}", namespace)  # noqa: S102 - generated from HILL_BODY
+    general = namespace["_general"]
+    np = namespace["np"]
+
+    def hill(x, K, n):
+        if isinstance(n, float) and n == 1.0:
+            x = np.maximum(x, 0.0)
+            return x / (K + x)
+        return general(x, K, n)
+    return hill
+
+
+def hill_sbml_lambda() -> str:
+    """SBML ``lambda`` of :data:`HILL_BODY` for the function definition ``hill``."""
+    return f"lambda(x, K, n, {to_sbml_formula(parse(HILL_BODY))})"

@@ -57,7 +57,7 @@ _COUNTS = {"particles", "particle", "copies", "copy", "sites", "site"}
 _SYMBOLS = {"h": ("second", 3600.0), "min": ("second", 60.0), "s": ("second", 1.0),
             "Gy": ("gray", 1.0), "mL": ("litre", 1e-3), "L": ("litre", 1.0), "uL": ("litre", 1e-6),
             "cell": (None, 1.0), "cells": (None, 1.0), "DSB": (None, 1.0), "1": (None, 1.0)}
-_FUNCTIONS = {"hill": "lambda(x, K, n, max(x, 0)^n/(K^n + max(x, 0)^n))"}
+_FUNCTIONS = {"hill": _expr.hill_sbml_lambda()}
 SBO_COMPARTMENT = "SBO:0000290"  # physical compartment
 SBO_MATERIAL = "SBO:0000240"  # material entity
 SBO_PARAMETER = "SBO:0000002"  # quantitative systems description parameter
