@@ -63,7 +63,7 @@ def roadrunner_subset(evaluator, values: np.ndarray):
         rr.integrator.absolute_tolerance = 1e-12
         rr.integrator.setValue("maximum_num_steps", 1_000_000)
         runners.append(rr)
-    ids = {k: [q.name for q in model.parameters if q.key == k] for k in KEYS}
+    ids = {k: [model.parameters[i].name for i in compiled.instances(k)] for k in KEYS}
     cargo = model.cargos[0] if model.cargos else None
     sf = np.empty((values.shape[0], compiled.n_members))
     delivered = np.zeros_like(sf)
@@ -95,7 +95,7 @@ def solve_ivp_subset(evaluator, values: np.ndarray, rtol=1e-8) -> tuple[np.ndarr
     for s, row in enumerate(values):
         p = compiled.parameters.copy()
         for k, v in zip(KEYS, row):
-            p[:, [i for i, q in enumerate(m.parameters) if q.key == k]] = v
+            p[:, compiled.instances(k)] = v
         for member in range(compiled.n_members):
             batch = _Batch(m.initial_state(p), p.copy(), {})
             t = min(0.0, times[0])
@@ -141,8 +141,7 @@ def run(name: str, n: int, subset: int) -> None:
     compiled = CompiledScenario(ev.scenario, replicates=subset)
     p = compiled.parameters.copy()
     for j, k in enumerate(KEYS):
-        p[:, [i for i, q in enumerate(compiled.model.parameters) if q.key == k]] = \
-            np.repeat(sub[:, j], compiled.n_members // subset)[:, None]
+        p[:, compiled.instances(k)] = np.repeat(sub[:, j], compiled.n_members // subset)[:, None]
     exo = compiled.run(parameters=p, time_courses=False)
     exo_sf = exo.surviving_fraction.reshape(subset, -1)
     rr_sf, rr_delivered, rr_time = roadrunner_subset(ev, sub)

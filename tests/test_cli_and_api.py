@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import exosim
-from conftest import ROOT, SCENARIOS
+from conftest import SCENARIOS
 from exosim.cli import main
 
 

@@ -147,7 +147,8 @@ class CompiledScenario:
         self.actions, self.grid_event = self._actions()
 
     # ------------------------------------------------------------- parameters
-    def _instances(self, key: str, namespace: str | None = None) -> list[int]:
+    def instances(self, key: str, namespace: str | None = None) -> list[int]:
+        """Columns of ``p`` holding parameter-table ``key`` (in one namespace, or all)."""
         out = []
         for i, q in enumerate(self.model.parameters):
             if q.key != key:
@@ -161,15 +162,15 @@ class CompiledScenario:
         sc, m = self.scenario, self.model
         base = m.default_parameters()
         for k, v in sc.parameters.items():
-            base[self._instances(k)] = parameter_value(v)
+            base[self.instances(k)] = parameter_value(v)
         for name, med in sc.media.items():
-            base[self._instances("volume", name)] = med.volume
+            base[self.instances("volume", name)] = med.volume
             for k, v in med.parameters.items():
-                base[self._instances(k, name)] = parameter_value(v)
+                base[self.instances(k, name)] = parameter_value(v)
         for name, pop in sc.populations.items():
-            base[self._instances("cells", name)] = pop.cells
+            base[self.instances("cells", name)] = pop.cells
             for k, v in pop.parameters.items():
-                base[self._instances(k, name)] = parameter_value(v)
+                base[self.instances(k, name)] = parameter_value(v)
         for lk in sc.links:
             base[m.parameter_index[f"{lk.source}_to_{lk.target}{SEP}transfer_rate"]] = lk.rate
         p = np.tile(base, (self.n_members, 1))
@@ -177,7 +178,7 @@ class CompiledScenario:
             rows = self.arm_index == a
             for k, v in sorted(arm.parameters.items(), key=lambda kv: "." in kv[0]):
                 ns, key = (k.split(".", 1) if "." in k else (None, k))
-                p[np.ix_(rows, self._instances(key, ns))] = parameter_value(v)
+                p[np.ix_(rows, self.instances(key, ns))] = parameter_value(v)
         return p
 
     # ------------------------------------------------------------- events

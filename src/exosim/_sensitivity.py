@@ -143,10 +143,7 @@ def _evaluate_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, list[str]]:
     p = compiled.parameters.copy()
     per_sample = compiled.n_members // m_samples
     for j, key in enumerate(keys):
-        cols = [i for i, q in enumerate(compiled.model.parameters) if q.key == key]
-        if not cols:
-            continue
-        p[:, cols] = np.repeat(values[:, j], per_sample)[:, None]
+        p[:, compiled.instances(key)] = np.repeat(values[:, j], per_sample)[:, None]
     res = compiled.run(parameters=p, time_courses=False)
     return summarise(res, m_samples, target, control)
 
@@ -376,7 +373,7 @@ def nominal_values(scenario, keys: Sequence[str]) -> np.ndarray:
     compiled = CompiledScenario(scenario)
     out = []
     for key in keys:
-        cols = [i for i, q in enumerate(compiled.model.parameters) if q.key == key]
+        cols = compiled.instances(key)
         if not cols:
             raise SensitivityError(f"parameter {key!r} does not occur in scenario {scenario.name!r}")
         out.append(float(compiled.parameters[0, cols[0]]))

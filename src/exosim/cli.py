@@ -157,9 +157,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     compiled = compile_scenario(scenario)
     names = [a.name for a in compiled.arms]
-    arm = names.index(args.arm) if args.arm is not None and args.arm in names else 0
     if args.arm is not None and args.arm not in names:
         raise ScenarioError(args.scenario, "arms", f"no arm named {args.arm!r}; arms: {', '.join(names)}")
+    arm = names.index(args.arm) if args.arm is not None else 0
     rows = np.flatnonzero(compiled.arm_index == arm)
     grid = compiled.grid[rows]
     if args.dose is None:
