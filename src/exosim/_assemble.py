@@ -342,6 +342,26 @@ class Model:
         self.observable_names = names
         self.observable_index = {n: i for i, n in enumerate(names)}
 
+    def scalar_source(self, name: str = "rhs1") -> str:
+        """Per-member right-hand side ``name(y[n], p[k], dy[n])`` as scalar Python source.
+
+        Generated from the same expression trees as :meth:`rhs`, for the compiled
+        backend (:mod:`exosim._compiled`); it uses ``np`` and ``_hill``.
+        """
+        rates = [self.rate_expression(s.name) for s in self.states]
+        # only the derived constants and rules the rates need (observables are evaluated elsewhere)
+        needed = set().union(*(_expr.names(t) for t in rates))
+        for sym in reversed(self.derived + self.rules):  # reverse topological order
+            if sym.name in needed:
+                needed |= _expr.names(sym.expr)
+        lines = [f"def {name}(y, p, dy):"]
+        lines += [f"    {s.name} = y[{i}]" for i, s in enumerate(self.states) if s.name in needed]
+        lines += [f"    {q.name} = p[{i}]" for i, q in enumerate(self.parameters) if q.name in needed]
+        lines += [f"    {d.name} = {_expr.to_scalar(d.expr)}" for d in self.derived + self.rules
+                  if d.name in needed]
+        lines += [f"    dy[{i}] = {_expr.to_scalar(tree)}" for i, tree in enumerate(rates)]
+        return "\n".join(lines) + "\n"
+
     # ------------------------------------------------------------------ API
     @property
     def n_states(self) -> int:

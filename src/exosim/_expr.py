@@ -5,6 +5,7 @@ Rate laws are strings in a small subset of Python syntax: numbers, names,
 parsed expression is rendered
 
 * as numpy source for the vectorised right-hand side (:func:`to_numpy`), and
+* as scalar Python for the compiled (numba) backend (:func:`to_scalar`), and
 * as an SBML Level 3 infix formula (:func:`to_sbml_formula`) for the export,
 
 so the simulator and the SBML model cannot drift apart.
@@ -16,7 +17,7 @@ import ast
 from collections.abc import Callable
 
 __all__ = ["FUNCTIONS", "HILL_BODY", "ExpressionError", "parse", "names", "rename", "to_numpy",
-           "to_sbml_formula", "hill_numpy", "hill_sbml_lambda"]
+           "to_sbml_formula", "to_scalar", "hill_numpy", "hill_sbml_lambda", "hill_scalar_source"]
 
 #: the Hill function x^n/(K^n + x^n) of max(x, 0) (MODEL.md 3.1), declared once: the numpy
 #: implementation and the SBML function definition are both generated from this body
@@ -36,6 +37,9 @@ FUNCTIONS: dict[str, tuple[int, Callable[..., str], Callable[..., str]]] = {
     # Hill function x^n / (K^n + x^n) of a non-negative argument (MODEL.md 3.1).
     "hill": (3, lambda x, k, n: f"_hill({x}, {k}, {n})", lambda x, k, n: f"hill({x}, {k}, {n})"),
 }
+
+#: renderings for scalar (per-member, compiled) code where they differ from numpy's
+_SCALAR: dict[str, Callable[..., str]] = {"pos": lambda a: f"max({a}, 0.0)"}
 
 _BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 _PRECEDENCE = {ast.Add: 1, ast.Sub: 1, ast.Mult: 2, ast.Div: 2, ast.Pow: 4}
@@ -109,6 +113,8 @@ def _render(node: ast.expr, fmt: str, name: Callable[[str], str]) -> str:
         if isinstance(n, ast.Call):
             args = [go(a) for a in n.args]
             _, np_r, sbml_r = FUNCTIONS[n.func.id]
+            if fmt == "scalar":
+                return _SCALAR.get(n.func.id, np_r)(*args)
             return (np_r if fmt == "numpy" else sbml_r)(*args)
         raise ExpressionError(f"cannot render {type(n).__name__}")
 
@@ -118,6 +124,11 @@ def _render(node: ast.expr, fmt: str, name: Callable[[str], str]) -> str:
 def to_numpy(tree: ast.expr, name: Callable[[str], str] = str) -> str:
     """Python/numpy source for ``tree``; ``name`` maps variable names to code."""
     return _render(tree, "numpy", name)
+
+
+def to_scalar(tree: ast.expr, name: Callable[[str], str] = str) -> str:
+    """Scalar Python source for ``tree`` (one member; numba-compilable)."""
+    return _render(tree, "scalar", name)
 
 
 def to_sbml_formula(tree: ast.expr, name: Callable[[str], str] = str) -> str:
@@ -143,6 +154,13 @@ def hill_numpy():
             return x / (K + x)
         return general(x, K, n)
     return hill
+
+
+def hill_scalar_source(name: str = "_hill") -> str:
+    """Scalar source of the Hill function from :data:`HILL_BODY` (same ``n == 1`` shortcut)."""
+    body = to_scalar(parse(HILL_BODY))
+    return (f"def {name}(x, K, n):\n    if n == 1.0:\n        x = max(x, 0.0)\n        return x / (K + x)\n"
+            f"    return {body}\n")
 
 
 def hill_sbml_lambda() -> str:

@@ -78,6 +78,8 @@ class BatchSolution:
     message : list of str, per member, empty on success
     ys : ndarray (N, len(t_eval), n), states at the requested output times
     n_steps, n_rejected, n_rhs : counters of the segment
+    h_last : last step size (h), or one per member (compiled backend)
+    member_steps : steps per member (compiled backend only)
     """
 
     y: np.ndarray
@@ -88,7 +90,8 @@ class BatchSolution:
     n_steps: int = 0
     n_rejected: int = 0
     n_rhs: int = 0
-    h_last: float = field(default=np.nan)
+    h_last: float | np.ndarray = field(default=np.nan)
+    member_steps: np.ndarray | None = None
 
 
 def integrate(fun: Callable[[float, np.ndarray, np.ndarray], np.ndarray], t0: float, t1: float,

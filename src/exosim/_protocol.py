@@ -462,6 +462,10 @@ class CompiledScenario:
         status = np.zeros(n_mem, dtype=int)
         messages = [""] * n_mem
         options = SolverOptions(rtol=sc.solver.rtol, atol=sc.solver.atol)
+        compiled = sc.solver.backend == "numba"
+        if compiled:
+            from ._compiled import integrate_compiled, resolve_backend
+            resolve_backend("numba")  # clear message when numba is missing
         scale = np.array([s.scale for s in m.states])
         self._reference = None
         if time_courses:
@@ -475,12 +479,20 @@ class CompiledScenario:
         for t_next in event_times:
             if t_next > t:
                 sel = (times > t) & (times <= t_next)
-                sol = integrate(m.rhs, t, t_next, batch.y, batch.p, atol_scale=scale, options=options,
-                                t_eval=times[sel], h0=h)
+                if compiled:
+                    sol = integrate_compiled(m, t, t_next, batch.y, batch.p, atol_scale=scale, options=options,
+                                             t_eval=times[sel], h0=h)
+                else:
+                    sol = integrate(m.rhs, t, t_next, batch.y, batch.p, atol_scale=scale, options=options,
+                                    t_eval=times[sel], h0=h)
                 h = sol.h_last
                 counters["steps"] += sol.n_steps
                 counters["rejected"] += sol.n_rejected
-                counters["rhs_evaluations"] += sol.n_rhs
+                if compiled:  # per-member counts; "steps" is the largest member's
+                    counters["member_rhs_evaluations"] = counters.get("member_rhs_evaluations", 0) + sol.n_rhs
+                    counters["member_steps"] = counters.get("member_steps", 0) + int(sol.member_steps.sum())
+                else:
+                    counters["rhs_evaluations"] += sol.n_rhs
                 for i in np.flatnonzero((sol.status == FAILED) & (status != FAILED)):
                     status[i] = FAILED
                     grid = "" if np.isnan(self.grid[i]) else f", grid dose {self.grid[i]:g} Gy"
@@ -511,7 +523,7 @@ class CompiledScenario:
             reference[f"{c}_delivered_at_scoring"] = final[:, m.state_index[f"{prefix}{c}_delivered"]]
         reference["residual_dsb_at_scoring"] = final[:, m.state_index[f"{prefix}dsb"]]
         sf = np.where(status == FAILED, np.nan, sf)
-        timing = {"seconds": _time.perf_counter() - start, **counters}
+        timing = {"seconds": _time.perf_counter() - start, "backend": sc.solver.backend, **counters}
         return RunResult(sc, m, [a.name for a in self.arms], self.arm_index.copy(), self.grid.copy(), sf,
                          status, messages, reference, final, times, states, obs, batch.ledger, p_start,
                          self.grid_event, timing)

@@ -243,10 +243,16 @@ class OutputSpec(_Strict):
 
 
 class SolverSpec(_Strict):
-    """Integrator tolerances (per member, per component)."""
+    """Integrator tolerances (per member, per component) and backend.
+
+    ``backend``: ``numpy`` (batched, shared steps; no compilation) or ``numba``
+    (compiled, per-member steps; needs ``exosim[fast]``, ~5 s compile once per model
+    structure, cached on disk). Both use the same method and tolerances.
+    """
 
     rtol: Annotated[float, Field(gt=0, lt=1)] = 1e-7
     atol: Annotated[float, Field(gt=0)] = 1e-9
+    backend: Literal["numpy", "numba"] = "numpy"
 
 
 class Scenario(_Strict):

@@ -191,6 +191,7 @@ class ScenarioEvaluator:
     engine : where chunks run
     chunk_members : members (samples x arms x doses) per chunk
     progress : show a progress bar on stderr (only when it is a terminal)
+    backend : integrator backend, ``auto`` (numba when installed), ``numpy`` or ``numba``
     """
 
     scenario: object
@@ -198,6 +199,7 @@ class ScenarioEvaluator:
     engine: object = None
     chunk_members: int = DEFAULT_CHUNK_MEMBERS
     progress: bool = True
+    backend: str = "auto"
     counts: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -216,7 +218,13 @@ class ScenarioEvaluator:
             near = difflib.get_close_matches(self.arm, names, n=1)
             raise SensitivityError(f"no arm named {self.arm!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
         kept = [control, target] if control is not None and control is not target else [target]
-        self.scenario = sc.model_copy(update={"arms": kept})
+        from ._compiled import resolve_backend
+        try:
+            self.backend = resolve_backend(self.backend)
+        except ValueError as exc:
+            raise SensitivityError(str(exc)) from None
+        self.scenario = sc.model_copy(update={"arms": kept, "solver": sc.solver.model_copy(
+            update={"backend": self.backend})})
         self.target = kept.index(target)
         self.control = 0 if control is not None and control is not target else None
         self.target_name = target.name

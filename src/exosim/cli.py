@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     sen.add_argument("--doses", help="comma-separated grid doses replacing the scenario's grid (grid unit)")
     sen.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     sen.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://127.0.0.1:8786")
+    sen.add_argument("--backend", choices=["auto", "numpy", "numba"], default="auto",
+                     help="integrator: numba (compiled, per-member steps; extra 'fast') or numpy; "
+                          "auto picks numba when installed")
     sen.add_argument("--chunk-members", type=int, default=8192, help="members integrated together (memory bound)")
     sen.add_argument("-o", "--outdir", help="output folder (default: results/<scenario>-<method>)")
     fig = sub.add_parser("figures", help="regenerate the survival figure of each scenario",
@@ -251,7 +254,8 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"exosim: error: {args.scenario}: {exc}", file=sys.stderr)
         return 2
     try:
-        evaluator = sa.ScenarioEvaluator(scenario, arm=args.arm, engine=engine, chunk_members=args.chunk_members)
+        evaluator = sa.ScenarioEvaluator(scenario, arm=args.arm, engine=engine, chunk_members=args.chunk_members,
+                                         backend=args.backend)
         from ._protocol import compile_scenario
         model = compile_scenario(evaluator.scenario).model
         need = sa.memory_estimate(args.chunk_members, model.n_states, model.n_parameters)
@@ -294,7 +298,9 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
                           "containing one are dropped before analysis and counted here",
         "failures": analysis.messages[:100],
         "engine": engine.describe(), "chunk_members": args.chunk_members, "wall_time_s": wall,
-        "versions": {"numpy": np.__version__, "scipy": scipy.__version__, "SALib": version("SALib")},
+        "solver": {"backend": evaluator.backend, "rtol": scenario.solver.rtol, "atol": scenario.solver.atol},
+        "versions": {"numpy": np.__version__, "scipy": scipy.__version__, "SALib": version("SALib"),
+                     **({"numba": version("numba")} if evaluator.backend == "numba" else {})},
     }
     outdir = args.outdir or f"results/{scenario.name}-{args.method}"
     try:

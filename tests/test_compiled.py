@@ -1,0 +1,99 @@
+"""The compiled (numba) backend: same method, same answers, same failure policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+import exosim
+from exosim import Model, PopulationSpec, SolverOptions
+from exosim._compiled import integrate_compiled
+
+from conftest import SCENARIOS
+
+pytest.importorskip("numba", reason="the test extra installs numba; this guards plain installs")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return Model([PopulationSpec("donors", "well", "hnscc_pooled", ("mir_22",)),
+                  PopulationSpec("recipients", "well", "hela")], ["well"], ["mir_22"])
+
+
+def test_compiled_model_matches_solve_ivp_at_tight_tolerance(model):
+    n = 5
+    p = np.tile(model.default_parameters(), (n, 1))
+    p[:, model.parameter_index["donors__mir_22_copies_per_particle"]] = np.linspace(0.01, 10, n)
+    p[:, model.parameter_index["recipients__internalisation_rate"]] *= np.logspace(-1, 1, n)
+    y0 = model.initial_state(p)
+    y0[:, model.state_index["donors__dsb"]] += 35 * np.linspace(0, 8, n)
+    y0[:, model.state_index["recipients__dsb"]] += 35 * np.linspace(8, 0, n)
+    scale = np.array([s.scale for s in model.states])
+    t_eval = np.array([1.0, 10.0, 72.0])
+    sol = integrate_compiled(model, 0.0, 72.0, y0, p, atol_scale=scale, t_eval=t_eval,
+                             options=SolverOptions(rtol=1e-10, atol=1e-13))
+    assert np.all(sol.status == 0) and sol.member_steps.min() > 0
+    for i in range(n):
+        ref = solve_ivp(lambda t, y: model.rhs(t, y[None], p[i:i + 1])[0], (0.0, 72.0), y0[i], t_eval=t_eval,
+                        method="DOP853", rtol=1e-12, atol=1e-15 * scale)
+        for j in range(t_eval.size):
+            err = np.abs(sol.ys[i, j] - ref.y[:, j]) / (1e-7 * np.abs(ref.y[:, j]) + 1e-9 * scale)
+            assert err.max() <= 1.0, (t_eval[j], model.state_names[err.argmax()], err.max())
+        np.testing.assert_array_equal(sol.y[i], sol.ys[i, -1])
+
+
+def test_compiled_failure_is_per_member(model):
+    p = np.tile(model.default_parameters(), (3, 1))
+    p[1, model.parameter_index["recipients__repair_half_time"]] = np.nan
+    y0 = model.initial_state(p)
+    y0[:, model.state_index["recipients__dsb"]] = 70.0
+    scale = np.array([s.scale for s in model.states])
+    sol = integrate_compiled(model, 0.0, 24.0, y0, p, atol_scale=scale)
+    assert list(sol.status) == [0, 1, 0]
+    assert "non-finite" in sol.message[1] and sol.t_failed[1] == 0.0
+    assert np.all(np.isfinite(sol.y[[0, 2]])) and np.all(np.isnan(sol.y[1]))
+    few = integrate_compiled(model, 0.0, 24.0, y0[[0]], p[[0]], atol_scale=scale,
+                             options=SolverOptions(max_steps=3))
+    assert few.status[0] == 1 and "more than 3 steps" in few.message[0]
+
+
+@pytest.mark.parametrize("name", ["hnscc_exosome_radioresistance", "iccm_bystander_medium_transfer"])
+def test_scenario_gives_the_same_result_with_either_backend(name, runs):
+    ref = runs(name)
+    sc = ref.scenario
+
+    def with_solver(**kw):
+        return exosim.compile_scenario(sc.model_copy(update={"solver": sc.solver.model_copy(update=kw)})).run()
+
+    fast = with_solver(backend="numba")
+    tight = with_solver(backend="numba", rtol=1e-11, atol=1e-13)
+    assert fast.timing["backend"] == "numba" and np.all(fast.status == 0)
+    # the tight run is the reference: both backends at the scenario's tolerance are close to it
+    scale = np.array([s.scale for s in ref.model.states])
+    for run in (ref, fast):
+        np.testing.assert_allclose(run.surviving_fraction, tight.surviving_fraction, rtol=1e-6)
+        dev = np.abs(run.states - tight.states) / (1e-3 * np.abs(tight.states) + 1e-4 * scale)
+        assert np.nanmax(dev) <= 1.0
+    # and the numpy tight run agrees with the compiled tight run
+    np.testing.assert_allclose(with_solver(rtol=1e-10, atol=1e-12).surviving_fraction,
+                               tight.surviving_fraction, rtol=1e-8)
+
+
+def test_missing_numba_gives_a_clear_message(monkeypatch):
+    from exosim import _compiled
+    monkeypatch.setattr(_compiled, "available", lambda: False)
+    with pytest.raises(ValueError, match=r"exosim\[fast\]"):
+        _compiled.resolve_backend("numba")
+    assert _compiled.resolve_backend("auto") == "numpy"
+
+
+def test_scenario_file_selects_the_backend(tmp_path):
+    import yaml
+    path = SCENARIOS / "mir22_exosome_radiosensitisation.yaml"
+    data = yaml.safe_load(path.read_text())
+    data.setdefault("solver", {})["backend"] = "fortran"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(exosim.ScenarioError, match="solver.backend"):
+        exosim.load_scenario(bad)
