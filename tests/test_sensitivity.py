@@ -97,6 +97,19 @@ def test_a_parameter_that_does_not_enter_gets_zero_indices(mir22):
     assert active["ST"] > 0.5
 
 
+def test_outputs_a_scenario_does_not_define_do_not_void_the_others():
+    """ICCM has no recipient dose curve: SF2 and DMF are undefined, bystander survival is not."""
+    sc = exosim.load_scenario(SCENARIOS / "iccm_bystander_medium_transfer.yaml")
+    sc = sc.model_copy(update={"dose_grid": sc.dose_grid.model_copy(update={"values": [0, 0.05, 2]})})
+    ev = sa.ScenarioEvaluator(sc, arm="ICCM", backend="numpy")
+    space = sa.ParameterSpace.from_table(names=["endosomal_escape_rate", "vesicle_decay_rate"])
+    res = sa.sobol(ev, space, sa.OUTPUTS, 8, seed=0, resamples=100)
+    by = {(r["output"], r["parameter"]): r for r in res.indices}
+    assert np.isnan(by["sf2", "vesicle_decay_rate"]["ST"]) and res.dropped == 0
+    for p in space.names:
+        assert np.isfinite(by["bystander_survival", p]["ST"]) and np.isfinite(by["delivered_copies_per_cell", p]["ST"])
+
+
 def test_seeded_runs_are_identical_and_engines_agree(mir22):
     space = sa.ParameterSpace.from_table(names=["binding_rate_constant", "endosomal_escape_rate"])
     serial = sa.ScenarioEvaluator(mir22, engine=SerialEngine(), chunk_members=40)

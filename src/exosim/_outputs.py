@@ -94,6 +94,9 @@ def survival_table(result: RunResult) -> list[dict]:
         for c in result.model.cargos:
             row[f"{c}_delivered_copies_per_cell"] = ref[f"{c}_delivered_at_scoring"][i]
         row["residual_dsb_at_scoring"] = ref["residual_dsb_at_scoring"][i]
+        for key in ref:
+            if key.startswith("surviving_fraction__"):  # populations named in score.also
+                row[f"sf_{key.split('__', 1)[1]}"] = ref[key][i]
         row["status"] = "ok" if result.status[i] == 0 else "failed"
         row["message"] = result.messages[i]
         rows.append(row)

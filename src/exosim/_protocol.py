@@ -522,6 +522,9 @@ class CompiledScenario:
         for c in m.cargos:
             reference[f"{c}_delivered_at_scoring"] = final[:, m.state_index[f"{prefix}{c}_delivered"]]
         reference["residual_dsb_at_scoring"] = final[:, m.state_index[f"{prefix}dsb"]]
+        for other in self.score_event.score.also:  # e.g. in-field survival beside out-of-field
+            sf_other = obs_final[:, m.observable_index[f"{other}{SEP}surviving_fraction"]]
+            reference[f"surviving_fraction{SEP}{other}"] = np.where(status == FAILED, np.nan, sf_other)
         sf = np.where(status == FAILED, np.nan, sf)
         timing = {"seconds": _time.perf_counter() - start, "backend": sc.solver.backend, **counters}
         return RunResult(sc, m, [a.name for a in self.arms], self.arm_index.copy(), self.grid.copy(), sf,

@@ -182,9 +182,10 @@ class ChangeMedium(_Strict):
 
 
 class Score(_Strict):
-    """Score clonogenic survival of a population."""
+    """Score clonogenic survival of a population (``also``: report more populations' survival)."""
 
     population: Name
+    also: list[Name] = []
 
 
 ACTIONS: dict[str, type[_Strict]] = {
@@ -431,6 +432,11 @@ def _check_consistency(sc: Scenario) -> None:
         act, kind = ev.action, ev.kind
         key = "harvest" if ev.harvest is not None else kind
         p = f"{path}.{key}"
+        if kind == "score":
+            for j, other in enumerate(act.also):
+                if other not in sc.populations or other == act.population:
+                    raise err(f"{p}.also[{j}]", f"expected another population of this scenario "
+                                                      f"({', '.join(sc.populations)}), got {other!r}")
         if kind in ("irradiate", "intervene", "score") and act.population not in sc.populations:
             raise err(f"{p}.population", f"unknown population {act.population!r}" + _suggest(act.population, pops))
         if kind in ("add", "treat", "change_medium") and act.medium not in sc.media:

@@ -22,7 +22,9 @@ Failed runs: a sample whose integration failed has NaN outputs and is counted.
 Sobol and Morris then drop every *whole* Saltelli block (the base rows and
 their D radial rows) or Morris trajectory that contains a failed sample, so the
 estimators stay valid on the remaining blocks; the numbers dropped are
-reported.  Local coefficients that need a failed run are NaN.
+reported.  An output a scenario does not define (SF2 and DMF need a recipient
+dose curve) is NaN everywhere and gets NaN indices without affecting the other
+outputs.  Local coefficients that need a failed run are NaN.
 
 References
 ----------
@@ -312,10 +314,20 @@ def local(evaluate: Evaluate, space: ParameterSpace, nominal: np.ndarray, output
 
 
 def _drop_blocks(y: np.ndarray, failed: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Blocks (Saltelli blocks, Morris trajectories) to drop because a sample in them failed."""
     n_blocks = y.shape[0] // block
-    bad = failed.reshape(n_blocks, block).any(axis=1) | ~np.isfinite(y).reshape(n_blocks, block, -1).all(axis=(1, 2))
-    keep = np.repeat(~bad, block)
-    return keep, bad, int(bad.sum()), n_blocks
+    bad = failed.reshape(n_blocks, block).any(axis=1)
+    return np.repeat(~bad, block), bad, int(bad.sum()), n_blocks
+
+
+def _usable_blocks(yk: np.ndarray, bad: np.ndarray, block: int) -> np.ndarray:
+    """Rows of one output to analyse: blocks without failures whose values are all finite.
+
+    An output that a scenario does not define (e.g. SF2 without a recipient dose curve) is
+    NaN in every block and gets NaN indices; it does not remove blocks of other outputs.
+    """
+    ok = ~bad & np.isfinite(yk).reshape(bad.size, block).all(axis=1)
+    return np.repeat(ok, block)
 
 
 def morris(evaluate: Evaluate, space: ParameterSpace, outputs: Sequence[str], n: int, seed: int,
@@ -327,11 +339,12 @@ def morris(evaluate: Evaluate, space: ParameterSpace, outputs: Sequence[str], n:
     problem = space.problem()
     xs = morris_sample.sample(problem, n, num_levels=levels, seed=seed)
     y, failed, msgs = evaluate(space.names, space.to_values(xs))
-    keep, bad, dropped, n_blocks = _drop_blocks(y, failed, space.dimension + 1)
+    _, bad, dropped, n_blocks = _drop_blocks(y, failed, space.dimension + 1)
     rows = []
     for k, out in enumerate(outputs):
+        keep = _usable_blocks(y[:, k], bad, space.dimension + 1)
         res = morris_analyze.analyze(problem, xs[keep], y[keep, k], num_resamples=resamples, num_levels=levels,
-                                     seed=seed, print_to_console=False) if (~bad).any() else None
+                                     seed=seed, print_to_console=False) if keep.any() else None
         for j, name in enumerate(space.names):
             rows.append({"output": out, "parameter": name,
                          "mu_star": res["mu_star"][j] if res else np.nan,
@@ -353,11 +366,12 @@ def sobol(evaluate: Evaluate, space: ParameterSpace, outputs: Sequence[str], n: 
     problem = space.problem()
     xs = sobol_sample.sample(problem, n, calc_second_order=False, scramble=True, seed=seed)
     y, failed, msgs = evaluate(space.names, space.to_values(xs))
-    keep, bad, dropped, n_blocks = _drop_blocks(y, failed, space.dimension + 2)
+    _, bad, dropped, n_blocks = _drop_blocks(y, failed, space.dimension + 2)
     rows = []
     for k, out in enumerate(outputs):
+        keep = _usable_blocks(y[:, k], bad, space.dimension + 2)
         yk = y[keep, k]
-        usable = (~bad).sum() >= 2 and np.var(yk) > 0
+        usable = keep.sum() >= 2 * (space.dimension + 2) and np.var(yk) > 0
         res = sobol_analyze.analyze(problem, yk, calc_second_order=False, num_resamples=resamples,
                                     conf_level=conf_level, seed=seed, print_to_console=False) if usable else None
         for j, name in enumerate(space.names):
