@@ -110,7 +110,27 @@ def _parser() -> argparse.ArgumentParser:
                          epilog=FIGURES_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     fig.add_argument("scenarios", nargs="+", help="scenario YAML files")
     fig.add_argument("-o", "--outdir", default="figures", help="folder for the figures (default: figures)")
+    dl = sub.add_parser("delivery", help="delivered cargo copies per cell vs the ~10^3 needed (markdown table)",
+                        description="Run scenarios and report, per arm, the cargo copies delivered per scored "
+                                    "cell against the order-10^3 copies needed for repression (MODEL.md 3.3).")
+    dl.add_argument("scenarios", nargs="+", help="scenario YAML files")
     return parser
+
+
+def _cmd_delivery(args: argparse.Namespace) -> int:
+    from ._outputs import delivery_report
+    from ._protocol import run
+    from ._scenario import load_scenario
+
+    scenarios = [load_scenario(p) for p in args.scenarios]  # all validated before any output
+    print("| scenario | arm | cargo | delivered per cell | / amount for half effect |")
+    print("|---|---|---|---:|---:|")
+    for sc in scenarios:
+        for r in delivery_report(run(sc, time_courses=False)):
+            cargo = r["cargo"] + (" (abstract units)" if r["units"] == "abstract" else "")
+            print(f"| {r['scenario']} | {r['arm']} | {cargo} | {r['delivered_copies_per_cell']:.3g} | "
+                  f"{r['fraction_of_needed']:.2g} |")
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
@@ -359,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args, argv)
         if args.command == "figures":
             return _cmd_figures(args)
+        if args.command == "delivery":
+            return _cmd_delivery(args)
         if args.command == "export":
             return _cmd_export(args)
         if args.command == "export-sbml":

@@ -1,0 +1,116 @@
+"""Every shipped scenario runs and shows the published direction; interventions remove it.
+
+Directions come from the cargo catalogue (MODEL.md section 6): resistance raises the
+recipients' survival above control, sensitisation and bystander damage lower it.  Runs are
+reduced to two grid doses to keep CI fast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import exosim
+from conftest import SCENARIOS
+from exosim import _catalogue as cat
+
+FILES = sorted(SCENARIOS.glob("*.yaml"))
+#: arm-name fragments of interventions that remove the effect (published controls)
+REMOVING = ("heated", "RNase with detergent", "destabilised", "heparin", "GW4869")
+SIGN = {"resistance": 1.0, "sensitisation": -1.0, "bystander damage": -1.0}
+
+
+def reduced(path):
+    sc = exosim.load_scenario(path)
+    if sc.dose_grid is None:
+        return sc, None
+    values = sc.dose_grid.values
+    keep = [0.0, 4.0] if "recipient" in sc.dose_grid.label and 4.0 in values else [values[0], values[-1]]
+    return sc.model_copy(update={"dose_grid": sc.dose_grid.model_copy(update={"values": keep})}), keep[-1]
+
+
+@pytest.fixture(scope="module")
+def results():
+    out = {}
+    for path in FILES:
+        sc, dose = reduced(path)
+        out[path.stem] = (sc, dose, exosim.run(sc, time_courses=False))
+    return out
+
+
+def effects(sc, dose, res):
+    """ln(SF_arm / SF_control) at the evaluated grid dose, per arm name."""
+    ctrl = next(i for i, a in enumerate(sc.arms) if a.control)
+    at = (res.grid == dose) if dose is not None else np.ones(res.grid.size, bool)
+    sf = {a.name: res.surviving_fraction[(res.arm_index == i) & at][0] for i, a in enumerate(sc.arms)}
+    return {k: float(np.log(v / sf[sc.arms[ctrl].name])) for k, v in sf.items()}, sc.arms[ctrl].name
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
+def test_scenario_runs_and_has_the_published_direction(path, results):
+    sc, dose, res = results[path.stem]
+    assert np.all(res.status == 0), res.messages
+    cargo = res.model.cargos[0]
+    direction = cat.cargo_catalogue()[cargo]["direction"]
+    eff, control = effects(sc, dose, res)
+    main = max((k for k in eff if k != control), key=lambda k: abs(eff[k]))
+    delivered = res.reference[f"{cargo}_delivered_at_scoring"][res.arm_index == [a.name for a in sc.arms].index(main)]
+    if abs(eff[main]) < 1e-5:
+        # no resolvable effect: only acceptable when exosome delivery is far below the
+        # order-10^3 copies per cell needed for repression (MODEL.md 3.3); the report says so
+        assert delivered.max() < 1.0, (main, eff[main], delivered)
+        return
+    assert np.sign(eff[main]) == SIGN[direction], (main, eff[main], direction)
+    for name, e in eff.items():
+        if name != control and any(f in name for f in REMOVING):
+            assert abs(e) < 0.35 * abs(eff[main]), (name, e, eff[main])
+        if "RNase without detergent" in name:  # vesicle membranes protect RNA cargo
+            assert abs(e) > 0.9 * abs(eff[main]), (name, e, eff[main])
+
+
+def test_every_cargo_row_of_the_catalogue_has_a_scenario(results):
+    used = set()
+    for sc, _, _ in results.values():
+        used |= set(sc.cargo)
+    missing = set(cat.cargo_catalogue()) - used
+    assert not missing, f"cargo without a scenario: {sorted(missing)}"
+
+
+def test_partial_field_out_of_field_damage_grows_with_the_irradiated_fraction(results):
+    sc, dose, res = results["partial_field_bystander"]
+    eff, _ = effects(sc, dose, res)
+    assert eff["half the flask in field"] < eff["quarter of the flask in field"] < 0
+    in_field = res.reference["surviving_fraction__in_field"]
+    assert np.all(np.isfinite(in_field))
+    # in-field cells at 4 Gy die far more than their shielded neighbours
+    at = res.grid == dose
+    assert np.all(in_field[at] < 0.5 * res.surviving_fraction[at])
+
+
+def test_systemic_scenario_delivers_through_blood_with_fast_clearance(results):
+    sc, dose, res = results["systemic_mir208a_abscopal"]
+    assert sc.media["blood"].parameters["vesicle_decay_rate"] == "5.3 1/h"
+    d = res.reference["mir_208a_delivered_at_scoring"]
+    names = [a.name for a in sc.arms]
+    irradiated = d[res.arm_index == names.index("primary 10 Gy")]
+    sham = d[res.arm_index == names.index("primary not irradiated")]
+    inhibited = d[res.arm_index == names.index("primary 10 Gy, release inhibited (GW4869)")]
+    assert np.all(irradiated > 2 * sham) and np.all(inhibited < sham)
+
+
+def test_fractionated_course_builds_up_exosomes_and_protects():
+    sc = exosim.load_scenario(SCENARIOS / "fractionated_course_exosome_buildup.yaml")
+    res = exosim.run(sc)
+    m = res.model
+    comm = [a.name for a in sc.arms].index("exosome communication")
+    factor = res.states[comm, :, m.state_index["tumour__hnscc_irradiated_exosome_factor_cytosolic"]]
+
+    def at(hours):
+        return factor[np.searchsorted(res.times, hours)]
+    # fractions Monday to Friday at 0, 24, ..., 96 h, then from 168 h: the factor builds up over the
+    # week (each fraction raises release before the last one's vesicles are gone) and falls over the weekend
+    assert at(96.0) > 1.3 * at(24.0)
+    assert at(168.0) < 0.9 * at(120.0)
+    assert res.surviving_fraction[comm] > res.surviving_fraction[1 - comm]
+    # 30 x 2 Gy: survival is of the order of SF2^30 (about 1e-7), not of one fraction
+    assert 1e-10 < res.surviving_fraction.min() < 1e-5
