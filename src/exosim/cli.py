@@ -1,4 +1,4 @@
-"""Command-line interface: ``exosim run | validate | figures | export | export-sbml | sensitivity``.
+"""Command-line interface: ``exosim run | validate | figures | export | export-sbml | sensitivity | fit | delivery``.
 
 Exit codes: 0 success (failed members are reported in the outputs and on
 stderr, never an abort), 2 bad input or unwritable output.
@@ -56,6 +56,15 @@ writes survival.csv (survival vs dose per arm and member), summary.csv (alpha_ef
 beta_eff, SF2, D10, DMF per arm), timecourses.csv, provenance.json and survival.png.
 """
 
+FIT_EXAMPLE = """examples:
+  exosim fit scenarios/iccm_bystander_medium_transfer.yaml scenarios/data/iccm_relative_survival.csv \\
+      --params recipients.damage_max_rate -o results/iccm-fit
+  exosim fit SCENARIO colonies.csv --params endosomal_escape_rate,half_effect_copies --likelihood quasipoisson
+data files: a header row, one observation per row, '#' lines ignored, dose in the scenario grid's unit:
+  arm,dose,survival,sd          (normal likelihood)
+  arm,dose,colonies,seeded      (Poisson / quasi-Poisson; plating efficiency estimated)
+"""
+
 VALIDATE_EXAMPLE = """example:
   exosim validate scenarios/*.yaml
 """
@@ -110,11 +119,97 @@ def _parser() -> argparse.ArgumentParser:
                          epilog=FIGURES_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     fig.add_argument("scenarios", nargs="+", help="scenario YAML files")
     fig.add_argument("-o", "--outdir", default="figures", help="folder for the figures (default: figures)")
+    ft = sub.add_parser("fit", help="estimate parameters from survival data or colony counts",
+                        epilog=FIT_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Maximum-likelihood fit of chosen parameters to a data file with "
+                                    "profile-likelihood intervals, goodness of fit and a figure.")
+    ft.add_argument("scenario", help="scenario YAML file")
+    ft.add_argument("data", help="CSV: arm,dose,survival,sd or arm,dose,colonies,seeded (dose in the grid unit)")
+    ft.add_argument("--params", required=True,
+                    help="comma-separated parameter keys, or population.key for one population")
+    ft.add_argument("--likelihood", choices=["auto", "normal", "poisson", "quasipoisson"], default="auto",
+                    help="auto: normal for survival+sd, quasipoisson for colony counts")
+    ft.add_argument("--normalise", choices=["control", "within_arm", "none"], default="control",
+                    help="survival data relative to the control arm at dose 0 (default), to the same arm, or absolute")
+    ft.add_argument("--range", action="append", default=[], metavar="KEY=LOW:HIGH",
+                    help="search range of a fitted parameter (default: the parameter table's range; must be > 0)")
+    ft.add_argument("--level", type=float, default=0.95, help="confidence level of the profile intervals")
+    ft.add_argument("-o", "--outdir", help="output folder (default: results/<scenario>-fit)")
     dl = sub.add_parser("delivery", help="delivered cargo copies per cell vs the ~10^3 needed (markdown table)",
                         description="Run scenarios and report, per arm, the cargo copies delivered per scored "
                                     "cell against the order-10^3 copies needed for repression (MODEL.md 3.3).")
     dl.add_argument("scenarios", nargs="+", help="scenario YAML files")
     return parser
+
+
+def _ranges(items: list[str], error: type[Exception]) -> dict[str, tuple[float, float]]:
+    """``--range KEY=LOW:HIGH`` options as a dict; ``error`` for a malformed one."""
+    ranges = {}
+    for item in items:
+        key, _, span = item.partition("=")
+        lo, _, hi = span.partition(":")
+        try:
+            ranges[key] = (float(lo), float(hi))
+        except ValueError:
+            raise error(f"--range {item!r}: expected KEY=LOW:HIGH with numbers") from None
+    return ranges
+
+
+def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
+    import hashlib
+    import time
+    from datetime import datetime, timezone
+
+    from . import _fit
+    from ._outputs import OutputError
+    from ._scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    try:
+        if not 0 < args.level < 1:
+            raise _fit.FitError(f"--level must be in (0, 1), got {args.level}")
+        data = _fit.read_observations(args.data, scenario)
+        likelihood = args.likelihood
+        if likelihood == "auto":
+            likelihood = "normal" if data.kind == "survival" else "quasipoisson"
+        params = [p.strip() for p in args.params.split(",") if p.strip()]
+        if not params:
+            raise _fit.FitError("--params: name at least one parameter")
+        ranges = _ranges(args.range, _fit.FitError)
+        unknown = set(ranges) - set(params)
+        if unknown:
+            raise _fit.FitError(f"--range names {sorted(unknown)}, which are not fitted (--params {args.params})")
+        table = _table()
+        bounds = [ranges.get(n) or tuple(float(v) for v in table[n.split(".")[-1]]["range"])
+                  if n.split(".")[-1] in table else (1.0, 2.0) for n in params]
+        problem = _fit.FitProblem(scenario, data, params, likelihood=likelihood, normalise=args.normalise,
+                                  bounds=bounds)
+    except _fit.FitError as exc:
+        print(f"exosim: error: {exc}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    result = _fit.fit(problem, level=args.level)
+    prov = {"exosim_version": __version__, "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": ["exosim"] + argv, "scenario": {"name": scenario.name, "file": scenario.source,
+                                                      "sha256": scenario.sha256},
+            "data_file": str(args.data), "data_sha256": hashlib.sha256(Path(args.data).read_bytes()).hexdigest(),
+            "likelihood": likelihood, "normalise": args.normalise, "level": args.level,
+            "wall_time_s": time.perf_counter() - start}
+    outdir = args.outdir or f"results/{scenario.name}-fit"
+    try:
+        files = _fit.write_fit(problem, result, outdir, prov)
+    except OutputError as exc:
+        print(f"exosim: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"fit of {scenario.name!r} to {args.data} ({likelihood}): {result.evaluations} model runs")
+    for n, e, lo, hi in zip(result.params, result.estimate, result.low, result.high):
+        print(f"  {n:<40} {e:.4g}  [{lo:.4g}, {hi:.4g}] ({100 * args.level:g}% profile)")
+    print("  goodness of fit: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                            for k, v in result.gof.items()))
+    if not result.converged:
+        print(f"exosim: warning: optimiser did not converge: {result.message}", file=sys.stderr)
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
 
 
 def _cmd_delivery(args: argparse.Namespace) -> int:
@@ -234,14 +329,7 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
 
     scenario = load_scenario(args.scenario)
     try:
-        ranges = {}
-        for item in args.range:
-            key, _, span = item.partition("=")
-            lo, _, hi = span.partition(":")
-            try:
-                ranges[key] = (float(lo), float(hi))
-            except ValueError:
-                raise sa.SensitivityError(f"--range {item!r}: expected KEY=LOW:HIGH with numbers") from None
+        ranges = _ranges(args.range, sa.SensitivityError)
         names = [n for n in args.params.split(",") if n]
         unknown = set(ranges) - set(names) - ({k for k, r in _table().items() if args.group in r.get("groups", [])}
                                               if args.group else set())
@@ -381,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_figures(args)
         if args.command == "delivery":
             return _cmd_delivery(args)
+        if args.command == "fit":
+            return _cmd_fit(args, argv)
         if args.command == "export":
             return _cmd_export(args)
         if args.command == "export-sbml":

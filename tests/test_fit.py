@@ -1,0 +1,117 @@
+"""Fitting: synthetic data from known parameters are recovered within the reported intervals;
+bad data files get one message naming file, row and column (exit 2), nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import exosim
+from conftest import SCENARIOS
+from exosim import _fit
+from exosim.cli import main
+
+ICCM = SCENARIOS / "iccm_bystander_medium_transfer.yaml"
+PARAM = "recipients.damage_max_rate"
+
+
+@pytest.fixture(scope="module")
+def iccm():
+    sc = exosim.load_scenario(ICCM)
+    return sc.model_copy(update={"dose_grid": sc.dose_grid.model_copy(update={"values": [0, 0.01, 0.05, 0.5, 5]})})
+
+
+def synthetic(iccm, kind, truth, rng):
+    doses = np.array([0, 0.01, 0.05, 0.5, 5, 0, 5.0])
+    arms = ["ICCM"] * 5 + ["fresh medium"] * 2
+    obs = _fit.Observations("synthetic", kind, arms, doses, np.zeros(doses.size), np.zeros(doses.size))
+    norm = "control" if kind == "survival" else "none"
+    lik = "normal" if kind == "survival" else "poisson"
+    prob = _fit.FitProblem(iccm, obs, [PARAM], likelihood=lik, normalise=norm, bounds=[(0.3, 30.0)])
+    true_sf = prob.predict(np.array([[truth]]))[0]
+    if kind == "survival":
+        obs.w = np.full(doses.size, 0.03)
+        obs.y = np.clip(true_sf + rng.normal(0, 0.03, doses.size), 1e-3, 1.0)
+    else:
+        obs.w = np.full(doses.size, 400.0)  # cells seeded
+        obs.y = rng.poisson(400 * 0.5 * true_sf).astype(float)  # plating efficiency 0.5
+    return prob, true_sf
+
+
+@pytest.mark.parametrize("kind", ["survival", "colonies"])
+def test_synthetic_data_are_recovered_within_the_interval(iccm, kind):
+    truth = 1.5
+    prob, true_sf = synthetic(iccm, kind, truth, np.random.default_rng(7))
+    res = _fit.fit(prob)
+    assert res.converged
+    assert res.low[0] < truth < res.high[0], (res.low, res.estimate, res.high)
+    assert res.low[0] < res.estimate[0] < res.high[0]
+    # the interval is informative: well inside the three-decade search range
+    assert res.high[0] / res.low[0] < 5
+    assert res.gof["p_value"] > 0.001
+    if kind == "colonies":
+        assert res.plating_efficiency == pytest.approx(0.5, rel=0.15)
+
+
+def test_profile_interval_has_nominal_coverage_on_repeated_synthetic_data(iccm):
+    """200 synthetic survival data sets: a 95% profile interval should miss the truth about 5% of the time."""
+    truth, sd = 1.5, 0.03
+    prob, true_sf = synthetic(iccm, "survival", truth, np.random.default_rng(0))
+    x = np.log10(truth)
+    grid = np.linspace(x - 0.6, x + 0.6, 121)  # one parameter: the profile is the likelihood itself
+    pred = prob.predict(10.0 ** grid[:, None])  # the model does not depend on the data: one batch
+    rng = np.random.default_rng(11)
+    misses = 0
+    for _ in range(200):
+        prob.data.y = true_sf + rng.normal(0, sd, true_sf.size)
+        nll = prob.nll(pred)
+        misses += 2 * (nll[60] - nll.min()) > 3.841
+    assert 2 <= misses <= 22  # binomial(200, 0.05): mean 10, P(outside [2, 22]) < 0.001
+
+
+def test_cli_fit_writes_estimates_json_figure(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    data.write_text("arm,dose,survival,sd\nICCM,0,1.0,0.05\nICCM,0.05,0.6,0.05\nICCM,5,0.6,0.05\n")
+    out = tmp_path / "out"
+    code = main(["fit", str(ICCM), str(data), "--params", PARAM, "--range", f"{PARAM}=0.3:30", "-o", str(out)])
+    assert code == 0
+    doc = json.loads((out / "fit.json").read_text())
+    est = doc["estimates"][0]
+    assert est["parameter"] == PARAM and est["low"] < est["estimate"] < est["high"]
+    assert doc["scenario"]["sha256"] and doc["data_sha256"] and doc["exosim_version"]
+    assert (out / "fit.png").stat().st_size > 0 and (out / "estimates.csv").exists()
+    assert "95% profile" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, words", [
+    ("arm,dose,survival\nICCM,0,1.0\n", ["columns", "sd"]),
+    ("arm,dose,colonies,seeded\nICCM,0,-3,100\n", ["row 2", "'colonies'", "non-negative"]),
+    ("arm,dose,survival,sd\nICCM,0,1.0,0.1\nICCM,0.5,1.3,0.1\n", ["row 3", "'survival'", "(0, 1]"]),
+    ("arm,dose,survival,sd\nICCM,12,0.5,0.1\n", ["row 2", "'dose'", "outside"]),
+    ("arm,dose,survival,sd\nICM,1,0.5,0.1\n", ["row 2", "'arm'", "did you mean 'ICCM'"]),
+    ("arm,dose,survival,sd\nICCM,one,0.5,0.1\n", ["row 2", "'dose'", "number"]),
+])
+def test_bad_data_files_name_file_row_column(tmp_path, capsys, content, words):
+    data = tmp_path / "bad.csv"
+    data.write_text(content)
+    out = tmp_path / "out"
+    code = main(["fit", str(ICCM), str(data), "--params", PARAM, "--range", f"{PARAM}=0.3:30", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and str(data) in err and err.count("\n") == 1
+    for w in words:
+        assert w in err, (w, err)
+    assert not out.exists()
+
+
+def test_bad_fit_requests(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    data.write_text("arm,dose,survival,sd\nICCM,0,1.0,0.05\n")
+    for extra, word in [(["--params", "damage_max_rat"], "did you mean 'damage_max_rate'"),
+                        (["--params", PARAM], "positive range"),
+                        (["--params", PARAM, "--likelihood", "poisson", "--range", f"{PARAM}=0.3:30"], "does not fit"),
+                        (["--params", PARAM, "--range", "vesicle_decay_rate=0.1:1"], "not fitted")]:
+        assert main(["fit", str(ICCM), str(data), *extra, "-o", str(tmp_path / "o")]) == 2
+        assert word in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
