@@ -41,7 +41,7 @@ from scipy import optimize, stats
 
 from . import _catalogue as cat
 
-__all__ = ["FitError", "Observations", "read_observations", "FitProblem", "FitResult", "fit"]
+__all__ = ["FitError", "Observations", "read_observations", "FitProblem", "FitResult", "fit", "calibration_problem"]
 
 _UNIT = {"Gy": 1.0, "cGy": 0.01, "mGy": 0.001}
 LIKELIHOODS = ("normal", "poisson", "quasipoisson")
@@ -413,3 +413,17 @@ def write_fit(problem: FitProblem, result: FitResult, outdir, provenance: dict) 
         (tmp / "fit.json").write_text(json.dumps(doc, indent=1, default=float))
         plot_fit(problem, result, tmp / "fit.png")
     return stage.written
+
+
+def calibration_problem(scenario) -> FitProblem:
+    """The fit problem a scenario's ``calibration`` block declares (data path relative to the file)."""
+    spec = scenario.calibration
+    path = Path(scenario.source).parent / spec.data
+    data = read_observations(path, scenario)
+    likelihood = spec.likelihood if spec.likelihood != "auto" else (
+        "normal" if data.kind == "survival" else "quasipoisson")
+    table = cat.parameter_table()
+    bounds = [tuple(spec.ranges[n]) if n in spec.ranges else tuple(float(v) for v in table[n.split(".")[-1]]["range"])
+              for n in spec.params]
+    return FitProblem(scenario, data, list(spec.params), likelihood=likelihood, normalise=spec.normalise,
+                      bounds=bounds)

@@ -300,6 +300,45 @@ def plot_survival(result: RunResult, rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=150)
 
 
+def plot_timecourses(result: RunResult, path: Path) -> None:
+    """Key states over time, one line per arm, at the largest grid dose: vesicles in each medium,
+    cargo delivered to and present in the cytosol of the scored cells, and their DSBs."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    m, sc = result.model, result.scenario
+    scored = sc.timeline[[e.kind for e in sc.timeline].index("score")].score.population
+    top = np.nanmax(result.grid) if np.isfinite(result.grid).any() else np.nan
+    panels = [(f"{med}{SEP}vesicles", f"vesicles in {med}", True) for med in m.media]
+    for c in m.cargos:
+        panels += [(f"{scored}{SEP}{c}_delivered", f"{c} delivered to {scored} (per cell)", False),
+                   (f"{scored}{SEP}{c}_cytosolic", f"{c} in the cytosol of {scored} (per cell)", False)]
+    panels.append((f"{scored}{SEP}dsb", f"DSBs per cell, {scored}", False))
+    fig = Figure(figsize=(11, 2.6 * ((len(panels) + 2) // 3)), layout="constrained")
+    FigureCanvasAgg(fig)
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (state, title, log) in enumerate(panels):
+        ax = fig.add_subplot((len(panels) + 2) // 3, 3, k + 1)
+        for a, name in enumerate(result.arms):
+            sel = np.flatnonzero((result.arm_index == a) & ((result.grid == top) | np.isnan(result.grid)))
+            if not sel.size:
+                continue
+            y = result.states[sel[0], :, m.state_index[state]]
+            ax.plot(result.times, y, color=colours[a % len(colours)], lw=1.2, label=name)
+        if log and np.nanmax(result.states[:, :, m.state_index[state]]) > 0:
+            ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("time (h)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if k == 0:
+            ax.legend(fontsize=6)
+    grid_label = sc.dose_grid.label if sc.dose_grid else ""
+    fig.suptitle(f"{sc.name.replace('_', ' ')}" + (f" ({grid_label} {top:g} Gy)" if np.isfinite(top) else ""),
+                 fontsize=10)
+    fig.savefig(path, dpi=120)
+
+
 class _Staged:
     """A temporary folder inside ``outdir`` whose files are moved into ``outdir`` only when every
     file was written (so a failure leaves no partial output); raises :class:`OutputError`."""

@@ -256,6 +256,19 @@ class SolverSpec(_Strict):
     backend: Literal["numpy", "numba"] = "numpy"
 
 
+class CalibrationSpec(_Strict):
+    """Data the scenario is calibrated to (``exosim figures`` refits and plots it).
+
+    ``data`` is a CSV path relative to the scenario file (format of ``exosim fit``).
+    """
+
+    data: str
+    params: list[str]
+    ranges: dict[str, tuple[float, float]] = {}
+    likelihood: Literal["auto", "normal", "poisson", "quasipoisson"] = "auto"
+    normalise: Literal["control", "within_arm", "none"] = "control"
+
+
 class Scenario(_Strict):
     """A complete scenario file."""
 
@@ -276,6 +289,7 @@ class Scenario(_Strict):
     arms: list[Arm] = []
     output: OutputSpec = OutputSpec()
     solver: SolverSpec = SolverSpec()
+    calibration: CalibrationSpec | None = None
 
     # filled by the loader, not by the file
     source: str = Field(default="<scenario>", exclude=True)

@@ -115,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
                           "auto picks numba when installed")
     sen.add_argument("--chunk-members", type=int, default=8192, help="members integrated together (memory bound)")
     sen.add_argument("-o", "--outdir", help="output folder (default: results/<scenario>-<method>)")
-    fig = sub.add_parser("figures", help="regenerate the survival figure of each scenario",
+    fig = sub.add_parser("figures", help="regenerate the figure gallery: survival curves, time courses "
+                                         "(medium transfer), calibration fits",
                          epilog=FIGURES_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     fig.add_argument("scenarios", nargs="+", help="scenario YAML files")
     fig.add_argument("-o", "--outdir", default="figures", help="folder for the figures (default: figures)")
@@ -434,24 +435,42 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     import os
     import tempfile
 
-    from ._outputs import plot_survival, survival_table
+    from . import _fit
+    from ._outputs import plot_survival, plot_timecourses, survival_table
     from ._protocol import run
     from ._scenario import load_scenario
 
     scenarios = [load_scenario(p) for p in args.scenarios]  # all validated before anything is written
+    problems = {}
+    for sc in scenarios:
+        if sc.calibration is not None:
+            try:
+                problems[sc.name] = _fit.calibration_problem(sc)
+            except _fit.FitError as exc:
+                print(f"exosim: error: {sc.source}: calibration: {exc}", file=sys.stderr)
+                return 2
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    for sc in scenarios:
-        result = run(sc, time_courses=False)
+
+    def atomic(name: str, draw) -> None:
         fd, tmp = tempfile.mkstemp(suffix=".png", dir=outdir, prefix=".exosim-")
         os.close(fd)
         try:
-            plot_survival(result, survival_table(result), Path(tmp))
-            os.replace(tmp, outdir / f"{sc.name}.png")
+            draw(Path(tmp))
+            os.replace(tmp, outdir / name)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
-        print(f"wrote {outdir / (sc.name + '.png')}")
+        print(f"wrote {outdir / name}")
+
+    for sc in scenarios:
+        result = run(sc, time_courses=sc.type == "medium_transfer")
+        atomic(f"{sc.name}.png", lambda path: plot_survival(result, survival_table(result), path))
+        if sc.type == "medium_transfer":  # time courses of the key states, at the largest grid dose
+            atomic(f"{sc.name}_timecourses.png", lambda path: plot_timecourses(result, path))
+        if sc.name in problems:
+            fitted = _fit.fit(problems[sc.name])
+            atomic(f"{sc.name}_calibration.png", lambda path: _fit.plot_fit(problems[sc.name], fitted, path))
     return 0
 
 
