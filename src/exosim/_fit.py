@@ -174,6 +174,9 @@ class FitProblem:
         self._control = next((i for i, a in enumerate(self.scenario.arms) if a.control), None)
         if self.normalise == "control" and self._control is None:
             raise FitError(f"--normalise control: scenario {self.scenario.name!r} has no control arm")
+        if self.normalise != "none" and 0 not in self.scenario.dose_grid.values:
+            raise FitError(f"--normalise {self.normalise}: the dose grid of {self.scenario.name!r} has no dose 0 "
+                           f"to normalise to; use --normalise none")
         self.evaluations = 0
 
     def predict(self, theta: np.ndarray) -> np.ndarray:
