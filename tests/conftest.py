@@ -14,6 +14,13 @@ SCENARIOS = ROOT / "scenarios"
 
 
 @pytest.fixture(scope="session")
+def model():
+    """A two-population model (miR-22 donors, HeLa recipients) sharing one well."""
+    return exosim.Model([exosim.PopulationSpec("donors", "well", "hnscc_pooled", ("mir_22",)),
+                         exosim.PopulationSpec("recipients", "well", "hela")], ["well"], ["mir_22"])
+
+
+@pytest.fixture(scope="session")
 def runs():
     """Results of the shipped scenarios, run once per test session."""
     cache: dict[str, exosim.RunResult] = {}

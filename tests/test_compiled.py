@@ -7,18 +7,12 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import exosim
-from exosim import Model, PopulationSpec, SolverOptions
+from exosim import SolverOptions
 from exosim._compiled import integrate_compiled
 
 from conftest import SCENARIOS
 
 pytest.importorskip("numba", reason="the test extra installs numba; this guards plain installs")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return Model([PopulationSpec("donors", "well", "hnscc_pooled", ("mir_22",)),
-                  PopulationSpec("recipients", "well", "hela")], ["well"], ["mir_22"])
 
 
 def test_compiled_model_matches_solve_ivp_at_tight_tolerance(model):

@@ -29,7 +29,7 @@ def synthetic(iccm, kind, truth, rng):
     obs = _fit.Observations("synthetic", kind, arms, doses, np.zeros(doses.size), np.zeros(doses.size))
     norm = "control" if kind == "survival" else "none"
     lik = "normal" if kind == "survival" else "poisson"
-    prob = _fit.FitProblem(iccm, obs, [PARAM], likelihood=lik, normalise=norm, bounds=[(0.3, 30.0)])
+    prob = _fit.FitProblem(iccm, obs, [PARAM], likelihood=lik, normalise=norm, ranges={PARAM: (0.3, 30.0)})
     true_sf = prob.predict(np.array([[truth]]))[0]
     if kind == "survival":
         obs.w = np.full(doses.size, 0.03)

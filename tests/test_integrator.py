@@ -7,7 +7,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import exosim
-from exosim import Model, PopulationSpec, SolverOptions, integrate
+from exosim import SolverOptions, integrate
 
 
 def test_linear_decay_batch_matches_closed_form():
@@ -21,12 +21,6 @@ def test_linear_decay_batch_matches_closed_form():
     np.testing.assert_allclose(sol.y[:, 0], np.exp(-3.0 * rates[:, 0]), rtol=1e-8, atol=1e-13)
     np.testing.assert_allclose(sol.ys[:, :, 0], np.exp(-np.outer(rates[:, 0], [1, 2, 3])), rtol=1e-8, atol=1e-13)
     assert np.all(sol.status == 0)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return Model([PopulationSpec("donors", "well", "hnscc_pooled", ("mir_22",)),
-                  PopulationSpec("recipients", "well", "hela")], ["well"], ["mir_22"])
 
 
 def test_model_batch_matches_solve_ivp_at_tight_tolerance(model):

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _expr
-from ._integrate import _A_MAT, _B, _C, _E, FAILED, BatchSolution, SolverOptions
+from ._integrate import _A_MAT, _B, _E, FAILED, BatchSolution, SolverOptions
 
 __all__ = ["available", "kernel_for", "integrate_compiled", "BACKENDS", "resolve_backend"]
 
@@ -59,7 +59,7 @@ _MESSAGES = {
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 _KERNEL = '''
-@numba.njit(cache=True, fastmath=FASTMATH)
+@numba.njit(cache=True, fastmath=set(FASTMATH))
 def integrate(y0, p, t0, t1, t_eval, rtol, atol, h0, max_steps, min_step):
     N, n = y0.shape
     ne = t_eval.size
@@ -214,12 +214,12 @@ def module_source(model) -> str:
         "import math", "import numpy as np", "import numba", "",
         f"FASTMATH = {sorted(_FASTMATH)!r}",
         f"A = np.array({_A_MAT.tolist()!r})", f"B = np.array({_B.tolist()!r})",
-        f"E = np.array({_E.tolist()!r})", f"C = np.array({_C.tolist()!r})", "",
+        f"E = np.array({_E.tolist()!r})", "",
         "@numba.njit(cache=True, inline='always')",
         _expr.hill_scalar_source("_hill"),
         "@numba.njit(cache=True, fastmath=set(FASTMATH))",
         model.scalar_source("rhs1"),
-        _KERNEL.replace("fastmath=FASTMATH", "fastmath=set(FASTMATH)"),
+        _KERNEL,
     ])
 
 

@@ -130,7 +130,8 @@ class FitProblem:
     """A scenario, observations and the parameters to estimate.
 
     ``params`` are parameter-table keys (every instance) or ``namespace.key`` (one
-    population or medium), estimated in log10 within ``bounds`` (default: table range).
+    population or medium), estimated in log10 within ``ranges[name]`` (default: the
+    table's range); the resolved ranges are ``bounds``, one per parameter.
     """
 
     scenario: object
@@ -138,7 +139,7 @@ class FitProblem:
     params: list[str]
     likelihood: str = "normal"
     normalise: str = "control"
-    bounds: list[tuple[float, float]] = field(default_factory=list)
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self):
         from ._protocol import CompiledScenario
@@ -162,8 +163,11 @@ class FitProblem:
             if not cols:
                 raise FitError(f"--params: {name!r} does not occur in scenario {self.scenario.name!r}")
             self.columns.append(cols)
-        if not self.bounds:
-            self.bounds = [tuple(float(v) for v in table[n.split(".")[-1]]["range"]) for n in self.params]
+        unknown = set(self.ranges) - set(self.params)
+        if unknown:
+            raise FitError(f"--range names {sorted(unknown)}, which are not fitted (--params {','.join(self.params)})")
+        self.bounds = [tuple(float(v) for v in self.ranges.get(n, table[n.split(".")[-1]]["range"]))
+                       for n in self.params]
         for n, (lo, hi) in zip(self.params, self.bounds):
             if not 0 < lo < hi:
                 raise FitError(f"--params: {n!r} needs a positive range low < high for a log-scale fit, got [{lo}, {hi}]")
@@ -349,12 +353,13 @@ def _crossing(grid: np.ndarray, stat: np.ndarray, x_hat: float, crit: float) -> 
 
 def plot_fit(problem: FitProblem, result: FitResult, path) -> None:
     """Data with error bars over the fitted model, one panel; profiles in a second panel."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     data = problem.data
-    fig, (ax, axp) = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax, axp = fig.subplots(1, 2)
     if data.kind == "survival":
         obs, err = data.y, data.w
         ylabel = {"control": "survival relative to control", "within_arm": "surviving fraction (within arm)",
@@ -388,9 +393,7 @@ def plot_fit(problem: FitProblem, result: FitResult, path) -> None:
     axp.set_ylabel("2 (NLL - NLL_min) / dispersion")
     axp.set_title("profile likelihood", fontsize=9)
     axp.legend(fontsize=7)
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def write_fit(problem: FitProblem, result: FitResult, outdir, provenance: dict) -> list:
@@ -425,8 +428,5 @@ def calibration_problem(scenario) -> FitProblem:
     data = read_observations(path, scenario)
     likelihood = spec.likelihood if spec.likelihood != "auto" else (
         "normal" if data.kind == "survival" else "quasipoisson")
-    table = cat.parameter_table()
-    bounds = [tuple(spec.ranges[n]) if n in spec.ranges else tuple(float(v) for v in table[n.split(".")[-1]]["range"])
-              for n in spec.params]
     return FitProblem(scenario, data, list(spec.params), likelihood=likelihood, normalise=spec.normalise,
-                      bounds=bounds)
+                      ranges=dict(spec.ranges))

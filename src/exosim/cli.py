@@ -176,15 +176,8 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
         params = [p.strip() for p in args.params.split(",") if p.strip()]
         if not params:
             raise _fit.FitError("--params: name at least one parameter")
-        ranges = _ranges(args.range, _fit.FitError)
-        unknown = set(ranges) - set(params)
-        if unknown:
-            raise _fit.FitError(f"--range names {sorted(unknown)}, which are not fitted (--params {args.params})")
-        table = _table()
-        bounds = [ranges.get(n) or tuple(float(v) for v in table[n.split(".")[-1]]["range"])
-                  if n.split(".")[-1] in table else (1.0, 2.0) for n in params]
         problem = _fit.FitProblem(scenario, data, params, likelihood=likelihood, normalise=args.normalise,
-                                  bounds=bounds)
+                                  ranges=_ranges(args.range, _fit.FitError))
     except _fit.FitError as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
@@ -482,20 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     try:
-        if args.command == "run":
-            return _cmd_run(args, argv)
-        if args.command == "figures":
-            return _cmd_figures(args)
-        if args.command == "delivery":
-            return _cmd_delivery(args)
-        if args.command == "fit":
-            return _cmd_fit(args, argv)
-        if args.command == "export":
-            return _cmd_export(args)
-        if args.command == "export-sbml":
-            return _cmd_export_models(args)
-        if args.command == "sensitivity":
-            return _cmd_sensitivity(args, argv)
+        commands = {"run": lambda: _cmd_run(args, argv), "figures": lambda: _cmd_figures(args),
+                    "delivery": lambda: _cmd_delivery(args), "fit": lambda: _cmd_fit(args, argv),
+                    "export": lambda: _cmd_export(args), "export-sbml": lambda: _cmd_export_models(args),
+                    "sensitivity": lambda: _cmd_sensitivity(args, argv)}
+        if args.command in commands:
+            return commands[args.command]()
         return _cmd_validate(args)
     except (ScenarioError, ModelError) as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
