@@ -80,7 +80,7 @@ def test_cli_fit_writes_estimates_json_figure(tmp_path, capsys):
     doc = json.loads((out / "fit.json").read_text())
     est = doc["estimates"][0]
     assert est["parameter"] == PARAM and est["low"] < est["estimate"] < est["high"]
-    assert doc["scenario"]["sha256"] and doc["data_sha256"] and doc["exosim_version"]
+    assert doc["scenario"]["sha256"] and doc["data_files"][0]["sha256"] and doc["exosim_version"]
     assert (out / "fit.png").stat().st_size > 0 and (out / "estimates.csv").exists()
     assert "95% profile" in capsys.readouterr().out
 

@@ -1,6 +1,7 @@
-"""Estimate model parameters from survival data: maximum likelihood with profile intervals.
+"""Estimate model parameters from survival, colony and time-course data: maximum likelihood
+with profile intervals.
 
-Data (CSV, one row per observation, dose in the unit of the scenario's dose grid):
+Data (CSV, one row per observation; one or more files fitted jointly):
 
 * survival points: ``arm, dose, survival, sd`` -- Gaussian likelihood (weighted least
   squares); the model value is the scored survival relative to the control arm at grid
@@ -9,14 +10,28 @@ Data (CSV, one row per observation, dose in the unit of the scenario's dose grid
 * colony counts: ``arm, dose, colonies, seeded`` -- Poisson, or quasi-Poisson with an
   estimated dispersion, with ``colonies ~ seeded * PE * SF``; the plating efficiency PE
   is a nuisance parameter whose maximum-likelihood value given SF is closed-form,
-  ``PE = sum(colonies) / sum(seeded * SF)`` (the model of CFAssay, Braselmann et al. 2015).
+  ``PE = sum(colonies) / sum(seeded * SF)`` (the model of CFAssay, Braselmann et al. 2015);
+* time courses: ``time, observable, value, sd`` and optionally ``arm``, ``dose`` (grid
+  dose of the member, default the lowest) and ``unit`` -- Gaussian likelihood.  The
+  observable is any state or rule of the model written ``namespace.name`` (e.g.
+  ``donor_flask.vesicle_concentration`` from nanoparticle tracking,
+  ``recipients.internalised_vesicles`` from labelled-vesicle uptake), or a sum such as
+  ``recipients.bound_vesicles + recipients.internalised_vesicles`` (a membrane dye does
+  not tell bound from internalised vesicles).  Times are timeline times (``"30 min"`` or
+  a number in h); a value at the time of an event is the value just before it.  ``unit``
+  is the model's unit or one convertible to it (``particles/uL``); ``relative`` (a.u.,
+  e.g. mean fluorescence) fits one scale factor per observable and file, in closed form
+  ``s = sum(y m / sd^2) / sum(m^2 / sd^2)``, so that only the shape of the time course
+  informs the parameters.
 
 Parameters are estimated on a log10 scale within their documented ranges (parameter
 table) by L-BFGS-B; every evaluation runs the scenario for a batch of parameter vectors
 at once (the central-difference gradient is one batch).  Intervals are profile-likelihood
 intervals: for each parameter the other parameters are re-optimised on a grid of fixed
-values and the interval is where ``2 (NLL - NLL_min) / phi`` stays below the chi-square
-(1 d.o.f.) quantile, with ``phi`` the quasi-Poisson dispersion (1 otherwise).  With a
+values and the interval is where ``2 (NLL - NLL_min)`` stays below the chi-square
+(1 d.o.f.) quantile; with quasi-Poisson colony data the colony part of the NLL is divided
+by the estimated dispersion ``phi`` (Pearson chi-square / d.o.f., at least 1) and, when
+other data are fitted with it, the estimate is recomputed with that weighting.  With a
 single parameter the profile is the likelihood itself and is computed in one batch.
 
 References
@@ -27,6 +42,9 @@ References
    observed dynamical models by exploiting the profile likelihood. Bioinformatics 25:1923.
    doi:10.1093/bioinformatics/btp358
 .. [3] McCullagh P, Nelder JA (1989) Generalized Linear Models, 2nd ed. (quasi-likelihood).
+.. [4] Loos C et al. (2018) Hierarchical optimization for the efficient parametrization of
+   ODE models. Bioinformatics 34:4266. doi:10.1093/bioinformatics/bty514 (analytic scale
+   factors for relative data)
 """
 
 from __future__ import annotations
@@ -41,10 +59,15 @@ from scipy import optimize, stats
 
 from . import _catalogue as cat
 
-__all__ = ["FitError", "Observations", "read_observations", "FitProblem", "FitResult", "fit", "calibration_problem"]
+__all__ = ["FitError", "Observations", "read_observations", "FitProblem", "FitResult", "fit", "calibration_problem",
+           "default_likelihood", "plot_fit", "write_fit"]
 
 _UNIT = {"Gy": 1.0, "cGy": 0.01, "mGy": 0.001}
 LIKELIHOODS = ("normal", "poisson", "quasipoisson")
+GAUSSIAN = ("survival", "timecourse")
+RELATIVE = ("relative", "a.u.", "au", "arbitrary")
+#: relative tolerance of fits with the compiled backend (per-member steps; see FitProblem)
+FIT_RTOL = 1e-9
 
 
 class FitError(ValueError):
@@ -53,105 +76,251 @@ class FitError(ValueError):
 
 @dataclass
 class Observations:
-    """Observations read from a data file (doses in Gy)."""
+    """Observations read from one data file (doses in Gy, times in h).
+
+    ``y`` is survival, colonies or the observed value; ``w`` the standard deviation
+    (survival, time courses) or cells seeded (colonies).  Time courses also carry the
+    time, the observable (label and model terms), the factor from model to data unit
+    (NaN for relative data) and the relative group of each row.
+    """
 
     source: str
-    kind: str  # "survival" | "colonies"
+    kind: str  # "survival" | "colonies" | "timecourse"
     arm: list[str]
     dose: np.ndarray
-    y: np.ndarray  # survival or colonies
-    w: np.ndarray  # sd or cells seeded
+    y: np.ndarray
+    w: np.ndarray
+    time: np.ndarray | None = None
+    observable: list[str] = field(default_factory=list)
+    terms: dict[str, list[tuple[str, int, str]]] = field(default_factory=dict)
+    unit: list[str] = field(default_factory=list)
+    factor: np.ndarray | None = None
+
+    @property
+    def groups(self) -> list[str]:
+        """Observables measured in relative units: one fitted scale factor each."""
+        if self.factor is None:
+            return []
+        return sorted({o for o, f in zip(self.observable, self.factor) if np.isnan(f)}, key=self.observable.index)
 
 
-def read_observations(path, scenario) -> Observations:
-    """Read and check a data file against a scenario (arms, dose range)."""
-    path = Path(path)
+def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
     if not path.is_file():
         raise FitError(f"{path}: no such data file")
     with path.open(newline="") as fh:
         reader = csv.DictReader(row for row in fh if row.strip() and not row.lstrip().startswith("#"))
         header = [h.strip() for h in (reader.fieldnames or [])]
-        rows = list(reader)
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    return header, rows
+
+
+def read_observations(path, scenario) -> Observations:
+    """Read and check a data file against a scenario (arms, doses, times, observables)."""
+    path = Path(path)
+    header, rows = _read_rows(path)
     cols = set(header)
     if {"survival", "sd"} <= cols:
         kind, ycol, wcol = "survival", "survival", "sd"
     elif {"colonies", "seeded"} <= cols:
         kind, ycol, wcol = "colonies", "colonies", "seeded"
+    elif {"time", "observable", "value", "sd"} <= cols:
+        kind, ycol, wcol = "timecourse", "value", "sd"
     else:
         raise FitError(f"{path}: columns {header}: expected 'dose' with either 'survival' and 'sd' "
-                       f"or 'colonies' and 'seeded' (and optionally 'arm')")
-    if "dose" not in cols:
-        raise FitError(f"{path}: missing column 'dose' (in {scenario.dose_grid.unit if scenario.dose_grid else 'Gy'})")
-    if scenario.dose_grid is None:
-        raise FitError(f"{path}: scenario {scenario.name!r} has no dose grid to compare doses with")
-    arms = [a.name for a in scenario.arms] or ["(single arm)"]
+                       f"or 'colonies' and 'seeded' (and optionally 'arm'), or a time course: "
+                       f"'time', 'observable', 'value', 'sd' (and optionally 'arm', 'dose', 'unit')")
+    grid = scenario.dose_grid
+    if kind != "timecourse":
+        if "dose" not in cols:
+            raise FitError(f"{path}: missing column 'dose' (in {grid.unit if grid else 'Gy'})")
+        if grid is None:
+            raise FitError(f"{path}: scenario {scenario.name!r} has no dose grid to compare doses with")
+    elif grid is None and "dose" in cols and any(r.get("dose") for r in rows):
+        raise FitError(f"{path}: column 'dose': scenario {scenario.name!r} has no dose grid; leave the column out")
+    arms = [a.name for a in scenario.arms] or [scenario.name]
     default_arm = next((a.name for a in scenario.arms if not a.control), arms[0])
-    unit = _UNIT[scenario.dose_grid.unit]
-    lo, hi = min(scenario.dose_grid.values), max(scenario.dose_grid.values)
-    arm, dose, y, w = [], [], [], []
+    if grid is not None:
+        unit = _UNIT[grid.unit]
+        lo, hi = min(grid.values), max(grid.values)
+    model = window = None
+    if kind == "timecourse":
+        from ._protocol import CompiledScenario
+        probe = CompiledScenario(scenario)
+        model = probe.model
+        window = (min([0.0] + [a.time for a in probe.actions]), probe.score_event.at)
+    obs = Observations(str(path), kind, [], np.empty(0), np.empty(0), np.empty(0))
+    arm, dose, y, w, time, factor = [], [], [], [], [], []
     for r, row in enumerate(rows, start=2):  # row 1 is the header
-        row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
 
         def number(col: str) -> float:
             try:
-                return float(row[col])
+                value = float(row[col])
             except (KeyError, ValueError):
                 raise FitError(f"{path}: row {r}, column {col!r}: expected a number, got {row.get(col)!r}") from None
+            if not np.isfinite(value):
+                raise FitError(f"{path}: row {r}, column {col!r}: expected a finite number, got {row[col]!r}")
+            return value
+
+        def fail(col: str, what: str) -> FitError:
+            return FitError(f"{path}: row {r}, column {col!r}: {what}")
         a = row.get("arm") or default_arm
         if a not in arms:
             near = difflib.get_close_matches(a, arms, n=1)
-            raise FitError(f"{path}: row {r}, column 'arm': no arm {a!r} in scenario {scenario.name!r}"
-                           + (f"; did you mean {near[0]!r}?" if near else f"; arms: {arms}"))
-        d, yy, ww = number("dose"), number(ycol), number(wcol)
-        if not lo <= d <= hi:
-            raise FitError(f"{path}: row {r}, column 'dose': {d:g} {scenario.dose_grid.unit} is outside the "
-                           f"scenario's dose grid [{lo:g}, {hi:g}] {scenario.dose_grid.unit}")
+            raise fail("arm", f"no arm {a!r} in scenario {scenario.name!r}"
+                       + (f"; did you mean {near[0]!r}?" if near else f"; arms: {arms}"))
+        if grid is None:
+            d = float("nan")
+        else:
+            d = number("dose") if (kind != "timecourse" or row.get("dose")) else lo
+            if not lo <= d <= hi:
+                raise fail("dose", f"{d:g} {grid.unit} is outside the scenario's dose grid [{lo:g}, {hi:g}] {grid.unit}")
+            d *= unit
+        yy, ww = number(ycol), number(wcol)
         if kind == "survival":
             if not 0 < yy <= 1:
-                raise FitError(f"{path}: row {r}, column 'survival': {yy:g} is outside (0, 1]")
+                raise fail("survival", f"{yy:g} is outside (0, 1]")
             if not ww > 0:
-                raise FitError(f"{path}: row {r}, column 'sd': expected a positive standard deviation, got {ww:g}")
-        else:
+                raise fail("sd", f"expected a positive standard deviation, got {ww:g}")
+        elif kind == "colonies":
             if yy < 0 or yy != int(yy):
-                raise FitError(f"{path}: row {r}, column 'colonies': expected a non-negative count, got {yy:g}")
+                raise fail("colonies", f"expected a non-negative count, got {yy:g}")
             if not ww >= 1:
-                raise FitError(f"{path}: row {r}, column 'seeded': expected at least one cell, got {ww:g}")
+                raise fail("seeded", f"expected at least one cell, got {ww:g}")
+        else:
+            if yy < 0:
+                raise fail("value", f"expected a non-negative value, got {yy:g}")
+            if not ww > 0:
+                raise fail("sd", f"expected a positive standard deviation, got {ww:g}")
+            time.append(_time(row.get("time", ""), window, fail))
+            label, model_unit = _observable(row["observable"], model, obs, fail)
+            data_unit = row.get("unit") or model_unit
+            factor.append(_unit_factor(data_unit, model_unit, label, fail))
+            obs.observable.append(label)
+            obs.unit.append(data_unit)
         arm.append(a)
-        dose.append(d * unit)
+        dose.append(d)
         y.append(yy)
         w.append(ww)
     if not arm:
         raise FitError(f"{path}: no data rows")
-    return Observations(str(path), kind, arm, np.array(dose), np.array(y), np.array(w))
+    obs.arm, obs.dose, obs.y, obs.w = arm, np.array(dose), np.array(y), np.array(w)
+    if kind == "timecourse":
+        obs.time, obs.factor = np.array(time), np.array(factor)
+        for label in obs.groups:
+            units = {u for o, u in zip(obs.observable, obs.unit) if o == label}
+            if len(units) > 1:
+                raise FitError(f"{path}: column 'unit': observable {label!r} is given both in relative and in "
+                               f"absolute units ({sorted(units)}); use one")
+    return obs
+
+
+def _time(text: str, window: tuple[float, float], fail) -> float:
+    """A timeline time: a number in h or a quantity such as '30 min'; inside the timeline."""
+    from ._units import QuantityError, parse_quantity
+    try:
+        t = float(text)
+    except ValueError:
+        try:
+            t = parse_quantity(text, "time", allow_negative=True)
+        except QuantityError as exc:
+            raise fail("time", str(exc)) from None
+    if not np.isfinite(t):
+        raise fail("time", f"expected a finite time, got {text!r}")
+    if not window[0] <= t <= window[1]:
+        raise fail("time", f"{t:g} h is outside the scenario's timeline [{window[0]:g}, {window[1]:g}] h "
+                           f"(first event to scoring)")
+    return t
+
+
+def _observable(text: str, model, obs: Observations, fail) -> tuple[str, str]:
+    """Resolve 'ns.name [+ ns.name ...]' to model states/rules; returns (label, unit)."""
+    from ._declare import SEP
+    parts = [p.strip() for p in text.split("+")]
+    label = " + ".join(p.replace(SEP, ".", 1) for p in parts)
+    if label in obs.terms:
+        return label, obs.terms[label][0][2]
+    units = {**{s.name: s.unit for s in model.states}, **{s.name: s.unit for s in model.derived + model.rules}}
+    known = [n.replace(SEP, ".", 1) for n in list(model.state_index) + list(model.observable_index)]
+    terms = []
+    for p in parts:
+        q = p.replace(".", SEP, 1)
+        if q in model.state_index:
+            terms.append(("state", model.state_index[q], units[q]))
+        elif q in model.observable_index:
+            terms.append(("obs", model.observable_index[q], units[q]))
+        else:
+            near = difflib.get_close_matches(p.replace(SEP, ".", 1), known, n=1)
+            raise fail("observable", f"no state or rule {p!r} in the model" +
+                       (f"; did you mean {near[0]!r}?" if near else " (write namespace.name, e.g. "
+                        "'recipients.internalised_vesicles' or 'donor_flask.vesicle_concentration')"))
+    if len({t[2] for t in terms}) > 1:
+        raise fail("observable", f"{label!r} adds quantities of different units {[t[2] for t in terms]}")
+    obs.terms[label] = terms
+    return label, terms[0][2]
+
+
+def _unit_factor(data_unit: str, model_unit: str, label: str, fail) -> float:
+    """Data value per model value (NaN for relative data)."""
+    from ._units import UNITS
+    if data_unit.lower() in RELATIVE:
+        return float("nan")
+    if data_unit == model_unit:
+        return 1.0
+    for table in UNITS.values():
+        if data_unit in table and model_unit in table:
+            return table[model_unit] / table[data_unit]
+    raise fail("unit", f"{data_unit!r} cannot be converted to {model_unit!r}, the unit of {label!r}; "
+                       f"give values in {model_unit!r} or 'relative' (one fitted scale factor)")
 
 
 @dataclass
 class FitProblem:
-    """A scenario, observations and the parameters to estimate.
+    """A scenario, observations (one data set or a list, fitted jointly) and the parameters to estimate.
 
     ``params`` are parameter-table keys (every instance) or ``namespace.key`` (one
     population or medium), estimated in log10 within ``ranges[name]`` (default: the
     table's range); the resolved ranges are ``bounds``, one per parameter.
+    ``likelihood`` is that of colony counts (``poisson``/``quasipoisson``); survival and
+    time courses are Gaussian (``normal``).  ``backend`` is the integrator (``auto``: the
+    compiled one when numba is installed); with it the relative tolerance is tightened to
+    ``FIT_RTOL`` so that the per-member step control does not blur the finite-difference
+    gradient.
     """
 
     scenario: object
-    data: Observations
+    data: Observations | list[Observations]
     params: list[str]
     likelihood: str = "normal"
     normalise: str = "control"
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    backend: str = "auto"
 
     def __post_init__(self):
+        from ._compiled import resolve_backend
         from ._protocol import CompiledScenario
         table = cat.parameter_table()
+        try:
+            self.backend = resolve_backend(self.backend)
+        except ValueError as exc:
+            raise FitError(f"--backend: {exc}") from None
+        solver = {"backend": self.backend}
+        if self.backend == "numba":
+            solver["rtol"] = min(self.scenario.solver.rtol, FIT_RTOL)
+        self.scenario = self.scenario.model_copy(update={"solver": self.scenario.solver.model_copy(update=solver)})
+        self.datasets = list(self.data) if isinstance(self.data, (list, tuple)) else [self.data]
+        kinds = {d.kind for d in self.datasets}
         if self.likelihood not in LIKELIHOODS:
             raise FitError(f"likelihood {self.likelihood!r}: expected one of {LIKELIHOODS}")
-        if (self.likelihood == "normal") != (self.data.kind == "survival"):
-            raise FitError(f"{self.data.source}: likelihood {self.likelihood!r} does not fit {self.data.kind} data "
-                           f"(survival+sd: normal; colonies+seeded: poisson or quasipoisson)")
-        grid = sorted(set(self.scenario.dose_grid.values) | set(self.data.dose / _UNIT[self.scenario.dose_grid.unit]))
-        self.scenario = self.scenario.model_copy(update={"dose_grid": self.scenario.dose_grid.model_copy(
-            update={"values": grid})})
+        counts = [d.source for d in self.datasets if d.kind == "colonies"]
+        if (self.likelihood == "normal") == bool(counts):
+            src = counts[0] if counts else self.datasets[0].source
+            raise FitError(f"{src}: likelihood {self.likelihood!r} does not fit {'colony' if counts else 'these'} "
+                           f"data (survival+sd and time courses: normal; colonies+seeded: poisson or quasipoisson)")
+        grid = self.scenario.dose_grid
+        if grid is not None:
+            doses = np.concatenate([d.dose[np.isfinite(d.dose)] for d in self.datasets]) / _UNIT[grid.unit]
+            self.scenario = self.scenario.model_copy(update={"dose_grid": grid.model_copy(
+                update={"values": sorted(set(grid.values) | set(doses.tolist()))})})
         probe = CompiledScenario(self.scenario)
         self.columns = []
         for name in self.params:
@@ -173,59 +342,139 @@ class FitProblem:
                 raise FitError(f"--params: {n!r} needs a positive range low < high for a log-scale fit, got [{lo}, {hi}]")
         self.nominal = np.array([probe.parameters[0, c[0]] for c in self.columns])
         self.n_members = probe.n_members
-        arms = [a.name for a in self.scenario.arms] or ["(single arm)"]
-        self._arm = np.array([arms.index(a) for a in self.data.arm])
+        arms = [a.name for a in self.scenario.arms] or [self.scenario.name]
+        self._member_arm, self._member_grid = probe.arm_index, probe.grid
         self._control = next((i for i, a in enumerate(self.scenario.arms) if a.control), None)
-        if self.normalise == "control" and self._control is None:
-            raise FitError(f"--normalise control: scenario {self.scenario.name!r} has no control arm")
-        if self.normalise != "none" and 0 not in self.scenario.dose_grid.values:
-            raise FitError(f"--normalise {self.normalise}: the dose grid of {self.scenario.name!r} has no dose 0 "
-                           f"to normalise to; use --normalise none")
+        if kinds - {"timecourse"}:
+            if self.normalise == "control" and self._control is None:
+                raise FitError(f"--normalise control: scenario {self.scenario.name!r} has no control arm")
+            if self.normalise != "none" and 0 not in self.scenario.dose_grid.values:
+                raise FitError(f"--normalise {self.normalise}: the dose grid of {self.scenario.name!r} has no dose 0 "
+                               f"to normalise to; use --normalise none")
+        self._members = [self._member_of([arms.index(a) for a in d.arm], d.dose) for d in self.datasets]
+        times = [d.time for d in self.datasets if d.kind == "timecourse"]
+        self.record_times = np.unique(np.concatenate(times)) if times else None
+        self.dispersion = 1.0  # quasi-Poisson weight of the colony term (set by fit)
         self.evaluations = 0
+        self._compiled = {1: probe}
 
-    def predict(self, theta: np.ndarray) -> np.ndarray:
-        """Model survival at the observations for parameter sets ``theta`` (R, k); NaN where a run failed."""
+    # ------------------------------------------------------------------ helpers
+    def _member_of(self, arm, dose) -> np.ndarray:
+        """Member (within one replicate) of each (arm, grid dose); NaN doses match the single member of an arm."""
+        out = []
+        for a, d in zip(arm, dose):
+            match = (self._member_arm == a) & (np.isnan(self._member_grid) if np.isnan(d)
+                                               else np.isclose(self._member_grid, d, rtol=0, atol=1e-12))
+            out.append(int(np.flatnonzero(match)[0]))
+        return np.array(out, dtype=int)
+
+    @property
+    def slices(self) -> list[slice]:
+        """Columns of each data set in :meth:`predict`'s output."""
+        edges = np.cumsum([0] + [d.y.size for d in self.datasets])
+        return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+    @property
+    def n_nuisance(self) -> int:
+        """Plating efficiencies and relative-scale factors estimated in closed form."""
+        return sum(d.kind == "colonies" for d in self.datasets) + sum(len(d.groups) for d in self.datasets)
+
+    def simulate(self, theta: np.ndarray, record_times=None):
+        """Run the scenario for parameter sets ``theta`` (R, k); the RunResult."""
         from ._protocol import CompiledScenario
         theta = np.atleast_2d(theta)
         reps = theta.shape[0]
-        compiled = CompiledScenario(self.scenario, replicates=reps)
+        if reps not in self._compiled:  # building the model is costlier than a small run: reuse it
+            self._compiled[reps] = CompiledScenario(self.scenario, replicates=reps)
+        compiled = self._compiled[reps]
         p = compiled.parameters.copy()
-        per = self.n_members
         for j, cols in enumerate(self.columns):
-            p[:, cols] = np.repeat(theta[:, j], per)[:, None]
-        res = compiled.run(parameters=p, time_courses=False)
+            p[:, cols] = np.repeat(theta[:, j], self.n_members)[:, None]
         self.evaluations += reps
+        return compiled.run(parameters=p, time_courses=False, record_times=record_times)
+
+    def timecourse_values(self, res, ds: Observations, members, times, labels) -> np.ndarray:
+        """Model values (model units, R x n) of ``labels`` for members at ``times`` (recorded in ``res``)."""
+        per = self.n_members
+        reps = res.status.size // per
+        ok = (res.status == 0).reshape(reps, per)
+        ti = np.searchsorted(res.times, times)
+        out = np.zeros((reps, len(labels)))
+        for i, (m, t, label) in enumerate(zip(members, ti, labels)):
+            for kind, idx, _ in ds.terms[label]:
+                src = res.states if kind == "state" else res.observables
+                out[:, i] += src[m::per, t, idx]
+            out[:, i] = np.where(ok[:, m], out[:, i], np.nan)
+        return out
+
+    def relative_scales(self, ds: Observations, model: np.ndarray) -> dict[str, np.ndarray]:
+        """Closed-form scale factor (per parameter set) of each relative observable of ``ds``."""
+        scales = {}
+        for label in ds.groups:
+            sel = np.array([o == label for o in ds.observable])
+            m, y, w = model[:, sel], ds.y[sel], ds.w[sel]
+            num, den = np.sum(m * y / w ** 2, axis=1), np.sum(m ** 2 / w ** 2, axis=1)
+            scales[label] = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+        return scales
+
+    def to_data_units(self, ds: Observations, model: np.ndarray, scales: dict) -> np.ndarray:
+        """Model values in the data's units (relative observables multiplied by their scale)."""
+        out = model * np.where(np.isnan(ds.factor), 1.0, ds.factor)
+        for label, s in scales.items():
+            sel = np.array([o == label for o in ds.observable])
+            out[:, sel] = model[:, sel] * s[:, None]
+        return out
+
+    # ------------------------------------------------------------------ model and likelihood
+    def predict(self, theta: np.ndarray) -> np.ndarray:
+        """Model values at all observations (R, n), in the data's units; NaN where a run failed."""
+        return self.evaluate(theta)[0]
+
+    def evaluate(self, theta: np.ndarray) -> tuple[np.ndarray, dict]:
+        """:meth:`predict` and the relative scale factors ({file: {observable: (R,)}})."""
+        res = self.simulate(theta, self.record_times)
+        per = self.n_members
+        reps = res.status.size // per
         sf = np.where(res.status == 0, res.surviving_fraction, np.nan).reshape(reps, per)
-        arm, grid = res.arm_index[:per], res.grid[:per]
-        out = np.empty((reps, self.data.dose.size))
-        for i, (a, d) in enumerate(zip(self._arm, self.data.dose)):
-            m = np.flatnonzero((arm == a) & np.isclose(grid, d, rtol=0, atol=1e-12))[0]
+        blocks, scales = [], {}
+        for ds, members in zip(self.datasets, self._members):
+            if ds.kind == "timecourse":
+                model = self.timecourse_values(res, ds, members, ds.time, ds.observable)
+                scales[ds.source] = self.relative_scales(ds, model)
+                blocks.append(self.to_data_units(ds, model, scales[ds.source]))
+                continue
             ref = 1.0
             if self.normalise == "control":
-                ref = sf[:, np.flatnonzero((arm == self._control) & (grid == 0))[0]]
+                ref = sf[:, self._member_of([self._control], [0.0])[0]][:, None]
             elif self.normalise == "within_arm":
-                ref = sf[:, np.flatnonzero((arm == a) & (grid == 0))[0]]
-            out[:, i] = sf[:, m] / ref
-        return out
+                ref = sf[:, self._member_of(self._member_arm[members], np.zeros(members.size))]
+            blocks.append(sf[:, members] / ref)
+        return np.concatenate(blocks, axis=1), scales
 
     def nll(self, pred: np.ndarray) -> np.ndarray:
         """Negative log-likelihood (up to a constant) per row of predictions."""
-        y, w = self.data.y, self.data.w
-        if self.likelihood == "normal":
-            return 0.5 * np.sum(((y - pred) / w) ** 2, axis=1)
-        mu_unit = w * pred  # expected colonies per unit plating efficiency
-        pe = y.sum() / mu_unit.sum(axis=1, keepdims=True)
-        mu = pe * mu_unit
-        return np.sum(mu - y * np.log(np.where(mu > 0, mu, 1e-300)), axis=1)
+        total = np.zeros(pred.shape[0])
+        for ds, sl in zip(self.datasets, self.slices):
+            p, y, w = pred[:, sl], ds.y, ds.w
+            if ds.kind in GAUSSIAN:
+                total += 0.5 * np.sum(((y - p) / w) ** 2, axis=1)
+                continue
+            mu_unit = w * p  # expected colonies per unit plating efficiency
+            mu = y.sum() / mu_unit.sum(axis=1, keepdims=True) * mu_unit
+            total += np.sum(mu - y * np.log(np.where(mu > 0, mu, 1e-300)), axis=1) / self.dispersion
+        return total
 
-    def plating_efficiency(self, pred: np.ndarray) -> float:
-        """Closed-form maximum-likelihood plating efficiency for one prediction (colony data)."""
-        return float(self.data.y.sum() / (self.data.w * pred).sum())
+    def plating_efficiency(self, pred: np.ndarray, ds: Observations | None = None) -> float:
+        """Closed-form maximum-likelihood plating efficiency for one prediction (colony data set ``ds``)."""
+        i = self.datasets.index(ds) if ds is not None else next(
+            i for i, d in enumerate(self.datasets) if d.kind == "colonies")
+        d = self.datasets[i]
+        return float(d.y.sum() / (d.w * pred[self.slices[i]]).sum())
 
 
 @dataclass
 class FitResult:
-    """Estimates, profile intervals, goodness of fit and the fitted curve."""
+    """Estimates, profile intervals, goodness of fit and the fitted values."""
 
     params: list[str]
     estimate: np.ndarray
@@ -234,8 +483,9 @@ class FitResult:
     nll: float
     dispersion: float
     gof: dict
-    predicted: np.ndarray
-    plating_efficiency: float | None
+    predicted: np.ndarray  # at the observations of all data sets, in order (problem.slices)
+    plating_efficiency: float | None  # of the colony data set, if there is exactly one
+    nuisance: dict  # closed-form nuisance estimates: plating efficiencies, relative scale factors
     profiles: dict
     evaluations: int
     converged: bool
@@ -272,36 +522,70 @@ def _minimise(problem: FitProblem, x0: np.ndarray, free: np.ndarray, fixed: np.n
     return x, float(res.fun), res
 
 
+def _goodness(problem: FitProblem, pred: np.ndarray, scales: dict) -> tuple[dict, float, dict]:
+    """Goodness of fit (totals and, for several files, per file), quasi-Poisson dispersion, nuisance estimates."""
+    k = len(problem.params)
+    n = sum(d.y.size for d in problem.datasets)
+    dof = max(n - k - problem.n_nuisance, 1)
+    gof: dict = {"n_observations": int(n), "n_parameters": k, "n_nuisance": problem.n_nuisance, "dof": int(dof)}
+    per_file, nuisance = [], {}
+    chi2 = dev = pearson = 0.0
+    n_col = nuis_col = 0
+    for ds, sl in zip(problem.datasets, problem.slices):
+        p, y = pred[sl], ds.y
+        entry = {"file": ds.source, "kind": ds.kind, "n_observations": int(y.size)}
+        if ds.kind in GAUSSIAN:
+            c = float(np.sum(((y - p) / ds.w) ** 2))
+            entry["chi_square"] = c
+            chi2 += c
+            for label, sc in scales.get(ds.source, {}).items():
+                nuisance[f"scale[{ds.source}: {label}]"] = float(sc[0])
+        else:
+            pe = float(y.sum() / (ds.w * p).sum())
+            mu = pe * ds.w * p
+            d_ = float(2 * np.sum(np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / mu), 0.0) - (y - mu)))
+            ps = float(np.sum((y - mu) ** 2 / mu))
+            entry.update(deviance=d_, pearson_chi_square=ps, plating_efficiency=pe)
+            nuisance[f"plating_efficiency[{ds.source}]"] = pe
+            dev, pearson = dev + d_, pearson + ps
+            n_col, nuis_col = n_col + y.size, nuis_col + 1
+        per_file.append(entry)
+    if any(d.kind in GAUSSIAN for d in problem.datasets):
+        gof["chi_square"] = chi2
+    phi = 1.0
+    if n_col:
+        gof.update(deviance=dev, pearson_chi_square=pearson)
+        if problem.likelihood == "quasipoisson":
+            phi = max(pearson / max(n_col - nuis_col - k, 1), 1.0)
+            gof["dispersion"] = phi
+    gof["p_value"] = float(stats.chi2.sf(chi2 + dev, dof))
+    if len(per_file) > 1:
+        gof["files"] = per_file
+    return gof, phi, nuisance
 def fit(problem: FitProblem, level: float = 0.95, points: int = 25) -> FitResult:
     """Maximum-likelihood estimates with profile-likelihood intervals."""
     k = len(problem.params)
     lo = np.log10([b[0] for b in problem.bounds])
     hi = np.log10([b[1] for b in problem.bounds])
+    problem.dispersion = 1.0
     x0 = np.clip(np.log10(problem.nominal), lo, hi)
     # multi-start on a coarse batch first: the best of a few points seeds the optimiser
     starts = np.vstack([x0] + [lo + (hi - lo) * f for f in (0.2, 0.5, 0.8)])
     vals = problem.nll(problem.predict(10.0 ** starts))
     x0 = starts[int(np.nanargmin(vals))] if np.isfinite(vals).any() else x0
     x_hat, f_hat, res = _minimise(problem, x0, np.ones(k, bool), x0.copy())
-    pred = problem.predict(10.0 ** x_hat)[0]
-    n = problem.data.y.size
-    dof = max(n - k - (problem.data.kind == "colonies"), 1)
-    gof: dict = {"n_observations": int(n), "n_parameters": k, "dof": int(dof)}
-    phi = 1.0
-    pe = None
-    if problem.data.kind == "survival":
-        chi2 = float(np.sum(((problem.data.y - pred) / problem.data.w) ** 2))
-        gof.update(chi_square=chi2, p_value=float(stats.chi2.sf(chi2, dof)))
-    else:
-        pe = problem.plating_efficiency(pred)
-        mu = pe * problem.data.w * pred
-        y = problem.data.y
-        pearson = float(np.sum((y - mu) ** 2 / mu))
-        dev = float(2 * np.sum(np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / mu), 0.0) - (y - mu)))
-        gof.update(deviance=dev, pearson_chi_square=pearson, p_value=float(stats.chi2.sf(dev, dof)))
-        if problem.likelihood == "quasipoisson":
-            phi = max(pearson / dof, 1.0)
-            gof["dispersion"] = phi
+    pred, scales = problem.evaluate(10.0 ** x_hat)
+    gof, phi, nuisance = _goodness(problem, pred[0], scales)
+    if phi > 1 and any(d.kind in GAUSSIAN for d in problem.datasets):
+        # quasi-Poisson counts fitted with Gaussian data: re-weight the counts by 1/phi and refit
+        problem.dispersion = phi
+        x_hat, f_hat, res = _minimise(problem, x_hat, np.ones(k, bool), x_hat.copy())
+        pred, scales = problem.evaluate(10.0 ** x_hat)
+        gof, _, nuisance = _goodness(problem, pred[0], scales)
+        gof["dispersion"] = phi
+    problem.dispersion = phi
+    pred = pred[0]
+    f_hat = float(problem.nll(pred[None, :])[0])
     crit = stats.chi2.ppf(level, 1)
     low, high = np.full(k, np.nan), np.full(k, np.nan)
     profiles = {}
@@ -321,11 +605,13 @@ def fit(problem: FitProblem, level: float = 0.95, points: int = 25) -> FitResult
                 fixed = start.copy()
                 fixed[i] = grid[j]
                 _, prof[j], _ = _minimise(problem, fixed, free, fixed)
-        stat = 2 * (prof - f_hat) / phi
+        stat = 2 * (prof - f_hat)
         profiles[problem.params[i]] = {"log10_value": grid.tolist(), "statistic": stat.tolist()}
         low[i], high[i] = _crossing(grid, stat, x_hat[i], crit)
-    return FitResult(problem.params, 10.0 ** x_hat, 10.0 ** low, 10.0 ** high, f_hat, phi, gof, pred, pe,
-                     profiles, problem.evaluations, bool(res.success), str(res.message))
+    pes = [v for n, v in nuisance.items() if n.startswith("plating_efficiency")]
+    return FitResult(problem.params, 10.0 ** x_hat, 10.0 ** low, 10.0 ** high, f_hat, phi, gof, pred,
+                     pes[0] if len(pes) == 1 else None, nuisance, profiles, problem.evaluations,
+                     bool(res.success), str(res.message))
 
 
 def _crossing(grid: np.ndarray, stat: np.ndarray, x_hat: float, crit: float) -> tuple[float, float]:
@@ -351,38 +637,75 @@ def _crossing(grid: np.ndarray, stat: np.ndarray, x_hat: float, crit: float) -> 
     return out[0], out[1]
 
 
-def plot_fit(problem: FitProblem, result: FitResult, path) -> None:
-    """Data with error bars over the fitted model, one panel; profiles in a second panel."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def default_likelihood(datasets: list[Observations]) -> str:
+    """``auto``: quasi-Poisson when colony counts are fitted, else normal."""
+    return "quasipoisson" if any(d.kind == "colonies" for d in datasets) else "normal"
 
-    data = problem.data
-    fig = Figure(figsize=(10, 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax, axp = fig.subplots(1, 2)
-    if data.kind == "survival":
-        obs, err = data.y, data.w
+
+def _dose_panel(ax, problem: FitProblem, result: FitResult, ds: Observations, pred: np.ndarray) -> None:
+    if ds.kind == "survival":
+        obs, err = ds.y, ds.w
         ylabel = {"control": "survival relative to control", "within_arm": "surviving fraction (within arm)",
                   "none": "surviving fraction"}[problem.normalise]
     else:
-        pe = result.plating_efficiency
-        obs = data.y / (data.w * pe)
-        err = np.sqrt(np.maximum(data.y, 1.0) * result.dispersion) / (data.w * pe)
+        pe = result.nuisance[f"plating_efficiency[{ds.source}]"]
+        obs = ds.y / (ds.w * pe)
+        err = np.sqrt(np.maximum(ds.y, 1.0) * result.dispersion) / (ds.w * pe)
         ylabel = "surviving fraction (colonies / seeded / PE)"
     unit = problem.scenario.dose_grid.unit
     scale = _UNIT[unit]
-    for a in sorted(set(data.arm), key=data.arm.index):
-        sel = np.array([x == a for x in data.arm])
-        order = np.argsort(data.dose[sel])
-        line = ax.errorbar(data.dose[sel] / scale, obs[sel], yerr=err[sel], fmt="o", capsize=3, label=f"{a} (data)")
-        ax.plot(data.dose[sel][order] / scale, result.predicted[sel][order], "-", color=line[0].get_color(),
-                label=f"{a} (model)")
+    for a in sorted(set(ds.arm), key=ds.arm.index):
+        sel = np.array([x == a for x in ds.arm])
+        order = np.argsort(ds.dose[sel])
+        line = ax.errorbar(ds.dose[sel] / scale, obs[sel], yerr=err[sel], fmt="o", capsize=3, label=f"{a} (data)")
+        ax.plot(ds.dose[sel][order] / scale, pred[sel][order], "-", color=line[0].get_color(), label=f"{a} (model)")
     ax.set_xlabel(f"{problem.scenario.dose_grid.label or 'dose'} ({unit})")
     ax.set_ylabel(ylabel)
-    if np.ptp(data.dose) > 0 and data.dose.max() / max(data.dose[data.dose > 0].min(initial=1), 1e-12) > 50:
-        ax.set_xscale("symlog", linthresh=max(data.dose[data.dose > 0].min(initial=1) / scale, 1e-6))
-    ax.set_title(f"{problem.scenario.name}: fit of {', '.join(problem.params)}", fontsize=9)
-    ax.legend(fontsize=7)
+    positive = ds.dose[ds.dose > 0]
+    if positive.size and ds.dose.max() / positive.min() > 50:
+        ax.set_xscale("symlog", linthresh=max(positive.min() / scale, 1e-6))
+
+
+def _timecourse_panel(ax, problem: FitProblem, result: FitResult, ds: Observations, members: np.ndarray) -> None:
+    """Data with error bars and the fitted model as a continuous curve, one per (arm, dose, observable)."""
+    dense = np.unique(np.concatenate([np.linspace(ds.time.min(), ds.time.max(), 200), ds.time]))
+    res = problem.simulate(result.estimate, record_times=dense)
+    scales = {label: np.array([result.nuisance[f"scale[{ds.source}: {label}]"]]) for label in ds.groups}
+    keys = sorted({(a, d, o) for a, d, o in zip(ds.arm, ds.dose, ds.observable)},
+                  key=lambda k: (ds.arm.index(k[0]), np.nan_to_num(k[1]), ds.observable.index(k[2])))
+    units = sorted(set(ds.unit))
+    for a, d, o in keys:
+        sel = np.array([(x, y, z) == (a, d, o) for x, y, z in zip(ds.arm, ds.dose, ds.observable)], dtype=bool)
+        m = members[sel][0]
+        curve = problem.timecourse_values(res, ds, [m] * dense.size, dense, [o] * dense.size)
+        fac = ds.factor[sel][0]
+        curve = curve * (scales[o][:, None] if o in scales else fac)
+        label = f"{a}: {o}" + ("" if np.isnan(d) or problem.scenario.dose_grid is None or
+                                len(problem.scenario.dose_grid.values) < 2 else f" ({d:g} Gy)")
+        line = ax.errorbar(ds.time[sel], ds.y[sel], yerr=ds.w[sel], fmt="o", capsize=3, label=label)
+        ax.plot(dense, curve[0], "-", color=line[0].get_color())
+    ax.set_xlabel("time (h)")
+    units = ["relative (a.u.)" if u.lower() in RELATIVE else u for u in units]
+    ax.set_ylabel(units[0] if len(units) == 1 else "value (" + ", ".join(units) + ")")
+
+
+def plot_fit(problem: FitProblem, result: FitResult, path) -> None:
+    """One panel per data file (data with error bars over the fitted model) and the profiles."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(problem.datasets)
+    fig = Figure(figsize=(5 * (n + 1), 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n + 1)
+    for ax, ds, sl, members in zip(axes, problem.datasets, problem.slices, problem._members):
+        if ds.kind == "timecourse":
+            _timecourse_panel(ax, problem, result, ds, members)
+        else:
+            _dose_panel(ax, problem, result, ds, result.predicted[sl])
+        ax.set_title(f"{problem.scenario.name}: {Path(ds.source).name}", fontsize=9)
+        ax.legend(fontsize=6)
+    axp = axes[-1]
     crit = stats.chi2.ppf(0.95, 1)
     for name, prof in result.profiles.items():
         axp.plot(10.0 ** np.array(prof["log10_value"]), prof["statistic"], label=name)
@@ -390,10 +713,22 @@ def plot_fit(problem: FitProblem, result: FitResult, path) -> None:
     axp.set_xscale("log")
     axp.set_ylim(0, max(4 * crit, 1))
     axp.set_xlabel("parameter value")
-    axp.set_ylabel("2 (NLL - NLL_min) / dispersion")
+    axp.set_ylabel("2 (NLL - NLL_min)" + (" (counts / dispersion)" if result.dispersion > 1 else ""))
     axp.set_title("profile likelihood", fontsize=9)
     axp.legend(fontsize=7)
     fig.savefig(path, dpi=120)
+
+
+def _observation_rows(problem: FitProblem, result: FitResult) -> list[dict]:
+    rows = []
+    for ds, sl in zip(problem.datasets, problem.slices):
+        for i, model in enumerate(result.predicted[sl]):
+            row = {"file": ds.source, "kind": ds.kind, "arm": ds.arm[i], "dose_Gy": ds.dose[i]}
+            if ds.kind == "timecourse":
+                row.update(time_h=ds.time[i], observable=ds.observable[i], unit=ds.unit[i])
+            row.update(observed=ds.y[i], weight=ds.w[i], model=model)
+            rows.append(row)
+    return rows
 
 
 def write_fit(problem: FitProblem, result: FitResult, outdir, provenance: dict) -> list:
@@ -411,22 +746,19 @@ def write_fit(problem: FitProblem, result: FitResult, outdir, provenance: dict) 
         (tmp / "estimates.csv").write_text(_rows_csv(rows))
         doc = dict(provenance, estimates=rows, goodness_of_fit=result.gof, nll=result.nll,
                    dispersion=result.dispersion, plating_efficiency=result.plating_efficiency,
-                   converged=result.converged, optimiser_message=result.message,
+                   nuisance=result.nuisance, converged=result.converged, optimiser_message=result.message,
                    model_runs=result.evaluations, profiles=result.profiles,
-                   observations=[{"arm": a, "dose_Gy": d, "observed": y, "weight": w, "model": m}
-                                 for a, d, y, w, m in zip(problem.data.arm, problem.data.dose, problem.data.y,
-                                                          problem.data.w, result.predicted)])
+                   observations=_observation_rows(problem, result))
         (tmp / "fit.json").write_text(json.dumps(doc, indent=1, default=float))
         plot_fit(problem, result, tmp / "fit.png")
     return stage.written
 
 
 def calibration_problem(scenario) -> FitProblem:
-    """The fit problem a scenario's ``calibration`` block declares (data path relative to the file)."""
+    """The fit problem a scenario's ``calibration`` block declares (data paths relative to the file)."""
     spec = scenario.calibration
-    path = Path(scenario.source).parent / spec.data
-    data = read_observations(path, scenario)
-    likelihood = spec.likelihood if spec.likelihood != "auto" else (
-        "normal" if data.kind == "survival" else "quasipoisson")
-    return FitProblem(scenario, data, list(spec.params), likelihood=likelihood, normalise=spec.normalise,
-                      ranges=dict(spec.ranges))
+    files = [spec.data] if isinstance(spec.data, str) else list(spec.data)
+    data = [read_observations(Path(scenario.source).parent / f, scenario) for f in files]
+    likelihood = spec.likelihood if spec.likelihood != "auto" else default_likelihood(data)
+    return FitProblem(scenario, data if len(data) > 1 else data[0], list(spec.params), likelihood=likelihood,
+                      normalise=spec.normalise, ranges=dict(spec.ranges))

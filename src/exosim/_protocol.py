@@ -430,7 +430,8 @@ class CompiledScenario:
         return apply, describe
 
     # ------------------------------------------------------------- running
-    def run(self, *, time_courses: bool = True, parameters: np.ndarray | None = None) -> RunResult:
+    def run(self, *, time_courses: bool = True, parameters: np.ndarray | None = None,
+            record_times: np.ndarray | None = None) -> RunResult:
         """Integrate all members through the timeline.
 
         Parameters
@@ -438,6 +439,10 @@ class CompiledScenario:
         time_courses : record states and rules every ``output.time_step``
         parameters : ndarray (N, k), optional
             Replaces the scenario's parameter matrix (sensitivity analyses).
+        record_times : ndarray, optional
+            Record at these times (h, within the timeline) instead of every
+            ``output.time_step`` (fits to time-course data).  A value at the
+            time of an event is the value just before the event.
 
         Returns
         -------
@@ -454,7 +459,13 @@ class CompiledScenario:
         t_end = self.score_event.at
         t0 = min([0.0] + [a.time for a in self.actions])
         step = sc.output.time_step
-        times = np.unique(np.append(np.arange(t0, t_end, step), t_end)) if time_courses else np.array([t0])
+        if record_times is not None:
+            record_times = np.asarray(record_times, dtype=float)
+            if record_times.size and not (record_times.min() >= t0 and record_times.max() <= t_end):
+                raise ValueError(f"record_times must lie within the timeline [{t0:g}, {t_end:g}] h")
+            times, time_courses = np.unique(np.append(record_times, t0)), True
+        else:
+            times = np.unique(np.append(np.arange(t0, t_end, step), t_end)) if time_courses else np.array([t0])
         n_t = times.size
         states = np.full((n_mem, n_t, m.n_states), np.nan) if time_courses else np.empty((n_mem, 0, m.n_states))
         obs = np.full((n_mem, n_t, len(m.observable_names)), np.nan) if time_courses else \

@@ -259,10 +259,11 @@ class SolverSpec(_Strict):
 class CalibrationSpec(_Strict):
     """Data the scenario is calibrated to (``exosim figures`` refits and plots it).
 
-    ``data`` is a CSV path relative to the scenario file (format of ``exosim fit``).
+    ``data`` is a CSV path relative to the scenario file (format of ``exosim fit``), or a
+    list of them fitted jointly.
     """
 
-    data: str
+    data: str | list[str]
     params: list[str]
     ranges: dict[str, tuple[float, float]] = {}
     likelihood: Literal["auto", "normal", "poisson", "quasipoisson"] = "auto"

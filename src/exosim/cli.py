@@ -60,9 +60,16 @@ FIT_EXAMPLE = """examples:
   exosim fit scenarios/iccm_bystander_medium_transfer.yaml scenarios/data/iccm_relative_survival.csv \\
       --params recipients.damage_max_rate -o results/iccm-fit
   exosim fit SCENARIO colonies.csv --params endosomal_escape_rate,half_effect_copies --likelihood quasipoisson
-data files: a header row, one observation per row, '#' lines ignored, dose in the scenario grid's unit:
-  arm,dose,survival,sd          (normal likelihood)
-  arm,dose,colonies,seeded      (Poisson / quasi-Poisson; plating efficiency estimated)
+  exosim fit SCENARIO nta.csv uptake.csv survival.csv --params baseline_release_rate,internalisation_rate
+data files (several are fitted jointly): a header row, one observation per row, '#' lines ignored,
+dose in the scenario grid's unit:
+  arm,dose,survival,sd                    (normal likelihood)
+  arm,dose,colonies,seeded                (Poisson / quasi-Poisson; plating efficiency estimated)
+  arm,time,observable,value,sd[,dose,unit] (time courses, normal likelihood)
+time courses: time in h or with a unit ('30 min'), on the scenario's timeline; observable a state or
+rule 'namespace.name' or a sum 'a + b' (e.g. donor_flask.vesicle_concentration,
+recipients.bound_vesicles + recipients.internalised_vesicles); unit the model's or a convertible one
+(particles/uL), or 'relative' to fit a scale factor (fluorescence in a.u.).
 """
 
 VALIDATE_EXAMPLE = """example:
@@ -120,12 +127,14 @@ def _parser() -> argparse.ArgumentParser:
                          epilog=FIGURES_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     fig.add_argument("scenarios", nargs="+", help="scenario YAML files")
     fig.add_argument("-o", "--outdir", default="figures", help="folder for the figures (default: figures)")
-    ft = sub.add_parser("fit", help="estimate parameters from survival data or colony counts",
+    ft = sub.add_parser("fit", help="estimate parameters from survival data, colony counts or time courses",
                         epilog=FIT_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
                         description="Maximum-likelihood fit of chosen parameters to a data file with "
                                     "profile-likelihood intervals, goodness of fit and a figure.")
     ft.add_argument("scenario", help="scenario YAML file")
-    ft.add_argument("data", help="CSV: arm,dose,survival,sd or arm,dose,colonies,seeded (dose in the grid unit)")
+    ft.add_argument("data", nargs="+",
+                    help="CSV files fitted jointly: arm,dose,survival,sd or arm,dose,colonies,seeded (dose in the "
+                         "grid unit) or time courses arm,time,observable,value,sd[,dose,unit]")
     ft.add_argument("--params", required=True,
                     help="comma-separated parameter keys, or population.key for one population")
     ft.add_argument("--likelihood", choices=["auto", "normal", "poisson", "quasipoisson"], default="auto",
@@ -135,6 +144,8 @@ def _parser() -> argparse.ArgumentParser:
     ft.add_argument("--range", action="append", default=[], metavar="KEY=LOW:HIGH",
                     help="search range of a fitted parameter (default: the parameter table's range; must be > 0)")
     ft.add_argument("--level", type=float, default=0.95, help="confidence level of the profile intervals")
+    ft.add_argument("--backend", choices=["auto", "numpy", "numba"], default="auto",
+                    help="integrator: numba (compiled; extra 'fast') or numpy; auto picks numba when installed")
     ft.add_argument("-o", "--outdir", help="output folder (default: results/<scenario>-fit)")
     dl = sub.add_parser("delivery", help="delivered cargo copies per cell vs the ~10^3 needed (markdown table)",
                         description="Run scenarios and report, per arm, the cargo copies delivered per scored "
@@ -169,15 +180,13 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         if not 0 < args.level < 1:
             raise _fit.FitError(f"--level must be in (0, 1), got {args.level}")
-        data = _fit.read_observations(args.data, scenario)
-        likelihood = args.likelihood
-        if likelihood == "auto":
-            likelihood = "normal" if data.kind == "survival" else "quasipoisson"
+        data = [_fit.read_observations(path, scenario) for path in args.data]
+        likelihood = _fit.default_likelihood(data) if args.likelihood == "auto" else args.likelihood
         params = [p.strip() for p in args.params.split(",") if p.strip()]
         if not params:
             raise _fit.FitError("--params: name at least one parameter")
-        problem = _fit.FitProblem(scenario, data, params, likelihood=likelihood, normalise=args.normalise,
-                                  ranges=_ranges(args.range, _fit.FitError))
+        problem = _fit.FitProblem(scenario, data if len(data) > 1 else data[0], params, likelihood=likelihood, normalise=args.normalise,
+                                  ranges=_ranges(args.range, _fit.FitError), backend=args.backend)
     except _fit.FitError as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
@@ -186,8 +195,10 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
     prov = {"exosim_version": __version__, "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": ["exosim"] + argv, "scenario": {"name": scenario.name, "file": scenario.source,
                                                       "sha256": scenario.sha256},
-            "data_file": str(args.data), "data_sha256": hashlib.sha256(Path(args.data).read_bytes()).hexdigest(),
+            "data_files": [{"file": str(p), "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest()}
+                           for p in args.data],
             "likelihood": likelihood, "normalise": args.normalise, "level": args.level,
+            "backend": problem.backend, "rtol": problem.scenario.solver.rtol,
             "wall_time_s": time.perf_counter() - start}
     outdir = args.outdir or f"results/{scenario.name}-fit"
     try:
@@ -195,11 +206,17 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
     except OutputError as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
-    print(f"fit of {scenario.name!r} to {args.data} ({likelihood}): {result.evaluations} model runs")
+    print(f"fit of {scenario.name!r} to {', '.join(args.data)} ({likelihood}): {result.evaluations} model runs")
     for n, e, lo, hi in zip(result.params, result.estimate, result.low, result.high):
         print(f"  {n:<40} {e:.4g}  [{lo:.4g}, {hi:.4g}] ({100 * args.level:g}% profile)")
-    print("  goodness of fit: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                            for k, v in result.gof.items()))
+    def fmt(d: dict) -> str:
+        return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items()
+                         if k not in ("files", "file"))
+    print("  goodness of fit: " + fmt(result.gof))
+    for entry in result.gof.get("files", []):
+        print(f"    {entry['file']}: " + fmt(entry))
+    for name, value in result.nuisance.items():
+        print(f"  {name}: {value:.4g} (closed form)")
     if not result.converged:
         print(f"exosim: warning: optimiser did not converge: {result.message}", file=sys.stderr)
     print("wrote " + ", ".join(str(f) for f in files))
