@@ -65,6 +65,7 @@ CASES = [
      "parameters.binding_rate_constant_x", ["unknown parameter", "binding_rate_constant"]),
     ("negative volume", "media.well.volume", "-2 mL", "media.well.volume", ["non-negative"]),
     ("event after score", "timeline.2.at", "100 h", "timeline[2].at", ["after the score"]),
+    ("event before start", "start", "1 h", "timeline[0].at", ["before the start", "start: 1 h"]),
 ]
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import exosim
-from conftest import scenario_from
+from conftest import SCENARIOS, scenario_from
 
 SHIPPED = ["hnscc_exosome_radioresistance", "iccm_bystander_medium_transfer", "mir22_exosome_radiosensitisation"]
 
@@ -95,6 +95,22 @@ def test_dose_grid_batched_equals_one_dose_at_a_time(runs):
         for a in range(len(res.arms)):
             batched = res.surviving_fraction[(res.arm_index == a) & (res.grid == dose)][0]
             assert one.surviving_fraction[a] == pytest.approx(batched, rel=1e-6)
+
+
+def test_an_arm_subset_is_simulated_as_in_the_whole_scenario():
+    """Fits and sensitivity analyses keep only some arms; the GW4869 arm of the ICCM scenario
+    starts the timeline 24 h early (pre-treatment), and the other arms must start there too."""
+    sc = exosim.load_scenario(SCENARIOS / "iccm_bystander_medium_transfer.yaml")
+    assert sc.timeline_start == -24.0
+    whole = exosim.run(sc, time_courses=False)
+    kept = [a for a in sc.arms if a.name in ("fresh medium", "ICCM")]
+    part = exosim.run(sc.subset(arms=kept), time_courses=False)
+    for a, name in enumerate(part.arms):
+        ref = whole.surviving_fraction[np.array(whole.arms)[whole.arm_index] == name]
+        np.testing.assert_allclose(part.surviving_fraction[part.arm_index == a], ref, rtol=1e-6)
+    # without the kept start the ICCM arm would begin at 0 h, with 24 h less baseline release
+    late = exosim.run(sc.model_copy(update={"arms": kept}), time_courses=False)
+    assert not np.allclose(late.surviving_fraction, part.surviving_fraction, rtol=1e-6)
 
 
 def test_results_do_not_depend_on_solver_tolerance_beyond_it(runs):

@@ -147,7 +147,7 @@ def read_observations(path, scenario) -> Observations:
         from ._protocol import CompiledScenario
         probe = CompiledScenario(scenario)
         model = probe.model
-        window = (min([0.0] + [a.time for a in probe.actions]), probe.score_event.at)
+        window = (scenario.timeline_start, probe.score_event.at)
     obs = Observations(str(path), kind, [], np.empty(0), np.empty(0), np.empty(0))
     arm, dose, y, w, time, factor = [], [], [], [], [], []
     for r, row in enumerate(rows, start=2):  # row 1 is the header
@@ -316,11 +316,21 @@ class FitProblem:
             src = counts[0] if counts else self.datasets[0].source
             raise FitError(f"{src}: likelihood {self.likelihood!r} does not fit {'colony' if counts else 'these'} "
                            f"data (survival+sd and time courses: normal; colonies+seeded: poisson or quasipoisson)")
+        # members are independent: simulate only the arms and grid doses the data (and their
+        # normalisation) refer to
+        survival_like = bool(kinds - {"timecourse"})
+        arms_used = {a for d in self.datasets for a in d.arm}
+        if survival_like and self.normalise == "control":
+            arms_used |= {a.name for a in self.scenario.arms if a.control}
+        update = {}
+        if self.scenario.arms:
+            update["arms"] = [a for a in self.scenario.arms if a.name in arms_used]
         grid = self.scenario.dose_grid
         if grid is not None:
             doses = np.concatenate([d.dose[np.isfinite(d.dose)] for d in self.datasets]) / _UNIT[grid.unit]
-            self.scenario = self.scenario.model_copy(update={"dose_grid": grid.model_copy(
-                update={"values": sorted(set(grid.values) | set(doses.tolist()))})})
+            values = set(doses.tolist()) | ({0.0} if survival_like and self.normalise != "none" else set())
+            update["dose_grid"] = grid.model_copy(update={"values": sorted(values)})
+        self.scenario = self.scenario.subset(**update)
         probe = CompiledScenario(self.scenario)
         self.columns = []
         for name in self.params:
@@ -345,12 +355,8 @@ class FitProblem:
         arms = [a.name for a in self.scenario.arms] or [self.scenario.name]
         self._member_arm, self._member_grid = probe.arm_index, probe.grid
         self._control = next((i for i, a in enumerate(self.scenario.arms) if a.control), None)
-        if kinds - {"timecourse"}:
-            if self.normalise == "control" and self._control is None:
-                raise FitError(f"--normalise control: scenario {self.scenario.name!r} has no control arm")
-            if self.normalise != "none" and 0 not in self.scenario.dose_grid.values:
-                raise FitError(f"--normalise {self.normalise}: the dose grid of {self.scenario.name!r} has no dose 0 "
-                               f"to normalise to; use --normalise none")
+        if survival_like and self.normalise == "control" and self._control is None:
+            raise FitError(f"--normalise control: scenario {self.scenario.name!r} has no control arm")
         self._members = [self._member_of([arms.index(a) for a in d.arm], d.dose) for d in self.datasets]
         times = [d.time for d in self.datasets if d.kind == "timecourse"]
         self.record_times = np.unique(np.concatenate(times)) if times else None

@@ -457,7 +457,7 @@ class CompiledScenario:
         p_start = p.copy()
         batch = _Batch(m.initial_state(p), p, {})
         t_end = self.score_event.at
-        t0 = min([0.0] + [a.time for a in self.actions])
+        t0 = sc.timeline_start
         step = sc.output.time_step
         if record_times is not None:
             record_times = np.asarray(record_times, dtype=float)

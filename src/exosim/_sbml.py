@@ -363,7 +363,7 @@ def export_member(compiled, member: int):
     shift is stated in the model notes.
     """
     sc, m = compiled.scenario, compiled.model
-    t0 = min([0.0] + [a.time for a in compiled.actions])
+    t0 = sc.timeline_start
     events, event_params = [], set()
     n_actions = len(compiled.actions)
     for k, action in enumerate(compiled.actions):

@@ -286,6 +286,10 @@ class Scenario(_Strict):
     parameters: dict[str, Any] = {}
     variables: dict[Name, Any] = {}
     dose_grid: DoseGrid | None = None
+    #: when the simulated culture begins; default: the earliest event of the timeline or
+    #: of any arm, or 0 h.  Every arm starts here, so adding an arm with an earlier event
+    #: (a pre-treatment) does not change the other arms once ``start`` is set.
+    start: Time | None = None
     timeline: list[Event]
     arms: list[Arm] = []
     output: OutputSpec = OutputSpec()
@@ -295,6 +299,18 @@ class Scenario(_Strict):
     # filled by the loader, not by the file
     source: str = Field(default="<scenario>", exclude=True)
     sha256: str = Field(default="", exclude=True)
+
+    @property
+    def timeline_start(self) -> float:
+        """Start of the simulation (h): ``start`` or the earliest event (of any arm) or 0."""
+        if self.start is not None:
+            return self.start
+        return min([0.0] + [e.at for e in self.timeline] + [e.at for a in self.arms for e in a.events])
+
+    def subset(self, **update) -> "Scenario":
+        """A copy with some arms, grid doses or settings changed that keeps the timeline start,
+        so that every kept member is simulated exactly as in the whole scenario."""
+        return self.model_copy(update={"start": self.timeline_start, **update})
 
 
 # ---------------------------------------------------------------------- loading
@@ -513,6 +529,9 @@ def _check_consistency(sc: Scenario) -> None:
     for path, ev in all_events:
         if ev.at > t_score:
             raise err(f"{path}.at", f"event at {ev.at:g} h comes after the score at {t_score:g} h")
+        if sc.start is not None and ev.at < sc.start:
+            raise err(f"{path}.at", f"event at {ev.at:g} h comes before the start of the simulation "
+                                    f"(start: {sc.start:g} h)")
     # a harvest must follow an irradiation of a population living in the harvested medium
     for path, ev in all_events:
         if ev.kind != "transfer":

@@ -225,8 +225,7 @@ class ScenarioEvaluator:
             self.backend = resolve_backend(self.backend)
         except ValueError as exc:
             raise SensitivityError(str(exc)) from None
-        self.scenario = sc.model_copy(update={"arms": kept, "solver": sc.solver.model_copy(
-            update={"backend": self.backend})})
+        self.scenario = sc.subset(arms=kept, solver=sc.solver.model_copy(update={"backend": self.backend}))
         self.target = kept.index(target)
         self.control = 0 if control is not None and control is not target else None
         self.target_name = target.name
