@@ -648,7 +648,7 @@ def default_likelihood(datasets: list[Observations]) -> str:
     return "quasipoisson" if any(d.kind == "colonies" for d in datasets) else "normal"
 
 
-def _dose_panel(ax, problem: FitProblem, result: FitResult, ds: Observations, pred: np.ndarray) -> None:
+def _dose_panel(ax, problem: FitProblem, result: FitResult, ds: Observations) -> None:
     if ds.kind == "survival":
         obs, err = ds.y, ds.w
         ylabel = {"control": "survival relative to control", "within_arm": "surviving fraction (within arm)",
@@ -660,15 +660,27 @@ def _dose_panel(ax, problem: FitProblem, result: FitResult, ds: Observations, pr
         ylabel = "surviving fraction (colonies / seeded / PE)"
     unit = problem.scenario.dose_grid.unit
     scale = _UNIT[unit]
-    for a in sorted(set(ds.arm), key=ds.arm.index):
+    positive = ds.dose[ds.dose > 0]
+    logscale = bool(positive.size) and ds.dose.max() / positive.min() > 50
+    # the model as a curve: the fitted problem evaluated on a dense dose grid
+    if logscale:
+        lin = np.linspace(min(ds.dose.min(), 0.0), positive.min(), 20)  # the linear part of the axis
+        dense = np.unique(np.concatenate([lin, np.geomspace(positive.min(), ds.dose.max(), 60)]))
+    else:
+        dense = np.linspace(ds.dose.min(), ds.dose.max(), 60)
+    arms = sorted(set(ds.arm), key=ds.arm.index)
+    grid = Observations("curve", "survival", [a for a in arms for _ in dense], np.tile(dense, len(arms)),
+                        np.ones(dense.size * len(arms)), np.ones(dense.size * len(arms)))
+    curve = FitProblem(problem.scenario, grid, problem.params, normalise=problem.normalise,
+                       ranges=dict(zip(problem.params, problem.bounds)), backend=problem.backend)
+    curve = curve.predict(result.estimate[None, :])[0].reshape(len(arms), dense.size)
+    for a, model in zip(arms, curve):
         sel = np.array([x == a for x in ds.arm])
-        order = np.argsort(ds.dose[sel])
         line = ax.errorbar(ds.dose[sel] / scale, obs[sel], yerr=err[sel], fmt="o", capsize=3, label=f"{a} (data)")
-        ax.plot(ds.dose[sel][order] / scale, pred[sel][order], "-", color=line[0].get_color(), label=f"{a} (model)")
+        ax.plot(dense / scale, model, "-", color=line[0].get_color(), label=f"{a} (model)")
     ax.set_xlabel(f"{problem.scenario.dose_grid.label or 'dose'} ({unit})")
     ax.set_ylabel(ylabel)
-    positive = ds.dose[ds.dose > 0]
-    if positive.size and ds.dose.max() / positive.min() > 50:
+    if logscale:
         ax.set_xscale("symlog", linthresh=max(positive.min() / scale, 1e-6))
 
 
@@ -704,11 +716,11 @@ def plot_fit(problem: FitProblem, result: FitResult, path) -> None:
     fig = Figure(figsize=(5 * (n + 1), 4.2), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, n + 1)
-    for ax, ds, sl, members in zip(axes, problem.datasets, problem.slices, problem._members):
+    for ax, ds, members in zip(axes, problem.datasets, problem._members):
         if ds.kind == "timecourse":
             _timecourse_panel(ax, problem, result, ds, members)
         else:
-            _dose_panel(ax, problem, result, ds, result.predicted[sl])
+            _dose_panel(ax, problem, result, ds)
         ax.set_title(f"{problem.scenario.name}: {Path(ds.source).name}", fontsize=9)
         ax.legend(fontsize=6)
     axp = axes[-1]
