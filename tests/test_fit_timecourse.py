@@ -189,3 +189,17 @@ def test_bad_timecourse_files_name_file_row_column(decay, tmp_path, capsys, cont
     for w in words:
         assert w in err, (w, err)
     assert not out.exists()
+
+
+def test_calibration_block_may_name_several_files(tmp_path):
+    closed_form_data(tmp_path)
+    closed_form_data(tmp_path, "particles/uL", 1e-3, seed=6)
+    doc = dict(DECAY, calibration={"data": ["nta_particles_mL.csv", "nta_particles_uL.csv"],
+                                   "params": ["vesicle_decay_rate"]})
+    path = tmp_path / "decay.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    prob = _fit.calibration_problem(exosim.load_scenario(path))
+    assert [d.source for d in prob.datasets] == [str(tmp_path / "nta_particles_mL.csv"),
+                                                 str(tmp_path / "nta_particles_uL.csv")]
+    res = _fit.fit(prob)
+    assert res.low[0] < K_TRUE < res.high[0] and res.gof["dof"] == 2 * TIMES.size - 1
