@@ -58,11 +58,12 @@ import numpy as np
 from scipy import optimize, stats
 
 from . import _catalogue as cat
+from ._units import UNITS, QuantityError, parse_quantity
 
 __all__ = ["FitError", "Observations", "read_observations", "FitProblem", "FitResult", "fit", "calibration_problem",
            "default_likelihood", "plot_fit", "write_fit"]
 
-_UNIT = {"Gy": 1.0, "cGy": 0.01, "mGy": 0.001}
+_UNIT = UNITS["dose"]  # grid unit -> Gy
 LIKELIHOODS = ("normal", "poisson", "quasipoisson")
 GAUSSIAN = ("survival", "timecourse")
 RELATIVE = ("relative", "a.u.", "au", "arbitrary")
@@ -216,7 +217,6 @@ def read_observations(path, scenario) -> Observations:
 
 def _time(text: str, window: tuple[float, float], fail) -> float:
     """A timeline time: a number in h or a quantity such as '30 min'; inside the timeline."""
-    from ._units import QuantityError, parse_quantity
     try:
         t = float(text)
     except ValueError:
@@ -261,7 +261,6 @@ def _observable(text: str, model, obs: Observations, fail) -> tuple[str, str]:
 
 def _unit_factor(data_unit: str, model_unit: str, label: str, fail) -> float:
     """Data value per model value (NaN for relative data)."""
-    from ._units import UNITS
     if data_unit.lower() in RELATIVE:
         return float("nan")
     if data_unit == model_unit:
