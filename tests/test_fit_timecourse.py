@@ -203,3 +203,13 @@ def test_calibration_block_may_name_several_files(tmp_path):
                                                  str(tmp_path / "nta_particles_uL.csv")]
     res = _fit.fit(prob)
     assert res.low[0] < K_TRUE < res.high[0] and res.gof["dof"] == 2 * TIMES.size - 1
+
+
+def test_shipped_example_files_read_against_the_default_scenario():
+    """examples/timecourse (synthetic, README) stays in the format the reader accepts."""
+    sc = exosim.load_scenario(SCENARIOS / "hnscc_exosome_radioresistance.yaml")
+    folder = SCENARIOS.parent / "examples" / "timecourse"
+    nta, uptake = (_fit.read_observations(folder / f, sc) for f in ("nta.csv", "uptake.csv"))
+    assert nta.kind == uptake.kind == "timecourse" and uptake.groups == [UPTAKE] and not nta.groups
+    assert nta.time.max() <= 25.0 < uptake.time.min()  # release before, uptake after the transfer at 25 h
+    assert "SYNTHETIC" in (folder / "nta.csv").read_text().splitlines()[0]
