@@ -60,10 +60,20 @@ def test_decay_rate_is_recovered_from_counts_following_the_closed_form(decay, tm
     assert res.low[0] < K_TRUE < res.high[0], (res.low, res.estimate, res.high)
     assert res.high[0] / res.low[0] < 1.3  # seven points at 5% pin a decay rate to a few percent
     assert res.gof["p_value"] > 0.001 and res.gof["dof"] == TIMES.size - 1
+    assert res.open_ends == [""]
     # the same counts per microlitre: the unit is converted, the estimate does not move
     per_ul = _fit.read_observations(closed_form_data(tmp_path, "particles/uL", 1e-3), sc)
     res_ul = _fit.fit(_fit.FitProblem(sc, per_ul, ["vesicle_decay_rate"]))
     assert res_ul.estimate[0] == pytest.approx(res.estimate[0], rel=1e-4)
+
+
+def test_a_parameter_the_data_do_not_inform_is_reported_open_at_both_ends(decay, tmp_path):
+    """The cells do not bind vesicles here, so their internalisation rate cannot change the counts."""
+    sc = exosim.load_scenario(decay)
+    res = _fit.fit(_fit.FitProblem(sc, _fit.read_observations(closed_form_data(tmp_path), sc),
+                                   ["internalisation_rate"]))
+    assert res.open_ends == ["low, high"]
+    assert (res.low[0], res.high[0]) == pytest.approx((0.1, 5.0))  # the table's search range
 
 
 def test_value_at_an_event_time_is_the_value_just_before_it(decay):

@@ -495,6 +495,9 @@ class FitResult:
     evaluations: int
     converged: bool
     message: str
+    #: per parameter: "", "low", "high" or "low, high" -- sides where the profile stays below the
+    #: threshold up to the search range, so the interval ends at the range (not identifiable there)
+    open_ends: list[str] = field(default_factory=list)
 
 
 def _objective(problem: FitProblem, h: float = 1e-4):
@@ -593,7 +596,7 @@ def fit(problem: FitProblem, level: float = 0.95, points: int = 25) -> FitResult
     f_hat = float(problem.nll(pred[None, :])[0])
     crit = stats.chi2.ppf(level, 1)
     low, high = np.full(k, np.nan), np.full(k, np.nan)
-    profiles = {}
+    profiles, open_ends = {}, []
     for i in range(k):
         grid = np.linspace(lo[i], hi[i], points)
         if k == 1:  # one batch: refine around the optimum, where the crossings are
@@ -613,10 +616,12 @@ def fit(problem: FitProblem, level: float = 0.95, points: int = 25) -> FitResult
         stat = 2 * (prof - f_hat)
         profiles[problem.params[i]] = {"log10_value": grid.tolist(), "statistic": stat.tolist()}
         low[i], high[i] = _crossing(grid, stat, x_hat[i], crit)
+        finite = np.where(np.isfinite(stat), stat, np.inf)
+        open_ends.append(", ".join(side for side, v in (("low", finite[0]), ("high", finite[-1])) if v < crit))
     pes = [v for n, v in nuisance.items() if n.startswith("plating_efficiency")]
     return FitResult(problem.params, 10.0 ** x_hat, 10.0 ** low, 10.0 ** high, f_hat, phi, gof, pred,
                      pes[0] if len(pes) == 1 else None, nuisance, profiles, problem.evaluations,
-                     bool(res.success), str(res.message))
+                     bool(res.success), str(res.message), open_ends)
 
 
 def _crossing(grid: np.ndarray, stat: np.ndarray, x_hat: float, crit: float) -> tuple[float, float]:
@@ -755,9 +760,10 @@ def write_fit(problem: FitProblem, result: FitResult, outdir, provenance: dict) 
     from ._outputs import _rows_csv, staged_outputs
     table = cat.parameter_table()
     rows = [{"parameter": n, "estimate": e, "low": lo, "high": hi,
-             "unit": table[n.split(".")[-1]]["unit"], "nominal": nom, "range_low": b[0], "range_high": b[1]}
-            for n, e, lo, hi, nom, b in zip(result.params, result.estimate, result.low, result.high,
-                                              problem.nominal, problem.bounds)]
+             "unit": table[n.split(".")[-1]]["unit"], "nominal": nom, "range_low": b[0], "range_high": b[1],
+             "interval_open_at": o}
+            for n, e, lo, hi, nom, b, o in zip(result.params, result.estimate, result.low, result.high,
+                                                 problem.nominal, problem.bounds, result.open_ends)]
     stage = staged_outputs(outdir)
     with stage as tmp:
         (tmp / "estimates.csv").write_text(_rows_csv(rows))

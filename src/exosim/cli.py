@@ -207,8 +207,9 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
     print(f"fit of {scenario.name!r} to {', '.join(args.data)} ({likelihood}): {result.evaluations} model runs")
-    for n, e, lo, hi in zip(result.params, result.estimate, result.low, result.high):
-        print(f"  {n:<40} {e:.4g}  [{lo:.4g}, {hi:.4g}] ({100 * args.level:g}% profile)")
+    for n, e, lo, hi, o in zip(result.params, result.estimate, result.low, result.high, result.open_ends):
+        note = f"; open at the {o} end of the search range: not identifiable there" if o else ""
+        print(f"  {n:<40} {e:.4g}  [{lo:.4g}, {hi:.4g}] ({100 * args.level:g}% profile{note})")
     def fmt(d: dict) -> str:
         return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items()
                          if k not in ("files", "file"))
