@@ -379,6 +379,19 @@ class FitProblem:
         edges = np.cumsum([0] + [d.y.size for d in self.datasets])
         return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
+    def name(self, ds: Observations) -> str:
+        """How a data set is named in reports: its file, numbered if two data sets share one."""
+        same = [d for d in self.datasets if d.source == ds.source]
+        return ds.source if len(same) == 1 else f"{ds.source}#{same.index(ds) + 1}"
+
+    def scale_key(self, ds: Observations, label: str) -> str:
+        """Key of a relative observable's scale factor in :attr:`FitResult.nuisance`."""
+        return f"scale[{self.name(ds)}: {label}]"
+
+    def plating_key(self, ds: Observations) -> str:
+        """Key of a colony data set's plating efficiency in :attr:`FitResult.nuisance`."""
+        return f"plating_efficiency[{self.name(ds)}]"
+
     @property
     def n_nuisance(self) -> int:
         """Plating efficiencies and relative-scale factors estimated in closed form."""
@@ -436,17 +449,17 @@ class FitProblem:
         return self.evaluate(theta)[0]
 
     def evaluate(self, theta: np.ndarray) -> tuple[np.ndarray, dict]:
-        """:meth:`predict` and the relative scale factors ({file: {observable: (R,)}})."""
+        """:meth:`predict` and the relative scale factors ({data-set index: {observable: (R,)}})."""
         res = self.simulate(theta, self.record_times)
         per = self.n_members
         reps = res.status.size // per
         sf = np.where(res.status == 0, res.surviving_fraction, np.nan).reshape(reps, per)
         blocks, scales = [], {}
-        for ds, members in zip(self.datasets, self._members):
+        for i, (ds, members) in enumerate(zip(self.datasets, self._members)):
             if ds.kind == "timecourse":
                 model = self.timecourse_values(res, ds, members, ds.time, ds.observable)
-                scales[ds.source] = self.relative_scales(ds, model)
-                blocks.append(self.to_data_units(ds, model, scales[ds.source]))
+                scales[i] = self.relative_scales(ds, model)
+                blocks.append(self.to_data_units(ds, model, scales[i]))
                 continue
             ref = 1.0
             if self.normalise == "control":
@@ -468,13 +481,6 @@ class FitProblem:
             mu = y.sum() / mu_unit.sum(axis=1, keepdims=True) * mu_unit
             total += np.sum(mu - y * np.log(np.where(mu > 0, mu, 1e-300)), axis=1) / self.dispersion
         return total
-
-    def plating_efficiency(self, pred: np.ndarray, ds: Observations | None = None) -> float:
-        """Closed-form maximum-likelihood plating efficiency for one prediction (colony data set ``ds``)."""
-        i = self.datasets.index(ds) if ds is not None else next(
-            i for i, d in enumerate(self.datasets) if d.kind == "colonies")
-        d = self.datasets[i]
-        return float(d.y.sum() / (d.w * pred[self.slices[i]]).sum())
 
 
 @dataclass
@@ -539,22 +545,22 @@ def _goodness(problem: FitProblem, pred: np.ndarray, scales: dict) -> tuple[dict
     per_file, nuisance = [], {}
     chi2 = dev = pearson = 0.0
     n_col = nuis_col = 0
-    for ds, sl in zip(problem.datasets, problem.slices):
+    for i, (ds, sl) in enumerate(zip(problem.datasets, problem.slices)):
         p, y = pred[sl], ds.y
-        entry = {"file": ds.source, "kind": ds.kind, "n_observations": int(y.size)}
+        entry = {"file": problem.name(ds), "kind": ds.kind, "n_observations": int(y.size)}
         if ds.kind in GAUSSIAN:
             c = float(np.sum(((y - p) / ds.w) ** 2))
             entry["chi_square"] = c
             chi2 += c
-            for label, sc in scales.get(ds.source, {}).items():
-                nuisance[f"scale[{ds.source}: {label}]"] = float(sc[0])
+            for label, sc in scales.get(i, {}).items():
+                nuisance[problem.scale_key(ds, label)] = float(sc[0])
         else:
             pe = float(y.sum() / (ds.w * p).sum())
             mu = pe * ds.w * p
             d_ = float(2 * np.sum(np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / mu), 0.0) - (y - mu)))
             ps = float(np.sum((y - mu) ** 2 / mu))
             entry.update(deviance=d_, pearson_chi_square=ps, plating_efficiency=pe)
-            nuisance[f"plating_efficiency[{ds.source}]"] = pe
+            nuisance[problem.plating_key(ds)] = pe
             dev, pearson = dev + d_, pearson + ps
             n_col, nuis_col = n_col + y.size, nuis_col + 1
         per_file.append(entry)
@@ -658,7 +664,7 @@ def _dose_panel(ax, problem: FitProblem, result: FitResult, ds: Observations) ->
         ylabel = {"control": "survival relative to control", "within_arm": "surviving fraction (within arm)",
                   "none": "surviving fraction"}[problem.normalise]
     else:
-        pe = result.nuisance[f"plating_efficiency[{ds.source}]"]
+        pe = result.nuisance[problem.plating_key(ds)]
         obs = ds.y / (ds.w * pe)
         err = np.sqrt(np.maximum(ds.y, 1.0) * result.dispersion) / (ds.w * pe)
         ylabel = "surviving fraction (colonies / seeded / PE)"
@@ -692,7 +698,7 @@ def _timecourse_panel(ax, problem: FitProblem, result: FitResult, ds: Observatio
     """Data with error bars and the fitted model as a continuous curve, one per (arm, dose, observable)."""
     dense = np.unique(np.concatenate([np.linspace(ds.time.min(), ds.time.max(), 200), ds.time]))
     res = problem.simulate(result.estimate, record_times=dense)
-    scales = {label: np.array([result.nuisance[f"scale[{ds.source}: {label}]"]]) for label in ds.groups}
+    scales = {label: np.array([result.nuisance[problem.scale_key(ds, label)]]) for label in ds.groups}
     keys = sorted({(a, d, o) for a, d, o in zip(ds.arm, ds.dose, ds.observable)},
                   key=lambda k: (ds.arm.index(k[0]), np.nan_to_num(k[1]), ds.observable.index(k[2])))
     units = sorted(set(ds.unit))
@@ -745,7 +751,7 @@ def _observation_rows(problem: FitProblem, result: FitResult) -> list[dict]:
     rows = []
     for ds, sl in zip(problem.datasets, problem.slices):
         for i, model in enumerate(result.predicted[sl]):
-            row = {"file": ds.source, "kind": ds.kind, "arm": ds.arm[i], "dose_Gy": ds.dose[i]}
+            row = {"file": problem.name(ds), "kind": ds.kind, "arm": ds.arm[i], "dose_Gy": ds.dose[i]}
             if ds.kind == "timecourse":
                 row.update(time_h=ds.time[i], observable=ds.observable[i], unit=ds.unit[i])
             row.update(observed=ds.y[i], weight=ds.w[i], model=model)
