@@ -54,8 +54,7 @@ def roadrunner_subset(evaluator, values: np.ndarray, rtol: float):
 
     from exosim._sbml import export_member
     compiled = CompiledScenario(evaluator.scenario)
-    t0 = min([0.0] + [a.time for a in compiled.actions])
-    t_end = compiled.score_event.at - t0
+    t_end = compiled.score_event.at - compiled.scenario.timeline_start  # SBML time 0 is the timeline start
     scored = compiled.score_event.score.population
     model = compiled.model
     runners = []
@@ -101,7 +100,7 @@ def solve_ivp_subset(evaluator, values: np.ndarray, rtol=1e-8) -> tuple[np.ndarr
             p[:, compiled.instances(k)] = v
         for member in range(compiled.n_members):
             batch = _Batch(m.initial_state(p), p.copy(), {})
-            t = min(0.0, times[0])
+            t = compiled.scenario.timeline_start
             ai = 0
             for t_next in times:
                 if t_next > t:
