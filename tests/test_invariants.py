@@ -108,6 +108,12 @@ def test_an_arm_subset_is_simulated_as_in_the_whole_scenario():
     for a, name in enumerate(part.arms):
         ref = whole.surviving_fraction[np.array(whole.arms)[whole.arm_index] == name]
         np.testing.assert_allclose(part.surviving_fraction[part.arm_index == a], ref, rtol=1e-6)
+    # the arm subsets of sensitivity analyses and fits keep the start
+    from exosim import _fit
+    from exosim import _sensitivity as sa
+    assert sa.ScenarioEvaluator(sc, arm="ICCM", progress=False).scenario.timeline_start == -24.0
+    obs = _fit.Observations("x", "survival", ["ICCM"], np.array([0.05]), np.array([0.6]), np.array([0.1]))
+    assert _fit.FitProblem(sc, obs, ["vesicle_decay_rate"]).scenario.timeline_start == -24.0
     # without the kept start the ICCM arm would begin at 0 h, with 24 h less baseline release
     late = exosim.run(sc.model_copy(update={"arms": kept}), time_courses=False)
     assert not np.allclose(late.surviving_fraction, part.surviving_fraction, rtol=1e-6)
