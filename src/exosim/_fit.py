@@ -174,7 +174,8 @@ def read_observations(path, scenario) -> Observations:
         else:
             d = number("dose") if (kind != "timecourse" or row.get("dose")) else lo
             if not lo <= d <= hi:
-                raise fail("dose", f"{d:g} {grid.unit} is outside the scenario's dose grid [{lo:g}, {hi:g}] {grid.unit}")
+                raise fail("dose", f"{d:g} {grid.unit} is outside the scenario's dose grid "
+                                   f"[{lo:g}, {hi:g}] {grid.unit}")
             d *= unit
         yy, ww = number(ycol), number(wcol)
         if kind == "survival":

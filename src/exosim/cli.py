@@ -167,6 +167,12 @@ def _ranges(items: list[str], error: type[Exception]) -> dict[str, tuple[float, 
     return ranges
 
 
+def _stats(d: dict) -> str:
+    """'key value, ...' of a goodness-of-fit record (nested file records left out)."""
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items()
+                     if k not in ("files", "file"))
+
+
 def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
     import hashlib
     import time
@@ -185,8 +191,9 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
         params = [p.strip() for p in args.params.split(",") if p.strip()]
         if not params:
             raise _fit.FitError("--params: name at least one parameter")
-        problem = _fit.FitProblem(scenario, data if len(data) > 1 else data[0], params, likelihood=likelihood, normalise=args.normalise,
-                                  ranges=_ranges(args.range, _fit.FitError), backend=args.backend)
+        problem = _fit.FitProblem(scenario, data if len(data) > 1 else data[0], params, likelihood=likelihood,
+                                  normalise=args.normalise, ranges=_ranges(args.range, _fit.FitError),
+                                  backend=args.backend)
     except _fit.FitError as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
@@ -208,14 +215,12 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
         return 2
     print(f"fit of {scenario.name!r} to {', '.join(args.data)} ({likelihood}): {result.evaluations} model runs")
     for n, e, lo, hi, o in zip(result.params, result.estimate, result.low, result.high, result.open_ends):
-        note = f"; open at the {o} end of the search range: not identifiable there" if o else ""
+        ends = "both ends" if "," in o else f"the {o} end"
+        note = f"; open at {ends} of the search range: not identifiable there" if o else ""
         print(f"  {n:<40} {e:.4g}  [{lo:.4g}, {hi:.4g}] ({100 * args.level:g}% profile{note})")
-    def fmt(d: dict) -> str:
-        return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items()
-                         if k not in ("files", "file"))
-    print("  goodness of fit: " + fmt(result.gof))
+    print("  goodness of fit: " + _stats(result.gof))
     for entry in result.gof.get("files", []):
-        print(f"    {entry['file']}: " + fmt(entry))
+        print(f"    {entry['file']}: " + _stats(entry))
     for name, value in result.nuisance.items():
         print(f"  {name}: {value:.4g} (closed form)")
     if not result.converged:
