@@ -92,6 +92,7 @@ def test_cli_fit_writes_estimates_json_figure(tmp_path, capsys):
     ("arm,dose,survival,sd\nICCM,12,0.5,0.1\n", ["row 2", "'dose'", "outside"]),
     ("arm,dose,survival,sd\nICM,1,0.5,0.1\n", ["row 2", "'arm'", "did you mean 'ICCM'"]),
     ("arm,dose,survival,sd\nICCM,one,0.5,0.1\n", ["row 2", "'dose'", "number"]),
+    ("# measured 2026\narm,dose,survival,sd\n\nICCM,one,0.5,0.1\n", ["row 4", "'dose'", "number"]),  # file line
 ])
 def test_bad_data_files_name_file_row_column(tmp_path, capsys, content, words):
     data = tmp_path / "bad.csv"

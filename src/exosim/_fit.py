@@ -105,13 +105,17 @@ class Observations:
         return sorted({o for o, f in zip(self.observable, self.factor) if np.isnan(f)}, key=self.observable.index)
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
+def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """Header and (line number in the file, row) pairs; blank and '#' lines are skipped."""
     if not path.is_file():
         raise FitError(f"{path}: no such data file")
     with path.open(newline="") as fh:
-        reader = csv.DictReader(row for row in fh if row.strip() and not row.lstrip().startswith("#"))
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+        lines = [(n, text) for n, text in enumerate(fh, start=1) if text.strip() and not text.lstrip().startswith("#")]
+    if not lines:
+        return [], []
+    records = list(csv.reader(text for _, text in lines))
+    header = [h.strip() for h in records[0]]
+    rows = [(n, {h: v.strip() for h, v in zip(header, rec)}) for (n, _), rec in zip(lines[1:], records[1:])]
     return header, rows
 
 
@@ -136,7 +140,7 @@ def read_observations(path, scenario) -> Observations:
             raise FitError(f"{path}: missing column 'dose' (in {grid.unit if grid else 'Gy'})")
         if grid is None:
             raise FitError(f"{path}: scenario {scenario.name!r} has no dose grid to compare doses with")
-    elif grid is None and "dose" in cols and any(r.get("dose") for r in rows):
+    elif grid is None and "dose" in cols and any(row.get("dose") for _, row in rows):
         raise FitError(f"{path}: column 'dose': scenario {scenario.name!r} has no dose grid; leave the column out")
     arms = [a.name for a in scenario.arms] or [scenario.name]
     default_arm = next((a.name for a in scenario.arms if not a.control), arms[0])
@@ -151,7 +155,7 @@ def read_observations(path, scenario) -> Observations:
         window = (scenario.timeline_start, probe.score_event.at)
     obs = Observations(str(path), kind, [], np.empty(0), np.empty(0), np.empty(0))
     arm, dose, y, w, time, factor = [], [], [], [], [], []
-    for r, row in enumerate(rows, start=2):  # row 1 is the header
+    for r, row in rows:  # r: line of the file
 
         def number(col: str) -> float:
             try:
@@ -194,7 +198,7 @@ def read_observations(path, scenario) -> Observations:
             if not ww > 0:
                 raise fail("sd", f"expected a positive standard deviation, got {ww:g}")
             time.append(_time(row.get("time", ""), window, fail))
-            label, model_unit = _observable(row["observable"], model, obs, fail)
+            label, model_unit = _observable(row.get("observable", ""), model, obs, fail)
             data_unit = row.get("unit") or model_unit
             factor.append(_unit_factor(data_unit, model_unit, label, fail))
             obs.observable.append(label)
@@ -394,6 +398,11 @@ class FitProblem:
         return f"plating_efficiency[{self.name(ds)}]"
 
     @property
+    def log_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """log10 of the lower and upper bounds, the space the optimiser works in."""
+        return np.log10([b[0] for b in self.bounds]), np.log10([b[1] for b in self.bounds])
+
+    @property
     def n_nuisance(self) -> int:
         """Plating efficiencies and relative-scale factors estimated in closed form."""
         return sum(d.kind == "colonies" for d in self.datasets) + sum(len(d.groups) for d in self.datasets)
@@ -478,10 +487,17 @@ class FitProblem:
             if ds.kind in GAUSSIAN:
                 total += 0.5 * np.sum(((y - p) / w) ** 2, axis=1)
                 continue
-            mu_unit = w * p  # expected colonies per unit plating efficiency
-            mu = y.sum() / mu_unit.sum(axis=1, keepdims=True) * mu_unit
+            mu = _expected_colonies(y, w, p)[1]
             total += np.sum(mu - y * np.log(np.where(mu > 0, mu, 1e-300)), axis=1) / self.dispersion
         return total
+
+
+def _expected_colonies(colonies, seeded, sf) -> tuple[np.ndarray, np.ndarray]:
+    """Maximum-likelihood plating efficiency given SF (rows of ``sf``), ``sum(colonies) /
+    sum(seeded * SF)``, and the expected colonies ``PE * seeded * SF`` (CFAssay's model)."""
+    per_unit_pe = seeded * sf
+    pe = colonies.sum() / per_unit_pe.sum(axis=1, keepdims=True)
+    return pe, pe * per_unit_pe
 
 
 @dataclass
@@ -521,8 +537,7 @@ def _objective(problem: FitProblem, h: float = 1e-4):
 
 def _minimise(problem: FitProblem, x0: np.ndarray, free: np.ndarray, fixed: np.ndarray):
     """Minimise over the free coordinates (log10), others fixed; returns x, f, result."""
-    lo = np.log10([b[0] for b in problem.bounds])
-    hi = np.log10([b[1] for b in problem.bounds])
+    lo, hi = problem.log_bounds
     full = _objective(problem)
 
     def sub(z):
@@ -556,8 +571,8 @@ def _goodness(problem: FitProblem, pred: np.ndarray, scales: dict) -> tuple[dict
             for label, sc in scales.get(i, {}).items():
                 nuisance[problem.scale_key(ds, label)] = float(sc[0])
         else:
-            pe = float(y.sum() / (ds.w * p).sum())
-            mu = pe * ds.w * p
+            pe, mu = _expected_colonies(y, ds.w, p[None, :])
+            pe, mu = float(pe[0, 0]), mu[0]
             d_ = float(2 * np.sum(np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / mu), 0.0) - (y - mu)))
             ps = float(np.sum((y - mu) ** 2 / mu))
             entry.update(deviance=d_, pearson_chi_square=ps, plating_efficiency=pe)
@@ -577,11 +592,12 @@ def _goodness(problem: FitProblem, pred: np.ndarray, scales: dict) -> tuple[dict
     if len(per_file) > 1:
         gof["files"] = per_file
     return gof, phi, nuisance
+
+
 def fit(problem: FitProblem, level: float = 0.95, points: int = 25) -> FitResult:
     """Maximum-likelihood estimates with profile-likelihood intervals."""
     k = len(problem.params)
-    lo = np.log10([b[0] for b in problem.bounds])
-    hi = np.log10([b[1] for b in problem.bounds])
+    lo, hi = problem.log_bounds
     problem.dispersion = 1.0
     x0 = np.clip(np.log10(problem.nominal), lo, hi)
     # multi-start on a coarse batch first: the best of a few points seeds the optimiser
@@ -615,9 +631,8 @@ def fit(problem: FitProblem, level: float = 0.95, points: int = 25) -> FitResult
             prof = np.empty(grid.size)
             free = np.ones(k, bool)
             free[i] = False
-            start = x_hat.copy()
             for j in np.argsort(np.abs(grid - x_hat[i])):
-                fixed = start.copy()
+                fixed = x_hat.copy()
                 fixed[i] = grid[j]
                 _, prof[j], _ = _minimise(problem, fixed, free, fixed)
         stat = 2 * (prof - f_hat)
@@ -702,7 +717,6 @@ def _timecourse_panel(ax, problem: FitProblem, result: FitResult, ds: Observatio
     scales = {label: np.array([result.nuisance[problem.scale_key(ds, label)]]) for label in ds.groups}
     keys = sorted({(a, d, o) for a, d, o in zip(ds.arm, ds.dose, ds.observable)},
                   key=lambda k: (ds.arm.index(k[0]), np.nan_to_num(k[1]), ds.observable.index(k[2])))
-    units = sorted(set(ds.unit))
     for a, d, o in keys:
         sel = np.array([(x, y, z) == (a, d, o) for x, y, z in zip(ds.arm, ds.dose, ds.observable)], dtype=bool)
         m = members[sel][0]
@@ -714,7 +728,7 @@ def _timecourse_panel(ax, problem: FitProblem, result: FitResult, ds: Observatio
         line = ax.errorbar(ds.time[sel], ds.y[sel], yerr=ds.w[sel], fmt="o", capsize=3, label=label)
         ax.plot(dense, curve[0], "-", color=line[0].get_color())
     ax.set_xlabel("time (h)")
-    units = ["relative (a.u.)" if u.lower() in RELATIVE else u for u in units]
+    units = sorted({"relative (a.u.)" if u.lower() in RELATIVE else u for u in ds.unit})
     ax.set_ylabel(units[0] if len(units) == 1 else "value (" + ", ".join(units) + ")")
 
 
@@ -790,5 +804,5 @@ def calibration_problem(scenario) -> FitProblem:
     files = [spec.data] if isinstance(spec.data, str) else list(spec.data)
     data = [read_observations(Path(scenario.source).parent / f, scenario) for f in files]
     likelihood = spec.likelihood if spec.likelihood != "auto" else default_likelihood(data)
-    return FitProblem(scenario, data if len(data) > 1 else data[0], list(spec.params), likelihood=likelihood,
+    return FitProblem(scenario, data, list(spec.params), likelihood=likelihood,
                       normalise=spec.normalise, ranges=dict(spec.ranges))

@@ -191,7 +191,7 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
         params = [p.strip() for p in args.params.split(",") if p.strip()]
         if not params:
             raise _fit.FitError("--params: name at least one parameter")
-        problem = _fit.FitProblem(scenario, data if len(data) > 1 else data[0], params, likelihood=likelihood,
+        problem = _fit.FitProblem(scenario, data, params, likelihood=likelihood,
                                   normalise=args.normalise, ranges=_ranges(args.range, _fit.FitError),
                                   backend=args.backend)
     except _fit.FitError as exc:
