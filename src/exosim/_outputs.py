@@ -198,9 +198,22 @@ def timecourse_table(result: RunResult) -> tuple[list[str], np.ndarray, list[str
     return ["arm", "grid_dose_Gy", "time_h"] + [c[0] for c in cols], block, arms
 
 
+def provenance_header(scenario, command: list[str]) -> dict:
+    """What every output's provenance starts with: version, time, command, scenario file and
+    hash, and the numerical environment."""
+    import scipy
+    return {
+        "exosim_version": __version__,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "scenario": {"name": scenario.name, "file": scenario.source, "sha256": scenario.sha256},
+        "environment": {"python": platform.python_version(), "numpy": np.__version__,
+                        "scipy": scipy.__version__, "platform": platform.platform()},
+    }
+
+
 def provenance(result: RunResult, argv: list[str] | None = None) -> dict:
     """Everything needed to reproduce a run: versions, scenario hash, parameters, solver."""
-    import scipy
     sc, m = result.scenario, result.model
     params = []
     p0 = result.parameters
@@ -212,12 +225,10 @@ def provenance(result: RunResult, argv: list[str] | None = None) -> dict:
         if len(set(by_arm.values())) > 1:
             entry["value_by_arm"] = by_arm
         params.append(entry)
+    head = provenance_header(sc, argv if argv is not None else sys.argv)
+    head["scenario"].update(type=sc.type, references=sc.references, assumptions=sc.assumptions)
     return {
-        "exosim_version": __version__,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": argv if argv is not None else sys.argv,
-        "scenario": {"name": sc.name, "file": sc.source, "sha256": sc.sha256, "type": sc.type,
-                     "references": sc.references, "assumptions": sc.assumptions},
+        **head,
         "seed": None,
         "randomness": "none: the simulation is deterministic",
         "solver": {"method": "Dormand-Prince 5(4), batched, per-member error control",
@@ -228,8 +239,6 @@ def provenance(result: RunResult, argv: list[str] | None = None) -> dict:
         "members": int(result.arm_index.size),
         "arms": result.arms,
         "failures": [msg for msg in result.messages if msg],
-        "environment": {"python": platform.python_version(), "numpy": np.__version__,
-                        "scipy": scipy.__version__, "platform": platform.platform()},
         "conventions": __doc__.split("Conventions\n-----------\n", 1)[1].split("\n\nEvery file", 1)[0],
         "parameters": params,
     }

@@ -51,6 +51,11 @@ def format_unit_choices(kind: str) -> str:
 DIMENSIONAL = {"time", "dose", "dose_rate", "volume", "concentration"}
 
 
+def _missing_unit(value: object, kind: str, base: str) -> QuantityError:
+    return QuantityError(f"missing unit: expected a {kind.replace('_', ' ')} such as "
+                         f"'{value} {base}' (units: {format_unit_choices(kind)})")
+
+
 def parse_quantity(value: object, kind: str, *, allow_negative: bool = False) -> float:
     """Convert ``value`` to the base unit of ``kind``.
 
@@ -80,8 +85,7 @@ def parse_quantity(value: object, kind: str, *, allow_negative: bool = False) ->
         raise QuantityError(f"expected a {kind.replace('_', ' ')} such as '2 {base}', got {value!r}")
     if isinstance(value, (int, float)):
         if kind in DIMENSIONAL:
-            raise QuantityError(f"missing unit: expected a {kind.replace('_', ' ')} such as "
-                                f"'{value} {base}' (units: {format_unit_choices(kind)})")
+            raise _missing_unit(value, kind, base)
         number, factor = float(value), 1.0
     elif isinstance(value, str):
         match = _QUANTITY.match(value)
@@ -92,8 +96,7 @@ def parse_quantity(value: object, kind: str, *, allow_negative: bool = False) ->
         unit = match.group(2)
         if unit == "":
             if kind in DIMENSIONAL:
-                raise QuantityError(f"missing unit: expected a {kind.replace('_', ' ')} such as "
-                                    f"'{value} {base}' (units: {format_unit_choices(kind)})")
+                raise _missing_unit(value, kind, base)
             factor = 1.0
         elif unit in UNITS[kind]:
             factor = UNITS[kind][unit]

@@ -176,10 +176,10 @@ def _stats(d: dict) -> str:
 def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
     import hashlib
     import time
-    from datetime import datetime, timezone
+    from importlib.metadata import version
 
     from . import _fit
-    from ._outputs import OutputError
+    from ._outputs import OutputError, provenance_header
     from ._scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
@@ -199,13 +199,12 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
         return 2
     start = time.perf_counter()
     result = _fit.fit(problem, level=args.level)
-    prov = {"exosim_version": __version__, "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": ["exosim"] + argv, "scenario": {"name": scenario.name, "file": scenario.source,
-                                                      "sha256": scenario.sha256},
+    prov = {**provenance_header(scenario, ["exosim"] + argv),
             "data_files": [{"file": str(p), "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest()}
                            for p in args.data],
             "likelihood": likelihood, "normalise": args.normalise, "level": args.level,
             "backend": problem.backend, "rtol": problem.scenario.solver.rtol,
+            **({"numba": version("numba")} if problem.backend == "numba" else {}),
             "wall_time_s": time.perf_counter() - start}
     outdir = args.outdir or f"results/{scenario.name}-fit"
     try:
@@ -335,9 +334,6 @@ def _cmd_export_models(args: argparse.Namespace) -> int:
 def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
     import os
     import time
-    from datetime import datetime, timezone
-
-    import numpy as np
 
     from . import _sensitivity as sa
     from ._engine import EngineError, make_engine
@@ -403,13 +399,10 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
         engine.close()
     from importlib.metadata import version
 
-    import scipy
-
-    from . import __version__
+    from ._outputs import provenance_header
     prov = {
-        "exosim_version": __version__, "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": ["exosim"] + argv, "method": args.method, "N": n, "N_requested": args.N, "seed": args.seed,
-        "scenario": {"name": scenario.name, "file": scenario.source, "sha256": scenario.sha256},
+        **provenance_header(scenario, ["exosim"] + argv),
+        "method": args.method, "N": n, "N_requested": args.N, "seed": args.seed,
         "arm": evaluator.target_name, "control_arm": None if evaluator.control is None else
         evaluator.scenario.arms[evaluator.control].name,
         "grid_doses": scenario.dose_grid.values if scenario.dose_grid else None,
@@ -424,7 +417,7 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
         "failures": analysis.messages[:100],
         "engine": engine.describe(), "chunk_members": args.chunk_members, "wall_time_s": wall,
         "solver": {"backend": evaluator.backend, "rtol": scenario.solver.rtol, "atol": scenario.solver.atol},
-        "versions": {"numpy": np.__version__, "scipy": scipy.__version__, "SALib": version("SALib"),
+        "versions": {"SALib": version("SALib"),
                      **({"numba": version("numba")} if evaluator.backend == "numba" else {})},
     }
     outdir = args.outdir or f"results/{scenario.name}-{args.method}"
