@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 import exosim
-from exosim import _sensitivity as sa
-from exosim._protocol import CompiledScenario, _Batch
+from exosim.analysis import sensitivity as sa
+from exosim.scenario.runner import CompiledScenario, _Batch
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ["binding_rate_constant", "unbinding_rate", "binding_sites", "internalisation_rate",
@@ -52,7 +52,7 @@ def roadrunner_subset(evaluator, values: np.ndarray, rtol: float):
     import libsbml
     import roadrunner
 
-    from exosim._sbml import export_member
+    from exosim.io.sbml.build import export_member
     compiled = CompiledScenario(evaluator.scenario)
     t_end = compiled.score_event.at - compiled.scenario.timeline_start  # SBML time 0 is the timeline start
     scored = compiled.score_event.score.population
@@ -123,12 +123,12 @@ def run(name: str, n: int, subset: int, backend: str, rtol: float, workers: int)
     sc = sc.model_copy(update={"dose_grid": sc.dose_grid.model_copy(update={"values": doses}),
                                "solver": sc.solver.model_copy(update={"rtol": rtol, "atol": rtol * 1e-2})})
     space = sa.ParameterSpace.from_table(names=KEYS)
-    from exosim._engine import make_engine
+    from exosim.analysis.engine import make_engine
     engine = make_engine(workers)
     ev = sa.ScenarioEvaluator(sc, arm=arm, progress=False, backend=backend, engine=engine)
     t = time.perf_counter()
     if ev.backend == "numba":
-        from exosim._compiled import kernel_for
+        from exosim.simulate.dopri5_numba import kernel_for
         kernel_for(CompiledScenario(ev.scenario).model)
     compile_s = time.perf_counter() - t
     res = sa.sobol(ev, space, sa.OUTPUTS, n, seed=1)

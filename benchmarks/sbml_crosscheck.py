@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import exosim
-from exosim._crosscheck import crosscheck_member
+from exosim.io.sbml.crosscheck import crosscheck_member
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -127,7 +127,7 @@ def test_unwritable_output_path_is_a_clear_error(tmp_path, capsys):
 
 def test_failed_output_write_leaves_no_partial_files(tmp_path, monkeypatch):
     import exosim
-    from exosim import _outputs
+    from exosim.io import outputs as _outputs
     f = tmp_path / "good.yaml"
     f.write_text(yaml.safe_dump(BASE, sort_keys=False))
     res = exosim.run(exosim.load_scenario(f), time_courses=False)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import exosim
+import exosim.scenario.schema
 from conftest import scenario_from
 
 
@@ -130,7 +131,7 @@ def test_no_release_equals_the_no_exosome_control_to_solver_tolerance(runs):
     sc = res.scenario
     arms = [sc.arms[0], sc.arms[2].model_copy(update={
         "name": "6 Gy donors, release blocked",
-        "events": [exosim._scenario.Event.model_validate(
+        "events": [exosim.scenario.schema.Event.model_validate(
             {"at": "-1 h", "intervene": {"population": "donors", "agent": "rab27a_knockdown", "efficacy": 1.0}})]})]
     blocked = exosim.run(sc.model_copy(update={"arms": arms}), time_courses=False)
     np.testing.assert_allclose(blocked.surviving_fraction[blocked.arm_index == 1],

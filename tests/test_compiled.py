@@ -8,7 +8,7 @@ from scipy.integrate import solve_ivp
 
 import exosim
 from exosim import SolverOptions
-from exosim._compiled import integrate_compiled
+from exosim.simulate.dopri5_numba import integrate_compiled
 
 from conftest import SCENARIOS
 
@@ -75,7 +75,7 @@ def test_scenario_gives_the_same_result_with_either_backend(name, runs):
 
 
 def test_missing_numba_gives_a_clear_message(monkeypatch):
-    from exosim import _compiled
+    from exosim.simulate import dopri5_numba as _compiled
     monkeypatch.setattr(_compiled, "available", lambda: False)
     with pytest.raises(ValueError, match=r"exosim\[fast\]"):
         _compiled.resolve_backend("numba")

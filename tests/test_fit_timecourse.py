@@ -11,8 +11,8 @@ import yaml
 
 import exosim
 from conftest import SCENARIOS
-from exosim import _fit
-from exosim._protocol import CompiledScenario
+from exosim.analysis.fit import problem as _fit
+from exosim.scenario.runner import CompiledScenario
 from exosim.cli import main
 
 K_TRUE, C0 = 0.035, 1e9  # 1/h: about a 20 h half-life in medium; particles/mL added at t = 0

@@ -109,8 +109,8 @@ def test_an_arm_subset_is_simulated_as_in_the_whole_scenario():
         ref = whole.surviving_fraction[np.array(whole.arms)[whole.arm_index] == name]
         np.testing.assert_allclose(part.surviving_fraction[part.arm_index == a], ref, rtol=1e-6)
     # the arm subsets of sensitivity analyses and fits keep the start
-    from exosim import _fit
-    from exosim import _sensitivity as sa
+    from exosim.analysis.fit import problem as _fit
+    from exosim.analysis import sensitivity as sa
     assert sa.ScenarioEvaluator(sc, arm="ICCM", progress=False).scenario.timeline_start == -24.0
     obs = _fit.Observations("x", "survival", ["ICCM"], np.array([0.05]), np.array([0.6]), np.array([0.1]))
     assert _fit.FitProblem(sc, obs, ["vesicle_decay_rate"]).scenario.timeline_start == -24.0

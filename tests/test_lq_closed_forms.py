@@ -105,7 +105,7 @@ def test_d10_and_sf2_helpers_on_an_lq_curve():
 def test_monotone_cubic_matches_scipy_pchip():
     from scipy.interpolate import PchipInterpolator
 
-    from exosim._lq import MonotoneCubic
+    from exosim.model.lq import MonotoneCubic
     rng = np.random.default_rng(7)
     for n in (2, 3, 6, 10):
         x = np.sort(rng.uniform(0, 8, n))

@@ -13,8 +13,8 @@ roadrunner = pytest.importorskip("roadrunner", reason="SBML tests need the 'test
 
 import exosim  # noqa: E402
 from conftest import ROOT, SCENARIOS  # noqa: E402
-from exosim import _sbml  # noqa: E402
-from exosim._crosscheck import crosscheck_member  # noqa: E402
+from exosim.io.sbml import build as _sbml  # noqa: E402
+from exosim.io.sbml.crosscheck import crosscheck_member  # noqa: E402
 from exosim.cli import main  # noqa: E402
 
 MODELS = ROOT / "models"

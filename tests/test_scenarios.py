@@ -12,7 +12,7 @@ import pytest
 
 import exosim
 from conftest import SCENARIOS
-from exosim import _catalogue as cat
+from exosim.model import catalogue as cat
 
 FILES = sorted(SCENARIOS.glob("*.yaml"))
 #: arm-name fragments of interventions that remove the effect (published controls)

@@ -12,8 +12,8 @@ pytest.importorskip("SALib", reason="sensitivity tests need the 'test' extra (SA
 
 import exosim  # noqa: E402
 from conftest import SCENARIOS  # noqa: E402
-from exosim import _sensitivity as sa  # noqa: E402
-from exosim._engine import ProcessEngine, SerialEngine  # noqa: E402
+from exosim.analysis import sensitivity as sa  # noqa: E402
+from exosim.analysis.engine import ProcessEngine, SerialEngine  # noqa: E402
 from exosim.cli import main  # noqa: E402
 
 PI = np.pi
@@ -129,7 +129,7 @@ def test_seeded_runs_are_identical_and_engines_agree(mir22):
 
 def test_dask_local_cluster_gives_the_serial_result(mir22):
     distributed = pytest.importorskip("distributed")
-    from exosim._engine import DaskEngine
+    from exosim.analysis.engine import DaskEngine
     space = sa.ParameterSpace.from_table(names=["binding_rate_constant", "endosomal_escape_rate"])
     serial = sa.sobol(sa.ScenarioEvaluator(mir22, chunk_members=40), space, sa.OUTPUTS, 4, seed=5, resamples=50)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,

@@ -17,14 +17,14 @@ References
 .. [3] Mutschelknaus L, et al. (2016) PLoS ONE 11:e0152213.
 """
 
-__version__ = "0.1.0"
+from exosim._version import __version__
 
-from ._assemble import Model, ModelError, ParameterInfo, PopulationSpec
-from ._integrate import BatchSolution, SolverOptions, integrate
-from ._lq import dose_at_survival, lea_catcheside, lq_neg_log_survival, survival_at_dose
-from ._outputs import OutputError, summary_table, survival_table, write_outputs
-from ._protocol import CompiledScenario, RunResult, compile_scenario, run
-from ._scenario import Scenario, ScenarioError, load_scenario, parse_scenario
+from exosim.model.assemble import Model, ModelError, ParameterInfo, PopulationSpec
+from exosim.simulate.dopri5 import BatchSolution, SolverOptions, integrate
+from exosim.model.lq import dose_at_survival, lea_catcheside, lq_neg_log_survival, survival_at_dose
+from exosim.io.outputs import OutputError, summary_table, survival_table, write_outputs
+from exosim.scenario.runner import CompiledScenario, RunResult, compile_scenario, run
+from exosim.scenario.schema import Scenario, ScenarioError, load_scenario, parse_scenario
 
 __all__ = [
     "__version__",

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__
+from exosim._version import __version__
 
 EXAMPLES = """examples:
   exosim run scenarios/hnscc_exosome_radioresistance.yaml -o results/hnscc
@@ -178,9 +178,9 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
     import time
     from importlib.metadata import version
 
-    from . import _fit
-    from ._outputs import OutputError, provenance_header
-    from ._scenario import load_scenario
+    from exosim.analysis.fit import problem as _fit
+    from exosim.io.outputs import OutputError, provenance_header
+    from exosim.scenario.schema import load_scenario
 
     scenario = load_scenario(args.scenario)
     try:
@@ -229,9 +229,9 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_delivery(args: argparse.Namespace) -> int:
-    from ._outputs import delivery_report
-    from ._protocol import run
-    from ._scenario import load_scenario
+    from exosim.io.outputs import delivery_report
+    from exosim.scenario.runner import run
+    from exosim.scenario.schema import load_scenario
 
     scenarios = [load_scenario(p) for p in args.scenarios]  # all validated before any output
     print("| scenario | arm | cargo | delivered per cell | / amount for half effect |")
@@ -245,9 +245,9 @@ def _cmd_delivery(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
-    from ._outputs import OutputError, summary_table, survival_table, write_outputs
-    from ._protocol import run
-    from ._scenario import load_scenario
+    from exosim.io.outputs import OutputError, summary_table, survival_table, write_outputs
+    from exosim.scenario.runner import run
+    from exosim.scenario.schema import load_scenario
 
     scenario = load_scenario(args.scenario)
     result = run(scenario, time_courses=not args.no_timecourses)
@@ -272,7 +272,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from ._scenario import load_scenario
+    from exosim.scenario.schema import load_scenario
 
     for path in args.scenarios:
         sc = load_scenario(path)
@@ -284,9 +284,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ._protocol import compile_scenario
-    from ._scenario import ScenarioError, load_scenario
-    from ._units import parse_quantity
+    from exosim.scenario.runner import compile_scenario
+    from exosim.scenario.schema import ScenarioError, load_scenario
+    from exosim.model.units import parse_quantity
 
     scenario = load_scenario(args.scenario)
     compiled = compile_scenario(scenario)
@@ -306,7 +306,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             raise ScenarioError(args.scenario, "dose_grid", f"dose {args.dose:g} {unit} is not on the grid")
         member = int(rows[hit[0]])
     try:
-        from ._sbml import SBMLExportError, export_member, write_validated
+        from exosim.io.sbml.build import SBMLExportError, export_member, write_validated
     except ImportError:  # pragma: no cover - depends on the installed extras
         print('exosim: error: SBML export needs the sbml extra: pip install "exosim[sbml]"', file=sys.stderr)
         return 2
@@ -321,7 +321,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_models(args: argparse.Namespace) -> int:
-    from ._sbml import SBMLExportError, write_models
+    from exosim.io.sbml.build import SBMLExportError, write_models
     try:
         for path, result in write_models(args.outdir):
             print(f"wrote {path} ({len(result.warnings)} warnings)")
@@ -335,10 +335,10 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
     import os
     import time
 
-    from . import _sensitivity as sa
-    from ._engine import EngineError, make_engine
-    from ._outputs import OutputError
-    from ._scenario import load_scenario
+    from exosim.analysis import sensitivity as sa
+    from exosim.analysis.engine import EngineError, make_engine
+    from exosim.io.outputs import OutputError
+    from exosim.scenario.schema import load_scenario
 
     scenario = load_scenario(args.scenario)
     try:
@@ -377,7 +377,7 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         evaluator = sa.ScenarioEvaluator(scenario, arm=args.arm, engine=engine, chunk_members=args.chunk_members,
                                          backend=args.backend)
-        from ._protocol import compile_scenario
+        from exosim.scenario.runner import compile_scenario
         model = compile_scenario(evaluator.scenario).model
         need = sa.memory_estimate(args.chunk_members, model.n_states, model.n_parameters)
         if need > 4 * 2**30:
@@ -399,7 +399,7 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
         engine.close()
     from importlib.metadata import version
 
-    from ._outputs import provenance_header
+    from exosim.io.outputs import provenance_header
     prov = {
         **provenance_header(scenario, ["exosim"] + argv),
         "method": args.method, "N": n, "N_requested": args.N, "seed": args.seed,
@@ -436,7 +436,7 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _table():
-    from ._catalogue import parameter_table
+    from exosim.model.catalogue import parameter_table
     return parameter_table()
 
 
@@ -444,10 +444,10 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     import os
     import tempfile
 
-    from . import _fit
-    from ._outputs import plot_survival, plot_timecourses, survival_table
-    from ._protocol import run
-    from ._scenario import load_scenario
+    from exosim.analysis.fit import problem as _fit
+    from exosim.io.outputs import plot_survival, plot_timecourses, survival_table
+    from exosim.scenario.runner import run
+    from exosim.scenario.schema import load_scenario
 
     scenarios = [load_scenario(p) for p in args.scenarios]  # all validated before anything is written
     problems = {}
@@ -485,8 +485,8 @@ def _cmd_figures(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``exosim`` command; returns the exit code."""
-    from ._assemble import ModelError
-    from ._scenario import ScenarioError
+    from exosim.model.assemble import ModelError
+    from exosim.scenario.schema import ScenarioError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)

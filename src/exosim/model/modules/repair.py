@@ -32,7 +32,7 @@ References
 
 from __future__ import annotations
 
-from .._declare import Block, Derived, Rate, Rule, State
+from exosim.model.declare import Block, Derived, Rate, Rule, State
 
 #: State increments of an acute (instantaneous) dose ``D`` in Gy, per cell.
 ACUTE_DOSE = {

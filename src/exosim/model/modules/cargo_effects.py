@@ -28,7 +28,7 @@ References
 
 from __future__ import annotations
 
-from .._declare import Block, Rate, Rule, State
+from exosim.model.declare import Block, Rate, Rule, State
 
 MODIFIERS = ("repair_capacity", "misrepair_factor", "apoptotic_propensity")
 

@@ -57,8 +57,8 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize, stats
 
-from . import _catalogue as cat
-from ._units import UNITS, QuantityError, parse_quantity
+from exosim.model import catalogue as cat
+from exosim.model.units import UNITS, QuantityError, parse_quantity
 
 __all__ = ["FitError", "Observations", "read_observations", "FitProblem", "FitResult", "fit", "calibration_problem",
            "default_likelihood", "plot_fit", "write_fit"]
@@ -149,7 +149,7 @@ def read_observations(path, scenario) -> Observations:
         lo, hi = min(grid.values), max(grid.values)
     model = window = None
     if kind == "timecourse":
-        from ._protocol import CompiledScenario
+        from exosim.scenario.runner import CompiledScenario
         probe = CompiledScenario(scenario)
         model = probe.model
         window = (scenario.timeline_start, probe.score_event.at)
@@ -239,7 +239,7 @@ def _time(text: str, window: tuple[float, float], fail) -> float:
 
 def _observable(text: str, model, obs: Observations, fail) -> tuple[str, str]:
     """Resolve 'ns.name [+ ns.name ...]' to model states/rules; returns (label, unit)."""
-    from ._declare import SEP
+    from exosim.model.declare import SEP
     parts = [p.strip() for p in text.split("+")]
     label = " + ".join(p.replace(SEP, ".", 1) for p in parts)
     if label in obs.terms:
@@ -300,8 +300,8 @@ class FitProblem:
     backend: str = "auto"
 
     def __post_init__(self):
-        from ._compiled import resolve_backend
-        from ._protocol import CompiledScenario
+        from exosim.simulate.dopri5_numba import resolve_backend
+        from exosim.scenario.runner import CompiledScenario
         table = cat.parameter_table()
         try:
             self.backend = resolve_backend(self.backend)
@@ -409,7 +409,7 @@ class FitProblem:
 
     def simulate(self, theta: np.ndarray, record_times=None):
         """Run the scenario for parameter sets ``theta`` (R, k); the RunResult."""
-        from ._protocol import CompiledScenario
+        from exosim.scenario.runner import CompiledScenario
         theta = np.atleast_2d(theta)
         reps = theta.shape[0]
         if reps not in self._compiled:  # building the model is costlier than a small run: reuse it
@@ -778,7 +778,7 @@ def write_fit(problem: FitProblem, result: FitResult, outdir, provenance: dict) 
     """estimates.csv, fit.json (provenance, goodness of fit, profiles) and fit.png, atomically."""
     import json
 
-    from ._outputs import _rows_csv, staged_outputs
+    from exosim.io.outputs import _rows_csv, staged_outputs
     table = cat.parameter_table()
     rows = [{"parameter": n, "estimate": e, "low": lo, "high": hi,
              "unit": table[n.split(".")[-1]]["unit"], "nominal": nom, "range_low": b[0], "range_high": b[1],

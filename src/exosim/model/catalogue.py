@@ -14,7 +14,7 @@ __all__ = ["parameter_table", "cell_lines", "cargo_catalogue", "targets", "agent
 
 
 def _load(name: str) -> dict:
-    with resources.files("exosim").joinpath("data").joinpath(name).open("r", encoding="utf-8") as fh:
+    with resources.files("exosim.model").joinpath("data").joinpath(name).open("r", encoding="utf-8") as fh:
         return yaml.safe_load(fh)
 
 

@@ -26,7 +26,7 @@ References
 
 from __future__ import annotations
 
-from .._declare import SEP, Block, Derived, Rate, Rule, State
+from exosim.model.declare import SEP, Block, Derived, Rate, Rule, State
 
 
 def release(population: str, medium: str, packaged: list[str], cargos: list[str]) -> Block:

@@ -51,8 +51,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _catalogue as cat
-from ._lq import dose_at_survival, survival_at_dose
+from exosim.model import catalogue as cat
+from exosim.model.lq import dose_at_survival, survival_at_dose
 
 __all__ = ["ParameterSpace", "SensitivityError", "OUTPUTS", "ScenarioEvaluator", "Analysis", "local", "morris",
            "sobol", "ishigami", "nominal_values", "MAX_SAMPLES"]
@@ -139,7 +139,7 @@ class ParameterSpace:
 def _evaluate_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Top-level (picklable) worker: outputs (M, len(OUTPUTS)), failed (M,), messages."""
     scenario, keys, values, target, control = task
-    from ._protocol import CompiledScenario
+    from exosim.scenario.runner import CompiledScenario
     m_samples = values.shape[0]
     compiled = CompiledScenario(scenario, replicates=m_samples)
     p = compiled.parameters.copy()
@@ -205,7 +205,7 @@ class ScenarioEvaluator:
     counts: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from ._engine import SerialEngine
+        from exosim.analysis.engine import SerialEngine
         sc = self.scenario
         arms = list(sc.arms)
         if not arms:
@@ -220,7 +220,7 @@ class ScenarioEvaluator:
             near = difflib.get_close_matches(self.arm, names, n=1)
             raise SensitivityError(f"no arm named {self.arm!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
         kept = [control, target] if control is not None and control is not target else [target]
-        from ._compiled import resolve_backend
+        from exosim.simulate.dopri5_numba import resolve_backend
         try:
             self.backend = resolve_backend(self.backend)
         except ValueError as exc:
@@ -390,7 +390,7 @@ def ishigami(names: Sequence[str], x: np.ndarray, a: float = 7.0, b: float = 0.1
 
 def nominal_values(scenario, keys: Sequence[str]) -> np.ndarray:
     """Nominal value of each key in a scenario (first instance; all instances share it unless overridden)."""
-    from ._protocol import CompiledScenario
+    from exosim.scenario.runner import CompiledScenario
     compiled = CompiledScenario(scenario)
     out = []
     for key in keys:
@@ -460,7 +460,7 @@ def write_analysis(analysis: Analysis, outdir, provenance: dict) -> list:
     import io
     import json
 
-    from ._outputs import _fmt, _rows_csv, staged_outputs
+    from exosim.io.outputs import _fmt, _rows_csv, staged_outputs
     stage = staged_outputs(outdir)
     with stage as tmp:
         (tmp / "indices.csv").write_text(_rows_csv(analysis.indices))

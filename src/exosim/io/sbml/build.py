@@ -42,9 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _expr
-from ._assemble import Model
-from ._declare import SEP
+from exosim.model import expr as _expr
+from exosim.model.assemble import Model
+from exosim.model.declare import SEP
 
 __all__ = ["SBMLExportError", "SBMLEvent", "unit_kinds", "build_flat", "validate", "write_validated",
            "export_member"]
@@ -402,7 +402,7 @@ MODULE_FILES = {"exosim_release": ("release", "donors"), "exosim_uptake": ("tran
 
 def canonical_model() -> Model:
     """The assembled model the files in models/ are generated from."""
-    from ._assemble import PopulationSpec
+    from exosim.model.assemble import PopulationSpec
     return Model([PopulationSpec(*p) for p in CANONICAL["populations"]], CANONICAL["media"], CANONICAL["cargos"])
 
 

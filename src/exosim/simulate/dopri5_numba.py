@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _expr
-from ._integrate import _A_MAT, _B, _E, FAILED, BatchSolution, SolverOptions
+from exosim.model import expr as _expr
+from exosim.simulate.dopri5 import _A_MAT, _B, _E, FAILED, BatchSolution, SolverOptions
 
 __all__ = ["available", "kernel_for", "integrate_compiled", "BACKENDS", "resolve_backend"]
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _catalogue as cat
-from . import _expr
-from ._declare import SEP, Block
-from .modules import cargo_effects, medium, medium_link, release, repair, uptake
-from .modules.cargo_effects import MODIFIERS
+from exosim.model import catalogue as cat
+from exosim.model import expr as _expr
+from exosim.model.declare import SEP, Block
+from exosim.model.modules import cargo_effects, medium, medium_link, release, repair, uptake
+from exosim.model.modules.cargo_effects import MODIFIERS
 
 __all__ = ["PopulationSpec", "ParameterInfo", "Model", "ModelError"]
 

@@ -22,8 +22,8 @@ import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       field_validator, model_validator)
 
-from . import _catalogue as cat
-from ._units import QuantityError, parse_quantity
+from exosim.model import catalogue as cat
+from exosim.model.units import QuantityError, parse_quantity
 
 __all__ = ["Scenario", "ScenarioError", "load_scenario", "parse_scenario", "Event"]
 

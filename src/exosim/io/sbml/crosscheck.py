@@ -39,7 +39,7 @@ def crosscheck_member(compiled, result, member: int, *, rtol: float = 1e-10, ato
     import libsbml
     import roadrunner
 
-    from ._sbml import export_member
+    from exosim.io.sbml.build import export_member
 
     doc, t0 = export_member(compiled, member)
     rr = roadrunner.RoadRunner(libsbml.writeSBMLToString(doc))

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from ._declare import SEP
-from ._lq import dose_at_survival, lea_catcheside, lq_neg_log_survival, survival_at_dose
-from ._protocol import RunResult
+from exosim._version import __version__
+from exosim.model.declare import SEP
+from exosim.model.lq import dose_at_survival, lea_catcheside, lq_neg_log_survival, survival_at_dose
+from exosim.scenario.runner import RunResult
 
 __all__ = ["survival_table", "summary_table", "timecourse_table", "provenance", "write_outputs",
            "OutputError", "plot_survival", "staged_outputs"]
@@ -112,7 +112,7 @@ def delivery_report(result: RunResult) -> list[dict]:
     cumulative delivery of any member of the arm at scoring and its ratio to that number,
     so a user sees whether a published effect is plausible by exosome delivery alone.
     """
-    from ._catalogue import parameter_table
+    from exosim.model.catalogue import parameter_table
     default = float(parameter_table()["half_effect_copies"]["value"])
     rows = []
     for a, name in enumerate(result.arms):

@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from . import _catalogue as cat
-from ._assemble import Model, ModelError, PopulationSpec
-from ._declare import SEP
-from ._integrate import FAILED, SolverOptions, integrate
-from ._scenario import Arm, Event, Scenario, ScenarioError, parameter_value
-from ._units import parse_quantity
-from .modules import ACUTE_DOSE
+from exosim.model import catalogue as cat
+from exosim.model.assemble import Model, ModelError, PopulationSpec
+from exosim.model.declare import SEP
+from exosim.simulate.dopri5 import FAILED, SolverOptions, integrate
+from exosim.scenario.schema import Arm, Event, Scenario, ScenarioError, parameter_value
+from exosim.model.units import parse_quantity
+from exosim.model.modules import ACUTE_DOSE
 
 __all__ = ["CompiledScenario", "RunResult", "compile_scenario", "run"]
 
@@ -475,7 +475,7 @@ class CompiledScenario:
         options = SolverOptions(rtol=sc.solver.rtol, atol=sc.solver.atol)
         compiled = sc.solver.backend == "numba"
         if compiled:
-            from ._compiled import integrate_compiled, resolve_backend
+            from exosim.simulate.dopri5_numba import integrate_compiled, resolve_backend
             resolve_backend("numba")  # clear message when numba is missing
         scale = np.array([s.scale for s in m.states])
         self._reference = None

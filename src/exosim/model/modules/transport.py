@@ -37,7 +37,7 @@ References
 
 from __future__ import annotations
 
-from .._declare import SEP, Block, Rate, Rule, State
+from exosim.model.declare import SEP, Block, Rate, Rule, State
 
 
 def medium(name: str, cargos: list[str]) -> Block:
