@@ -57,6 +57,10 @@ class _Action:
     path: str = field(compare=False, default="")
     describe: Any = field(compare=False, default=None)
 
+    def sbml_assignments(self, member: int) -> list[tuple[str, str]]:
+        """The event's assignments for one member as (symbol, SBML formula of pre-event values)."""
+        return self.describe(member)
+
 
 @dataclass
 class RunResult:

@@ -367,7 +367,7 @@ def export_member(compiled, member: int):
     events, event_params = [], set()
     n_actions = len(compiled.actions)
     for k, action in enumerate(compiled.actions):
-        assigns = action.describe(member)
+        assigns = action.sbml_assignments(member)
         if not assigns:
             continue
         for sym, _ in assigns:
