@@ -127,15 +127,16 @@ def test_unwritable_output_path_is_a_clear_error(tmp_path, capsys):
 
 def test_failed_output_write_leaves_no_partial_files(tmp_path, monkeypatch):
     import exosim
-    from exosim.io import outputs as _outputs
+    from exosim.io import figures
+    from exosim.io.outputs import write_outputs
     f = tmp_path / "good.yaml"
     f.write_text(yaml.safe_dump(BASE, sort_keys=False))
     res = exosim.run(exosim.load_scenario(f), time_courses=False)
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(_outputs, "plot_survival", broken)
+    monkeypatch.setattr(figures, "plot_survival", broken)
     out = tmp_path / "out"
     with pytest.raises(exosim.OutputError):
-        exosim.write_outputs(res, out)
+        write_outputs(res, out)
     assert list(Path(out).iterdir()) == []

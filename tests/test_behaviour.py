@@ -74,7 +74,7 @@ def test_hnscc_exosomes_raise_survival_more_from_irradiated_donors(runs):
     irradiated = res.grid[res.arm_index == 0] >= 2
     assert np.all(zero[irradiated] > ctrl[irradiated])
     assert np.all(six[irradiated] > zero[irradiated])
-    rows = exosim.summary_table(res)
+    rows = res.summary_rows()
     dmf = {r["arm"]: r["dmf_at_sf0.1"] for r in rows}
     assert dmf["exosomes from 6 Gy donors"] < dmf["exosomes from 0 Gy donors"] < 1.0
 
@@ -98,7 +98,7 @@ def test_sensitising_cargo_lowers_survival_and_its_removal_restores_it(runs):
     np.testing.assert_allclose(_arm(res, "exosomes without miR-22"), ctrl, rtol=1e-6)
     blocked = _arm(res, "miR-22 exosomes, uptake blocked (heparin)")
     assert np.all(np.abs(blocked - ctrl)[irradiated] < 0.2 * np.abs(mir - ctrl)[irradiated])
-    rows = {r["arm"]: r for r in exosim.summary_table(res)}
+    rows = {r["arm"]: r for r in res.summary_rows()}
     assert rows["miR-22 exosomes"]["dmf_at_sf0.1"] > 1.0
     assert rows["miR-22 exosomes"]["alpha_eff_per_Gy"] > rows["no exosomes"]["alpha_eff_per_Gy"]
 
@@ -106,7 +106,7 @@ def test_sensitising_cargo_lowers_survival_and_its_removal_restores_it(runs):
 def test_medium_transfer_killing_saturates_near_0_6(runs):
     """Seymour & Mothersill 2000: ICCM kills about 40 % of recipients once donors get tens of mGy."""
     res = runs("iccm_bystander_medium_transfer")
-    rows = exosim.survival_table(res)
+    rows = res.survival_rows()
     rel = np.array([r["sf_vs_untreated"] for r in rows])[res.arm_index == res.arms.index("ICCM")]
     donor = res.grid[res.arm_index == 0]
     assert rel[donor == 0][0] > 0.98

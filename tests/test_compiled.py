@@ -7,7 +7,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import exosim
-from exosim import SolverOptions
+from exosim.simulate.solver import SolverOptions
 from exosim.simulate.dopri5_numba import integrate_compiled
 
 from conftest import SCENARIOS
@@ -75,11 +75,13 @@ def test_scenario_gives_the_same_result_with_either_backend(name, runs):
 
 
 def test_missing_numba_gives_a_clear_message(monkeypatch):
-    from exosim.simulate import dopri5_numba as _compiled
-    monkeypatch.setattr(_compiled, "available", lambda: False)
+    from exosim.simulate import solver
+    monkeypatch.setattr(solver, "numba_available", lambda: False)
     with pytest.raises(ValueError, match=r"exosim\[fast\]"):
-        _compiled.resolve_backend("numba")
-    assert _compiled.resolve_backend("auto") == "numpy"
+        solver.resolve_backend("numba")
+    assert solver.resolve_backend("auto") == "numpy"
+    with pytest.raises(ValueError, match=r"exosim\[fast\]"):
+        solver.get_solver("numba")
 
 
 def test_scenario_file_selects_the_backend(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 import exosim
 from conftest import SCENARIOS
-from exosim.analysis.fit import problem as _fit
+from exosim.analysis import fit as _fit
 from exosim.cli import main
 
 ICCM = SCENARIOS / "iccm_bystander_medium_transfer.yaml"

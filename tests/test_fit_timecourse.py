@@ -11,7 +11,7 @@ import yaml
 
 import exosim
 from conftest import SCENARIOS
-from exosim.analysis.fit import problem as _fit
+from exosim.analysis import fit as _fit
 from exosim.scenario.runner import CompiledScenario
 from exosim.cli import main
 

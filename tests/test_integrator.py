@@ -7,7 +7,8 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import exosim
-from exosim import SolverOptions, integrate
+from exosim.simulate.dopri5 import integrate
+from exosim.simulate.solver import SolverOptions
 
 
 def test_linear_decay_batch_matches_closed_form():

@@ -89,7 +89,7 @@ def test_partial_field_out_of_field_damage_grows_with_the_irradiated_fraction(re
 
 def test_systemic_scenario_delivers_through_blood_with_fast_clearance(results):
     sc, dose, res = results["systemic_mir208a_abscopal"]
-    assert sc.media["blood"].parameters["vesicle_decay_rate"] == "5.3 1/h"
+    assert sc.media["blood"].parameters["vesicle_decay_rate"] == (5.3, "1/h")  # parsed once, typed
     d = res.reference["mir_208a_delivered_at_scoring"]
     names = [a.name for a in sc.arms]
     irradiated = d[res.arm_index == names.index("primary 10 Gy")]

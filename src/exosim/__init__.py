@@ -1,14 +1,25 @@
 """exosim: mechanistic simulation of radiation-induced exosome signalling.
 
-The chain modules -> integrate -> survival -> scenario -> outputs:
+Exosome release by irradiated donor cells, transport and uptake by recipient
+cells and cargo effects on DNA repair and apoptosis, coupled to a
+linear-quadratic survival model.  The public API::
 
-* :class:`Model` assembles the four ODE modules (release, transport and
-  uptake, cargo effects, repair) into one vectorised model
-  ``rhs(t, y[N, n], p[N, k])``;
-* :func:`integrate` integrates a batch with per-member error control;
-* :func:`load_scenario` reads a scenario file, :func:`run` runs all its arms
-  and doses as one batch, :func:`write_outputs` writes tables, provenance and
-  the survival figure.
+    import exosim
+    s = exosim.load_scenario("scenarios/hnscc_exosome_radioresistance.yaml")
+    r = s.run()                  # or exosim.run(s, solver=..., parameters=...)
+    r.survival                   # pandas: one row per arm and dose (survival.csv)
+    r.summary                    # per arm: alpha_eff, beta_eff, SF2, D10, DMF
+    r.timecourses(long=True)     # tidy time courses; r.to_xarray() for the cube
+    r.member(arm="exosomes from 6 Gy donors", dose=4)
+    exosim.sensitivity(s, method="sobol", group="uptake", N=1024).to_df()
+    exosim.fit(s, data=["a.csv"], params=["internalisation_rate"]).estimates
+    exosim.sbml.export(s, arm="exosomes from 6 Gy donors", dose=4, path="member.xml")
+
+The package is organised by stage (imports only downward):
+``model`` (declarations, catalogues, units, LQ) <- ``simulate`` (solvers) <-
+``scenario`` (schema, events, runner, results, survival observables) <-
+``analysis`` (batch adapter, sensitivity, fit) <- ``io`` (tables, provenance,
+figures, SBML) <- ``api``, ``cli``.  See docs/architecture.md.
 
 References
 ----------
@@ -19,19 +30,36 @@ References
 
 from exosim._version import __version__
 
-from exosim.model.assemble import Model, ModelError, ParameterInfo, PopulationSpec
-from exosim.simulate.dopri5 import BatchSolution, SolverOptions, integrate
-from exosim.model.lq import dose_at_survival, lea_catcheside, lq_neg_log_survival, survival_at_dose
-from exosim.io.outputs import OutputError, summary_table, survival_table, write_outputs
-from exosim.scenario.runner import CompiledScenario, RunResult, compile_scenario, run
-from exosim.scenario.schema import Scenario, ScenarioError, load_scenario, parse_scenario
+#: public name -> module it lives in; imported on first use, so that ``exosim --help`` and
+#: ``exosim run`` do not pay for scipy.optimize, SALib, pandas or sbmlutils
+_PUBLIC = {
+    "load_scenario": "exosim.scenario.schema", "parse_scenario": "exosim.scenario.schema",
+    "Scenario": "exosim.scenario.schema", "ScenarioError": "exosim.scenario.schema",
+    "run": "exosim.api", "RunResult": "exosim.scenario.result", "Member": "exosim.scenario.result",
+    "compile_scenario": "exosim.scenario.runner", "CompiledScenario": "exosim.scenario.runner",
+    "sensitivity": "exosim.api", "SensitivityResult": "exosim.api", "fit": "exosim.api",
+    "FitOutcome": "exosim.api",
+    "Model": "exosim.model.assemble", "ModelError": "exosim.model.assemble",
+    "PopulationSpec": "exosim.model.assemble",
+    "lea_catcheside": "exosim.model.lq", "survival_at_dose": "exosim.model.lq",
+    "dose_at_survival": "exosim.model.lq",
+    "OutputError": "exosim.util.atomic",
+}
 
-__all__ = [
-    "__version__",
-    "Model", "ModelError", "ParameterInfo", "PopulationSpec",
-    "BatchSolution", "SolverOptions", "integrate",
-    "dose_at_survival", "lea_catcheside", "lq_neg_log_survival", "survival_at_dose",
-    "OutputError", "summary_table", "survival_table", "write_outputs",
-    "CompiledScenario", "RunResult", "compile_scenario", "run",
-    "Scenario", "ScenarioError", "load_scenario", "parse_scenario",
-]
+__all__ = ["__version__", "sbml", *_PUBLIC]
+
+
+def __getattr__(name: str):
+    """Public names, imported on first use; ``exosim.sbml`` is :mod:`exosim.io.sbml`."""
+    import importlib
+    if name == "sbml":
+        return importlib.import_module("exosim.io.sbml")
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'exosim' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -149,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     ft.add_argument("-o", "--outdir", help="output folder (default: results/<scenario>-fit)")
     dl = sub.add_parser("delivery", help="delivered cargo copies per cell vs the ~10^3 needed (markdown table)",
                         description="Run scenarios and report, per arm, the cargo copies delivered per scored "
-                                    "cell against the order-10^3 copies needed for repression (MODEL.md 3.3).")
+                                    "cell against the order-10^3 copies needed for repression (Baek et al. 2008).")
     dl.add_argument("scenarios", nargs="+", help="scenario YAML files")
     return parser
 
@@ -174,12 +174,11 @@ def _stats(d: dict) -> str:
 
 
 def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
-    import hashlib
     import time
-    from importlib.metadata import version
 
-    from exosim.analysis.fit import problem as _fit
-    from exosim.io.outputs import OutputError, provenance_header
+    from exosim.analysis import fit as _fit
+    from exosim.io.outputs import OutputError, write_fit
+    from exosim.io.provenance import fit_record
     from exosim.scenario.schema import load_scenario
 
     scenario = load_scenario(args.scenario)
@@ -199,16 +198,11 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
         return 2
     start = time.perf_counter()
     result = _fit.fit(problem, level=args.level)
-    prov = {**provenance_header(scenario, ["exosim"] + argv),
-            "data_files": [{"file": str(p), "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest()}
-                           for p in args.data],
-            "likelihood": likelihood, "normalise": args.normalise, "level": args.level,
-            "backend": problem.backend, "rtol": problem.scenario.solver.rtol,
-            **({"numba": version("numba")} if problem.backend == "numba" else {}),
-            "wall_time_s": time.perf_counter() - start}
+    prov = fit_record(scenario, problem, args.data, likelihood=likelihood, normalise=args.normalise,
+                      level=args.level, wall=time.perf_counter() - start, command=["exosim"] + argv)
     outdir = args.outdir or f"results/{scenario.name}-fit"
     try:
-        files = _fit.write_fit(problem, result, outdir, prov)
+        files = write_fit(problem, result, outdir, prov)
     except OutputError as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
@@ -229,7 +223,7 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_delivery(args: argparse.Namespace) -> int:
-    from exosim.io.outputs import delivery_report
+    from exosim.scenario.observables import delivery_rows
     from exosim.scenario.runner import run
     from exosim.scenario.schema import load_scenario
 
@@ -237,7 +231,7 @@ def _cmd_delivery(args: argparse.Namespace) -> int:
     print("| scenario | arm | cargo | delivered per cell | / amount for half effect |")
     print("|---|---|---|---:|---:|")
     for sc in scenarios:
-        for r in delivery_report(run(sc, time_courses=False)):
+        for r in delivery_rows(run(sc, time_courses=False)):
             cargo = r["cargo"] + (" (abstract units)" if r["units"] == "abstract" else "")
             print(f"| {r['scenario']} | {r['arm']} | {cargo} | {r['delivered_copies_per_cell']:.3g} | "
                   f"{r['fraction_of_needed']:.2g} |")
@@ -245,7 +239,7 @@ def _cmd_delivery(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
-    from exosim.io.outputs import OutputError, summary_table, survival_table, write_outputs
+    from exosim.io.outputs import OutputError, write_outputs
     from exosim.scenario.runner import run
     from exosim.scenario.schema import load_scenario
 
@@ -260,7 +254,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     for msg in result.messages:
         if msg:
             print(f"exosim: warning: {msg}", file=sys.stderr)
-    rows = summary_table(result, survival_table(result))
+    rows = result.summary_rows()
     print(f"{scenario.name}: {result.arm_index.size} members in {result.timing['seconds']:.2f} s")
     for r in rows:
         extra = (f"  SF2 {r['sf2_within_arm']:.3f}  D10 {r['d10_Gy']:.2f} Gy  DMF {r['dmf_at_sf0.1']:.3f}"
@@ -282,46 +276,29 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from exosim.scenario.runner import compile_scenario
-    from exosim.scenario.schema import ScenarioError, load_scenario
-    from exosim.model.units import parse_quantity
+    from exosim.scenario.schema import load_scenario
 
-    scenario = load_scenario(args.scenario)
-    compiled = compile_scenario(scenario)
-    names = [a.name for a in compiled.arms]
-    if args.arm is not None and args.arm not in names:
-        raise ScenarioError(args.scenario, "arms", f"no arm named {args.arm!r}; arms: {', '.join(names)}")
-    arm = names.index(args.arm) if args.arm is not None else 0
-    rows = np.flatnonzero(compiled.arm_index == arm)
-    grid = compiled.grid[rows]
-    if args.dose is None:
-        member = int(rows[np.nanargmax(grid)]) if np.isfinite(grid).any() else int(rows[0])
-    else:
-        unit = scenario.dose_grid.unit if scenario.dose_grid else "Gy"
-        dose = parse_quantity(f"{args.dose} {unit}", "dose")
-        hit = np.flatnonzero(np.isclose(grid, dose))
-        if not hit.size:
-            raise ScenarioError(args.scenario, "dose_grid", f"dose {args.dose:g} {unit} is not on the grid")
-        member = int(rows[hit[0]])
+    compiled = compile_scenario(load_scenario(args.scenario))
     try:
-        from exosim.io.sbml.build import SBMLExportError, export_member, write_validated
+        from exosim.io.sbml import SBMLExportError, export, select_member, write_validated
     except ImportError:  # pragma: no cover - depends on the installed extras
         print('exosim: error: SBML export needs the sbml extra: pip install "exosim[sbml]"', file=sys.stderr)
         return 2
+    member = select_member(compiled, arm=args.arm, dose=args.dose)  # for the report line
     try:
-        doc, _ = export_member(compiled, member)
+        doc = export(compiled, arm=args.arm, dose=args.dose)
         result = write_validated(doc, args.output)
     except SBMLExportError as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.output} ({names[arm]!r}, member {member}; {len(result.warnings)} unit warnings)")
+    arm = compiled.arms[compiled.arm_index[member]].name
+    print(f"wrote {args.output} ({arm!r}, member {member}; {len(result.warnings)} unit warnings)")
     return 0
 
 
 def _cmd_export_models(args: argparse.Namespace) -> int:
-    from exosim.io.sbml.build import SBMLExportError, write_models
+    from exosim.io.sbml import SBMLExportError, write_models
     try:
         for path, result in write_models(args.outdir):
             print(f"wrote {path} ({len(result.warnings)} warnings)")
@@ -337,14 +314,16 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
 
     from exosim.analysis import sensitivity as sa
     from exosim.analysis.engine import EngineError, make_engine
-    from exosim.io.outputs import OutputError
+    from exosim.io.outputs import OutputError, write_analysis
+    from exosim.io.provenance import sensitivity_record
+    from exosim.model.catalogue import parameter_table
     from exosim.scenario.schema import load_scenario
 
     scenario = load_scenario(args.scenario)
     try:
         ranges = _ranges(args.range, sa.SensitivityError)
         names = [n for n in args.params.split(",") if n]
-        unknown = set(ranges) - set(names) - ({k for k, r in _table().items() if args.group in r.get("groups", [])}
+        unknown = set(ranges) - set(names) - ({k for k, r in parameter_table().items() if args.group in r.get("groups", [])}
                                               if args.group else set())
         if unknown:
             raise sa.SensitivityError(f"--range names {sorted(unknown)}, which are not analysed factors")
@@ -397,32 +376,12 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
         return 2
     finally:
         engine.close()
-    from importlib.metadata import version
-
-    from exosim.io.outputs import provenance_header
-    prov = {
-        **provenance_header(scenario, ["exosim"] + argv),
-        "method": args.method, "N": n, "N_requested": args.N, "seed": args.seed,
-        "arm": evaluator.target_name, "control_arm": None if evaluator.control is None else
-        evaluator.scenario.arms[evaluator.control].name,
-        "grid_doses": scenario.dose_grid.values if scenario.dose_grid else None,
-        "parameters": [{"key": k, "low": lo, "high": hi, "scale": "log-uniform" if lg else "uniform",
-                        "unit": _table()[k]["unit"]} for k, lo, hi, lg in
-                       zip(space.names, space.lows, space.highs, space.log)],
-        "samples": int(analysis.samples.shape[0]), "model_runs": int(evaluator.counts.get("runs", 0)),
-        "failed_samples": int(analysis.failed.sum()),
-        "dropped_blocks": analysis.dropped, "blocks": analysis.blocks,
-        "failure_policy": "failed samples have NaN outputs; whole Saltelli blocks / Morris trajectories "
-                          "containing one are dropped before analysis and counted here",
-        "failures": analysis.messages[:100],
-        "engine": engine.describe(), "chunk_members": args.chunk_members, "wall_time_s": wall,
-        "solver": {"backend": evaluator.backend, "rtol": scenario.solver.rtol, "atol": scenario.solver.atol},
-        "versions": {"SALib": version("SALib"),
-                     **({"numba": version("numba")} if evaluator.backend == "numba" else {})},
-    }
+    prov = sensitivity_record(scenario, evaluator, space, analysis, method=args.method, n=n, n_requested=args.N,
+                              seed=args.seed, engine=engine, chunk_members=args.chunk_members, wall=wall,
+                              table=parameter_table(), command=["exosim"] + argv)
     outdir = args.outdir or f"results/{scenario.name}-{args.method}"
     try:
-        files = sa.write_analysis(analysis, outdir, prov)
+        files = write_analysis(analysis, outdir, prov)
     except OutputError as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
@@ -435,19 +394,12 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
-def _table():
-    from exosim.model.catalogue import parameter_table
-    return parameter_table()
-
-
 def _cmd_figures(args: argparse.Namespace) -> int:
-    import os
-    import tempfile
-
-    from exosim.analysis.fit import problem as _fit
-    from exosim.io.outputs import plot_survival, plot_timecourses, survival_table
+    from exosim.analysis import fit as _fit
+    from exosim.io.figures import plot_fit, plot_survival, plot_timecourses
     from exosim.scenario.runner import run
     from exosim.scenario.schema import load_scenario
+    from exosim.util.atomic import atomic_path
 
     scenarios = [load_scenario(p) for p in args.scenarios]  # all validated before anything is written
     problems = {}
@@ -461,25 +413,19 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
 
-    def atomic(name: str, draw) -> None:
-        fd, tmp = tempfile.mkstemp(suffix=".png", dir=outdir, prefix=".exosim-")
-        os.close(fd)
-        try:
-            draw(Path(tmp))
-            os.replace(tmp, outdir / name)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+    def figure(name: str, draw) -> None:
+        with atomic_path(outdir / name) as tmp:
+            draw(tmp)
         print(f"wrote {outdir / name}")
 
     for sc in scenarios:
         result = run(sc, time_courses=sc.type == "medium_transfer")
-        atomic(f"{sc.name}.png", lambda path: plot_survival(result, survival_table(result), path))
+        figure(f"{sc.name}.png", lambda path: plot_survival(result, result.survival_rows(), path))
         if sc.type == "medium_transfer":  # time courses of the key states, at the largest grid dose
-            atomic(f"{sc.name}_timecourses.png", lambda path: plot_timecourses(result, path))
+            figure(f"{sc.name}_timecourses.png", lambda path: plot_timecourses(result, path))
         if sc.name in problems:
             fitted = _fit.fit(problems[sc.name])
-            atomic(f"{sc.name}_calibration.png", lambda path: _fit.plot_fit(problems[sc.name], fitted, path))
+            figure(f"{sc.name}_calibration.png", lambda path: plot_fit(problems[sc.name], fitted, path))
     return 0
 
 

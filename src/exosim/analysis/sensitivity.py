@@ -16,7 +16,8 @@ Parameters vary log-uniformly over their documented ranges (parameter table),
 one factor per table key applied to every instance of that key (all
 populations and media).  Every sample runs the scenario's control arm and the
 analysed arm over the dose grid, integrated as batches through the vectorised
-model in chunks that bound memory, on an :class:`~exosim._engine.Engine`.
+model in chunks that bound memory (through :class:`exosim.analysis.batch.BatchModel`), on an
+:class:`~exosim.analysis.engine.Engine`.
 
 Failed runs: a sample whose integration failed has NaN outputs and is counted.
 Sobol and Morris then drop every *whole* Saltelli block (the base rows and
@@ -44,21 +45,24 @@ References
 from __future__ import annotations
 
 import difflib
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from exosim.analysis.batch import BatchModel
+from exosim.analysis.engine import Engine, SerialEngine
 from exosim.model import catalogue as cat
-from exosim.model.lq import dose_at_survival, survival_at_dose
+from exosim.scenario.observables import SENSITIVITY_OUTPUTS, sample_outputs
+from exosim.scenario.schema import Scenario
+from exosim.simulate.solver import resolve_backend
 
 __all__ = ["ParameterSpace", "SensitivityError", "OUTPUTS", "ScenarioEvaluator", "Analysis", "local", "morris",
-           "sobol", "ishigami", "nominal_values", "MAX_SAMPLES"]
+           "sobol", "ishigami", "nominal_values", "MAX_SAMPLES", "memory_estimate"]
 
-#: outputs analysed, each separately
-OUTPUTS = ("sf2", "dmf_at_sf0.1", "bystander_survival", "alpha_eff", "beta_eff", "delivered_copies_per_cell")
+#: outputs analysed, each separately (defined with the survival observables)
+OUTPUTS = SENSITIVITY_OUTPUTS
 #: members integrated together in one chunk (bounds memory: about 8 kB of state per member)
 DEFAULT_CHUNK_MEMBERS = 8192
 #: sanity cap on the number of model runs (samples) of one analysis
@@ -139,47 +143,8 @@ class ParameterSpace:
 def _evaluate_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Top-level (picklable) worker: outputs (M, len(OUTPUTS)), failed (M,), messages."""
     scenario, keys, values, target, control = task
-    from exosim.scenario.runner import CompiledScenario
-    m_samples = values.shape[0]
-    compiled = CompiledScenario(scenario, replicates=m_samples)
-    p = compiled.parameters.copy()
-    per_sample = compiled.n_members // m_samples
-    for j, key in enumerate(keys):
-        p[:, compiled.instances(key)] = np.repeat(values[:, j], per_sample)[:, None]
-    res = compiled.run(parameters=p, time_courses=False)
-    return summarise(res, m_samples, target, control)
-
-
-def summarise(res, m_samples: int, target: int, control: int | None):
-    """Per-sample outputs of a replicated run (see :data:`OUTPUTS`)."""
-    n_arms = len(res.arms)
-    n_grid = res.arm_index.size // (m_samples * n_arms)
-    sf = res.surviving_fraction.reshape(m_samples, n_arms, n_grid)
-    grid = res.grid[:n_grid]
-    failed = res.status.reshape(m_samples, -1).max(axis=1) > 0
-    messages = ["; ".join(msg for msg in res.messages[s * n_arms * n_grid:(s + 1) * n_arms * n_grid] if msg)
-                for s in range(m_samples)]
-    ref = {k: v.reshape(m_samples, n_arms, n_grid) for k, v in res.reference.items()}
-    out = np.full((m_samples, len(OUTPUTS)), np.nan)
-    curve = bool(res.grid_event) and res.grid_event.get("scored", False)
-    i0 = np.flatnonzero(grid == 0)
-    at = i0[0] if (curve and i0.size) else int(np.argmax(grid))
-    delivered = sum((v for k, v in ref.items() if k.endswith("_delivered_at_scoring")), np.zeros_like(sf))
-    for s in range(m_samples):
-        if failed[s]:
-            continue
-        arm = sf[s, target]
-        if curve and i0.size:
-            within = arm / arm[i0[0]]
-            out[s, 0] = survival_at_dose(grid, within, 2.0)
-            if control is not None:
-                ctrl = sf[s, control] / sf[s, control][i0[0]]
-                out[s, 1] = dose_at_survival(grid, ctrl, 0.1) / dose_at_survival(grid, within, 0.1)
-        out[s, 2] = arm[at] / sf[s, control][at] if control is not None else arm[at]
-        out[s, 3] = ref["alpha_eff"][s, target, 0]
-        out[s, 4] = ref["beta_eff"][s, target, 0]
-        out[s, 5] = delivered[s, target, 0]
-    return out, failed, messages
+    res = BatchModel(scenario, keys, strict=False).simulate(values)
+    return sample_outputs(res, values.shape[0], target, control)
 
 
 @dataclass
@@ -196,16 +161,15 @@ class ScenarioEvaluator:
     backend : integrator backend, ``auto`` (numba when installed), ``numpy`` or ``numba``
     """
 
-    scenario: object
+    scenario: Scenario
     arm: str | None = None
-    engine: object = None
+    engine: Engine | None = None
     chunk_members: int = DEFAULT_CHUNK_MEMBERS
     progress: bool = True
     backend: str = "auto"
     counts: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from exosim.analysis.engine import SerialEngine
         sc = self.scenario
         arms = list(sc.arms)
         if not arms:
@@ -220,7 +184,6 @@ class ScenarioEvaluator:
             near = difflib.get_close_matches(self.arm, names, n=1)
             raise SensitivityError(f"no arm named {self.arm!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
         kept = [control, target] if control is not None and control is not target else [target]
-        from exosim.simulate.dopri5_numba import resolve_backend
         try:
             self.backend = resolve_backend(self.backend)
         except ValueError as exc:
@@ -388,91 +351,12 @@ def ishigami(names: Sequence[str], x: np.ndarray, a: float = 7.0, b: float = 0.1
     return y[:, None], np.zeros(x.shape[0], bool), [""] * x.shape[0]
 
 
-def nominal_values(scenario, keys: Sequence[str]) -> np.ndarray:
+def nominal_values(scenario: Scenario, keys: Sequence[str]) -> np.ndarray:
     """Nominal value of each key in a scenario (first instance; all instances share it unless overridden)."""
-    from exosim.scenario.runner import CompiledScenario
-    compiled = CompiledScenario(scenario)
-    out = []
-    for key in keys:
-        cols = compiled.instances(key)
-        if not cols:
-            raise SensitivityError(f"parameter {key!r} does not occur in scenario {scenario.name!r}")
-        out.append(float(compiled.parameters[0, cols[0]]))
-    return np.array(out)
-
-
-def cpu_count() -> int:
-    """Usable CPU cores."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-# ---------------------------------------------------------------------- outputs
-def plot_analysis(analysis: Analysis, path) -> None:
-    """Tornado (local), mu*-sigma (Morris) or S1/ST bars with intervals (Sobol), one panel per output."""
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    outs = analysis.outputs
-    ncol = 3
-    nrow = int(np.ceil(len(outs) / ncol))
-    fig = Figure(figsize=(4.2 * ncol, 3.2 * nrow), layout="constrained")
-    FigureCanvasAgg(fig)
-    names = list(analysis.space.names)
-    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, out in enumerate(outs):
-        ax = fig.add_subplot(nrow, ncol, k + 1)
-        rows = [r for r in analysis.indices if r["output"] == out]
-        if analysis.method == "local":
-            coef = np.array([r["coefficient"] for r in rows])
-            order = np.argsort(np.nan_to_num(np.abs(coef), nan=-1))
-            ax.barh(np.arange(len(rows)), coef[order], color=[colours[0] if c >= 0 else colours[3] for c in coef[order]])
-            ax.set_yticks(np.arange(len(rows)), [names[i] for i in order], fontsize=6)
-            ax.axvline(0, color="black", lw=0.5)
-            ax.set_xlabel("d ln y / d ln p", fontsize=7)
-        elif analysis.method == "morris":
-            mu = np.array([r["mu_star"] for r in rows])
-            sig = np.array([r["sigma"] for r in rows])
-            ax.scatter(mu, sig, s=12)
-            for i, name in enumerate(names):
-                if np.isfinite(mu[i]):
-                    ax.annotate(name, (mu[i], sig[i]), fontsize=5)
-            ax.set_xlabel("mu* (per log10 unit)", fontsize=7)
-            ax.set_ylabel("sigma", fontsize=7)
-        else:
-            x = np.arange(len(rows))
-            for off, key, colour in ((-0.2, "S1", colours[0]), (0.2, "ST", colours[1])):
-                val = np.array([r[key] for r in rows])
-                err = np.array([r[f"{key}_conf"] for r in rows])
-                ax.bar(x + off, val, 0.4, yerr=err, label=key, color=colour, capsize=2, error_kw={"lw": 0.6})
-            ax.set_xticks(x, names, rotation=60, ha="right", fontsize=6)
-            ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
-            ax.legend(fontsize=6)
-        ax.set_title(out, fontsize=8)
-        ax.tick_params(labelsize=6)
-    fig.suptitle(f"{analysis.method} sensitivity", fontsize=9)
-    fig.savefig(path, dpi=130)
-
-
-def write_analysis(analysis: Analysis, outdir, provenance: dict) -> list:
-    """indices.csv, samples.csv, provenance.json and sensitivity.png, written atomically."""
-    import csv
-    import io
-    import json
-
-    from exosim.io.outputs import _fmt, _rows_csv, staged_outputs
-    stage = staged_outputs(outdir)
-    with stage as tmp:
-        (tmp / "indices.csv").write_text(_rows_csv(analysis.indices))
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(list(analysis.space.names) + list(analysis.outputs) + ["status"])
-        for x, y, bad in zip(analysis.samples, analysis.values, analysis.failed):
-            w.writerow([_fmt(v) for v in x] + [_fmt(v) for v in y] + ["failed" if bad else "ok"])
-        (tmp / "samples.csv").write_text(buf.getvalue())
-        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=1, default=float))
-        plot_analysis(analysis, tmp / "sensitivity.png")
-    return stage.written
+    try:
+        return BatchModel(scenario, keys).nominal
+    except ValueError as exc:
+        raise SensitivityError(str(exc)) from None
 
 
 def memory_estimate(chunk_members: int, n_states: int, n_parameters: int) -> float:

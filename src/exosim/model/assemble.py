@@ -346,7 +346,7 @@ class Model:
         """Per-member right-hand side ``name(y[n], p[k], dy[n])`` as scalar Python source.
 
         Generated from the same expression trees as :meth:`rhs`, for the compiled
-        backend (:mod:`exosim._compiled`); it uses ``np`` and ``_hill``.
+        backend (:mod:`exosim.simulate.dopri5_numba`); it uses ``np`` and ``_hill``.
         """
         rates = [self.rate_expression(s.name) for s in self.states]
         # only the derived constants and rules the rates need (observables are evaluated elsewhere)
@@ -377,11 +377,6 @@ class Model:
     def state_names(self) -> list[str]:
         """State symbols in column order of ``y``."""
         return [s.name for s in self.states]
-
-    @property
-    def parameter_names(self) -> list[str]:
-        """Parameter symbols in column order of ``p``."""
-        return [q.name for q in self.parameters]
 
     def default_parameters(self) -> np.ndarray:
         """Nominal parameter vector, shape (k,), from the table and catalogues."""
@@ -415,23 +410,17 @@ class Model:
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             return self._observe(y, p)
 
-    def formula(self, expr: str, namespace: str, constants: Mapping[str, float] | None = None) -> str:
-        """SBML infix formula of an expression of one namespace, with some names set to numbers."""
-        constants = dict(constants or {})
-        tree = _expr.rename(_expr.parse(expr),
-                            lambda n: n if (SEP in n or n in constants) else f"{namespace}{SEP}{n}")
-        return _expr.to_sbml_formula(tree, lambda n: f"({float(constants[n])!r})" if n in constants else n)
+    def evaluate_tree(self, tree: ast.expr, y: np.ndarray, p: np.ndarray,
+                      constants: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Evaluate an expression of qualified model symbols (and bare-named ``constants``) for a batch.
 
-    def evaluate(self, expr: str, namespace: str, y: np.ndarray, p: np.ndarray,
-                 extra: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-        """Evaluate an expression of one namespace's symbols for a batch (used by events)."""
-        extra = dict(extra or {})
-        tree = _expr.rename(_expr.parse(expr),
-                            lambda n: n if (SEP in n or n in extra) else f"{namespace}{SEP}{n}")
-        env: dict = {"np": np, "_hill": _hill, **extra}
+        Used by events (:mod:`exosim.scenario.actions`): states and parameters are read
+        from ``y`` and ``p``, derived constants and rules from :meth:`observe`.
+        """
+        env: dict = {"np": np, "_hill": _hill, **dict(constants or {})}
         obs = None
         for n in _expr.names(tree):
-            if n in extra:
+            if n in env:
                 continue
             kind = self.kinds.get(n)
             if kind == "state":
@@ -442,5 +431,6 @@ class Model:
                 obs = self.observe(y, p) if obs is None else obs
                 env[n] = obs[:, self.observable_index[n]]
             else:
-                raise ModelError(f"expression {expr!r} uses undeclared symbol {n!r}")
-        return np.asarray(eval(_expr.to_numpy(tree), env), dtype=float)  # noqa: S307 - checked expression
+                raise ModelError(f"expression uses undeclared symbol {n!r}")
+        value = eval(_expr.to_numpy(tree), env)  # noqa: S307 - rendered from a checked expression tree
+        return np.broadcast_to(np.asarray(value, dtype=float), (y.shape[0],)).copy()

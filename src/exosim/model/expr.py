@@ -54,7 +54,7 @@ def parse(text: str) -> ast.expr:
     for node in ast.walk(tree):
         if isinstance(node, (ast.BinOp, ast.UnaryOp, ast.Name, ast.Load, ast.Constant,
                              ast.Call)) or type(node) in _BINOPS or isinstance(node, (ast.USub, ast.UAdd)):
-            if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float)):
+            if isinstance(node, ast.Constant) and type(node.value) not in (int, float):
                 raise ExpressionError(f"only numeric constants allowed in {text!r}")
             if isinstance(node, ast.Call):
                 if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
@@ -137,30 +137,16 @@ def to_sbml_formula(tree: ast.expr, name: Callable[[str], str] = str) -> str:
 
 
 def hill_numpy():
-    """numpy Hill function compiled from :data:`HILL_BODY`.
-
-    For ``n == 1`` it evaluates the algebraically identical ``x/(K + x)`` (of
-    ``max(x, 0)``), avoiding two power operations on the hot path.
-    """
-    body = to_numpy(parse(HILL_BODY))
-    namespace: dict = {"np": __import__("numpy")}
-    exec(f"def _general(x, K, n):\n    return {body}", namespace)  # noqa: S102 - generated from HILL_BODY
-    general = namespace["_general"]
-    np = namespace["np"]
-
-    def hill(x, K, n):
-        if isinstance(n, float) and n == 1.0:
-            x = np.maximum(x, 0.0)
-            return x / (K + x)
-        return general(x, K, n)
-    return hill
+    """numpy Hill function compiled from :data:`HILL_BODY`."""
+    import numpy as np
+    namespace: dict = {"np": np}
+    exec(f"def _hill(x, K, n):\n    return {to_numpy(parse(HILL_BODY))}", namespace)  # noqa: S102 - from HILL_BODY
+    return namespace["_hill"]
 
 
 def hill_scalar_source(name: str = "_hill") -> str:
-    """Scalar source of the Hill function from :data:`HILL_BODY` (same ``n == 1`` shortcut)."""
-    body = to_scalar(parse(HILL_BODY))
-    return (f"def {name}(x, K, n):\n    if n == 1.0:\n        x = max(x, 0.0)\n        return x / (K + x)\n"
-            f"    return {body}\n")
+    """Scalar source of the Hill function from :data:`HILL_BODY`."""
+    return f"def {name}(x, K, n):\n    return {to_scalar(parse(HILL_BODY))}\n"
 
 
 def hill_sbml_lambda() -> str:

@@ -1,7 +1,7 @@
 """Scenario files: schema, loading and validation.
 
 A scenario is data: media, populations, cargo, a timeline of events and the
-arms to compare (MODEL.md section 5).  Loading is strict: YAML is read with
+arms to compare (see docs/architecture.md and scenarios/README.md).  Loading is strict: YAML is read with
 ``yaml.safe_load`` (no object construction), unknown keys are rejected with the
 nearest valid key suggested, dimensional quantities need units, and every
 reference (population, medium, cargo, cell line, agent, variable) is checked.
@@ -23,9 +23,9 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
                       field_validator, model_validator)
 
 from exosim.model import catalogue as cat
-from exosim.model.units import QuantityError, parse_quantity
+from exosim.model.units import Quantity, QuantityError, parse_parameter_value, parse_quantity
 
-__all__ = ["Scenario", "ScenarioError", "load_scenario", "parse_scenario", "Event"]
+__all__ = ["Scenario", "ScenarioError", "load_scenario", "parse_scenario", "Event", "with_parameters"]
 
 
 class ScenarioError(ValueError):
@@ -57,6 +57,18 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
 
 
+def _parameter(v: Any) -> Quantity:
+    try:
+        return parse_parameter_value(v)
+    except QuantityError as exc:
+        raise ValueError(str(exc)) from None
+
+
+#: a parameter override: a number and its unit, parsed when the file is read (the unit is
+#: checked against the parameter table by the consistency check, which knows the key)
+ParameterValue = Annotated[Quantity, BeforeValidator(_parameter)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -65,7 +77,7 @@ class MediumSpec(_Strict):
     """A medium: culture well, conditioned-medium tube, blood."""
 
     volume: Volume
-    parameters: dict[str, Any] = {}
+    parameters: dict[str, ParameterValue] = {}
 
 
 class PopulationSpecModel(_Strict):
@@ -75,7 +87,7 @@ class PopulationSpecModel(_Strict):
     cells: Cells
     medium: Name
     packages: list[Name] = []
-    parameters: dict[str, Any] = {}
+    parameters: dict[str, ParameterValue] = {}
 
 
 class LinkSpec(_Strict):
@@ -233,7 +245,7 @@ class Arm(_Strict):
     name: str
     control: bool = False
     variables: dict[Name, Any] = {}
-    parameters: dict[str, Any] = {}
+    parameters: dict[str, ParameterValue] = {}
     events: list[Event] = []
 
 
@@ -283,7 +295,7 @@ class Scenario(_Strict):
     populations: dict[Name, PopulationSpecModel]
     links: list[LinkSpec] = []
     cargo: dict[Name, dict[str, Any]] = {}
-    parameters: dict[str, Any] = {}
+    parameters: dict[str, ParameterValue] = {}
     variables: dict[Name, Any] = {}
     dose_grid: DoseGrid | None = None
     #: when the simulated culture begins; default: the earliest event of the timeline or
@@ -306,6 +318,12 @@ class Scenario(_Strict):
         if self.start is not None:
             return self.start
         return min([0.0] + [e.at for e in self.timeline] + [e.at for a in self.arms for e in a.events])
+
+    def run(self, **options):
+        """Run every arm and dose as one batch; see :func:`exosim.scenario.runner.run`
+        (``time_courses``, ``solver``).  Returns a :class:`~exosim.scenario.result.RunResult`."""
+        from exosim.scenario.runner import run
+        return run(self, **options)
 
     def subset(self, **update) -> "Scenario":
         """A copy with some arms, grid doses or settings changed that keeps the timeline start,
@@ -549,24 +567,14 @@ def _check_parameters(sc: Scenario, err) -> None:
 
     def check_value(path: str, key: str, value: Any) -> None:
         unit = str(table[key]["unit"])
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise err(path, f"expected a number in {unit}, got {value!r}")
-        if isinstance(value, str):
-            parts = value.strip().split(None, 1)
-            try:
-                float(parts[0])
-            except (ValueError, IndexError):
-                raise err(path, f"expected a number in {unit}, got {value!r}") from None
-            if len(parts) == 2 and parts[1] != unit:
-                raise err(path, f"unit {parts[1]!r} does not match the parameter's unit {unit!r}")
-            if len(parts) == 1 and unit not in ("1", "cells"):
-                raise err(path, f"missing unit: expected '{parts[0]} {unit}'")
-        else:
-            import math
-            if not math.isfinite(float(value)):
-                raise err(path, f"expected a finite number, got {value!r}")
-            if unit not in ("1", "cells"):
-                raise err(path, f"missing unit: expected '{value} {unit}'")
+        try:
+            q = parse_parameter_value(value)
+        except QuantityError:
+            raise err(path, f"expected a number in {unit}, got {value!r}") from None
+        if q.unit is not None and q.unit != unit:
+            raise err(path, f"unit {q.unit!r} does not match the parameter's unit {unit!r}")
+        if q.unit is None and unit not in ("1", "cells"):
+            raise err(path, f"missing unit: expected '{q.value:g} {unit}'")
 
     for k, v in sc.parameters.items():
         if k not in table:
@@ -604,7 +612,36 @@ def _check_parameters(sc: Scenario, err) -> None:
 
 
 def parameter_value(value: Any) -> float:
-    """Numeric part of a checked parameter value (its unit was checked against the table)."""
-    if isinstance(value, str):
-        return float(value.strip().split(None, 1)[0])
-    return float(value)
+    """Numeric part of a checked parameter value (a :class:`Quantity`, or a cargo field as written)."""
+    return parse_parameter_value(value).value
+
+
+def with_parameters(sc: Scenario, parameters: dict[str, Any]) -> Scenario:
+    """A copy of ``sc`` with parameter overrides, written as in a scenario file: ``key`` (the
+    scenario's ``parameters:`` block) or ``population.key`` / ``medium.key`` (that population's
+    or medium's block); checked like the file's (unknown keys, units)."""
+    top = dict(sc.parameters)
+    pops = {n: dict(p.parameters) for n, p in sc.populations.items()}
+    meds = {n: dict(m.parameters) for n, m in sc.media.items()}
+    for name, value in parameters.items():
+        ns, key = name.split(".", 1) if "." in name else (None, name)
+        path = f"parameters.{name}"
+        try:
+            q = parse_parameter_value(value)
+        except QuantityError as exc:
+            raise ScenarioError(sc.source, path, str(exc)) from None
+        if ns is None:
+            top[key] = q
+        elif ns in pops:
+            pops[ns][key] = q
+        elif ns in meds:
+            meds[ns][key] = q
+        else:
+            raise ScenarioError(sc.source, path, f"unknown population or medium {ns!r}"
+                                + _suggest(ns, list(pops) + list(meds)))
+    out = sc.model_copy(update={
+        "parameters": top,
+        "populations": {n: p.model_copy(update={"parameters": pops[n]}) for n, p in sc.populations.items()},
+        "media": {n: m.model_copy(update={"parameters": meds[n]}) for n, m in sc.media.items()}})
+    _check_parameters(out, lambda path, msg: ScenarioError(sc.source, path, msg))
+    return out

@@ -1,4 +1,4 @@
-"""Batched explicit Runge-Kutta integration with per-member error control.
+"""Batched explicit Runge-Kutta integration with per-member error control (numpy).
 
 Why not ``scipy.integrate.solve_ivp`` on the flattened batch: its error norm is
 an RMS over *all* components, so with N members one member's error is diluted
@@ -8,96 +8,38 @@ own (the step is accepted only if *each* active member meets the tolerance),
 and a member that cannot be integrated (non-finite values, step size below the
 floor) is marked failed and dropped while the others continue: failures are
 data (diffrax's ``throw=False``).  The method is Dormand-Prince 5(4), the
-method of ``solve_ivp(method="RK45")``, against which the tests check it.
-
-References
-----------
-.. [1] Dormand JR, Prince PJ (1980) A family of embedded Runge-Kutta formulae.
-   J Comput Appl Math 6:19-26. doi:10.1016/0771-050X(80)90013-3
-.. [2] Hairer E, Norsett SP, Wanner G (1993) Solving Ordinary Differential
-   Equations I, 2nd ed., section II.4 (step size control). Springer.
+method of ``solve_ivp(method="RK45")``, against which the tests check it; the
+tableau and the step-size rule are :mod:`exosim.simulate.solver`'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["SolverOptions", "BatchSolution", "integrate"]
+from exosim.simulate.solver import (A, B, C, E, EXPONENT, FAILED, FIRST_STEP_FRACTION, MAX_FACTOR, MESSAGES,
+                                    MIN_FACTOR, REJECT_MIN_FACTOR, SAFETY, SegmentResult, SolverOptions)
 
-# Dormand-Prince 5(4) tableau
-_C = np.array([0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0])
-_A = [
-    [],
-    [1 / 5],
-    [3 / 40, 9 / 40],
-    [44 / 45, -56 / 15, 32 / 9],
-    [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729],
-    [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656],
-    [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84],
-]
-_A_MAT = np.zeros((7, 7))
-for _i, _row in enumerate(_A):
-    _A_MAT[_i, :len(_row)] = _row
-_B = np.array([35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0])
-_E = np.array([71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40])
-
-FAILED = 1
-OK = 0
+__all__ = ["integrate", "NumpyDopri5"]
 
 
-@dataclass(frozen=True, kw_only=True)
-class SolverOptions:
-    """Integrator settings (keyword-only).
+class NumpyDopri5:
+    """The batched numpy solver (:class:`~exosim.simulate.solver.Solver`): one shared step for
+    the batch, accepted only when every member meets its tolerance; no compilation."""
 
-    Attributes
-    ----------
-    rtol : relative tolerance per member and component
-    atol : absolute tolerance, multiplied by each state's declared scale
-    max_steps : steps per segment before the remaining members are failed
-    min_step : smallest step in h; a member that needs less is failed
-    """
+    name = "numpy"
 
-    rtol: float = 1e-7
-    atol: float = 1e-9
-    max_steps: int = 200_000
-    min_step: float = 1e-10
-
-
-@dataclass
-class BatchSolution:
-    """Result of integrating a batch over one segment.
-
-    Attributes
-    ----------
-    y : ndarray (N, n), states at the segment end (NaN for failed members)
-    status : ndarray (N,), 0 = success, 1 = failed
-    t_failed : ndarray (N,), h, time of failure (NaN if none)
-    message : list of str, per member, empty on success
-    ys : ndarray (N, len(t_eval), n), states at the requested output times
-    n_steps, n_rejected, n_rhs : counters of the segment
-    h_last : last step size (h), or one per member (compiled backend)
-    member_steps : steps per member (compiled backend only)
-    """
-
-    y: np.ndarray
-    status: np.ndarray
-    t_failed: np.ndarray
-    message: list[str]
-    ys: np.ndarray
-    n_steps: int = 0
-    n_rejected: int = 0
-    n_rhs: int = 0
-    h_last: float | np.ndarray = field(default=np.nan)
-    member_steps: np.ndarray | None = None
+    def integrate(self, model, t0, t1, y0, p, *, atol_scale=None, options=SolverOptions(), t_eval=None,
+                  h0=None) -> SegmentResult:
+        """Integrate one segment of ``model``'s batch; see :func:`integrate`."""
+        return integrate(model.rhs, t0, t1, y0, p, atol_scale=atol_scale, options=options, t_eval=t_eval, h0=h0)
 
 
 def integrate(fun: Callable[[float, np.ndarray, np.ndarray], np.ndarray], t0: float, t1: float,
               y0: np.ndarray, p: np.ndarray, *, atol_scale: np.ndarray | None = None,
               options: SolverOptions = SolverOptions(), t_eval: np.ndarray | None = None,
-              h0: float | None = None) -> BatchSolution:
+              h0: float | None = None) -> SegmentResult:
     """Integrate ``dy/dt = fun(t, y, p)`` for a batch from ``t0`` to ``t1``.
 
     Parameters
@@ -119,7 +61,7 @@ def integrate(fun: Callable[[float, np.ndarray, np.ndarray], np.ndarray], t0: fl
 
     Returns
     -------
-    BatchSolution
+    SegmentResult
     """
     y0 = np.asarray(y0, dtype=float)
     n_mem, n = y0.shape
@@ -134,7 +76,7 @@ def integrate(fun: Callable[[float, np.ndarray, np.ndarray], np.ndarray], t0: fl
 
     bad = ~np.all(np.isfinite(y0), axis=1)
     for i in np.flatnonzero(bad):
-        status[i], t_failed[i], message[i] = FAILED, t0, "non-finite initial state"
+        status[i], t_failed[i], message[i] = FAILED, t0, MESSAGES["initial"]
     active = np.flatnonzero(~bad)
     y = y0[active].copy()
     pa = p[active]
@@ -145,7 +87,7 @@ def integrate(fun: Callable[[float, np.ndarray, np.ndarray], np.ndarray], t0: fl
     span = t1 - t0
     if span <= 0 or active.size == 0:
         y_out[active] = y
-        return BatchSolution(y_out, status, t_failed, message, ys, h_last=h0 or np.nan)
+        return SegmentResult(y_out, status, t_failed, message, ys, _stats(0, 0, 0, status), h_last=h0 or np.nan)
 
     def fail(local_idx: np.ndarray, t: float, why: str) -> None:
         nonlocal active, y, pa, f
@@ -157,17 +99,17 @@ def integrate(fun: Callable[[float, np.ndarray, np.ndarray], np.ndarray], t0: fl
         active, y, pa, f = active[keep], y[keep], pa[keep], f[keep]
 
     t = t0
-    h = min(h0 if h0 and np.isfinite(h0) else 1e-3 * span, span)
+    h = min(h0 if h0 and np.isfinite(h0) else FIRST_STEP_FRACTION * span, span)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         f = fun(t, y, pa)
     n_rhs, n_steps, n_rej = 1, 0, 0
     nonfinite = ~np.all(np.isfinite(f), axis=1)
     if nonfinite.any():
-        fail(np.flatnonzero(nonfinite), t, "non-finite derivative at segment start")
+        fail(np.flatnonzero(nonfinite), t, MESSAGES["derivative"])
     k = np.empty((7,) + y.shape)
     while t < t1 and active.size:
         if n_steps + n_rej >= options.max_steps:
-            fail(np.arange(active.size), t, f"more than {options.max_steps} steps in one segment")
+            fail(np.arange(active.size), t, MESSAGES["max_steps"].format(max_steps=options.max_steps))
             break
         t_stop = t_eval[k_eval] if k_eval < t_eval.size and t_eval[k_eval] < t1 else t1
         h_try = min(h, t_stop - t)
@@ -180,10 +122,10 @@ def integrate(fun: Callable[[float, np.ndarray, np.ndarray], np.ndarray], t0: fl
         # non-finite trial values are caught below (step rejected or member failed), so no warnings
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             for s in range(1, 7):
-                dy = np.tensordot(_A_MAT[s, :s], k[:s], axes=1)
-                k[s] = fun(t + _C[s] * h_try, y + h_try * dy, pa)
-            y_new = y + h_try * np.tensordot(_B, k, axes=1)
-            err_vec = h_try * np.tensordot(_E, k, axes=1)
+                dy = np.tensordot(A[s, :s], k[:s], axes=1)
+                k[s] = fun(t + C[s] * h_try, y + h_try * dy, pa)
+            y_new = y + h_try * np.tensordot(B, k, axes=1)
+            err_vec = h_try * np.tensordot(E, k, axes=1)
             tol = atol + options.rtol * np.maximum(np.abs(y), np.abs(y_new))
             err = np.sqrt(np.mean((err_vec / tol) ** 2, axis=1))
         n_rhs += 6
@@ -197,20 +139,26 @@ def integrate(fun: Callable[[float, np.ndarray, np.ndarray], np.ndarray], t0: fl
             if landing and t_stop < t1:
                 ys[active, k_eval] = y
                 k_eval += 1
-            factor = 5.0 if err_max == 0 else min(5.0, max(0.2, 0.9 * err_max ** -0.2))
+            factor = MAX_FACTOR if err_max == 0 else min(MAX_FACTOR, max(MIN_FACTOR, SAFETY * err_max ** EXPONENT))
             if not landing or h_try >= h:
                 h = h_try * factor
         else:
             n_rej += 1
             if h_try <= options.min_step:
                 worst = np.flatnonzero(err > 1.0)
-                fail(worst, t, f"step size below {options.min_step:g} h (error not controlled)")
-                h = max(h, 1e-3 * span)
+                fail(worst, t, MESSAGES["min_step"].format(min_step=options.min_step))
+                h = max(h, FIRST_STEP_FRACTION * span)
                 continue
-            h = h_try * max(0.1, 0.9 * err_max ** -0.2) if np.isfinite(err_max) else h_try * 0.1
+            h = (h_try * max(REJECT_MIN_FACTOR, SAFETY * err_max ** EXPONENT) if np.isfinite(err_max)
+                 else h_try * REJECT_MIN_FACTOR)
             h = max(h, options.min_step)
     while k_eval < t_eval.size and t_eval[k_eval] <= t1:
         ys[active, k_eval] = y
         k_eval += 1
     y_out[active] = y
-    return BatchSolution(y_out, status, t_failed, message, ys, n_steps, n_rej, n_rhs, h_last=h)
+    return SegmentResult(y_out, status, t_failed, message, ys, _stats(n_steps, n_rej, n_rhs, status), h_last=h)
+
+
+def _stats(steps: int, rejected: int, rhs: int, status: np.ndarray) -> dict:
+    return {"steps": int(steps), "rejected": int(rejected), "rhs_evaluations": int(rhs),
+            "failures": int(np.sum(status == FAILED))}

@@ -1,19 +1,19 @@
 """Compiled backend: per-member Dormand-Prince 5(4) in numba (extra ``exosim[fast]``).
 
-The numpy integrator (:mod:`exosim._integrate`) advances a whole batch with one
+The numpy solver (:mod:`exosim.simulate.dopri5`) advances a whole batch with one
 shared step size, so every member takes as many steps as the stiffest member of
 its batch needs, and every stage costs one pass of ~100 numpy operations over
 the batch.  Sensitivity analyses sample rates over two decades, which makes both
 costs large.  Here the batch is a loop over members, each with its own step-size
 control, and the right-hand side is scalar code compiled by numba from the same
-expression trees (:meth:`exosim._assemble.Model.scalar_source`): no temporaries,
+expression trees (:meth:`exosim.model.assemble.Model.scalar_source`): no temporaries,
 no shared steps.
 
-Same method, tableau, error norm, step-size rule, landing on output times and
-failure policy (a member that cannot be integrated is marked failed with the
-time and reason; the others go on) as :func:`exosim._integrate.integrate`, whose
-:class:`~exosim._integrate.BatchSolution` it returns, so the protocol engine uses
-either backend unchanged.
+Same method, tableau and step-size rule (:mod:`exosim.simulate.solver`), error
+norm, landing on output times and failure policy (a member that cannot be
+integrated is marked failed with the time and reason; the others go on) as the
+numpy solver; both return a :class:`~exosim.simulate.solver.SegmentResult`, so the
+scenario runner uses either unchanged.
 
 The generated module (right-hand side + kernel) is written once per model
 structure to a cache directory (``EXOSIM_CACHE_DIR``, default
@@ -41,19 +41,14 @@ from pathlib import Path
 import numpy as np
 
 from exosim.model import expr as _expr
-from exosim.simulate.dopri5 import _A_MAT, _B, _E, FAILED, BatchSolution, SolverOptions
+from exosim.simulate import solver as _solver
+from exosim.simulate.solver import FAILED, MESSAGES, SegmentResult, SolverOptions, numba_available
+from exosim.util.atomic import atomic_write
 
-__all__ = ["available", "kernel_for", "integrate_compiled", "BACKENDS", "resolve_backend"]
+__all__ = ["NumbaDopri5", "kernel_for", "integrate_compiled"]
 
-BACKENDS = ("numpy", "numba")
-
-#: failure codes of the kernel -> messages (same wording as the numpy integrator)
-_MESSAGES = {
-    1: "more than {max_steps} steps in one segment",
-    2: "step size below {min_step:g} h (error not controlled)",
-    3: "non-finite initial state",
-    4: "non-finite derivative at segment start",
-}
+#: failure codes of the kernel -> keys of the shared failure messages
+_CODES = {1: "max_steps", 2: "min_step", 3: "initial", 4: "derivative"}
 
 # fast-math flags without 'nnan'/'ninf': the kernel must see NaN and inf to reject steps
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -95,7 +90,7 @@ def integrate(y0, p, t0, t1, t_eval, rtol, atol, h0, max_steps, min_step):
             h_last[m] = h0[m]
             continue
         t = t0
-        h = h0[m] if (h0[m] > 0.0 and math.isfinite(h0[m])) else 1e-3 * span
+        h = h0[m] if (h0[m] > 0.0 and math.isfinite(h0[m])) else FIRST_STEP_FRACTION * span
         h = min(h, span)
         rhs1(y, pm, k[0])
         counts[1] += 1
@@ -151,7 +146,7 @@ def integrate(y0, p, t0, t1, t_eval, rtol, atol, h0, max_steps, min_step):
                 if landing and t_stop < t1:
                     ys[m, ke, :] = y
                     ke += 1
-                fac = 5.0 if err == 0.0 else min(5.0, max(0.2, 0.9 * err ** -0.2))
+                fac = MAX_FACTOR if err == 0.0 else min(MAX_FACTOR, max(MIN_FACTOR, SAFETY * err ** EXPONENT))
                 if (not landing) or ht >= h:
                     h = ht * fac
             else:
@@ -159,7 +154,7 @@ def integrate(y0, p, t0, t1, t_eval, rtol, atol, h0, max_steps, min_step):
                 if ht <= min_step:
                     status[m] = 2
                     break
-                h = ht * max(0.1, 0.9 * err ** -0.2) if math.isfinite(err) else ht * 0.1
+                h = ht * max(REJECT_MIN_FACTOR, SAFETY * err ** EXPONENT) if math.isfinite(err) else ht * REJECT_MIN_FACTOR
                 h = max(h, min_step)
         counts[0] += rejected
         steps_of[m] = steps
@@ -175,22 +170,6 @@ def integrate(y0, p, t0, t1, t_eval, rtol, atol, h0, max_steps, min_step):
 '''
 
 _loaded: dict[str, object] = {}
-
-
-def available() -> bool:
-    """True if numba can be imported (``pip install "exosim[fast]"``)."""
-    return importlib.util.find_spec("numba") is not None
-
-
-def resolve_backend(name: str) -> str:
-    """``auto`` -> ``numba`` when installed, else ``numpy``; check explicit names."""
-    if name == "auto":
-        return "numba" if available() else "numpy"
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; expected one of {('auto',) + BACKENDS}")
-    if name == "numba" and not available():
-        raise ValueError('backend "numba" needs numba: pip install "exosim[fast]"')
-    return name
 
 
 def _cache_dir() -> Path:
@@ -210,11 +189,13 @@ def _cache_dir() -> Path:
 def module_source(model) -> str:
     """Source of the compiled module of ``model``: Hill function, right-hand side, kernel."""
     return "\n".join([
-        "# generated by exosim._compiled from the model declarations; do not edit",
+        "# generated by exosim.simulate.dopri5_numba from the model declarations; do not edit",
         "import math", "import numpy as np", "import numba", "",
         f"FASTMATH = {sorted(_FASTMATH)!r}",
-        f"A = np.array({_A_MAT.tolist()!r})", f"B = np.array({_B.tolist()!r})",
-        f"E = np.array({_E.tolist()!r})", "",
+        f"A = np.array({_solver.A.tolist()!r})", f"B = np.array({_solver.B.tolist()!r})",
+        f"E = np.array({_solver.E.tolist()!r})",
+        *(f"{k} = {getattr(_solver, k)!r}" for k in ("SAFETY", "EXPONENT", "MAX_FACTOR", "MIN_FACTOR",
+                                                   "REJECT_MIN_FACTOR", "FIRST_STEP_FRACTION")), "",
         "@numba.njit(cache=True, inline='always')",
         _expr.hill_scalar_source("_hill"),
         "@numba.njit(cache=True, fastmath=set(FASTMATH))",
@@ -229,16 +210,12 @@ def kernel_for(model):
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
     if digest in _loaded:
         return _loaded[digest]
-    if not available():
+    if not numba_available():
         raise RuntimeError('the numba backend needs numba: pip install "exosim[fast]"')
     directory = _cache_dir()
     path = directory / f"exosim_kernel_{digest}.py"
     if not path.exists() or path.read_text() != source:
-        # atomic: concurrent worker processes never import a half-written file
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(source)
-        os.replace(tmp, path)
+        atomic_write(path, source)  # concurrent worker processes never import a half-written file
     name = f"exosim_kernel_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -248,14 +225,27 @@ def kernel_for(model):
     return module.integrate
 
 
+class NumbaDopri5:
+    """The compiled per-member solver (:class:`~exosim.simulate.solver.Solver`)."""
+
+    name = "numba"
+
+    def integrate(self, model, t0, t1, y0, p, *, atol_scale=None, options=SolverOptions(), t_eval=None,
+                  h0=None) -> SegmentResult:
+        """Integrate one segment of ``model``'s batch; see :func:`integrate_compiled`."""
+        return integrate_compiled(model, t0, t1, y0, p, atol_scale=atol_scale, options=options, t_eval=t_eval,
+                                  h0=h0)
+
+
 def integrate_compiled(model, t0: float, t1: float, y0: np.ndarray, p: np.ndarray, *,
                        atol_scale: np.ndarray | None = None, options: SolverOptions = SolverOptions(),
-                       t_eval: np.ndarray | None = None, h0: np.ndarray | float | None = None) -> BatchSolution:
-    """Integrate a batch of ``model`` from ``t0`` to ``t1``; see :func:`exosim._integrate.integrate`.
+                       t_eval: np.ndarray | None = None, h0: np.ndarray | float | None = None) -> SegmentResult:
+    """Integrate a batch of ``model`` from ``t0`` to ``t1``; see :func:`exosim.simulate.dopri5.integrate`.
 
     ``h0`` may be an array: each member resumes with its own last step size.
-    ``BatchSolution.n_steps`` is the largest number of steps any member took
-    (comparable with the numpy integrator's shared steps); ``h_last`` is per member.
+    ``stats["steps"]`` is the largest number of steps any member took (comparable with
+    the numpy solver's shared steps), ``stats["member_steps"]`` their total and
+    ``stats["rhs_evaluations"]`` counts per member; ``h_last`` is per member.
     """
     kernel = kernel_for(model)
     y0 = np.ascontiguousarray(y0, dtype=float)
@@ -268,7 +258,8 @@ def integrate_compiled(model, t0: float, t1: float, y0: np.ndarray, p: np.ndarra
         y0, p, float(t0), float(t1), t_eval, float(options.rtol), np.ascontiguousarray(options.atol * scale),
         h, int(options.max_steps), float(options.min_step))
     status = np.where(code != 0, FAILED, 0)
-    message = [_MESSAGES[c].format(max_steps=options.max_steps, min_step=options.min_step) if c else ""
+    message = [MESSAGES[_CODES[c]].format(max_steps=options.max_steps, min_step=options.min_step) if c else ""
                for c in code.tolist()]
-    return BatchSolution(y, status, t_failed, message, ys, int(steps.max(initial=0)), int(counts[0]),
-                         int(counts[1]), h_last=h_last, member_steps=steps)
+    stats = {"steps": int(steps.max(initial=0)), "rejected": int(counts[0]), "rhs_evaluations": int(counts[1]),
+             "failures": int(np.sum(status == FAILED)), "member_steps": int(steps.sum())}
+    return SegmentResult(y, status, t_failed, message, ys, stats, h_last=h_last, member_steps=steps)

@@ -1,0 +1,238 @@
+"""Observations for fits: reading and checking data files against a scenario.
+
+Formats (CSV, one observation per row; a header row; blank and ``#`` lines skipped):
+
+* survival points ``arm, dose, survival, sd``;
+* colony counts ``arm, dose, colonies, seeded``;
+* time courses ``time, observable, value, sd`` and optionally ``arm``, ``dose`` and
+  ``unit``: any state or rule ``namespace.name`` of the model, or a sum of them;
+  units the model's, a convertible one (the unit table of
+  :mod:`exosim.model.units`) or ``relative``.
+
+Every problem is one :class:`FitError` naming the file, the line and the column.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from exosim.model.declare import SEP
+from exosim.model.units import UNITS, QuantityError, conversion_factor, parse_quantity
+from exosim.scenario.runner import CompiledScenario
+
+__all__ = ["FitError", "Observations", "read_observations", "RELATIVE", "default_likelihood"]
+
+RELATIVE = ("relative", "a.u.", "au", "arbitrary")
+
+
+class FitError(ValueError):
+    """Bad data file or fit request; the message names the file, row and column."""
+
+
+@dataclass
+class Observations:
+    """Observations read from one data file (doses in Gy, times in h).
+
+    ``y`` is survival, colonies or the observed value; ``w`` the standard deviation
+    (survival, time courses) or cells seeded (colonies).  Time courses also carry the
+    time, the observable (label and model terms), the factor from model to data unit
+    (NaN for relative data) and the relative group of each row.
+    """
+
+    source: str
+    kind: str  # "survival" | "colonies" | "timecourse"
+    arm: list[str]
+    dose: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    time: np.ndarray | None = None
+    observable: list[str] = field(default_factory=list)
+    terms: dict[str, list[tuple[str, int, str]]] = field(default_factory=dict)
+    unit: list[str] = field(default_factory=list)
+    factor: np.ndarray | None = None
+
+    @property
+    def groups(self) -> list[str]:
+        """Observables measured in relative units: one fitted scale factor each."""
+        if self.factor is None:
+            return []
+        return sorted({o for o, f in zip(self.observable, self.factor) if np.isnan(f)}, key=self.observable.index)
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """Header and (line number in the file, row) pairs; blank and '#' lines are skipped."""
+    if not path.is_file():
+        raise FitError(f"{path}: no such data file")
+    with path.open(newline="") as fh:
+        lines = [(n, text) for n, text in enumerate(fh, start=1) if text.strip() and not text.lstrip().startswith("#")]
+    if not lines:
+        return [], []
+    records = list(csv.reader(text for _, text in lines))
+    header = [h.strip() for h in records[0]]
+    rows = [(n, {h: v.strip() for h, v in zip(header, rec)}) for (n, _), rec in zip(lines[1:], records[1:])]
+    return header, rows
+
+
+def read_observations(path, scenario) -> Observations:
+    """Read and check a data file against a scenario (arms, doses, times, observables)."""
+    path = Path(path)
+    header, rows = _read_rows(path)
+    cols = set(header)
+    if {"survival", "sd"} <= cols:
+        kind, ycol, wcol = "survival", "survival", "sd"
+    elif {"colonies", "seeded"} <= cols:
+        kind, ycol, wcol = "colonies", "colonies", "seeded"
+    elif {"time", "observable", "value", "sd"} <= cols:
+        kind, ycol, wcol = "timecourse", "value", "sd"
+    else:
+        raise FitError(f"{path}: columns {header}: expected 'dose' with either 'survival' and 'sd' "
+                       f"or 'colonies' and 'seeded' (and optionally 'arm'), or a time course: "
+                       f"'time', 'observable', 'value', 'sd' (and optionally 'arm', 'dose', 'unit')")
+    grid = scenario.dose_grid
+    if kind != "timecourse":
+        if "dose" not in cols:
+            raise FitError(f"{path}: missing column 'dose' (in {grid.unit if grid else 'Gy'})")
+        if grid is None:
+            raise FitError(f"{path}: scenario {scenario.name!r} has no dose grid to compare doses with")
+    elif grid is None and "dose" in cols and any(row.get("dose") for _, row in rows):
+        raise FitError(f"{path}: column 'dose': scenario {scenario.name!r} has no dose grid; leave the column out")
+    arms = [a.name for a in scenario.arms] or [scenario.name]
+    default_arm = next((a.name for a in scenario.arms if not a.control), arms[0])
+    if grid is not None:
+        unit = UNITS["dose"][grid.unit]
+        lo, hi = min(grid.values), max(grid.values)
+    model = window = None
+    if kind == "timecourse":
+        probe = CompiledScenario(scenario)
+        model = probe.model
+        window = (scenario.timeline_start, probe.score_event.at)
+    obs = Observations(str(path), kind, [], np.empty(0), np.empty(0), np.empty(0))
+    arm, dose, y, w, time, factor = [], [], [], [], [], []
+    for r, row in rows:  # r: line of the file
+
+        def number(col: str) -> float:
+            try:
+                value = float(row[col])
+            except (KeyError, ValueError):
+                raise FitError(f"{path}: row {r}, column {col!r}: expected a number, got {row.get(col)!r}") from None
+            if not np.isfinite(value):
+                raise FitError(f"{path}: row {r}, column {col!r}: expected a finite number, got {row[col]!r}")
+            return value
+
+        def fail(col: str, what: str) -> FitError:
+            return FitError(f"{path}: row {r}, column {col!r}: {what}")
+        a = row.get("arm") or default_arm
+        if a not in arms:
+            near = difflib.get_close_matches(a, arms, n=1)
+            raise fail("arm", f"no arm {a!r} in scenario {scenario.name!r}"
+                       + (f"; did you mean {near[0]!r}?" if near else f"; arms: {arms}"))
+        if grid is None:
+            d = float("nan")
+        else:
+            d = number("dose") if (kind != "timecourse" or row.get("dose")) else lo
+            if not lo <= d <= hi:
+                raise fail("dose", f"{d:g} {grid.unit} is outside the scenario's dose grid "
+                                   f"[{lo:g}, {hi:g}] {grid.unit}")
+            d *= unit
+        yy, ww = number(ycol), number(wcol)
+        if kind == "survival":
+            if not 0 < yy <= 1:
+                raise fail("survival", f"{yy:g} is outside (0, 1]")
+            if not ww > 0:
+                raise fail("sd", f"expected a positive standard deviation, got {ww:g}")
+        elif kind == "colonies":
+            if yy < 0 or yy != int(yy):
+                raise fail("colonies", f"expected a non-negative count, got {yy:g}")
+            if not ww >= 1:
+                raise fail("seeded", f"expected at least one cell, got {ww:g}")
+        else:
+            if yy < 0:
+                raise fail("value", f"expected a non-negative value, got {yy:g}")
+            if not ww > 0:
+                raise fail("sd", f"expected a positive standard deviation, got {ww:g}")
+            time.append(_time(row.get("time", ""), window, fail))
+            label, model_unit = _observable(row.get("observable", ""), model, obs, fail)
+            data_unit = row.get("unit") or model_unit
+            factor.append(_unit_factor(data_unit, model_unit, label, fail))
+            obs.observable.append(label)
+            obs.unit.append(data_unit)
+        arm.append(a)
+        dose.append(d)
+        y.append(yy)
+        w.append(ww)
+    if not arm:
+        raise FitError(f"{path}: no data rows")
+    obs.arm, obs.dose, obs.y, obs.w = arm, np.array(dose), np.array(y), np.array(w)
+    if kind == "timecourse":
+        obs.time, obs.factor = np.array(time), np.array(factor)
+        for label in obs.groups:
+            units = {u for o, u in zip(obs.observable, obs.unit) if o == label}
+            if len(units) > 1:
+                raise FitError(f"{path}: column 'unit': observable {label!r} is given both in relative and in "
+                               f"absolute units ({sorted(units)}); use one")
+    return obs
+
+
+def _time(text: str, window: tuple[float, float], fail) -> float:
+    """A timeline time: a number in h or a quantity such as '30 min'; inside the timeline."""
+    try:
+        t = float(text)
+    except ValueError:
+        try:
+            t = parse_quantity(text, "time", allow_negative=True)
+        except QuantityError as exc:
+            raise fail("time", str(exc)) from None
+    if not np.isfinite(t):
+        raise fail("time", f"expected a finite time, got {text!r}")
+    if not window[0] <= t <= window[1]:
+        raise fail("time", f"{t:g} h is outside the scenario's timeline [{window[0]:g}, {window[1]:g}] h "
+                           f"(first event to scoring)")
+    return t
+
+
+def _observable(text: str, model, obs: Observations, fail) -> tuple[str, str]:
+    """Resolve 'ns.name [+ ns.name ...]' to model states/rules; returns (label, unit)."""
+    parts = [p.strip() for p in text.split("+")]
+    label = " + ".join(p.replace(SEP, ".", 1) for p in parts)
+    if label in obs.terms:
+        return label, obs.terms[label][0][2]
+    units = {**{s.name: s.unit for s in model.states}, **{s.name: s.unit for s in model.derived + model.rules}}
+    known = [n.replace(SEP, ".", 1) for n in list(model.state_index) + list(model.observable_index)]
+    terms = []
+    for p in parts:
+        q = p.replace(".", SEP, 1)
+        if q in model.state_index:
+            terms.append(("state", model.state_index[q], units[q]))
+        elif q in model.observable_index:
+            terms.append(("obs", model.observable_index[q], units[q]))
+        else:
+            near = difflib.get_close_matches(p.replace(SEP, ".", 1), known, n=1)
+            raise fail("observable", f"no state or rule {p!r} in the model" +
+                       (f"; did you mean {near[0]!r}?" if near else " (write namespace.name, e.g. "
+                        "'recipients.internalised_vesicles' or 'donor_flask.vesicle_concentration')"))
+    if len({t[2] for t in terms}) > 1:
+        raise fail("observable", f"{label!r} adds quantities of different units {[t[2] for t in terms]}")
+    obs.terms[label] = terms
+    return label, terms[0][2]
+
+
+def _unit_factor(data_unit: str, model_unit: str, label: str, fail) -> float:
+    """Data value per model value (NaN for relative data)."""
+    if data_unit.lower() in RELATIVE:
+        return float("nan")
+    try:
+        return conversion_factor(model_unit, data_unit)
+    except QuantityError:
+        raise fail("unit", f"{data_unit!r} cannot be converted to {model_unit!r}, the unit of {label!r}; "
+                           f"give values in {model_unit!r} or 'relative' (one fitted scale factor)") from None
+
+
+def default_likelihood(datasets: list[Observations]) -> str:
+    """``auto``: quasi-Poisson when colony counts are fitted, else normal."""
+    return "quasipoisson" if any(d.kind == "colonies" for d in datasets) else "normal"
+

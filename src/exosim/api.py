@@ -1,0 +1,203 @@
+"""The public API: run, analyse and fit scenarios from Python (what ``import exosim`` offers).
+
+This module sits at the top of the package, beside the CLI: it may use every
+stage, and no module of the package imports it.
+
+Examples
+--------
+>>> import exosim
+>>> s = exosim.load_scenario("scenarios/hnscc_exosome_radioresistance.yaml")
+>>> r = s.run()                                   # doctest: +SKIP
+>>> r.summary[["arm", "d10_Gy", "dmf_at_sf0.1"]]   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from exosim.analysis import fit as _fit
+from exosim.analysis import sensitivity as _sa
+from exosim.analysis.engine import make_engine
+from exosim.io import outputs as _outputs
+from exosim.scenario.result import RunResult
+from exosim.scenario.runner import run as _run
+from exosim.scenario.schema import Scenario, load_scenario, with_parameters
+from exosim.simulate.solver import Solver
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas
+
+__all__ = ["run", "sensitivity", "fit", "SensitivityResult", "FitOutcome"]
+
+
+def _scenario(scenario: Scenario | str | Path) -> Scenario:
+    return scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+
+
+def run(scenario: Scenario | str | Path, *, solver: str | Solver | None = None,
+        parameters: Mapping[str, float | str] | None = None, time_courses: bool = True) -> RunResult:
+    """Run every arm and dose of a scenario as one batch.
+
+    Parameters
+    ----------
+    scenario : a loaded scenario or the path of a scenario file
+    solver : ``numpy``, ``numba``, ``auto`` or a :class:`~exosim.simulate.solver.Solver`;
+        default the scenario's ``solver.backend``
+    parameters : overrides as in a scenario's ``parameters:`` block, ``key`` (every
+        instance) or ``population.key`` (one population or medium) -> value with its unit
+        (``{"internalisation_rate": "0.4 1/h"}``); checked like the file's
+    time_courses : record states and rules every ``output.time_step``
+
+    Returns
+    -------
+    RunResult
+        ``.survival``, ``.summary``, ``.timecourses()``, ``.to_xarray()``, ``.member()``.
+    """
+    sc = _scenario(scenario)
+    if parameters:
+        sc = with_parameters(sc, parameters)
+    return _run(sc, time_courses=time_courses, solver=solver)
+
+
+@dataclass(frozen=True)
+class SensitivityResult:
+    """A sensitivity analysis: the indices per output and parameter, the samples and failures.
+
+    Attributes
+    ----------
+    analysis : :class:`exosim.analysis.sensitivity.Analysis` (indices, samples, values, failures)
+    arm, control_arm : analysed arm and the control it is compared with
+    """
+
+    analysis: _sa.Analysis
+    arm: str
+    control_arm: str | None
+
+    def to_df(self) -> pandas.DataFrame:
+        """The indices (indices.csv): one row per output and parameter."""
+        import pandas as pd
+        return pd.DataFrame(self.analysis.indices)
+
+    def samples(self) -> pandas.DataFrame:
+        """Sampled parameter values, outputs and status per sample (samples.csv)."""
+        import pandas as pd
+        a = self.analysis
+        df = pd.DataFrame(a.samples, columns=list(a.space.names))
+        for k, name in enumerate(a.outputs):
+            df[name] = a.values[:, k]
+        df["status"] = ["failed" if f else "ok" for f in a.failed]
+        return df
+
+    def plot(self, path: str | Path) -> Path:
+        """Tornado (local), mu*-sigma (Morris) or S1/ST bars (Sobol), written to ``path``."""
+        from exosim.io.figures import plot_analysis
+        plot_analysis(self.analysis, Path(path))
+        return Path(path)
+
+
+def sensitivity(scenario: Scenario | str | Path, *, method: str = "sobol", group: str | None = None,
+                params: Sequence[str] = (), N: int = 1024, seed: int = 0, arm: str | None = None,
+                ranges: Mapping[str, tuple[float, float]] | None = None, backend: str = "auto",
+                workers: int = 1) -> SensitivityResult:
+    """Local, Morris or Sobol sensitivity of the survival outputs of one arm.
+
+    Parameters
+    ----------
+    scenario : scenario or path; needs a control arm and the analysed arm
+    method : ``local``, ``morris`` or ``sobol``
+    group, params : parameter group (``uptake``, ``release``, ``cargo``, ``repair``) and/or keys
+    N : Sobol base samples (a power of two) or Morris trajectories
+    seed : seed of sampling and bootstrap
+    arm : analysed arm (default: the first non-control arm)
+    ranges : key -> (low, high), overriding the table's ranges
+    backend : integrator (``auto``: numba when installed)
+    workers : worker processes
+
+    Returns
+    -------
+    SensitivityResult
+    """
+    sc = _scenario(scenario)
+    space = _sa.ParameterSpace.from_table(group, list(params), dict(ranges or {}))
+    engine = make_engine(workers)
+    try:
+        ev = _sa.ScenarioEvaluator(sc, arm=arm, engine=engine, backend=backend, progress=False)
+        if method == "local":
+            analysis = _sa.local(ev, space, _sa.nominal_values(ev.scenario, space.names), _sa.OUTPUTS)
+        elif method == "morris":
+            analysis = _sa.morris(ev, space, _sa.OUTPUTS, N, seed)
+        elif method == "sobol":
+            analysis = _sa.sobol(ev, space, _sa.OUTPUTS, N, seed)
+        else:
+            raise _sa.SensitivityError(f"method {method!r}: expected local, morris or sobol")
+    finally:
+        engine.close()
+    control = None if ev.control is None else ev.scenario.arms[ev.control].name
+    return SensitivityResult(analysis, ev.target_name, control)
+
+
+@dataclass(frozen=True)
+class FitOutcome:
+    """A fit: the problem (data, parameters, ranges) and its result (estimates, intervals, profiles).
+
+    ``estimates`` is the table of estimates.csv; ``intervals`` maps each parameter to its
+    (low, high) profile-likelihood interval.
+    """
+
+    problem: _fit.FitProblem
+    result: _fit.FitResult
+
+    @property
+    def estimates(self) -> pandas.DataFrame:
+        """Per parameter: estimate, interval, unit, nominal value, search range, open ends."""
+        import pandas as pd
+        return pd.DataFrame(_outputs.fit_estimate_rows(self.problem, self.result))
+
+    @property
+    def intervals(self) -> dict[str, tuple[float, float]]:
+        """Parameter -> (low, high) of its profile-likelihood interval."""
+        r = self.result
+        return {n: (float(lo), float(hi)) for n, lo, hi in zip(r.params, r.low, r.high)}
+
+    def to_df(self) -> pandas.DataFrame:
+        """Same as :attr:`estimates`."""
+        return self.estimates
+
+    def plot(self, path: str | Path) -> Path:
+        """Data over the fitted model, one panel per data file, and the profiles; written to ``path``."""
+        from exosim.io.figures import plot_fit
+        plot_fit(self.problem, self.result, Path(path))
+        return Path(path)
+
+
+def fit(scenario: Scenario | str | Path, *, data: Sequence[str | Path], params: Sequence[str],
+        likelihood: str = "auto", normalise: str = "control",
+        ranges: Mapping[str, tuple[float, float]] | None = None, level: float = 0.95,
+        backend: str = "auto") -> FitOutcome:
+    """Maximum-likelihood fit of ``params`` to data files with profile-likelihood intervals.
+
+    Parameters
+    ----------
+    scenario : scenario or path
+    data : CSV files fitted jointly (survival points, colony counts or time courses)
+    params : parameter keys (every instance) or ``population.key``
+    likelihood : ``auto`` (quasi-Poisson for colony counts, else normal), ``normal``,
+        ``poisson`` or ``quasipoisson``
+    normalise : survival relative to the ``control`` arm at dose 0, ``within_arm`` or ``none``
+    ranges : search ranges (default: the parameter table's)
+    level : confidence level of the intervals
+    backend : integrator (``auto``: numba when installed)
+
+    Returns
+    -------
+    FitOutcome
+    """
+    sc = _scenario(scenario)
+    datasets = [_fit.read_observations(path, sc) for path in data]
+    lik = _fit.default_likelihood(datasets) if likelihood == "auto" else likelihood
+    problem = _fit.FitProblem(sc, datasets, list(params), likelihood=lik, normalise=normalise,
+                              ranges=dict(ranges or {}), backend=backend)
+    return FitOutcome(problem, _fit.fit(problem, level=level))

@@ -1,0 +1,232 @@
+"""Figures: survival curves, time courses, sensitivity indices and calibration fits.
+
+Every function draws on a new matplotlib ``Figure`` (Agg canvas, no display) and
+saves it to ``path``; the writers in :mod:`exosim.io.outputs` call them inside a
+staged folder, so a figure appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from exosim.analysis.fit.data import RELATIVE, Observations
+from exosim.analysis.fit.problem import FitProblem
+from exosim.analysis.fit.result import FitResult
+from exosim.analysis.sensitivity import Analysis
+from exosim.model.declare import SEP
+from exosim.model.units import UNITS
+
+__all__ = ["plot_survival", "plot_timecourses", "plot_analysis", "plot_fit"]
+
+
+def _canvas(figsize):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _colours() -> list[str]:
+    import matplotlib
+    return matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def plot_survival(result, rows: list[dict], path: Path) -> None:
+    """Log survival vs grid dose, one line per arm (control dashed), LQ dotted where defined."""
+    sc = result.scenario
+    fig = _canvas((6.4, 4.6))
+    ax = fig.add_subplot()
+    colours = _colours()
+    for a, name in enumerate(result.arms):
+        sel = np.flatnonzero(result.arm_index == a)
+        x = result.grid[sel]
+        y = np.array([rows[i]["sf_vs_untreated"] for i in sel])
+        control = rows[sel[0]]["control"]
+        colour = "black" if control else colours[a % len(colours)]
+        ax.plot(x, y, "--" if control else "-", marker="o", ms=3 if control else 4, color=colour, label=name,
+                zorder=3 if control else 2)
+        if "sf_lq" in rows[sel[0]]:
+            lq = np.array([rows[i]["sf_lq"] for i in sel]) * (y[0] / rows[sel[0]]["sf_lq"]
+                                                               if rows[sel[0]]["sf_lq"] > 0 else 1.0)
+            ax.plot(x, lq, ":", color=colour, lw=1)
+    ax.set_yscale("log")
+    positive = result.grid[result.grid > 0]
+    if positive.size and positive.max() / positive.min() > 100:  # mGy to Gy: keep both ends readable
+        ax.set_xscale("symlog", linthresh=float(positive.min()), linscale=0.5)
+        ax.set_xlim(0, float(positive.max()) * 1.3)
+    label = sc.dose_grid.label if sc.dose_grid and sc.dose_grid.label else "dose"
+    ax.set_xlabel(f"{label[0].upper()}{label[1:]} (Gy)")
+    ax.set_ylabel("Surviving fraction (relative to untreated control)")
+    ax.set_title(sc.name.replace("_", " "), fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    if "sf_lq" in rows[0]:
+        ax.text(0.99, 0.99, "markers: kinetic model; dotted: LQ with alpha_eff, beta_eff",
+                transform=ax.transAxes, ha="right", va="top", fontsize=7, color="0.3")
+    fig.savefig(path, dpi=150)
+
+
+def plot_timecourses(result, path: Path) -> None:
+    """Key states over time, one line per arm, at the largest grid dose: vesicles in each medium,
+    cargo delivered to and present in the cytosol of the scored cells, and their DSBs."""
+    m, sc = result.model, result.scenario
+    scored = sc.timeline[[e.kind for e in sc.timeline].index("score")].score.population
+    top = np.nanmax(result.grid) if np.isfinite(result.grid).any() else np.nan
+    panels = [(f"{med}{SEP}vesicles", f"vesicles in {med}", True) for med in m.media]
+    for c in m.cargos:
+        panels += [(f"{scored}{SEP}{c}_delivered", f"{c} delivered to {scored} (per cell)", False),
+                   (f"{scored}{SEP}{c}_cytosolic", f"{c} in the cytosol of {scored} (per cell)", False)]
+    panels.append((f"{scored}{SEP}dsb", f"DSBs per cell, {scored}", False))
+    fig = _canvas((11, 2.6 * ((len(panels) + 2) // 3)))
+    colours = _colours()
+    for k, (state, title, log) in enumerate(panels):
+        ax = fig.add_subplot((len(panels) + 2) // 3, 3, k + 1)
+        for a, name in enumerate(result.arms):
+            sel = np.flatnonzero((result.arm_index == a) & ((result.grid == top) | np.isnan(result.grid)))
+            if not sel.size:
+                continue
+            y = result.states[sel[0], :, m.state_index[state]]
+            ax.plot(result.times, y, color=colours[a % len(colours)], lw=1.2, label=name)
+        if log and np.nanmax(result.states[:, :, m.state_index[state]]) > 0:
+            ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("time (h)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if k == 0:
+            ax.legend(fontsize=6)
+    grid_label = sc.dose_grid.label if sc.dose_grid else ""
+    fig.suptitle(f"{sc.name.replace('_', ' ')}" + (f" ({grid_label} {top:g} Gy)" if np.isfinite(top) else ""),
+                 fontsize=10)
+    fig.savefig(path, dpi=120)
+
+
+def plot_analysis(analysis: Analysis, path) -> None:
+    """Tornado (local), mu*-sigma (Morris) or S1/ST bars with intervals (Sobol), one panel per output."""
+    outs = analysis.outputs
+    ncol = 3
+    nrow = int(np.ceil(len(outs) / ncol))
+    fig = _canvas((4.2 * ncol, 3.2 * nrow))
+    names = list(analysis.space.names)
+    colours = _colours()
+    for k, out in enumerate(outs):
+        ax = fig.add_subplot(nrow, ncol, k + 1)
+        rows = [r for r in analysis.indices if r["output"] == out]
+        if analysis.method == "local":
+            coef = np.array([r["coefficient"] for r in rows])
+            order = np.argsort(np.nan_to_num(np.abs(coef), nan=-1))
+            ax.barh(np.arange(len(rows)), coef[order], color=[colours[0] if c >= 0 else colours[3] for c in coef[order]])
+            ax.set_yticks(np.arange(len(rows)), [names[i] for i in order], fontsize=6)
+            ax.axvline(0, color="black", lw=0.5)
+            ax.set_xlabel("d ln y / d ln p", fontsize=7)
+        elif analysis.method == "morris":
+            mu = np.array([r["mu_star"] for r in rows])
+            sig = np.array([r["sigma"] for r in rows])
+            ax.scatter(mu, sig, s=12)
+            for i, name in enumerate(names):
+                if np.isfinite(mu[i]):
+                    ax.annotate(name, (mu[i], sig[i]), fontsize=5)
+            ax.set_xlabel("mu* (per log10 unit)", fontsize=7)
+            ax.set_ylabel("sigma", fontsize=7)
+        else:
+            x = np.arange(len(rows))
+            for off, key, colour in ((-0.2, "S1", colours[0]), (0.2, "ST", colours[1])):
+                val = np.array([r[key] for r in rows])
+                err = np.array([r[f"{key}_conf"] for r in rows])
+                ax.bar(x + off, val, 0.4, yerr=err, label=key, color=colour, capsize=2, error_kw={"lw": 0.6})
+            ax.set_xticks(x, names, rotation=60, ha="right", fontsize=6)
+            ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
+            ax.legend(fontsize=6)
+        ax.set_title(out, fontsize=8)
+        ax.tick_params(labelsize=6)
+    fig.suptitle(f"{analysis.method} sensitivity", fontsize=9)
+    fig.savefig(path, dpi=130)
+
+
+def _dose_panel(ax, problem: FitProblem, result: FitResult, ds: Observations) -> None:
+    if ds.kind == "survival":
+        obs, err = ds.y, ds.w
+        ylabel = {"control": "survival relative to control", "within_arm": "surviving fraction (within arm)",
+                  "none": "surviving fraction"}[problem.normalise]
+    else:
+        pe = result.nuisance[problem.plating_key(ds)]
+        obs = ds.y / (ds.w * pe)
+        err = np.sqrt(np.maximum(ds.y, 1.0) * result.dispersion) / (ds.w * pe)
+        ylabel = "surviving fraction (colonies / seeded / PE)"
+    unit = problem.scenario.dose_grid.unit
+    scale = UNITS["dose"][unit]
+    positive = ds.dose[ds.dose > 0]
+    logscale = bool(positive.size) and ds.dose.max() / positive.min() > 50
+    # the model as a curve: the fitted problem evaluated on a dense dose grid
+    if logscale:
+        lin = np.linspace(min(ds.dose.min(), 0.0), positive.min(), 20)  # the linear part of the axis
+        dense = np.unique(np.concatenate([lin, np.geomspace(positive.min(), ds.dose.max(), 60)]))
+    else:
+        dense = np.linspace(ds.dose.min(), ds.dose.max(), 60)
+    arms = sorted(set(ds.arm), key=ds.arm.index)
+    grid = Observations("curve", "survival", [a for a in arms for _ in dense], np.tile(dense, len(arms)),
+                        np.ones(dense.size * len(arms)), np.ones(dense.size * len(arms)))
+    curve = FitProblem(problem.scenario, grid, problem.params, normalise=problem.normalise,
+                       ranges=dict(zip(problem.params, problem.bounds)), backend=problem.backend)
+    curve = curve.predict(result.estimate[None, :])[0].reshape(len(arms), dense.size)
+    for a, model in zip(arms, curve):
+        sel = np.array([x == a for x in ds.arm])
+        line = ax.errorbar(ds.dose[sel] / scale, obs[sel], yerr=err[sel], fmt="o", capsize=3, label=f"{a} (data)")
+        ax.plot(dense / scale, model, "-", color=line[0].get_color(), label=f"{a} (model)")
+    ax.set_xlabel(f"{problem.scenario.dose_grid.label or 'dose'} ({unit})")
+    ax.set_ylabel(ylabel)
+    if logscale:
+        ax.set_xscale("symlog", linthresh=max(positive.min() / scale, 1e-6))
+
+
+def _timecourse_panel(ax, problem: FitProblem, result: FitResult, ds: Observations, members: np.ndarray) -> None:
+    """Data with error bars and the fitted model as a continuous curve, one per (arm, dose, observable)."""
+    dense = np.unique(np.concatenate([np.linspace(ds.time.min(), ds.time.max(), 200), ds.time]))
+    res = problem.simulate(result.estimate, record_times=dense)
+    scales = {label: np.array([result.nuisance[problem.scale_key(ds, label)]]) for label in ds.groups}
+    keys = sorted({(a, d, o) for a, d, o in zip(ds.arm, ds.dose, ds.observable)},
+                  key=lambda k: (ds.arm.index(k[0]), np.nan_to_num(k[1]), ds.observable.index(k[2])))
+    for a, d, o in keys:
+        sel = np.array([(x, y, z) == (a, d, o) for x, y, z in zip(ds.arm, ds.dose, ds.observable)], dtype=bool)
+        m = members[sel][0]
+        curve = problem.timecourse_values(res, ds, [m] * dense.size, dense, [o] * dense.size)
+        fac = ds.factor[sel][0]
+        curve = curve * (scales[o][:, None] if o in scales else fac)
+        label = f"{a}: {o}" + ("" if np.isnan(d) or problem.scenario.dose_grid is None or
+                                len(problem.scenario.dose_grid.values) < 2 else f" ({d:g} Gy)")
+        line = ax.errorbar(ds.time[sel], ds.y[sel], yerr=ds.w[sel], fmt="o", capsize=3, label=label)
+        ax.plot(dense, curve[0], "-", color=line[0].get_color())
+    ax.set_xlabel("time (h)")
+    units = sorted({"relative (a.u.)" if u.lower() in RELATIVE else u for u in ds.unit})
+    ax.set_ylabel(units[0] if len(units) == 1 else "value (" + ", ".join(units) + ")")
+
+
+def plot_fit(problem: FitProblem, result: FitResult, path) -> None:
+    """One panel per data file (data with error bars over the fitted model) and the profiles."""
+    n = len(problem.datasets)
+    fig = _canvas((5 * (n + 1), 4.2))
+    axes = fig.subplots(1, n + 1)
+    for ax, ds, members in zip(axes, problem.datasets, problem._members):
+        if ds.kind == "timecourse":
+            _timecourse_panel(ax, problem, result, ds, members)
+        else:
+            _dose_panel(ax, problem, result, ds)
+        ax.set_title(f"{problem.scenario.name}: {Path(ds.source).name}", fontsize=9)
+        ax.legend(fontsize=6)
+    axp = axes[-1]
+    from scipy import stats
+    crit = stats.chi2.ppf(0.95, 1)
+    for name, prof in result.profiles.items():
+        axp.plot(10.0 ** np.array(prof["log10_value"]), prof["statistic"], label=name)
+    axp.axhline(crit, color="k", lw=0.8, ls="--", label="95% threshold")
+    axp.set_xscale("log")
+    axp.set_ylim(0, max(4 * crit, 1))
+    axp.set_xlabel("parameter value")
+    axp.set_ylabel("2 (NLL - NLL_min)" + (" (counts / dispersion)" if result.dispersion > 1 else ""))
+    axp.set_title("profile likelihood", fontsize=9)
+    axp.legend(fontsize=7)
+    fig.savefig(path, dpi=120)
+
+

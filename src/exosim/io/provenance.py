@@ -1,0 +1,116 @@
+"""Provenance records: what every output carries so that it can be reproduced.
+
+One header (version, time, command, scenario file and hash, numerical
+environment) starts every record; runs add parameters and solver counters,
+sensitivity analyses their sampling, fits their data files and settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from exosim._version import __version__
+from exosim.scenario.observables import CONVENTIONS
+from exosim.scenario.result import public_name
+
+__all__ = ["header", "run_record", "file_record", "sensitivity_record", "fit_record"]
+
+
+def _version_of(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def header(scenario, command: list[str] | None = None, *, packages: tuple[str, ...] = ()) -> dict:
+    """What every provenance record starts with: version, time, command, scenario file and
+    hash, and the numerical environment (plus the versions of ``packages``)."""
+    import scipy
+    env = {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+           "platform": platform.platform()}
+    env.update({p: _version_of(p) for p in packages})
+    return {
+        "exosim_version": __version__,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": list(command) if command is not None else ["exosim"] + sys.argv[1:],
+        "scenario": {"name": scenario.name, "file": scenario.source, "sha256": scenario.sha256},
+        "environment": env,
+    }
+
+
+def file_record(path: str | Path) -> dict:
+    """A data file named by path and SHA-256."""
+    return {"file": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+
+
+def run_record(result, command: list[str] | None = None) -> dict:
+    """Everything needed to reproduce a run: versions, scenario hash, parameters, solver."""
+    sc, m = result.scenario, result.model
+    params = []
+    p0 = result.parameters
+    for j, q in enumerate(m.parameters):
+        col = p0[:, j]
+        by_arm = {result.arms[a]: float(col[result.arm_index == a][0]) for a in range(len(result.arms))}
+        entry = {"name": public_name(q.name), "key": q.key, "module": q.module, "unit": q.unit,
+                 "value": float(col[0]), "range": [q.low, q.high], "source": q.source, "assumed": q.assumed}
+        if len(set(by_arm.values())) > 1:
+            entry["value_by_arm"] = by_arm
+        params.append(entry)
+    head = header(sc, command, packages=("numba",) if result.timing.get("backend") == "numba" else ())
+    head["scenario"].update(type=sc.type, references=sc.references, assumptions=sc.assumptions)
+    return {
+        **head,
+        "seed": None,
+        "randomness": "none: the simulation is deterministic",
+        "solver": {"method": "Dormand-Prince 5(4), per-member error control",
+                   "rtol": sc.solver.rtol, "atol": sc.solver.atol,
+                   "atol_scaling": "atol multiplied by each state's declared scale",
+                   **{k: v for k, v in result.timing.items() if k != "seconds"}},
+        "wall_time_s": result.timing["seconds"],
+        "members": int(result.arm_index.size),
+        "arms": result.arms,
+        "failures": [msg for msg in result.messages if msg],
+        "conventions": CONVENTIONS,
+        "parameters": params,
+    }
+
+
+def sensitivity_record(scenario, evaluator, space, analysis, *, method: str, n: int, n_requested: int,
+                       seed: int, engine, chunk_members: int, wall: float, table: dict,
+                       command: list[str] | None = None) -> dict:
+    """Provenance of a sensitivity analysis: sampling, factors, failures, engine and solver."""
+    return {
+        **header(scenario, command, packages=("SALib",) + (("numba",) if evaluator.backend == "numba" else ())),
+        "method": method, "N": n, "N_requested": n_requested, "seed": seed,
+        "arm": evaluator.target_name, "control_arm": None if evaluator.control is None else
+        evaluator.scenario.arms[evaluator.control].name,
+        "grid_doses": scenario.dose_grid.values if scenario.dose_grid else None,
+        "parameters": [{"key": k, "low": lo, "high": hi, "scale": "log-uniform" if lg else "uniform",
+                        "unit": table[k]["unit"]} for k, lo, hi, lg in
+                       zip(space.names, space.lows, space.highs, space.log)],
+        "samples": int(analysis.samples.shape[0]), "model_runs": int(evaluator.counts.get("runs", 0)),
+        "failed_samples": int(analysis.failed.sum()),
+        "dropped_blocks": analysis.dropped, "blocks": analysis.blocks,
+        "failure_policy": "failed samples have NaN outputs; whole Saltelli blocks / Morris trajectories "
+                          "containing one are dropped before analysis and counted here",
+        "failures": analysis.messages[:100],
+        "engine": engine.describe(), "chunk_members": chunk_members, "wall_time_s": wall,
+        "solver": {"backend": evaluator.backend, "rtol": scenario.solver.rtol, "atol": scenario.solver.atol},
+    }
+
+
+def fit_record(scenario, problem, data_files: list, *, likelihood: str, normalise: str, level: float,
+               wall: float, command: list[str] | None = None) -> dict:
+    """Provenance of a fit: data files with hashes, likelihood, normalisation, level, solver."""
+    return {**header(scenario, command, packages=("numba",) if problem.backend == "numba" else ()),
+            "data_files": [file_record(p) for p in data_files],
+            "likelihood": likelihood, "normalise": normalise, "level": level,
+            "backend": problem.backend, "rtol": problem.scenario.solver.rtol, "wall_time_s": wall}

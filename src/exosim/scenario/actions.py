@@ -1,0 +1,209 @@
+"""Timeline events, each declared once as assignments.
+
+An event changes states or parameters at one time.  Every event type is written
+here as a list of :class:`Assignment` s: a symbol (qualified state or parameter)
+and an expression of the values just before the event and of per-member
+constants (the dose of each member, for instance).  The same declaration is
+rendered
+
+* for the numpy batch (:meth:`Action.apply`): every expression evaluated on the
+  pre-event batch, then written to the members the event acts on; and
+* for SBML (:meth:`Action.sbml_assignments`): event assignments of one member,
+  its constants written as numbers,
+
+so the simulator and the exported SBML cannot drift apart.  A new event type is
+a new function here returning assignments (and a schema class in
+:mod:`exosim.scenario.schema`).
+
+Medium content changed by events (particles and cargo copies added or removed)
+is booked in a ledger from the same assignments, so conservation is checkable.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+import numpy as np
+
+from exosim.model import catalogue as cat
+from exosim.model import expr as _expr
+from exosim.model.assemble import Model
+from exosim.model.declare import SEP
+from exosim.model.modules import ACUTE_DOSE
+
+__all__ = ["Assignment", "Action", "PROCESS_PARAMETER", "irradiation", "dose_rate_change", "transfer", "add",
+           "intervene", "treat", "change_medium", "medium_content"]
+
+#: intervention process -> factor parameter it lowers
+PROCESS_PARAMETER = {
+    "release": "ilv_formation_factor",
+    "fusion": "fusion_factor",
+    "binding": "binding_factor",
+    "internalisation": "internalisation_factor",
+}
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """``symbol := expr`` at the event; ``expr`` uses pre-event values of qualified model
+    symbols and the event's per-member constants (bare names)."""
+
+    symbol: str
+    expr: ast.expr
+
+    @classmethod
+    def of(cls, symbol: str, text: str) -> Assignment:
+        """Parse the expression text of an assignment."""
+        return cls(symbol, _expr.parse(text))
+
+
+@dataclass(eq=False)
+class Action:
+    """One event at one time for the whole batch.
+
+    Attributes
+    ----------
+    time : h, timeline time
+    order : position in the timeline (events at one time run in this order)
+    kind : event type (``irradiate``, ``transfer``, ...)
+    path : key path of the event in the scenario file
+    assignments : the declaration
+    constants : name -> per-member value (N,), for bare names in the expressions
+    acts : bool (N,), members the event changes
+    record : whether the runner keeps the batch just before this event as the
+        reference state of the scored population (the grid irradiation)
+    """
+
+    time: float
+    order: int
+    kind: str
+    path: str
+    assignments: list[Assignment]
+    constants: dict[str, np.ndarray]
+    acts: np.ndarray
+    record: bool = False
+
+    def apply(self, model: Model, y: np.ndarray, p: np.ndarray, ledger: dict[str, np.ndarray]) -> None:
+        """Render the assignments for the batch: change ``y`` and ``p`` in place, book the ledger."""
+        rows = self.acts
+        if not rows.any():
+            return
+        old = y[rows].copy()
+        values = [model.evaluate_tree(a.expr, y[rows], p[rows], {k: v[rows] for k, v in self.constants.items()})
+                  for a in self.assignments]
+        for a, v in zip(self.assignments, values):
+            kind = model.kinds[a.symbol]
+            if kind == "state":
+                y[rows, model.state_index[a.symbol]] = v
+            elif kind == "parameter":
+                p[rows, model.parameter_index[a.symbol]] = v
+            else:  # pragma: no cover - the builders only assign states and parameters
+                raise ValueError(f"event assigns {kind} {a.symbol!r}")
+        _book(model, ledger, rows, old, y[rows])
+
+    def sbml_assignments(self, member: int) -> list[tuple[str, str]]:
+        """The assignments of one member as (symbol, SBML formula of pre-event values)."""
+        if not self.acts[member]:
+            return []
+        numbers = {k: float(v[member]) for k, v in self.constants.items()}
+        return [(a.symbol, _expr.to_sbml_formula(a.expr, lambda n: f"({numbers[n]!r})" if n in numbers else n))
+                for a in self.assignments]
+
+
+def medium_content(model: Model, medium: str) -> list[tuple[str, str | None, str]]:
+    """(state, cargo or None, ``vesicles`` | ``vesicular`` | ``free``) of a medium's movable content."""
+    out = [(f"{medium}{SEP}vesicles", None, "vesicles")]
+    for c in model.cargos:
+        out += [(f"{medium}{SEP}{c}_vesicular", c, "vesicular"), (f"{medium}{SEP}{c}_free", c, "free")]
+    return out
+
+
+def _book(model: Model, ledger: dict[str, np.ndarray], rows: np.ndarray, old: np.ndarray, new: np.ndarray) -> None:
+    """Net change of each medium's particles and cargo copies: ``<cargo>_added`` or ``_removed``."""
+    n = rows.size
+    for med in model.media:
+        for state, cargo, _ in medium_content(model, med):
+            i = model.state_index[state]
+            delta = np.zeros(n)
+            delta[rows] = new[:, i] - old[:, i]
+            name = cargo or "particles"
+            for key, amount in (("added", np.maximum(delta, 0.0)), ("removed", np.maximum(-delta, 0.0))):
+                if amount.any():
+                    ledger.setdefault(f"{name}_{key}", np.zeros(n))
+                    ledger[f"{name}_{key}"] += amount
+
+
+# ---------------------------------------------------------------------- event types
+def irradiation(model: Model, population: str) -> list[Assignment]:
+    """Acute dose ``D`` (per member, Gy) to ``population``: the repair module's acute increments."""
+    out = []
+    for state, text in ACUTE_DOSE.items():
+        sym = f"{population}{SEP}{state}"
+        tree = _expr.rename(_expr.parse(text), lambda n: n if (SEP in n or n == "D") else f"{population}{SEP}{n}")
+        out.append(Assignment(sym, ast.BinOp(left=ast.Name(id=sym, ctx=ast.Load()), op=ast.Add(), right=tree)))
+    return out
+
+
+def dose_rate_change(population: str) -> list[Assignment]:
+    """Protracted irradiation starts or stops: the dose rate changes by ``delta`` (per member, Gy/h)."""
+    sym = f"{population}{SEP}dose_rate"
+    return [Assignment.of(sym, f"{sym} + delta")]
+
+
+def transfer(model: Model, act) -> list[Assignment]:
+    """Harvest: a fraction of a medium's content moves to another medium (losses in purification,
+    recovery and dilution; ``replace`` discards the target's content first)."""
+    out = []
+    for (s, _, what), (d, _, _) in zip(medium_content(model, act.source), medium_content(model, act.target)):
+        keep = 0.0 if (what == "free" and act.purify) else (1.0 if what == "free" else act.recovery) / act.dilution
+        kept = "0" if act.replace else d
+        out.append(Assignment.of(d, f"{kept} + {s}*{float(act.fraction * keep)!r}"))
+        out.append(Assignment.of(s, f"{s}*{float(1.0 - act.fraction)!r}"))
+    return out
+
+
+def add(act, volume: float) -> list[Assignment]:
+    """Vesicles (with cargo copies per particle) added to a medium."""
+    amount = act.particles if act.particles is not None else act.concentration * volume
+    ves = f"{act.medium}{SEP}vesicles"
+    out = [Assignment.of(ves, f"{ves} + {float(amount)!r}")]
+    for c, q in act.cargo.items():
+        name = f"{act.medium}{SEP}{c}_vesicular"
+        out.append(Assignment.of(name, f"{name} + {float(amount) * q!r}"))
+    return out
+
+
+def intervene(act) -> tuple[list[Assignment], str]:
+    """An inhibitor lowers the factor of the process it blocks by its efficacy; also returns
+    the factor's key."""
+    agent = cat.agents()[act.agent]
+    efficacy = act.efficacy if act.efficacy is not None else float(agent["efficacy"])
+    name = f"{act.population}{SEP}{PROCESS_PARAMETER[agent['process']]}"
+    return [Assignment.of(name, f"{name}*{float(1.0 - efficacy)!r}")], name
+
+
+def treat(model: Model, cargo_records: dict, act) -> list[Assignment]:
+    """A medium treatment (RNase, detergent, heat, ...) destroys cargo by kind and location and
+    may lyse vesicles, releasing their cargo as free cargo (catalogue ``treatments``)."""
+    rule = cat.treatments()[act.treatment]
+    destroys = rule.get("destroys") or {}
+    lyse = bool(rule.get("lyses_vesicles"))
+    med = act.medium
+    out = []
+    for c in model.cargos:
+        where = destroys.get(cargo_records[c].get("kind", "rna"), [])
+        v, f = f"{med}{SEP}{c}_vesicular", f"{med}{SEP}{c}_free"
+        free_left = "0" if "free" in where else f
+        freed = v if (lyse and "vesicular" not in where) else "0"
+        out.append(Assignment.of(f, f"{free_left} + {freed}"))
+        if lyse or "vesicular" in where:
+            out.append(Assignment.of(v, "0"))
+    if lyse:
+        out.append(Assignment.of(f"{med}{SEP}vesicles", "0"))
+    return out
+
+
+def change_medium(model: Model, medium: str) -> list[Assignment]:
+    """Fresh medium: the medium's vesicles and cargo are discarded."""
+    return [Assignment.of(name, "0") for name, _, _ in medium_content(model, medium)]

@@ -1,0 +1,228 @@
+"""Survival observables of a run, defined once: the conventions, SF2, D10, DMF, bystander
+survival and delivered cargo.  Run tables and summaries, sensitivity outputs and fits all
+read them from here.
+
+Conventions
+-----------
+* ``sf`` is the kinetic surviving fraction ``exp(-(L + A))`` of the scored
+  population; untreated cells without exosomes have SF = 1.
+* ``sf_vs_untreated`` divides by the control arm at grid dose 0 (the
+  untreated control); it shows bystander killing at 0 Gy.
+* ``sf_within_arm`` divides by the same arm at grid dose 0 (the assay
+  convention, plating efficiency of the arm's own unirradiated dish).
+* ``dmf_at_sf0.1`` = D10(control) / D10(arm) on the within-arm curves: above 1
+  the arm is sensitised, below 1 protected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from exosim.model import catalogue as cat
+from exosim.model.lq import dose_at_survival, lea_catcheside, lq_neg_log_survival, survival_at_dose
+
+__all__ = ["CONVENTIONS", "NORMALISATIONS", "SENSITIVITY_OUTPUTS", "control_arm", "dose_zero_member",
+           "reference_members", "normalise", "survival_rows", "summary_rows", "delivery_rows", "sample_outputs"]
+
+#: the conventions above, as recorded in every run's provenance
+CONVENTIONS = (
+    "sf: kinetic surviving fraction exp(-(L + A)) of the scored population (untreated cells without "
+    "exosomes have SF = 1); sf_vs_untreated: divided by the control arm at grid dose 0 (shows bystander "
+    "killing at 0 Gy); sf_within_arm: divided by the same arm at grid dose 0 (the assay convention); "
+    "dmf_at_sf0.1: D10(control) / D10(arm) on the within-arm curves (above 1 sensitised, below 1 protected)")
+#: survival normalisations: relative to the control arm at dose 0, to the same arm at dose 0, or none
+NORMALISATIONS = ("control", "within_arm", "none")
+#: outputs of sensitivity analyses, per parameter sample, of the analysed arm
+SENSITIVITY_OUTPUTS = ("sf2", "dmf_at_sf0.1", "bystander_survival", "alpha_eff", "beta_eff",
+                       "delivered_copies_per_cell")
+
+
+def control_arm(arms) -> int | None:
+    """Index of the control arm (``control: true``), or None."""
+    return next((i for i, a in enumerate(arms) if a.control), None)
+
+
+def dose_zero_member(arm_index: np.ndarray, grid: np.ndarray, arm: int | None) -> int | None:
+    """The first member of ``arm`` at grid dose 0, or None."""
+    if arm is None:
+        return None
+    sel = np.flatnonzero((arm_index == arm) & (grid == 0))
+    return int(sel[0]) if sel.size else None
+
+
+def reference_members(arm_index: np.ndarray, grid: np.ndarray, how: str, control: int | None) -> np.ndarray:
+    """Per member, the member its survival is divided by under ``how`` (-1: none, divide by 1;
+    -2: no such member, NaN)."""
+    if how not in NORMALISATIONS:
+        raise ValueError(f"normalisation {how!r}: expected one of {NORMALISATIONS}")
+    n = arm_index.size
+    if how == "none":
+        return np.full(n, -1)
+    if how == "control":
+        i0 = dose_zero_member(arm_index, grid, control)
+        return np.full(n, -1 if i0 is None else i0)
+    out = np.empty(n, dtype=int)
+    for a in np.unique(arm_index):
+        i0 = dose_zero_member(arm_index, grid, int(a))
+        out[arm_index == a] = -2 if i0 is None else i0
+    return out
+
+
+def normalise(sf: np.ndarray, arm_index: np.ndarray, grid: np.ndarray, how: str,
+              control: int | None) -> np.ndarray:
+    """Surviving fractions (..., N) relative to the reference of each member (see :data:`NORMALISATIONS`).
+
+    ``control`` without a control arm (or without its dose-0 member) divides by 1:
+    the untreated control then is SF = 1 by construction.
+    """
+    sf = np.asarray(sf, dtype=float)
+    ref = reference_members(arm_index, grid, how, control)
+    denom = np.where(ref >= 0, sf[..., np.maximum(ref, 0)], np.where(ref == -1, 1.0, np.nan))
+    return sf / denom
+
+
+def survival_rows(result) -> list[dict]:
+    """One row per member: kinetic and LQ survival, conventions, modifiers, delivery (survival.csv)."""
+    ref = result.reference
+    ctrl = control_arm(result.scenario.arms)
+    sf_all = result.surviving_fraction
+    vs_untreated = normalise(sf_all, result.arm_index, result.grid, "control", ctrl)
+    within = normalise(sf_all, result.arm_index, result.grid, "within_arm", ctrl)
+    ge = result.grid_event
+    lq_ok = bool(ge) and ge.get("scored", False)
+    rows = []
+    for i in range(result.arm_index.size):
+        a = result.arm_index[i]
+        i0 = dose_zero_member(result.arm_index, result.grid, a)
+        sf = sf_all[i]
+        sf0 = sf_all[i0] if i0 is not None else np.nan
+        row = {
+            "arm": result.arms[a],
+            "control": ctrl == a,
+            "grid_dose_Gy": result.grid[i],
+            "sf": sf,
+            "sf_vs_untreated": vs_untreated[i],
+            "sf_within_arm": within[i],
+        }
+        if lq_ok:
+            n = ge["fractions"]
+            d = result.grid[i] / n
+            mu = ref["repair_rate"][i] * ref["repair_capacity"][i]
+            g = lea_catcheside(mu, d / ge["dose_rate"]) if ge.get("dose_rate") else 1.0
+            nls = lq_neg_log_survival(ref["alpha_eff"][i], ref["beta_eff"][i], d, n, g)
+            row["sf_lq"] = float(sf0 * np.exp(-nls)) if i0 is not None else float(np.exp(-nls))
+            row["lq_vs_kinetic_rel"] = row["sf_lq"] / sf - 1.0 if sf > 0 else np.nan
+        row.update({
+            "alpha_eff_per_Gy": ref["alpha_eff"][i],
+            "beta_eff_per_Gy2": ref["beta_eff"][i],
+            "repair_capacity": ref["repair_capacity"][i],
+            "misrepair_factor": ref["misrepair_factor"][i],
+            "apoptotic_propensity": ref["apoptotic_propensity"][i],
+            "bystander_dsb_per_h": ref["bystander_damage_drive"][i],
+        })
+        for c in result.model.cargos:
+            row[f"{c}_delivered_copies_per_cell"] = ref[f"{c}_delivered_at_scoring"][i]
+        row["residual_dsb_at_scoring"] = ref["residual_dsb_at_scoring"][i]
+        for other in result.also_scored:
+            row[f"sf_{other}"] = ref[f"surviving_fraction__{other}"][i]
+        row["status"] = "ok" if result.status[i] == 0 else "failed"
+        row["message"] = result.messages[i]
+        rows.append(row)
+    return rows
+
+
+def summary_rows(result, rows: list[dict] | None = None) -> list[dict]:
+    """One row per arm: alpha_eff, beta_eff, SF2, D10, DMF and bystander survival at 0 Gy (summary.csv)."""
+    rows = rows if rows is not None else survival_rows(result)
+    ge = result.grid_event
+    curve = bool(ge) and ge.get("scored", False)
+    ctrl = control_arm(result.scenario.arms)
+    d10 = {}
+    out = []
+    for a, name in enumerate(result.arms):
+        sel = np.flatnonzero(result.arm_index == a)
+        doses = result.grid[sel]
+        within = np.array([rows[i]["sf_within_arm"] for i in sel])
+        i0 = dose_zero_member(result.arm_index, result.grid, a)
+        rec = {"arm": name, "control": ctrl == a,
+               "alpha_eff_per_Gy": rows[sel[0]]["alpha_eff_per_Gy"],
+               "beta_eff_per_Gy2": rows[sel[0]]["beta_eff_per_Gy2"],
+               "sf0_vs_untreated": rows[i0]["sf_vs_untreated"] if i0 is not None else np.nan}
+        if curve:
+            rec["sf2_within_arm"] = survival_at_dose(doses, within, 2.0)
+            d10[a] = dose_at_survival(doses, within, 0.1)
+            rec["d10_Gy"] = d10[a]
+        for c in result.model.cargos:
+            rec[f"{c}_delivered_copies_per_cell"] = rows[sel[0]][f"{c}_delivered_copies_per_cell"]
+        rec["failed_members"] = int(np.sum(result.status[sel]))
+        out.append(rec)
+    if curve:
+        for a, rec in enumerate(out):
+            rec["dmf_at_sf0.1"] = d10[ctrl] / d10[a] if ctrl is not None and d10[a] > 0 else np.nan
+    return out
+
+
+def delivery_rows(result) -> list[dict]:
+    """Delivered cargo copies per scored cell, per arm and cargo, against the copies needed.
+
+    Repression needs of the order of 10^3 cytosolic copies per cell (the parameter
+    table's ``half_effect_copies``; Baek et al. 2008, Nature 455:64); unidentified
+    factors (kind ``unspecified``) are in abstract units against their own half-effect
+    amount.  Reported is the largest cumulative delivery of any member of the arm at
+    scoring and its ratio to that number, so a user sees whether a published effect is
+    plausible by exosome delivery alone.
+    """
+    default = float(cat.parameter_table()["half_effect_copies"]["value"])
+    rows = []
+    for a, name in enumerate(result.arms):
+        sel = result.arm_index == a
+        for c in result.model.cargos:
+            rec = result.model.cargo_records[c]
+            needed = float(rec.get("half_effect_copies", default))
+            copies = float(np.nanmax(result.reference[f"{c}_delivered_at_scoring"][sel]))
+            rows.append({"scenario": result.scenario.name, "arm": name, "cargo": c,
+                         "units": "abstract" if rec.get("kind") == "unspecified" else "copies",
+                         "delivered_copies_per_cell": copies, "copies_for_repression": needed,
+                         "fraction_of_needed": copies / needed})
+    return rows
+
+
+def sample_outputs(result, m_samples: int, target: int, control: int | None):
+    """:data:`SENSITIVITY_OUTPUTS` per parameter sample of a replicated run.
+
+    Returns outputs (M, len(SENSITIVITY_OUTPUTS)), failed flags (M,) and one message per
+    sample.  ``bystander_survival`` is the analysed arm's survival relative to the control
+    arm at grid dose 0 when the grid irradiates the scored cells, else at the largest grid
+    dose (a donor-dose grid).
+    """
+    n_arms = len(result.arms)
+    n_grid = result.arm_index.size // (m_samples * n_arms)
+    sf = result.surviving_fraction.reshape(m_samples, n_arms, n_grid)
+    grid = result.grid[:n_grid]
+    failed = result.status.reshape(m_samples, -1).max(axis=1) > 0
+    messages = ["; ".join(msg for msg in result.messages[s * n_arms * n_grid:(s + 1) * n_arms * n_grid] if msg)
+                for s in range(m_samples)]
+    ref = {k: v.reshape(m_samples, n_arms, n_grid) for k, v in result.reference.items()}
+    out = np.full((m_samples, len(SENSITIVITY_OUTPUTS)), np.nan)
+    curve = bool(result.grid_event) and result.grid_event.get("scored", False)
+    i0 = np.flatnonzero(grid == 0)
+    at = i0[0] if (curve and i0.size) else int(np.argmax(grid))
+    delivered = sum((v for k, v in ref.items() if k.endswith("_delivered_at_scoring")), np.zeros_like(sf))
+    # the within-arm curves of one sample are the members' survival normalised within the arm
+    arm_of = np.repeat(np.arange(n_arms), n_grid)
+    within = normalise(sf.reshape(m_samples, -1), arm_of, np.tile(grid, n_arms), "within_arm", control)
+    within = within.reshape(m_samples, n_arms, n_grid)
+    for s in range(m_samples):
+        if failed[s]:
+            continue
+        arm = sf[s, target]
+        if curve and i0.size:
+            out[s, 0] = survival_at_dose(grid, within[s, target], 2.0)
+            if control is not None:
+                out[s, 1] = (dose_at_survival(grid, within[s, control], 0.1)
+                             / dose_at_survival(grid, within[s, target], 0.1))
+        out[s, 2] = arm[at] / sf[s, control][at] if control is not None else arm[at]
+        out[s, 3] = ref["alpha_eff"][s, target, 0]
+        out[s, 4] = ref["beta_eff"][s, target, 0]
+        out[s, 5] = delivered[s, target, 0]
+    return out, failed, messages

@@ -1,0 +1,168 @@
+"""The solver protocol: what the scenario runner asks of an integrator, and the pieces the
+Dormand-Prince 5(4) implementations share.
+
+The runner (:mod:`exosim.scenario.runner`) is the one driver: it walks the timeline,
+applies events and, between event times, asks a :class:`Solver` to integrate the whole
+batch over one segment (scipy's ``_ivp`` split: the driver owns the loop, a method owns
+the step).  A solver returns a :class:`SegmentResult` whose ``status`` marks failed
+members (failures are data, never an abort) and whose ``stats`` counts its work.
+
+Solvers shipped: ``numpy`` (:class:`exosim.simulate.dopri5.NumpyDopri5`, batched, shared
+steps) and ``numba`` (:class:`exosim.simulate.dopri5_numba.NumbaDopri5`, compiled,
+per-member steps).  Both take the tableau and the step-size rule below, so they are the
+same method.  Any object with ``name`` and ``integrate`` plugs in the same way
+(the benchmark's scipy ``solve_ivp`` solver does).
+
+References
+----------
+.. [1] Dormand JR, Prince PJ (1980) A family of embedded Runge-Kutta formulae.
+   J Comput Appl Math 6:19-26. doi:10.1016/0771-050X(80)90013-3
+.. [2] Hairer E, Norsett SP, Wanner G (1993) Solving Ordinary Differential
+   Equations I, 2nd ed., section II.4 (step size control). Springer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Solver", "SolverOptions", "SegmentResult", "FAILED", "get_solver", "resolve_backend", "BACKENDS",
+           "numba_available"]
+
+#: status of a member whose integration failed
+FAILED = 1
+
+# Dormand-Prince 5(4) tableau: nodes C, stage matrix A, 5th-order weights B, error weights E
+C = np.array([0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0])
+A = np.zeros((7, 7))
+for _i, _row in enumerate([
+    [],
+    [1 / 5],
+    [3 / 40, 9 / 40],
+    [44 / 45, -56 / 15, 32 / 9],
+    [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729],
+    [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656],
+    [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84],
+]):
+    A[_i, :len(_row)] = _row
+B = np.array([35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0])
+E = np.array([71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40])
+
+# step-size control (Hairer et al. II.4): h_new = h * clip(SAFETY * err^EXPONENT)
+SAFETY = 0.9
+EXPONENT = -0.2  # -1/(q+1) with q = 4, the order of the embedded error estimate
+MAX_FACTOR = 5.0  # largest growth after an accepted step
+MIN_FACTOR = 0.2  # smallest change after an accepted step
+REJECT_MIN_FACTOR = 0.1  # smallest shrink after a rejected step (and for a non-finite error)
+FIRST_STEP_FRACTION = 1e-3  # first trial step, as a fraction of the segment
+
+#: failure messages shared by every solver (formatted with the options)
+MESSAGES = {
+    "max_steps": "more than {max_steps} steps in one segment",
+    "min_step": "step size below {min_step:g} h (error not controlled)",
+    "initial": "non-finite initial state",
+    "derivative": "non-finite derivative at segment start",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SolverOptions:
+    """Integrator settings (keyword-only).
+
+    Attributes
+    ----------
+    rtol : relative tolerance per member and component
+    atol : absolute tolerance, multiplied by each state's declared scale
+    max_steps : steps per segment before the remaining members are failed
+    min_step : smallest step in h; a member that needs less is failed
+    """
+
+    rtol: float = 1e-7
+    atol: float = 1e-9
+    max_steps: int = 200_000
+    min_step: float = 1e-10
+
+
+@dataclass
+class SegmentResult:
+    """Result of integrating a batch over one segment.
+
+    Attributes
+    ----------
+    y : ndarray (N, n), states at the segment end (NaN for failed members)
+    status : ndarray (N,), 0 = success, :data:`FAILED` = failed
+    t_failed : ndarray (N,), h, time of failure (NaN if none)
+    message : list of str, per member, empty on success
+    ys : ndarray (N, len(t_eval), n), states at the requested output times
+    stats : dict
+        ``steps`` (accepted steps; per-member solvers: the largest member's),
+        ``rejected``, ``rhs_evaluations`` (per member for per-member solvers),
+        ``failures``; per-member solvers add ``member_steps`` (total over members).
+    h_last : last step size (h), shared or one per member; the next segment starts with it
+    member_steps : ndarray (N,), steps per member (per-member solvers only)
+    """
+
+    y: np.ndarray
+    status: np.ndarray
+    t_failed: np.ndarray
+    message: list[str]
+    ys: np.ndarray
+    stats: dict = field(default_factory=dict)
+    h_last: float | np.ndarray = field(default=np.nan)
+    member_steps: np.ndarray | None = None
+
+
+@runtime_checkable
+class Solver(Protocol):
+    """What the scenario runner needs of an integrator.
+
+    ``integrate(model, t0, t1, y0, p, ...)`` advances every member of a batch of
+    ``model`` (an :class:`exosim.model.assemble.Model`) from ``t0`` to ``t1`` with
+    parameters ``p`` (N, k) held constant, records the states at ``t_eval`` and
+    returns a :class:`SegmentResult`; ``h0`` is the previous segment's ``h_last``.
+    """
+
+    name: str
+
+    def integrate(self, model, t0: float, t1: float, y0: np.ndarray, p: np.ndarray, *,
+                  atol_scale: np.ndarray | None = None, options: SolverOptions = SolverOptions(),
+                  t_eval: np.ndarray | None = None, h0=None) -> SegmentResult:
+        """Integrate one segment of a batch."""
+        ...
+
+
+#: solvers known by name (``auto`` picks numba when installed)
+BACKENDS = ("numpy", "numba")
+
+
+def numba_available() -> bool:
+    """True if numba can be imported (``pip install "exosim[fast]"``)."""
+    return importlib.util.find_spec("numba") is not None
+
+
+def resolve_backend(name: str) -> str:
+    """``auto`` -> ``numba`` when installed, else ``numpy``; check explicit names."""
+    if name == "auto":
+        return "numba" if numba_available() else "numpy"
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected one of {('auto',) + BACKENDS}")
+    if name == "numba" and not numba_available():
+        raise ValueError('backend "numba" needs numba: pip install "exosim[fast]"')
+    return name
+
+
+def get_solver(solver: str | Solver) -> Solver:
+    """The solver for a name (``numpy``, ``numba``, ``auto``) or the solver object itself."""
+    if not isinstance(solver, str):
+        if not isinstance(solver, Solver):
+            raise TypeError(f"expected a solver name or an object with 'name' and 'integrate', got {solver!r}")
+        return solver
+    name = resolve_backend(solver)
+    if name == "numba":
+        from exosim.simulate.dopri5_numba import NumbaDopri5
+        return NumbaDopri5()
+    from exosim.simulate.dopri5 import NumpyDopri5
+    return NumpyDopri5()
