@@ -29,7 +29,7 @@ def test_compiled_model_matches_solve_ivp_at_tight_tolerance(model):
                              options=SolverOptions(rtol=1e-10, atol=1e-13))
     assert np.all(sol.status == 0) and sol.member_steps.min() > 0
     for i in range(n):
-        ref = solve_ivp(lambda t, y: model.rhs(t, y[None], p[i:i + 1])[0], (0.0, 72.0), y0[i], t_eval=t_eval,
+        ref = solve_ivp(lambda t, y, i=i: model.rhs(t, y[None], p[i:i + 1])[0], (0.0, 72.0), y0[i], t_eval=t_eval,
                         method="DOP853", rtol=1e-12, atol=1e-15 * scale)
         for j in range(t_eval.size):
             err = np.abs(sol.ys[i, j] - ref.y[:, j]) / (1e-7 * np.abs(ref.y[:, j]) + 1e-9 * scale)

@@ -34,7 +34,7 @@ def test_model_batch_matches_solve_ivp_at_tight_tolerance(model):
     scale = np.array([s.scale for s in model.states])
     sol = integrate(model.rhs, 0.0, 72.0, y0, p, atol_scale=scale, options=SolverOptions(rtol=1e-10, atol=1e-13))
     for i in range(n):
-        ref = solve_ivp(lambda t, y: model.rhs(t, y[None], p[i:i + 1])[0], (0.0, 72.0), y0[i],
+        ref = solve_ivp(lambda t, y, i=i: model.rhs(t, y[None], p[i:i + 1])[0], (0.0, 72.0), y0[i],
                         method="DOP853", rtol=1e-12, atol=1e-15 * scale)
         err = np.abs(sol.y[i] - ref.y[:, -1]) / (1e-7 * np.abs(ref.y[:, -1]) + 1e-9 * scale)
         assert err.max() <= 1.0, (model.state_names[err.argmax()], err.max())

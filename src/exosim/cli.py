@@ -413,19 +413,18 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
 
-    def figure(name: str, draw) -> None:
+    def figure(name: str, draw, *args) -> None:
         with atomic_path(outdir / name) as tmp:
-            draw(tmp)
+            draw(*args, tmp)
         print(f"wrote {outdir / name}")
 
     for sc in scenarios:
         result = run(sc, time_courses=sc.type == "medium_transfer")
-        figure(f"{sc.name}.png", lambda path: plot_survival(result, result.survival_rows(), path))
+        figure(f"{sc.name}.png", plot_survival, result, result.survival_rows())
         if sc.type == "medium_transfer":  # time courses of the key states, at the largest grid dose
-            figure(f"{sc.name}_timecourses.png", lambda path: plot_timecourses(result, path))
+            figure(f"{sc.name}_timecourses.png", plot_timecourses, result)
         if sc.name in problems:
-            fitted = _fit.fit(problems[sc.name])
-            figure(f"{sc.name}_calibration.png", lambda path: plot_fit(problems[sc.name], fitted, path))
+            figure(f"{sc.name}_calibration.png", plot_fit, problems[sc.name], _fit.fit(problems[sc.name]))
     return 0
 
 

@@ -114,18 +114,8 @@ def read_observations(path, scenario) -> Observations:
     obs = Observations(str(path), kind, [], np.empty(0), np.empty(0), np.empty(0))
     arm, dose, y, w, time, factor = [], [], [], [], [], []
     for r, row in rows:  # r: line of the file
-
-        def number(col: str) -> float:
-            try:
-                value = float(row[col])
-            except (KeyError, ValueError):
-                raise FitError(f"{path}: row {r}, column {col!r}: expected a number, got {row.get(col)!r}") from None
-            if not np.isfinite(value):
-                raise FitError(f"{path}: row {r}, column {col!r}: expected a finite number, got {row[col]!r}")
-            return value
-
-        def fail(col: str, what: str) -> FitError:
-            return FitError(f"{path}: row {r}, column {col!r}: {what}")
+        reader = _Row(path, r, row)
+        number, fail = reader.number, reader.fail
         a = row.get("arm") or default_arm
         if a not in arms:
             near = difflib.get_close_matches(a, arms, n=1)
@@ -176,6 +166,27 @@ def read_observations(path, scenario) -> Observations:
                 raise FitError(f"{path}: column 'unit': observable {label!r} is given both in relative and in "
                                f"absolute units ({sorted(units)}); use one")
     return obs
+
+
+class _Row:
+    """One data row: numbers read from it and errors naming its file, line and column."""
+
+    def __init__(self, path: Path, line: int, row: dict):
+        self.path, self.line, self.row = path, line, row
+
+    def fail(self, col: str, what: str) -> FitError:
+        """The error for column ``col`` of this row."""
+        return FitError(f"{self.path}: row {self.line}, column {col!r}: {what}")
+
+    def number(self, col: str) -> float:
+        """A finite number from column ``col``."""
+        try:
+            value = float(self.row[col])
+        except (KeyError, ValueError):
+            raise self.fail(col, f"expected a number, got {self.row.get(col)!r}") from None
+        if not np.isfinite(value):
+            raise self.fail(col, f"expected a finite number, got {self.row[col]!r}")
+        return value
 
 
 def _time(text: str, window: tuple[float, float], fail) -> float:
