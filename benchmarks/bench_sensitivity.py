@@ -1,4 +1,4 @@
-"""The standard sensitivity job of issue 4, timed against libRoadRunner and scipy.
+"""The standard sensitivity job, timed against libRoadRunner and scipy.
 
 Usage: python benchmarks/bench_sensitivity.py [--N 1024] [--subset 16] [--scenarios hnscc iccm]
        [--backend numba|numpy] [--rtol 1e-8] [--workers 1]

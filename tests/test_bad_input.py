@@ -1,4 +1,4 @@
-"""Every bad input of issue 2 gives one clear message (file, key path, expectation) and exit code 2."""
+"""Every bad input the scenario loader must reject: one clear message (file, key path, expectation), exit code 2."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Published directions (MODEL.md section 7, literature behaviours)."""
+"""Published directions (docs/model.md section 7, literature behaviours)."""
 
 from __future__ import annotations
 

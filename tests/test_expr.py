@@ -23,7 +23,7 @@ def _libsbml():
 
 
 def ref_hill(x, K, n):
-    """x^n / (K^n + x^n) for x >= 0, 0 for x < 0 (MODEL.md 3.1)."""
+    """x^n / (K^n + x^n) for x >= 0, 0 for x < 0 (docs/model.md section 2)."""
     return 0.0 if x < 0 else x ** n / (K ** n + x ** n)
 
 

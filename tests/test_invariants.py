@@ -1,4 +1,4 @@
-"""Invariants of MODEL.md section 7: bounds, monotonicity, positivity, conservation, batching."""
+"""Invariants of docs/model.md section 7: bounds, monotonicity, positivity, conservation, batching."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Kinetic survival against closed forms: exact acute solution, LQ, Lea-Catcheside (MODEL.md 4)."""
+"""Kinetic survival against closed forms: exact acute solution, LQ, Lea-Catcheside (docs/model.md section 4)."""
 
 from __future__ import annotations
 

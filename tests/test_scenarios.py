@@ -1,6 +1,6 @@
 """Every shipped scenario runs and shows the published direction; interventions remove it.
 
-Directions come from the cargo catalogue (MODEL.md section 6): resistance raises the
+Directions come from the cargo catalogue (docs/model.md section 6): resistance raises the
 recipients' survival above control, sensitisation and bystander damage lower it.  Runs are
 reduced to two grid doses to keep CI fast.
 """
@@ -57,7 +57,7 @@ def test_scenario_runs_and_has_the_published_direction(path, results):
     delivered = res.reference[f"{cargo}_delivered_at_scoring"][res.arm_index == [a.name for a in sc.arms].index(main)]
     if abs(eff[main]) < 1e-5:
         # no resolvable effect: only acceptable when exosome delivery is far below the
-        # order-10^3 copies per cell needed for repression (MODEL.md 3.3); the report says so
+        # order-10^3 copies per cell needed for repression (docs/model.md 3.3); the report says so
         assert delivered.max() < 1.0, (main, eff[main], delivered)
         return
     assert np.sign(eff[main]) == SIGN[direction], (main, eff[main], direction)

@@ -1,6 +1,6 @@
 """Assemble module blocks into one model and compile its vectorised right-hand side.
 
-The model contract (STYLE.md habit 2)::
+The model contract::
 
     rhs(t, y[N, n], p[N, k]) -> dy[N, n]
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 __all__ = ["FUNCTIONS", "HILL_BODY", "ExpressionError", "parse", "names", "rename", "to_numpy",
            "to_sbml_formula", "to_scalar", "hill_numpy", "hill_sbml_lambda", "hill_scalar_source"]
 
-#: the Hill function x^n/(K^n + x^n) of max(x, 0) (MODEL.md 3.1), declared once: the numpy
+#: the Hill function x^n/(K^n + x^n) of max(x, 0) (docs/model.md section 2), declared once: the numpy
 #: implementation and the SBML function definition are both generated from this body
 HILL_BODY = "pos(x)**n/(K**n + pos(x)**n)"
 
@@ -34,7 +34,7 @@ FUNCTIONS: dict[str, tuple[int, Callable[..., str], Callable[..., str]]] = {
     "log": (1, lambda a: f"np.log({a})", lambda a: f"ln({a})"),
     "sqrt": (1, lambda a: f"np.sqrt({a})", lambda a: f"sqrt({a})"),
     "pos": (1, lambda a: f"np.maximum({a}, 0.0)", lambda a: f"max({a}, 0)"),
-    # Hill function x^n / (K^n + x^n) of a non-negative argument (MODEL.md 3.1).
+    # Hill function x^n / (K^n + x^n) of a non-negative argument (docs/model.md section 2).
     "hill": (3, lambda x, k, n: f"_hill({x}, {k}, {n})", lambda x, k, n: f"hill({x}, {k}, {n})"),
 }
 

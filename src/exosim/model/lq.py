@@ -1,4 +1,4 @@
-"""Linear-quadratic closed forms and survival-curve summaries (MODEL.md section 4).
+"""Linear-quadratic closed forms and survival-curve summaries (docs/model.md section 4).
 
 The effective coefficients ``alpha_eff`` and ``beta_eff`` are rules of the
 repair module (one definition, also exported to SBML); this module holds what

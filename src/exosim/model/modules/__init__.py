@@ -1,4 +1,4 @@
-"""The four ODE modules of MODEL.md section 3, each declared once.
+"""The four ODE modules of docs/model.md section 3, each declared once.
 
 * :mod:`.release` - donor damage drives secretion and cargo loading (3.1)
 * :mod:`.transport` - medium, binding, internalisation, escape (3.2)

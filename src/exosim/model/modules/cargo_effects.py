@@ -1,4 +1,4 @@
-"""Cargo effects on targets and phenotype modifiers of one population (MODEL.md 3.3).
+"""Cargo effects on targets and phenotype modifiers of one population (docs/model.md section 3.3).
 
 Equations (per cell)::
 

@@ -1,4 +1,4 @@
-"""Exosome release and cargo loading by one cell population (MODEL.md 3.1).
+"""Exosome release and cargo loading by one cell population (docs/model.md section 3.1).
 
 Equations (per cell)::
 

@@ -1,4 +1,4 @@
-"""Damage, repair and death of one cell population (MODEL.md 3.4 and 4).
+"""Damage, repair and death of one cell population (docs/model.md sections 3.4 and 4).
 
 Equations (per cell)::
 
@@ -82,9 +82,9 @@ def repair(population: str) -> Block:
                  "Poisson probability of no lethal event"),
             Rule("alpha_eff", "direct_lethal_yield + misrepair_fraction*dsb_yield"
                               " + apoptosis_constant*apoptotic_propensity*dsb_yield/(repair_rate*repair_capacity)",
-                 "1/Gy", "LQ alpha with the current modifiers frozen (MODEL.md 4)"),
+                 "1/Gy", "LQ alpha with the current modifiers frozen (docs/model.md section 4)"),
             Rule("beta_eff", "binary_misrepair_constant*dsb_yield**2/(2*repair_rate*repair_capacity)",
-                 "1/Gy^2", "LQ beta for an acute dose with the current modifiers frozen (MODEL.md 4)"),
+                 "1/Gy^2", "LQ beta for an acute dose with the current modifiers frozen (docs/model.md section 4)"),
         ],
         rates=[
             Rate("dsb", "dsb_yield*dose_rate + bystander_damage_drive"

@@ -1,4 +1,4 @@
-"""Transport of vesicles through media and their uptake by cells (MODEL.md 3.2).
+"""Transport of vesicles through media and their uptake by cells (docs/model.md section 3.2).
 
 Medium (amounts, particles or copies, in volume V)::
 
