@@ -52,7 +52,7 @@ def roadrunner_subset(evaluator, values: np.ndarray, rtol: float):
     import libsbml
     import roadrunner
 
-    from exosim.io.sbml.build import export_member
+    from exosim.io.sbml import export_member
     compiled = CompiledScenario(evaluator.scenario)
     t_end = compiled.score_event.at - compiled.scenario.timeline_start  # SBML time 0 is the timeline start
     scored = compiled.score_event.score.population

@@ -1,9 +1,11 @@
 """SBML: committed models are current and valid; comp flattening and scenario exports
-simulate in libRoadRunner as exosim does."""
+simulate in libRoadRunner as exosim does; export picks the requested member and files
+are written atomically."""
 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -13,16 +15,21 @@ roadrunner = pytest.importorskip("roadrunner", reason="SBML tests need the 'test
 
 import exosim  # noqa: E402
 from conftest import ROOT, SCENARIOS  # noqa: E402
-from exosim.io.sbml import build as _sbml  # noqa: E402
+from exosim.io.sbml import SBMLExportError, export, export_member, validate, write_models, write_validated  # noqa: E402
+from exosim.io.sbml.build import flat_document  # noqa: E402
+from exosim.io.sbml.compose import MODULE_FILES  # noqa: E402
 from exosim.io.sbml.crosscheck import crosscheck_member  # noqa: E402
+from exosim.io.sbml.units import unit_kinds  # noqa: E402
+from exosim.scenario.schema import ScenarioError  # noqa: E402
+from exosim.util.atomic import atomic_write  # noqa: E402
 from exosim.cli import main  # noqa: E402
 
 MODELS = ROOT / "models"
-FILES = [*_sbml.MODULE_FILES, "exosim_composed_comp", "exosim_composed_flat"]
+FILES = [*MODULE_FILES, "exosim_composed_comp", "exosim_composed_flat"]
 
 
 def test_committed_models_are_current(tmp_path):
-    _sbml.write_models(tmp_path)
+    write_models(tmp_path)
     for name in FILES:
         committed = (MODELS / f"{name}.xml").read_text()
         assert (tmp_path / f"{name}.xml").read_text() == committed, f"models/{name}.xml is stale: exosim export-sbml"
@@ -32,7 +39,7 @@ def test_committed_models_are_current(tmp_path):
 def test_models_validate_without_errors_and_have_units_and_sbo(name):
     doc = libsbml.readSBMLFromFile(str(MODELS / f"{name}.xml"))
     assert doc.getLevel() == 3 and doc.getVersion() == 2
-    result = _sbml.validate(doc)
+    result = validate(doc)
     assert result.errors == []
     # remaining unit warnings are only "cannot verify" (literal numbers carry no units)
     assert {w.split()[0] for w in result.warnings} <= {"99505", "1090106"}, result.warnings[:3]
@@ -68,7 +75,7 @@ def _rr(text: str):
 
 def test_flattened_comp_model_simulates_like_the_directly_assembled_model():
     flat = _rr((MODELS / "exosim_composed_flat.xml").read_text())
-    direct = _rr(libsbml.writeSBMLToString(_sbml.flat_document()))
+    direct = _rr(libsbml.writeSBMLToString(flat_document()))
     ids = ["recipients__surviving_fraction", "medium__vesicles", "recipients__LIG4_level",
            "recipients__mir_1246_bystander_cytosolic", "donors__secretion_drive", "recipients__alpha_eff"]
     runs = []
@@ -125,7 +132,7 @@ def test_export_cli_writes_valid_sbml(tmp_path, capsys):
             "--arm", "exosomes from 6 Gy donors", "--dose", "4"]
     assert main(args) == 0
     doc = libsbml.readSBMLFromFile(str(out))
-    assert _sbml.validate(doc).ok and doc.getModel().getNumEvents() >= 4
+    assert validate(doc).ok and doc.getModel().getNumEvents() >= 4
     assert "exosomes from 6 Gy donors" in doc.getModel().getName()
 
 
@@ -146,11 +153,74 @@ def test_export_to_unwritable_path_is_a_clear_error(tmp_path, capsys):
 
 
 def test_an_invalid_document_is_never_written(tmp_path):
-    doc = _sbml.flat_document()
+    doc = flat_document()
     next(r for r in doc.getModel().getListOfRules() if r.isRate()).setVariable("no_such_symbol")
-    with pytest.raises(_sbml.SBMLExportError, match="validation failed"):
-        _sbml.write_validated(doc, tmp_path / "bad.xml")
+    with pytest.raises(SBMLExportError, match="validation failed"):
+        write_validated(doc, tmp_path / "bad.xml")
     assert list(tmp_path.iterdir()) == []
+
+
+HNSCC = SCENARIOS / "hnscc_exosome_radioresistance.yaml"
+
+
+def test_export_of_an_arm_and_dose_is_export_member_of_that_member_and_writes_atomically(tmp_path):
+    compiled = exosim.compile_scenario(exosim.load_scenario(HNSCC))
+    arm = [a.name for a in compiled.arms].index("exosomes from 6 Gy donors")
+    member = int(np.flatnonzero((compiled.arm_index == arm) & (compiled.grid == 4.0))[0])
+    expected = libsbml.writeSBMLToString(export_member(compiled, member)[0])
+    out = tmp_path / "hnscc.xml"
+    doc = export(HNSCC, arm="exosomes from 6 Gy donors", dose=4, path=out)
+    assert libsbml.writeSBMLToString(doc) == expected
+    assert out.read_text() == expected
+    assert validate(libsbml.readSBMLFromFile(str(out))).ok
+    assert list(tmp_path.iterdir()) == [out]  # no temporary file left behind
+
+
+def test_export_defaults_to_the_first_arm_at_the_largest_grid_dose():
+    doc = export(exosim.load_scenario(HNSCC))
+    assert doc.getModel().getName().endswith(": no exosomes, grid dose 8 Gy")
+
+
+def test_export_of_an_unknown_arm_or_off_grid_dose_is_a_scenario_error():
+    scenario = exosim.load_scenario(HNSCC)
+    with pytest.raises(ScenarioError, match="arms: no arm named 'nope'; arms: no exosomes, "):
+        export(scenario, arm="nope")
+    with pytest.raises(ScenarioError, match="dose_grid: dose 4.5 Gy is not on the grid"):
+        export(scenario, dose=4.5)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_atomic_write_replaces_the_file_with_normal_permissions(tmp_path):
+    target = tmp_path / "out.txt"
+    atomic_write(target, "first\n")
+    atomic_write(target, "second \u03b1\n")
+    assert target.read_text(encoding="utf-8") == "second \u03b1\n"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    atomic_write(target, b"\x00\x01", mode=0o600)
+    assert target.read_bytes() == b"\x00\x01" and target.stat().st_mode & 0o777 == 0o600
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_a_failing_atomic_write_leaves_the_old_file_and_no_temporary_file(tmp_path, monkeypatch):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+
+    def fail(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write(target, "new")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+    with pytest.raises(OSError):
+        atomic_write(tmp_path / "no" / "such" / "dir" / "x.txt", "new")
+    assert list(tmp_path.iterdir()) == [target]
 
 
 @pytest.mark.parametrize("text,kinds,mult", [
@@ -161,5 +231,5 @@ def test_an_invalid_document_is_never_written(tmp_path):
     ("1", {}, 1.0),
 ])
 def test_unit_strings_map_to_sbml_base_units(text, kinds, mult):
-    got, m = _sbml.unit_kinds(text)
+    got, m = unit_kinds(text)
     assert got == kinds and m == pytest.approx(mult)

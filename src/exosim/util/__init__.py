@@ -1,1 +1,1 @@
-"""util"""
+"""Leaf layer: small helpers that import nothing from exosim, so any stage may import them."""
