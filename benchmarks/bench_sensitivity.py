@@ -23,6 +23,7 @@ Reported per scenario:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import time
 from pathlib import Path
@@ -31,7 +32,12 @@ import numpy as np
 
 import exosim
 from exosim.analysis import sensitivity as sa
-from exosim.scenario.runner import CompiledScenario, _Batch
+from exosim.analysis.batch import BatchModel
+from exosim.analysis.engine import make_engine
+from exosim.io.sbml import export_member
+from exosim.scenario.observables import sample_outputs
+from exosim.scenario.runner import CompiledScenario
+from exosim.simulate.solver import FAILED, SegmentResult, SolverOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ["binding_rate_constant", "unbinding_rate", "binding_sites", "internalisation_rate",
@@ -52,7 +58,6 @@ def roadrunner_subset(evaluator, values: np.ndarray, rtol: float):
     import libsbml
     import roadrunner
 
-    from exosim.io.sbml import export_member
     compiled = CompiledScenario(evaluator.scenario)
     t_end = compiled.score_event.at - compiled.scenario.timeline_start  # SBML time 0 is the timeline start
     scored = compiled.score_event.score.population
@@ -83,38 +88,45 @@ def roadrunner_subset(evaluator, values: np.ndarray, rtol: float):
     return sf, delivered, time.perf_counter() - start
 
 
+class ScipyLSODA:
+    """scipy ``solve_ivp`` (LSODA), one member at a time, plugged in through exosim's Solver protocol."""
+
+    name = "scipy-LSODA"
+
+    def integrate(self, model, t0, t1, y0, p, *, atol_scale=None, options=SolverOptions(), t_eval=None, h0=None):
+        from scipy.integrate import solve_ivp
+        n = y0.shape[1]
+        scale = np.ones(n) if atol_scale is None else atol_scale
+        t_eval = np.asarray([] if t_eval is None else t_eval, dtype=float)
+        y = np.full_like(y0, np.nan)
+        ys = np.full((y0.shape[0], t_eval.size, n), np.nan)
+        status = np.zeros(y0.shape[0], dtype=int)
+        message = [""] * y0.shape[0]
+        rhs_calls = 0
+        for i in range(y0.shape[0]):
+            pm = p[i:i + 1]
+            sol = solve_ivp(lambda t, yy, pm=pm: model.rhs(t, yy[None], pm)[0], (t0, t1), y0[i], method="LSODA",
+                            rtol=options.rtol, atol=options.atol * scale,
+                            t_eval=np.unique(np.append(t_eval, t1)))
+            rhs_calls += sol.nfev
+            if not sol.success:
+                status[i], message[i] = FAILED, sol.message
+                continue
+            y[i] = sol.y[:, -1]
+            ys[i] = sol.y[:, :t_eval.size].T if t_eval.size else ys[i]
+        return SegmentResult(y, status, np.where(status == FAILED, t0, np.nan), message, ys,
+                             {"steps": 0, "rejected": 0, "rhs_evaluations": rhs_calls,
+                              "failures": int(status.sum())})
+
+
 def solve_ivp_subset(evaluator, values: np.ndarray, rtol=1e-8) -> tuple[np.ndarray, float]:
-    """Surviving fractions from scipy solve_ivp (LSODA), one member at a time."""
-    from scipy.integrate import solve_ivp
-    compiled = CompiledScenario(evaluator.scenario)
-    m = compiled.model
-    scale = np.array([s.scale for s in m.states])
-    scored = compiled.score_event.score.population
-    t_end = compiled.score_event.at
-    times = sorted({a.time for a in compiled.actions} | {t_end})
-    sf = np.empty((values.shape[0], compiled.n_members))
+    """Surviving fractions from scipy solve_ivp (LSODA) through the runner's Solver protocol."""
+    batch = BatchModel(evaluator.scenario.model_copy(update={"solver": evaluator.scenario.solver.model_copy(
+        update={"rtol": rtol, "atol": rtol * 1e-2})}), KEYS)
     start = time.perf_counter()
-    for s, row in enumerate(values):
-        p = compiled.parameters.copy()
-        for k, v in zip(KEYS, row):
-            p[:, compiled.instances(k)] = v
-        for member in range(compiled.n_members):
-            batch = _Batch(m.initial_state(p), p.copy(), {})
-            t = compiled.scenario.timeline_start
-            ai = 0
-            for t_next in times:
-                if t_next > t:
-                    pm = batch.p[member:member + 1]
-                    sol = solve_ivp(lambda tt, yy: m.rhs(tt, yy[None], pm)[0], (t, t_next), batch.y[member],
-                                    method="LSODA", rtol=rtol, atol=rtol * 1e-2 * scale)
-                    batch.y[member] = sol.y[:, -1]
-                    t = t_next
-                while ai < len(compiled.actions) and compiled.actions[ai].time <= t_next:
-                    compiled.actions[ai].apply(batch)
-                    ai += 1
-            obs = m.observe(batch.y[member:member + 1], batch.p[member:member + 1])
-            sf[s, member] = obs[0, m.observable_index[f"{scored}__surviving_fraction"]]
-    return sf, time.perf_counter() - start
+    compiled = batch.compiled(values.shape[0])
+    res = compiled.run(parameters=batch.parameters(values), time_courses=False, solver=ScipyLSODA())
+    return res.surviving_fraction.reshape(values.shape[0], -1), time.perf_counter() - start
 
 
 def run(name: str, n: int, subset: int, backend: str, rtol: float, workers: int) -> None:
@@ -123,7 +135,6 @@ def run(name: str, n: int, subset: int, backend: str, rtol: float, workers: int)
     sc = sc.model_copy(update={"dose_grid": sc.dose_grid.model_copy(update={"values": doses}),
                                "solver": sc.solver.model_copy(update={"rtol": rtol, "atol": rtol * 1e-2})})
     space = sa.ParameterSpace.from_table(names=KEYS)
-    from exosim.analysis.engine import make_engine
     engine = make_engine(workers)
     ev = sa.ScenarioEvaluator(sc, arm=arm, progress=False, backend=backend, engine=engine)
     t = time.perf_counter()
@@ -148,24 +159,22 @@ def run(name: str, n: int, subset: int, backend: str, rtol: float, workers: int)
         return
     sub = res.samples[:subset]
     exo_out, _, _ = ev(space.names, sub)
-    compiled = CompiledScenario(ev.scenario, replicates=subset)
-    p = compiled.parameters.copy()
-    for j, k in enumerate(KEYS):
-        p[:, compiled.instances(k)] = np.repeat(sub[:, j], compiled.n_members // subset)[:, None]
-    exo = compiled.run(parameters=p, time_courses=False)
+    batch = BatchModel(ev.scenario, KEYS)
+    exo = batch.simulate(sub)
+    compiled = batch.template
     exo_sf = exo.surviving_fraction.reshape(subset, -1)
     rr_sf, rr_delivered, rr_time = roadrunner_subset(ev, sub, rtol)
     per_run = rr_time / rr_sf.size
     print(f"[{name}] libRoadRunner loop: {rr_sf.size} runs in {rr_time:.1f} s ({1e3 * per_run:.2f} ms/run); "
           f"extrapolated to all {n_samples * ev.members_per_sample} runs: {per_run * n_samples * ev.members_per_sample:.0f} s"
           f" -> exosim is {per_run * n_samples * ev.members_per_sample / wall:.1f}x faster")
-    # outputs from libRoadRunner survival, through the same summary
-    fake = exo
-    fake.surviving_fraction = rr_sf.reshape(-1)
+    # outputs from libRoadRunner survival, through the same survival observables
     cargo = compiled.model.cargos[0] if compiled.model.cargos else None
+    reference = dict(exo.reference)
     if cargo:
-        fake.reference[f"{cargo}_delivered_at_scoring"] = rr_delivered.reshape(-1)
-    rr_out, _, _ = sa.summarise(fake, subset, ev.target, ev.control)
+        reference[f"{cargo}_delivered_at_scoring"] = rr_delivered.reshape(-1)
+    rr_res = dataclasses.replace(exo, surviving_fraction=rr_sf.reshape(-1), reference=reference)
+    rr_out, _, _ = sample_outputs(rr_res, subset, ev.target, ev.control)
     cols = [k for k, o in enumerate(sa.OUTPUTS) if o not in ("alpha_eff", "beta_eff")]
     diff = np.abs(rr_out[:, cols] - exo_out[:, cols]) / np.maximum(np.abs(exo_out[:, cols]), 1e-12)
     print(f"[{name}] largest relative difference exosim vs libRoadRunner: surviving fraction "

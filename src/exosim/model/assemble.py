@@ -285,7 +285,7 @@ class Model:
             if state.get(s.name) == 1:
                 raise ModelError(f"cyclic definition involving {s.name!r}")
             state[s.name] = 1
-            for n in _expr.names(s.expr):
+            for n in sorted(_expr.names(s.expr)):  # sorted: the same order in every process
                 if n in by_name:
                     visit(by_name[n])
             state[s.name] = 2

@@ -12,80 +12,18 @@ from __future__ import annotations
 import re
 
 from exosim.io.sbml.validate import SBMLExportError
+from exosim.model.units import QuantityError
+from exosim.model.units import unit_kinds as _parse
 
 __all__ = ["unit_id", "unit_kinds"]
 
-#: counted material (vesicles, cargo copies, binding sites) maps to the SBML base unit ``item``
-_COUNTS = {"particles", "particle", "copies", "copy", "sites", "site"}
-#: symbol -> (SBML kind or None for dimensionless, multiplier to that kind); DSBs and lethal
-#: lesions are mean numbers per cell (Poisson means), hence dimensionless, which makes
-#: alpha (1/Gy), beta (1/Gy^2) and the argument of exp(-(L + A)) check out
-_SYMBOLS = {"h": ("second", 3600.0), "min": ("second", 60.0), "s": ("second", 1.0),
-            "Gy": ("gray", 1.0), "mL": ("litre", 1e-3), "L": ("litre", 1.0), "uL": ("litre", 1e-6),
-            "cell": (None, 1.0), "cells": (None, 1.0), "DSB": (None, 1.0), "1": (None, 1.0)}
-
-
 def unit_kinds(text: str) -> tuple[dict[str, float], float]:
-    """Parse a unit string (``mL/(h*site)``, ``1/Gy^2``) into SBML base-unit exponents.
-
-    Parameters
-    ----------
-    text : str
-        Unit string: symbols joined by ``*`` and ``/``, with parentheses and ``^`` powers.
-
-    Returns
-    -------
-    exponents : dict of str to float
-        SBML base unit kind -> exponent (dimensionless symbols are left out).
-    multiplier : float
-        Factor from the unit to the SBML base units.
-
-    Raises
-    ------
-    SBMLExportError
-        A symbol without SBML mapping, or an unparsable string.
-    """
-    tokens = re.findall(r"[A-Za-z]+|\d+(?:\.\d+)?|[*/()^]", text.replace(" ", ""))
-    pos = 0
-
-    def atom() -> tuple[dict[str, float], float]:
-        nonlocal pos
-        tok = tokens[pos]
-        pos += 1
-        if tok == "(":
-            out = expr()
-            pos += 1  # ')'
-        elif tok in _COUNTS:
-            out = ({"item": 1.0}, 1.0)
-        elif tok in _SYMBOLS:
-            kind, mult = _SYMBOLS[tok]
-            out = ({kind: 1.0} if kind else {}, mult)
-        else:
-            raise SBMLExportError(f"unit symbol {tok!r} in {text!r} has no SBML mapping")
-        if pos < len(tokens) and tokens[pos] == "^":
-            e = float(tokens[pos + 1])
-            pos += 2
-            out = ({k: v * e for k, v in out[0].items()}, out[1] ** e)
-        return out
-
-    def expr() -> tuple[dict[str, float], float]:
-        nonlocal pos
-        kinds, mult = atom()
-        kinds = dict(kinds)
-        while pos < len(tokens) and tokens[pos] in "*/":
-            op = tokens[pos]
-            pos += 1
-            k2, m2 = atom()
-            sign = 1.0 if op == "*" else -1.0
-            for k, v in k2.items():
-                kinds[k] = kinds.get(k, 0.0) + sign * v
-            mult *= m2 ** sign
-        return {k: v for k, v in kinds.items() if v != 0}, mult
-
-    result = expr()
-    if pos != len(tokens):
-        raise SBMLExportError(f"cannot parse unit {text!r}")
-    return result
+    """SBML base-unit exponents and multiplier of a unit string; the parsing is
+    :func:`exosim.model.units.unit_kinds` (whose base dimensions are SBML's)."""
+    try:
+        return _parse(text)
+    except QuantityError as exc:
+        raise SBMLExportError(f"unit {text!r} has no SBML mapping: {exc}") from None
 
 
 def unit_id(text: str) -> str:
