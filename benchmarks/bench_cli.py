@@ -32,15 +32,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeat):
             t0 = time.perf_counter()
-            subprocess.run([str(exe), "run", args.scenario, "-o", f"{tmp}/r{i}"], check=True,
-                           capture_output=True)
+            subprocess.run([str(exe), "run", args.scenario, "-o", f"{tmp}/r{i}"], check=True, capture_output=True)
             walls.append(time.perf_counter() - t0)
         prov = json.loads(Path(f"{tmp}/r0/provenance.json").read_text())
     print(f"scenario: {Path(args.scenario).name}, members: {prov['members']}")
-    print(f"exosim run, whole process: median {statistics.median(walls):.3f} s, min {min(walls):.3f} s "
-          f"over {args.repeat} runs")
-    print(f"integration of all members as one batch: {prov['wall_time_s']:.3f} s, "
-          f"{prov['solver']['steps']} steps, {prov['solver']['rhs_evaluations']} batched rhs evaluations")
+    print(
+        f"exosim run, whole process: median {statistics.median(walls):.3f} s, min {min(walls):.3f} s "
+        f"over {args.repeat} runs"
+    )
+    print(
+        f"integration of all members as one batch: {prov['wall_time_s']:.3f} s, "
+        f"{prov['solver']['steps']} steps, {prov['solver']['rhs_evaluations']} batched rhs evaluations"
+    )
 
 
 if __name__ == "__main__":

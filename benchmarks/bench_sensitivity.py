@@ -40,8 +40,14 @@ from exosim.scenario.runner import CompiledScenario
 from exosim.simulate.solver import FAILED, SegmentResult, SolverOptions
 
 ROOT = Path(__file__).resolve().parents[1]
-KEYS = ["binding_rate_constant", "unbinding_rate", "binding_sites", "internalisation_rate",
-        "endosomal_escape_rate", "vesicle_decay_rate"]
+KEYS = [
+    "binding_rate_constant",
+    "unbinding_rate",
+    "binding_sites",
+    "internalisation_rate",
+    "endosomal_escape_rate",
+    "vesicle_decay_rate",
+]
 SCENARIOS = {
     "hnscc": ("hnscc_exosome_radioresistance.yaml", "exosomes from 6 Gy donors", [0, 1, 2, 4, 6, 8]),
     "iccm": ("iccm_bystander_medium_transfer.yaml", "ICCM", [0, 0.01, 0.05, 0.5, 2, 5]),
@@ -95,6 +101,7 @@ class ScipyLSODA:
 
     def integrate(self, model, t0, t1, y0, p, *, atol_scale=None, options=SolverOptions(), t_eval=None, h0=None):
         from scipy.integrate import solve_ivp
+
         n = y0.shape[1]
         scale = np.ones(n) if atol_scale is None else atol_scale
         t_eval = np.asarray([] if t_eval is None else t_eval, dtype=float)
@@ -104,25 +111,40 @@ class ScipyLSODA:
         message = [""] * y0.shape[0]
         rhs_calls = 0
         for i in range(y0.shape[0]):
-            pm = p[i:i + 1]
-            sol = solve_ivp(lambda t, yy, pm=pm: model.rhs(t, yy[None], pm)[0], (t0, t1), y0[i], method="LSODA",
-                            rtol=options.rtol, atol=options.atol * scale,
-                            t_eval=np.unique(np.append(t_eval, t1)))
+            pm = p[i : i + 1]
+            sol = solve_ivp(
+                lambda t, yy, pm=pm: model.rhs(t, yy[None], pm)[0],
+                (t0, t1),
+                y0[i],
+                method="LSODA",
+                rtol=options.rtol,
+                atol=options.atol * scale,
+                t_eval=np.unique(np.append(t_eval, t1)),
+            )
             rhs_calls += sol.nfev
             if not sol.success:
                 status[i], message[i] = FAILED, sol.message
                 continue
             y[i] = sol.y[:, -1]
-            ys[i] = sol.y[:, :t_eval.size].T if t_eval.size else ys[i]
-        return SegmentResult(y, status, np.where(status == FAILED, t0, np.nan), message, ys,
-                             {"steps": 0, "rejected": 0, "rhs_evaluations": rhs_calls,
-                              "failures": int(status.sum())})
+            ys[i] = sol.y[:, : t_eval.size].T if t_eval.size else ys[i]
+        return SegmentResult(
+            y,
+            status,
+            np.where(status == FAILED, t0, np.nan),
+            message,
+            ys,
+            {"steps": 0, "rejected": 0, "rhs_evaluations": rhs_calls, "failures": int(status.sum())},
+        )
 
 
 def solve_ivp_subset(evaluator, values: np.ndarray, rtol=1e-8) -> tuple[np.ndarray, float]:
     """Surviving fractions from scipy solve_ivp (LSODA) through the runner's Solver protocol."""
-    batch = BatchModel(evaluator.scenario.model_copy(update={"solver": evaluator.scenario.solver.model_copy(
-        update={"rtol": rtol, "atol": rtol * 1e-2})}), KEYS)
+    batch = BatchModel(
+        evaluator.scenario.model_copy(
+            update={"solver": evaluator.scenario.solver.model_copy(update={"rtol": rtol, "atol": rtol * 1e-2})}
+        ),
+        KEYS,
+    )
     start = time.perf_counter()
     compiled = batch.compiled(values.shape[0])
     res = compiled.run(parameters=batch.parameters(values), time_courses=False, solver=ScipyLSODA())
@@ -132,29 +154,38 @@ def solve_ivp_subset(evaluator, values: np.ndarray, rtol=1e-8) -> tuple[np.ndarr
 def run(name: str, n: int, subset: int, backend: str, rtol: float, workers: int) -> None:
     fname, arm, doses = SCENARIOS[name]
     sc = exosim.load_scenario(ROOT / "scenarios" / fname)
-    sc = sc.model_copy(update={"dose_grid": sc.dose_grid.model_copy(update={"values": doses}),
-                               "solver": sc.solver.model_copy(update={"rtol": rtol, "atol": rtol * 1e-2})})
+    sc = sc.model_copy(
+        update={
+            "dose_grid": sc.dose_grid.model_copy(update={"values": doses}),
+            "solver": sc.solver.model_copy(update={"rtol": rtol, "atol": rtol * 1e-2}),
+        }
+    )
     space = sa.ParameterSpace.from_table(names=KEYS)
     engine = make_engine(workers)
     ev = sa.ScenarioEvaluator(sc, arm=arm, progress=False, backend=backend, engine=engine)
     t = time.perf_counter()
     if ev.backend == "numba":
         from exosim.simulate.dopri5_numba import kernel_for
+
         kernel_for(CompiledScenario(ev.scenario).model)
     compile_s = time.perf_counter() - t
     res = sa.sobol(ev, space, sa.OUTPUTS, n, seed=1)
     wall = time.perf_counter() - t
     engine.close()
     n_samples = res.samples.shape[0]
-    print(f"[{name}] exosim ({ev.backend}, rtol {rtol:g}, {engine.describe()}) Sobol N={n}: {n_samples} samples x "
-          f"{ev.members_per_sample} members = {n_samples * ev.members_per_sample} runs in {wall:.1f} s "
-          f"(kernel compile/load {compile_s:.1f} s included) "
-          f"({1e3 * wall / (n_samples * ev.members_per_sample):.3f} ms/run), peak RSS {peak_rss_mb():.0f} MB, "
-          f"failed samples {int(res.failed.sum())}")
+    print(
+        f"[{name}] exosim ({ev.backend}, rtol {rtol:g}, {engine.describe()}) Sobol N={n}: {n_samples} samples x "
+        f"{ev.members_per_sample} members = {n_samples * ev.members_per_sample} runs in {wall:.1f} s "
+        f"(kernel compile/load {compile_s:.1f} s included) "
+        f"({1e3 * wall / (n_samples * ev.members_per_sample):.3f} ms/run), peak RSS {peak_rss_mb():.0f} MB, "
+        f"failed samples {int(res.failed.sum())}"
+    )
     for r in res.indices:
         if r["output"] in ("dmf_at_sf0.1", "bystander_survival", "delivered_copies_per_cell"):
-            print(f"    {r['output']:<26} {r['parameter']:<24} S1 {r['S1']:+.3f} +- {r['S1_conf']:.3f}  "
-                  f"ST {r['ST']:+.3f} +- {r['ST_conf']:.3f}")
+            print(
+                f"    {r['output']:<26} {r['parameter']:<24} S1 {r['S1']:+.3f} +- {r['S1_conf']:.3f}  "
+                f"ST {r['ST']:+.3f} +- {r['ST_conf']:.3f}"
+            )
     if not subset:
         return
     sub = res.samples[:subset]
@@ -165,9 +196,12 @@ def run(name: str, n: int, subset: int, backend: str, rtol: float, workers: int)
     exo_sf = exo.surviving_fraction.reshape(subset, -1)
     rr_sf, rr_delivered, rr_time = roadrunner_subset(ev, sub, rtol)
     per_run = rr_time / rr_sf.size
-    print(f"[{name}] libRoadRunner loop: {rr_sf.size} runs in {rr_time:.1f} s ({1e3 * per_run:.2f} ms/run); "
-          f"extrapolated to all {n_samples * ev.members_per_sample} runs: {per_run * n_samples * ev.members_per_sample:.0f} s"
-          f" -> exosim is {per_run * n_samples * ev.members_per_sample / wall:.1f}x faster")
+    total_runs = n_samples * ev.members_per_sample
+    print(
+        f"[{name}] libRoadRunner loop: {rr_sf.size} runs in {rr_time:.1f} s ({1e3 * per_run:.2f} ms/run); "
+        f"extrapolated to all {total_runs} runs: {per_run * total_runs:.0f} s"
+        f" -> exosim is {per_run * total_runs / wall:.1f}x faster"
+    )
     # outputs from libRoadRunner survival, through the same survival observables
     cargo = compiled.model.cargos[0] if compiled.model.cargos else None
     reference = dict(exo.reference)
@@ -177,15 +211,19 @@ def run(name: str, n: int, subset: int, backend: str, rtol: float, workers: int)
     rr_out, _, _ = sample_outputs(rr_res, subset, ev.target, ev.control)
     cols = [k for k, o in enumerate(sa.OUTPUTS) if o not in ("alpha_eff", "beta_eff")]
     diff = np.abs(rr_out[:, cols] - exo_out[:, cols]) / np.maximum(np.abs(exo_out[:, cols]), 1e-12)
-    print(f"[{name}] largest relative difference exosim vs libRoadRunner: surviving fraction "
-          f"{np.nanmax(np.abs(rr_sf - exo_sf) / exo_sf):.2e}; outputs "
-          + ", ".join(f"{sa.OUTPUTS[c]} {np.nanmax(diff[:, i]):.1e}" for i, c in enumerate(cols)))
+    print(
+        f"[{name}] largest relative difference exosim vs libRoadRunner: surviving fraction "
+        f"{np.nanmax(np.abs(rr_sf - exo_sf) / exo_sf):.2e}; outputs "
+        + ", ".join(f"{sa.OUTPUTS[c]} {np.nanmax(diff[:, i]):.1e}" for i, c in enumerate(cols))
+    )
     k = max(1, subset // 4)
     sp_sf, sp_time = solve_ivp_subset(ev, sub[:k], rtol)
     sp_run = sp_time / sp_sf.size
-    print(f"[{name}] scipy solve_ivp (LSODA) loop: {sp_sf.size} runs in {sp_time:.1f} s ({1e3 * sp_run:.1f} ms/run); "
-          f"extrapolated: {sp_run * n_samples * ev.members_per_sample:.0f} s; max rel diff of SF vs exosim "
-          f"{np.nanmax(np.abs(sp_sf - exo_sf[:k]) / exo_sf[:k]):.1e}")
+    print(
+        f"[{name}] scipy solve_ivp (LSODA) loop: {sp_sf.size} runs in {sp_time:.1f} s ({1e3 * sp_run:.1f} ms/run); "
+        f"extrapolated: {sp_run * n_samples * ev.members_per_sample:.0f} s; max rel diff of SF vs exosim "
+        f"{np.nanmax(np.abs(sp_sf - exo_sf[:k]) / exo_sf[:k]):.1e}"
+    )
 
 
 if __name__ == "__main__":

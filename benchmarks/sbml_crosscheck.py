@@ -29,6 +29,8 @@ for f in sorted((ROOT / "scenarios").glob("*.yaml")):
     n = int(np.sum(compiled.arm_index == 0))
     devs = [crosscheck_member(compiled, result, a * n + n - 1) for a in range(len(compiled.arms))]
     worst = max(devs, key=lambda d: d.states)
-    print(f"{f.stem}: {len(devs)} arms, states max rel dev {worst.states:.2e} ({worst.worst_state}, "
-          f"arm {worst.arm!r}), survival max rel dev {max(d.survival for d in devs):.2e}, "
-          f"{time.perf_counter() - t0:.1f} s")
+    print(
+        f"{f.stem}: {len(devs)} arms, states max rel dev {worst.states:.2e} ({worst.worst_state}, "
+        f"arm {worst.arm!r}), survival max rel dev {max(d.survival for d in devs):.2e}, "
+        f"{time.perf_counter() - t0:.1f} s"
+    )

@@ -16,8 +16,14 @@ SCENARIOS = ROOT / "scenarios"
 @pytest.fixture(scope="session")
 def model():
     """A two-population model (miR-22 donors, HeLa recipients) sharing one well."""
-    return exosim.Model([exosim.PopulationSpec("donors", "well", "hnscc_pooled", ("mir_22",)),
-                         exosim.PopulationSpec("recipients", "well", "hela")], ["well"], ["mir_22"])
+    return exosim.Model(
+        [
+            exosim.PopulationSpec("donors", "well", "hnscc_pooled", ("mir_22",)),
+            exosim.PopulationSpec("recipients", "well", "hela"),
+        ],
+        ["well"],
+        ["mir_22"],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +35,7 @@ def runs():
         if name not in cache:
             cache[name] = exosim.run(exosim.load_scenario(SCENARIOS / f"{name}.yaml"))
         return cache[name]
+
     return get
 
 

@@ -48,8 +48,9 @@ def test_long_time_courses_and_the_cube_hold_the_same_numbers(result):
     member = result.member(arm=ARM, dose=4)
     i = member.index
     assert result.arms[result.arm_index[i]] == ARM and result.grid[i] == 4
-    np.testing.assert_array_equal(row["value"].to_numpy(),
-                                  result.states[i, :, result.model.state_index["recipients__dsb"]])
+    np.testing.assert_array_equal(
+        row["value"].to_numpy(), result.states[i, :, result.model.state_index["recipients__dsb"]]
+    )
     assert member.final_states["recipients.dsb"] == result.state("recipients.dsb")[i]
     assert member.surviving_fraction == result.surviving_fraction[i]
     with pytest.raises(KeyError, match="no arm"):
@@ -99,8 +100,15 @@ def _python(formula: str) -> str:
     return formula.replace("^", "**")
 
 
-@pytest.mark.parametrize("name", ["hnscc_exosome_radioresistance", "iccm_bystander_medium_transfer",
-                                  "fractionated_course_exosome_buildup", "partial_field_bystander"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "hnscc_exosome_radioresistance",
+        "iccm_bystander_medium_transfer",
+        "fractionated_course_exosome_buildup",
+        "partial_field_bystander",
+    ],
+)
 def test_every_event_renders_the_same_change_for_numpy_and_sbml(name):
     """Apply each event to a random pre-event batch with numpy, and evaluate its SBML event
     assignments for every member on the same values: the new values agree."""
@@ -138,8 +146,12 @@ def test_sensitivity_and_fit_from_python(tmp_path):
     assert set(df["parameter"]) == {"internalisation_rate", "endosomal_escape_rate"}
     assert len(df) == 2 * len(local.analysis.outputs) and np.isfinite(df["coefficient"]).any()
     assert local.plot(tmp_path / "local.png").stat().st_size > 0
-    fitted = exosim.fit(sc, data=[SCENARIOS / "data" / "iccm_relative_survival.csv"],
-                        params=["recipients.damage_max_rate"], ranges={"recipients.damage_max_rate": (0.3, 30.0)})
+    fitted = exosim.fit(
+        sc,
+        data=[SCENARIOS / "data" / "iccm_relative_survival.csv"],
+        params=["recipients.damage_max_rate"],
+        ranges={"recipients.damage_max_rate": (0.3, 30.0)},
+    )
     est = fitted.estimates
     lo, hi = fitted.intervals["recipients.damage_max_rate"]
     assert lo < est["estimate"][0] < hi and est["unit"][0] == "DSB/cell/h"

@@ -94,7 +94,7 @@ def imports_of(module: str, source: str, is_package: bool, known: set[str]) -> l
                 base_parts = package.split(".")
                 if node.level - 1 > len(base_parts) - 1:
                     raise AssertionError(f"{module}:{node.lineno}: relative import beyond the top-level package")
-                base = ".".join(base_parts[:len(base_parts) - (node.level - 1)])
+                base = ".".join(base_parts[: len(base_parts) - (node.level - 1)])
                 if node.module:
                     base = f"{base}.{node.module}"
             else:
@@ -102,10 +102,16 @@ def imports_of(module: str, source: str, is_package: bool, known: set[str]) -> l
             for alias in node.names:
                 candidate = f"{base}.{alias.name}"
                 add(candidate if candidate in known else base, node)
-        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-              and isinstance(node.args[0].value, str)
-              and ((isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
-                   or (isinstance(node.func, ast.Name) and node.func.id in ("import_module", "__import__")))):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and (
+                (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+                or (isinstance(node.func, ast.Name) and node.func.id in ("import_module", "__import__"))
+            )
+        ):
             add(node.args[0].value, node)
     return found
 
@@ -127,16 +133,24 @@ def _format(pairs: list[tuple[str, str, int, str]]) -> str:
 
 
 def test_import_resolution_handles_relative_function_level_and_from_package_imports():
-    known = {"exosim", "exosim._version", "exosim.model", "exosim.model.expr", "exosim.model.modules",
-             "exosim.model.modules.release", "exosim.io", "exosim.io.outputs"}
+    known = {
+        "exosim",
+        "exosim._version",
+        "exosim.model",
+        "exosim.model.expr",
+        "exosim.model.modules",
+        "exosim.model.modules.release",
+        "exosim.io",
+        "exosim.io.outputs",
+    }
     source = (
         "import numpy\n"
-        "from . import release\n"                     # -> exosim.model.modules.release
-        "from .. import expr\n"                       # -> exosim.model.expr
-        "from ..expr import parse\n"                  # -> exosim.model.expr
-        "from exosim import Model, _version\n"        # -> exosim (top level) and exosim._version
+        "from . import release\n"  # -> exosim.model.modules.release
+        "from .. import expr\n"  # -> exosim.model.expr
+        "from ..expr import parse\n"  # -> exosim.model.expr
+        "from exosim import Model, _version\n"  # -> exosim (top level) and exosim._version
         "def f():\n"
-        "    from exosim.io.outputs import write\n"   # function-level
+        "    from exosim.io.outputs import write\n"  # function-level
         "    import exosim.model.expr\n"
         "    importlib.import_module('exosim.io')\n"
     )
@@ -182,15 +196,20 @@ def test_imports_go_to_the_same_or_a_lower_stage():
             violations.append((imp.module, imp.target, imp.line, f"{src} may not import from {dst}"))
     assert not violations, (
         f"{len(set(violations))} imports against the stage order "
-        f"({' < '.join(STAGES)}; exosim._version below all):\n" + _format(violations))
+        f"({' < '.join(STAGES)}; exosim._version below all):\n" + _format(violations)
+    )
 
 
 def test_no_module_imports_the_top_level_package():
-    offending = [(imp.module, imp.target, imp.line, "imports the public API exosim/__init__.py")
-                 for imp in all_imports() if imp.target == TOP and imp.module != TOP]
+    offending = [
+        (imp.module, imp.target, imp.line, "imports the public API exosim/__init__.py")
+        for imp in all_imports()
+        if imp.target == TOP and imp.module != TOP
+    ]
     assert not offending, (
         "modules inside the package import from the top-level exosim package; import from the "
-        "submodule instead (e.g. from exosim.model.assemble import Model):\n" + _format(offending))
+        "submodule instead (e.g. from exosim.model.assemble import Model):\n" + _format(offending)
+    )
 
 
 def test_public_api_all_names_only_existing_things():
@@ -203,4 +222,3 @@ def test_public_api_all_names_only_existing_things():
     namespace: dict = {}
     exec("from exosim import *", namespace)  # noqa: S102 - the star import users would write
     assert set(exosim.__all__) <= set(namespace)
-

@@ -16,7 +16,8 @@ BASE = {
     "media": {"flask": {"volume": "10 mL"}, "well": {"volume": "2 mL"}},
     "populations": {
         "donors": {"cell_line": "hnscc_pooled", "cells": 1e6, "medium": "flask", "packages": ["mir_22"]},
-        "cells": {"cell_line": "hnscc_pooled", "cells": 1e5, "medium": "well"}},
+        "cells": {"cell_line": "hnscc_pooled", "cells": 1e5, "medium": "well"},
+    },
     "cargo": {"mir_22": {}},
     "timeline": [
         {"at": "0 h", "irradiate": {"population": "donors", "dose": "2 Gy"}},
@@ -55,14 +56,34 @@ CASES = [
     ("empty grid", "dose_grid.values", [], "dose_grid.values", ["empty"]),
     ("harvest before irradiation", "timeline.1.at", "-1 h", "timeline[1].at", ["before the irradiation"]),
     ("unknown cargo", "cargo", {"mir_2222": {}}, "cargo.mir_2222", ["unknown cargo"]),
-    ("unknown cell line", "populations.cells.cell_line", "helaa", "populations.cells.cell_line",
-     ["unknown cell line", "'hela'"]),
-    ("unknown population", "timeline.2.irradiate.population", "cels", "timeline[2].irradiate.population",
-     ["unknown population", "'cells'"]),
-    ("parameter with wrong unit", "parameters", {"binding_rate_constant": "3e-10 mL/h"},
-     "parameters.binding_rate_constant", ["does not match", "mL/(h*site)"]),
-    ("unknown parameter", "parameters", {"binding_rate_constant_x": "1 mL/(h*site)"},
-     "parameters.binding_rate_constant_x", ["unknown parameter", "binding_rate_constant"]),
+    (
+        "unknown cell line",
+        "populations.cells.cell_line",
+        "helaa",
+        "populations.cells.cell_line",
+        ["unknown cell line", "'hela'"],
+    ),
+    (
+        "unknown population",
+        "timeline.2.irradiate.population",
+        "cels",
+        "timeline[2].irradiate.population",
+        ["unknown population", "'cells'"],
+    ),
+    (
+        "parameter with wrong unit",
+        "parameters",
+        {"binding_rate_constant": "3e-10 mL/h"},
+        "parameters.binding_rate_constant",
+        ["does not match", "mL/(h*site)"],
+    ),
+    (
+        "unknown parameter",
+        "parameters",
+        {"binding_rate_constant_x": "1 mL/(h*site)"},
+        "parameters.binding_rate_constant_x",
+        ["unknown parameter", "binding_rate_constant"],
+    ),
     ("negative volume", "media.well.volume", "-2 mL", "media.well.volume", ["non-negative"]),
     ("event after score", "timeline.2.at", "100 h", "timeline[2].at", ["after the score"]),
     ("event before start", "start", "1 h", "timeline[0].at", ["before the start", "start: 1 h"]),
@@ -92,12 +113,15 @@ def test_the_base_of_the_bad_cases_is_valid(tmp_path):
     assert main(["validate", str(f)]) == 0
 
 
-@pytest.mark.parametrize("content,words", [
-    ("media: [unclosed", ["not valid YAML", "line"]),
-    ("- just\n- a list\n", ["expected a YAML mapping"]),
-    ("!!python/object/apply:os.system ['echo hacked']", ["not valid YAML"]),
-    (b"\xff\xfe\x00binary", ["not"]),
-])
+@pytest.mark.parametrize(
+    "content,words",
+    [
+        ("media: [unclosed", ["not valid YAML", "line"]),
+        ("- just\n- a list\n", ["expected a YAML mapping"]),
+        ("!!python/object/apply:os.system ['echo hacked']", ["not valid YAML"]),
+        (b"\xff\xfe\x00binary", ["not"]),
+    ],
+)
 def test_non_yaml_and_unsafe_yaml_are_rejected(tmp_path, capsys, content, words):
     f = tmp_path / "x.yaml"
     f.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -129,12 +153,14 @@ def test_failed_output_write_leaves_no_partial_files(tmp_path, monkeypatch):
     import exosim
     from exosim.io import figures
     from exosim.io.outputs import write_outputs
+
     f = tmp_path / "good.yaml"
     f.write_text(yaml.safe_dump(BASE, sort_keys=False))
     res = exosim.run(exosim.load_scenario(f), time_courses=False)
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(figures, "plot_survival", broken)
     out = tmp_path / "out"
     with pytest.raises(exosim.OutputError):

@@ -16,12 +16,17 @@ def _arm(res, name):
 
 def _donor_release_runs():
     data = {
-        "exosim": 1, "name": "donor_release", "type": "custom", "description": "release after irradiation",
+        "exosim": 1,
+        "name": "donor_release",
+        "type": "custom",
+        "description": "release after irradiation",
         "media": {"flask": {"volume": "10 mL"}},
         "populations": {"donors": {"cell_line": "hnscc_pooled", "cells": 1e6, "medium": "flask"}},
         "dose_grid": {"values": [0, 2, 4, 6, 8, 10], "unit": "Gy"},
-        "timeline": [{"at": "0 h", "irradiate": {"population": "donors", "dose": "grid"}},
-                     {"at": "120 h", "score": {"population": "donors"}}],
+        "timeline": [
+            {"at": "0 h", "irradiate": {"population": "donors", "dose": "grid"}},
+            {"at": "120 h", "score": {"population": "donors"}},
+        ],
         "output": {"time_step": "0.5 h"},
     }
     return exosim.run(scenario_from(data))
@@ -49,20 +54,33 @@ def test_release_rises_with_donor_dose_and_decays_over_about_a_day():
 def test_irradiated_recipients_take_up_more_exosomes():
     """Hazawa et al. 2014; Mutschelknaus et al. 2016: radiation raises exosome uptake."""
     data = {
-        "exosim": 1, "name": "uptake", "type": "custom", "description": "uptake by irradiated recipients",
+        "exosim": 1,
+        "name": "uptake",
+        "type": "custom",
+        "description": "uptake by irradiated recipients",
         "media": {"well": {"volume": "2 mL"}},
         "populations": {"cells": {"cell_line": "hnscc_pooled", "cells": 1e5, "medium": "well"}},
         "cargo": {"mir_22": {}},
         "dose_grid": {"values": [0, 2, 6], "unit": "Gy"},
-        "timeline": [{"at": "0 h", "irradiate": {"population": "cells", "dose": "grid"}},
-                     {"at": "1 h", "add": {"medium": "well", "concentration": "1e10 particles/mL",
-                                           "cargo": {"mir_22": "1 copies/particle"}}},
-                     {"at": "25 h", "score": {"population": "cells"}}],
+        "timeline": [
+            {"at": "0 h", "irradiate": {"population": "cells", "dose": "grid"}},
+            {
+                "at": "1 h",
+                "add": {
+                    "medium": "well",
+                    "concentration": "1e10 particles/mL",
+                    "cargo": {"mir_22": "1 copies/particle"},
+                },
+            },
+            {"at": "25 h", "score": {"population": "cells"}},
+        ],
     }
     res = exosim.run(scenario_from(data))
     m = res.model
-    taken = sum(res.final_states[:, m.state_index[f"cells__{k}"]]
-                for k in ("bound_vesicles", "internalised_vesicles", "escaped_vesicles", "degraded_vesicles"))
+    taken = sum(
+        res.final_states[:, m.state_index[f"cells__{k}"]]
+        for k in ("bound_vesicles", "internalised_vesicles", "escaped_vesicles", "degraded_vesicles")
+    )
     assert np.all(np.diff(taken) > 0)
     assert np.all(np.diff(res.reference["mir_22_delivered_at_scoring"]) > 0)
 
@@ -129,13 +147,28 @@ def test_no_release_equals_the_no_exosome_control_to_solver_tolerance(runs):
     """Release fully blocked (Rab27a knockdown, efficacy 1) == the scenario's own no-exosome arm."""
     res = runs("hnscc_exosome_radioresistance")
     sc = res.scenario
-    arms = [sc.arms[0], sc.arms[2].model_copy(update={
-        "name": "6 Gy donors, release blocked",
-        "events": [exosim.scenario.schema.Event.model_validate(
-            {"at": "-1 h", "intervene": {"population": "donors", "agent": "rab27a_knockdown", "efficacy": 1.0}})]})]
+    arms = [
+        sc.arms[0],
+        sc.arms[2].model_copy(
+            update={
+                "name": "6 Gy donors, release blocked",
+                "events": [
+                    exosim.scenario.schema.Event.model_validate(
+                        {
+                            "at": "-1 h",
+                            "intervene": {"population": "donors", "agent": "rab27a_knockdown", "efficacy": 1.0},
+                        }
+                    )
+                ],
+            }
+        ),
+    ]
     blocked = exosim.run(sc.model_copy(update={"arms": arms}), time_courses=False)
-    np.testing.assert_allclose(blocked.surviving_fraction[blocked.arm_index == 1],
-                               blocked.surviving_fraction[blocked.arm_index == 0], rtol=1e-6)
+    np.testing.assert_allclose(
+        blocked.surviving_fraction[blocked.arm_index == 1],
+        blocked.surviving_fraction[blocked.arm_index == 0],
+        rtol=1e-6,
+    )
     # and the no-exosome arm is the cell line's own LQ curve within the first-order term
     d = blocked.grid[blocked.arm_index == 0]
     lq = 0.22 * d + 0.0272 * d**2

@@ -67,6 +67,7 @@ def test_every_public_name_is_documented():
 
 def test_every_model_parameter_has_unit_and_source_or_assumption():
     from exosim.model.catalogue import parameter_table
+
     for key, row in parameter_table().items():
         assert row.get("unit") not in (None, ""), key
         assert len(row["range"]) == 2 and row["range"][0] <= row["value"] <= row["range"][1], key
@@ -76,6 +77,7 @@ def test_every_model_parameter_has_unit_and_source_or_assumption():
 def test_every_catalogue_cargo_moves_its_declared_modifiers():
     """Catalogue consistency: each cargo with effects reaches at least one modifier."""
     from exosim.model.catalogue import cargo_catalogue, targets
+
     for name, rec in cargo_catalogue().items():
         effects = rec.get("effects") or {}
         assert effects or rec.get("damage_max_rate", 0) > 0, name

@@ -7,10 +7,9 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import exosim
-from exosim.simulate.solver import SolverOptions
-from exosim.simulate.dopri5_numba import integrate_compiled
-
 from conftest import SCENARIOS
+from exosim.simulate.dopri5_numba import integrate_compiled
+from exosim.simulate.solver import SolverOptions
 
 pytest.importorskip("numba", reason="the test extra installs numba; this guards plain installs")
 
@@ -25,12 +24,20 @@ def test_compiled_model_matches_solve_ivp_at_tight_tolerance(model):
     y0[:, model.state_index["recipients__dsb"]] += 35 * np.linspace(8, 0, n)
     scale = np.array([s.scale for s in model.states])
     t_eval = np.array([1.0, 10.0, 72.0])
-    sol = integrate_compiled(model, 0.0, 72.0, y0, p, atol_scale=scale, t_eval=t_eval,
-                             options=SolverOptions(rtol=1e-10, atol=1e-13))
+    sol = integrate_compiled(
+        model, 0.0, 72.0, y0, p, atol_scale=scale, t_eval=t_eval, options=SolverOptions(rtol=1e-10, atol=1e-13)
+    )
     assert np.all(sol.status == 0) and sol.member_steps.min() > 0
     for i in range(n):
-        ref = solve_ivp(lambda t, y, i=i: model.rhs(t, y[None], p[i:i + 1])[0], (0.0, 72.0), y0[i], t_eval=t_eval,
-                        method="DOP853", rtol=1e-12, atol=1e-15 * scale)
+        ref = solve_ivp(
+            lambda t, y, i=i: model.rhs(t, y[None], p[i : i + 1])[0],
+            (0.0, 72.0),
+            y0[i],
+            t_eval=t_eval,
+            method="DOP853",
+            rtol=1e-12,
+            atol=1e-15 * scale,
+        )
         for j in range(t_eval.size):
             err = np.abs(sol.ys[i, j] - ref.y[:, j]) / (1e-7 * np.abs(ref.y[:, j]) + 1e-9 * scale)
             assert err.max() <= 1.0, (t_eval[j], model.state_names[err.argmax()], err.max())
@@ -47,8 +54,7 @@ def test_compiled_failure_is_per_member(model):
     assert list(sol.status) == [0, 1, 0]
     assert "non-finite" in sol.message[1] and sol.t_failed[1] == 0.0
     assert np.all(np.isfinite(sol.y[[0, 2]])) and np.all(np.isnan(sol.y[1]))
-    few = integrate_compiled(model, 0.0, 24.0, y0[[0]], p[[0]], atol_scale=scale,
-                             options=SolverOptions(max_steps=3))
+    few = integrate_compiled(model, 0.0, 24.0, y0[[0]], p[[0]], atol_scale=scale, options=SolverOptions(max_steps=3))
     assert few.status[0] == 1 and "more than 3 steps" in few.message[0]
 
 
@@ -70,12 +76,14 @@ def test_scenario_gives_the_same_result_with_either_backend(name, runs):
         dev = np.abs(run.states - tight.states) / (1e-3 * np.abs(tight.states) + 1e-4 * scale)
         assert np.nanmax(dev) <= 1.0
     # and the numpy tight run agrees with the compiled tight run
-    np.testing.assert_allclose(with_solver(rtol=1e-10, atol=1e-12).surviving_fraction,
-                               tight.surviving_fraction, rtol=1e-8)
+    np.testing.assert_allclose(
+        with_solver(rtol=1e-10, atol=1e-12).surviving_fraction, tight.surviving_fraction, rtol=1e-8
+    )
 
 
 def test_missing_numba_gives_a_clear_message(monkeypatch):
     from exosim.simulate import solver
+
     monkeypatch.setattr(solver, "numba_available", lambda: False)
     with pytest.raises(ValueError, match=r"exosim\[fast\]"):
         solver.resolve_backend("numba")
@@ -86,6 +94,7 @@ def test_missing_numba_gives_a_clear_message(monkeypatch):
 
 def test_scenario_file_selects_the_backend(tmp_path):
     import yaml
+
     path = SCENARIOS / "mir22_exosome_radiosensitisation.yaml"
     data = yaml.safe_load(path.read_text())
     data.setdefault("solver", {})["backend"] = "fortran"

@@ -136,8 +136,9 @@ def commands(line: str) -> list[list[str]]:
 
 def not_run(cmd: list[str]) -> bool:
     """An installation, benchmark or test-suite command: shown in the docs, not run here."""
-    return any(tuple(cmd[:len(p)]) == p for p in IGNORED_PREFIXES) or (
-        cmd[0] == "python" and len(cmd) > 1 and cmd[1].startswith("benchmarks/"))
+    return any(tuple(cmd[: len(p)]) == p for p in IGNORED_PREFIXES) or (
+        cmd[0] == "python" and len(cmd) > 1 and cmd[1].startswith("benchmarks/")
+    )
 
 
 def plan_bash(code: str) -> list[tuple[str, list[str] | None, str]]:
@@ -159,8 +160,10 @@ def plan_bash(code: str) -> list[tuple[str, list[str] | None, str]]:
             elif not_run(cmd):
                 plan.append((line, None, "install, benchmark or test command"))
             else:
-                raise AssertionError(f"unsupported command in a bash block: {' '.join(cmd)!r} (line {line!r}); "
-                                     "docs bash blocks may show exosim commands, installation, benchmarks, tests")
+                raise AssertionError(
+                    f"unsupported command in a bash block: {' '.join(cmd)!r} (line {line!r}); "
+                    "docs bash blocks may show exosim commands, installation, benchmarks, tests"
+                )
     return plan
 
 
@@ -227,8 +230,9 @@ def test_doc_code_block_runs(block, docs_workdir, capsys):
         argv = expand(argv)
         code = run_exosim(argv[1:])
         out = capsys.readouterr()
-        assert code == 0, (f"{where}: {shlex.join(argv)} exited with {code}\n"
-                           f"stdout:\n{out.out[-3000:]}\nstderr:\n{out.err[-3000:]}")
+        assert code == 0, (
+            f"{where}: {shlex.join(argv)} exited with {code}\nstdout:\n{out.out[-3000:]}\nstderr:\n{out.err[-3000:]}"
+        )
 
 
 def test_readme_has_code_blocks_that_run():
@@ -250,8 +254,9 @@ def test_the_rules_on_a_sample_document(tmp_path):
         "exosim export SCENARIO.yaml -o member.xml ; exosim export-sbml -o models\n"
         "python benchmarks/bench_cli.py\n"
         "python -m pytest -q\n"
-        "python -m pip install \".[test]\" && python -m pytest -q\n"
-        "```\n\n```yaml\nexosim: 1\n```\n\n~~~python\nx = 1\n~~~\n\n```\nplain\n```\n")
+        'python -m pip install ".[test]" && python -m pytest -q\n'
+        "```\n\n```yaml\nexosim: 1\n```\n\n~~~python\nx = 1\n~~~\n\n```\nplain\n```\n"
+    )
     blocks = fenced_blocks(doc)
     assert [(b.index, b.language) for b in blocks] == [(0, "bash"), (1, "yaml"), (2, "python"), (3, "")]
     assert blocks[2].code == "x = 1\n"
@@ -268,8 +273,10 @@ def test_the_rules_on_a_sample_document(tmp_path):
     ]
     with pytest.raises(AssertionError, match="unsupported command"):
         plan_bash("cd results\n")
-    assert all(is_placeholder(w) for w in ["SCENARIO.yaml", "DATA.csv", "FILE.xml", "OUTDIR", "KEY", "D",
-                                           "KEY[,KEY]", "[...]", "[-o"])
+    assert all(
+        is_placeholder(w)
+        for w in ["SCENARIO.yaml", "DATA.csv", "FILE.xml", "OUTDIR", "KEY", "D", "KEY[,KEY]", "[...]", "[-o"]
+    )
     assert not any(is_placeholder(w) for w in ["scenarios/a.yaml", "-N", "1024", "Gy", "exosim", "--group"])
 
 

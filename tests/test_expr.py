@@ -24,11 +24,16 @@ def _libsbml():
 
 def ref_hill(x, K, n):
     """x^n / (K^n + x^n) for x >= 0, 0 for x < 0 (docs/model.md section 2)."""
-    return 0.0 if x < 0 else x ** n / (K ** n + x ** n)
+    return 0.0 if x < 0 else x**n / (K**n + x**n)
 
 
-REFERENCE_FUNCTIONS = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt,
-                       "pos": lambda v: max(v, 0.0), "hill": ref_hill}
+REFERENCE_FUNCTIONS = {
+    "exp": math.exp,
+    "log": math.log,
+    "sqrt": math.sqrt,
+    "pos": lambda v: max(v, 0.0),
+    "hill": ref_hill,
+}
 
 
 def python_value(text: str, values: dict[str, float]) -> float:
@@ -108,11 +113,32 @@ def sbml_value(formula: str, values: dict[str, float]) -> float:
 # -- parse: accepted ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", [
-    "1", "2.5", "1e-3", ".5", "k", "k_on2", "a + b", "a - b", "a * b", "a / b", "a ** b", "-a", "+a",
-    "-(a + 1)", "exp(a)", "log(a)", "sqrt(a)", "pos(a - b)", "hill(x, K, n)", "hill(exp(a), 2 * K, 1)",
-    "k * (1 + E * hill(P, K, n)) - (k1 + k2) * M",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1",
+        "2.5",
+        "1e-3",
+        ".5",
+        "k",
+        "k_on2",
+        "a + b",
+        "a - b",
+        "a * b",
+        "a / b",
+        "a ** b",
+        "-a",
+        "+a",
+        "-(a + 1)",
+        "exp(a)",
+        "log(a)",
+        "sqrt(a)",
+        "pos(a - b)",
+        "hill(x, K, n)",
+        "hill(exp(a), 2 * K, 1)",
+        "k * (1 + E * hill(P, K, n)) - (k1 + k2) * M",
+    ],
+)
 def test_parse_accepts_the_supported_subset(text):
     tree = expr.parse(text)
     assert isinstance(tree, ast.expr)
@@ -136,33 +162,36 @@ def test_every_declared_function_is_accepted_with_its_arity_only():
 # -- parse: rejected ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, words", [
-    ("a.b", "Attribute"),
-    ("np.exp(a)", "unknown function"),
-    ("a[0]", "Subscript"),
-    ("a < b", "Compare"),
-    ("a == b", "Compare"),
-    ("'x'", "numeric"),
-    ("a * 'x'", "numeric"),
-    ("None", "numeric"),
-    ("1j * a", "numeric"),
-    ("foo(a)", "unknown function"),
-    ("__import__('os')", "unknown function"),
-    ("exp(a, b)", "1"),
-    ("hill(a, b)", "3"),
-    ("exp(a, x=b)", "1"),
-    ("hill(a, b, c, n=2)", "3"),
-    ("a // b", "FloorDiv"),
-    ("a % b", "Mod"),
-    ("~a", "Invert"),
-    ("not a", "Not"),
-    ("a and b", "BoolOp"),
-    ("a if b else c", "IfExp"),
-    ("lambda: a", "Lambda"),
-    ("[a]", "List"),
-    ("a +", "cannot parse"),
-    ("a = 1", "cannot parse"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("a.b", "Attribute"),
+        ("np.exp(a)", "unknown function"),
+        ("a[0]", "Subscript"),
+        ("a < b", "Compare"),
+        ("a == b", "Compare"),
+        ("'x'", "numeric"),
+        ("a * 'x'", "numeric"),
+        ("None", "numeric"),
+        ("1j * a", "numeric"),
+        ("foo(a)", "unknown function"),
+        ("__import__('os')", "unknown function"),
+        ("exp(a, b)", "1"),
+        ("hill(a, b)", "3"),
+        ("exp(a, x=b)", "1"),
+        ("hill(a, b, c, n=2)", "3"),
+        ("a // b", "FloorDiv"),
+        ("a % b", "Mod"),
+        ("~a", "Invert"),
+        ("not a", "Not"),
+        ("a and b", "BoolOp"),
+        ("a if b else c", "IfExp"),
+        ("lambda: a", "Lambda"),
+        ("[a]", "List"),
+        ("a +", "cannot parse"),
+        ("a = 1", "cannot parse"),
+    ],
+)
 def test_parse_rejects_everything_else_naming_the_expression(text, words):
     with pytest.raises(expr.ExpressionError) as info:
         expr.parse(text)
@@ -192,9 +221,9 @@ def test_rename_maps_variable_names_only_and_leaves_its_input_alone():
     assert called == {"hill", "exp", "pos"}
     rng = np.random.default_rng(3)
     values = {v: float(rng.uniform(0.5, 2.0)) for v in ("k", "x", "K", "n", "y")}
-    assert eval(expr.to_numpy(renamed), {"np": np, "_hill": expr.hill_numpy()},
-                {f"cells__{k}": v for k, v in values.items()}) == pytest.approx(
-        python_value("k * hill(x, K, n) - exp(-y) + pos(x)", values), rel=1e-12)
+    assert eval(
+        expr.to_numpy(renamed), {"np": np, "_hill": expr.hill_numpy()}, {f"cells__{k}": v for k, v in values.items()}
+    ) == pytest.approx(python_value("k * hill(x, K, n) - exp(-y) + pos(x)", values), rel=1e-12)
 
 
 def test_renderings_pass_names_through_the_name_callback():
@@ -205,8 +234,10 @@ def test_renderings_pass_names_through_the_name_callback():
     y = np.array([[0.5], [2.0]])
     p = np.array([[0.0, 0.3, 1.0, 2.0], [0.0, -1.0, 1.5, 1.0]])
     got = eval(source, {"np": np, "_hill": expr.hill_numpy()}, {"y": y, "p": p})
-    want = [python_value("a * exp(b) + hill(a, K, n)", {"a": y[i, 0], "b": p[i, 1], "K": p[i, 2], "n": p[i, 3]})
-            for i in range(2)]
+    want = [
+        python_value("a * exp(b) + hill(a, K, n)", {"a": y[i, 0], "b": p[i, 1], "K": p[i, 2], "n": p[i, 3]})
+        for i in range(2)
+    ]
     np.testing.assert_allclose(got, want, rtol=1e-12)
     assert "y[:, 0]" in expr.to_sbml_formula(tree, mapping.__getitem__)
 
@@ -214,11 +245,36 @@ def test_renderings_pass_names_through_the_name_callback():
 # -- renderings compute what the text means -------------------------------------------------
 
 EXPRESSIONS = [
-    "a - (b - c)", "a - b - c", "a / (b * c)", "a / b / c", "a / b * c", "-a ** 2", "(-a) ** 2",
-    "(a ** b) ** c", "a ** b ** c", "a ** -b", "2 ** -a", "2 * -a", "a - -b", "-(a + b) * c",
-    "a * (b + c)", "(a + b) * c", "a - b + c", "a - (b + c)", "+a - b", "pos(a - b)", "pos(b - a) * c",
-    "hill(a, b, c)", "hill(a - b, c, 2.5)", "hill(a, b, 1)", "exp(log(a))", "sqrt(a) / b",
-    "1e-3 * a + 2.5 / b", "exp(-a * b) ** c", "-hill(a, b, c) ** 2", "log(a / (b + c)) - sqrt(a * b) ** -c",
+    "a - (b - c)",
+    "a - b - c",
+    "a / (b * c)",
+    "a / b / c",
+    "a / b * c",
+    "-a ** 2",
+    "(-a) ** 2",
+    "(a ** b) ** c",
+    "a ** b ** c",
+    "a ** -b",
+    "2 ** -a",
+    "2 * -a",
+    "a - -b",
+    "-(a + b) * c",
+    "a * (b + c)",
+    "(a + b) * c",
+    "a - b + c",
+    "a - (b + c)",
+    "+a - b",
+    "pos(a - b)",
+    "pos(b - a) * c",
+    "hill(a, b, c)",
+    "hill(a - b, c, 2.5)",
+    "hill(a, b, 1)",
+    "exp(log(a))",
+    "sqrt(a) / b",
+    "1e-3 * a + 2.5 / b",
+    "exp(-a * b) ** c",
+    "-hill(a, b, c) ** 2",
+    "log(a / (b + c)) - sqrt(a * b) ** -c",
 ]
 
 
@@ -274,7 +330,7 @@ XS = [-2.0, -1e-9, 0.0, 1e-6, 0.3, 1.0, 2.0, 7.5, 1e4]
 @pytest.mark.parametrize("n", [1.0, 1, 2.5])
 @pytest.mark.parametrize("K", [0.5, 2.0])
 def test_hill_is_x_n_over_k_n_plus_x_n_and_zero_for_negative_x(n, K):
-    want = [0.0 if x < 0 else x ** n / (K ** n + x ** n) for x in XS]
+    want = [0.0 if x < 0 else x**n / (K**n + x**n) for x in XS]
     hill_np = expr.hill_numpy()
     np.testing.assert_allclose(hill_np(np.array(XS), K, n), want, rtol=1e-13, atol=0)
     for x, w in zip(XS, want, strict=True):

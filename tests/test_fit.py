@@ -85,15 +85,18 @@ def test_cli_fit_writes_estimates_json_figure(tmp_path, capsys):
     assert "95% profile" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("content, words", [
-    ("arm,dose,survival\nICCM,0,1.0\n", ["columns", "sd"]),
-    ("arm,dose,colonies,seeded\nICCM,0,-3,100\n", ["row 2", "'colonies'", "non-negative"]),
-    ("arm,dose,survival,sd\nICCM,0,1.0,0.1\nICCM,0.5,1.3,0.1\n", ["row 3", "'survival'", "(0, 1]"]),
-    ("arm,dose,survival,sd\nICCM,12,0.5,0.1\n", ["row 2", "'dose'", "outside"]),
-    ("arm,dose,survival,sd\nICM,1,0.5,0.1\n", ["row 2", "'arm'", "did you mean 'ICCM'"]),
-    ("arm,dose,survival,sd\nICCM,one,0.5,0.1\n", ["row 2", "'dose'", "number"]),
-    ("# measured 2026\narm,dose,survival,sd\n\nICCM,one,0.5,0.1\n", ["row 4", "'dose'", "number"]),  # file line
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("arm,dose,survival\nICCM,0,1.0\n", ["columns", "sd"]),
+        ("arm,dose,colonies,seeded\nICCM,0,-3,100\n", ["row 2", "'colonies'", "non-negative"]),
+        ("arm,dose,survival,sd\nICCM,0,1.0,0.1\nICCM,0.5,1.3,0.1\n", ["row 3", "'survival'", "(0, 1]"]),
+        ("arm,dose,survival,sd\nICCM,12,0.5,0.1\n", ["row 2", "'dose'", "outside"]),
+        ("arm,dose,survival,sd\nICM,1,0.5,0.1\n", ["row 2", "'arm'", "did you mean 'ICCM'"]),
+        ("arm,dose,survival,sd\nICCM,one,0.5,0.1\n", ["row 2", "'dose'", "number"]),
+        ("# measured 2026\narm,dose,survival,sd\n\nICCM,one,0.5,0.1\n", ["row 4", "'dose'", "number"]),  # file line
+    ],
+)
 def test_bad_data_files_name_file_row_column(tmp_path, capsys, content, words):
     data = tmp_path / "bad.csv"
     data.write_text(content)
@@ -109,10 +112,12 @@ def test_bad_data_files_name_file_row_column(tmp_path, capsys, content, words):
 def test_bad_fit_requests(tmp_path, capsys):
     data = tmp_path / "d.csv"
     data.write_text("arm,dose,survival,sd\nICCM,0,1.0,0.05\n")
-    for extra, word in [(["--params", "damage_max_rat"], "did you mean 'damage_max_rate'"),
-                        (["--params", PARAM], "positive range"),
-                        (["--params", PARAM, "--likelihood", "poisson", "--range", f"{PARAM}=0.3:30"], "does not fit"),
-                        (["--params", PARAM, "--range", "vesicle_decay_rate=0.1:1"], "not fitted")]:
+    for extra, word in [
+        (["--params", "damage_max_rat"], "did you mean 'damage_max_rate'"),
+        (["--params", PARAM], "positive range"),
+        (["--params", PARAM, "--likelihood", "poisson", "--range", f"{PARAM}=0.3:30"], "does not fit"),
+        (["--params", PARAM, "--range", "vesicle_decay_rate=0.1:1"], "not fitted"),
+    ]:
         assert main(["fit", str(ICCM), str(data), *extra, "-o", str(tmp_path / "o")]) == 2
         assert word in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -130,5 +135,6 @@ def test_predictions_equal_a_run_of_the_whole_scenario(iccm):
 
     def sf(arm, dose):
         return full.surviving_fraction[(np.array(full.arms)[full.arm_index] == arm) & np.isclose(full.grid, dose)][0]
+
     expected = [sf(a, d) / sf("fresh medium", 0.0) for a, d in zip(arms, doses)]
     assert pred == pytest.approx(expected, rel=1e-6)  # shared steps of a different batch: within tolerance

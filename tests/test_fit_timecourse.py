@@ -12,21 +12,26 @@ import yaml
 import exosim
 from conftest import SCENARIOS
 from exosim.analysis import fit as _fit
-from exosim.scenario.runner import CompiledScenario
 from exosim.cli import main
+from exosim.scenario.runner import CompiledScenario
 
 K_TRUE, C0 = 0.035, 1e9  # 1/h: about a 20 h half-life in medium; particles/mL added at t = 0
 TIMES = np.array([2, 6, 12, 24, 36, 48, 72.0])
 
 DECAY = {
-    "exosim": 1, "name": "vesicle_decay_in_medium", "type": "custom",
+    "exosim": 1,
+    "name": "vesicle_decay_in_medium",
+    "type": "custom",
     "description": "Exosomes added to cell-free medium lose their integrity at a first-order rate.",
     "media": {"dish": {"volume": "1 mL"}},
     # one non-binding cell: its own release (60 particles/h) is 1e-7 of the added dose
-    "populations": {"cells": {"cell_line": "hnscc_pooled", "cells": 1, "medium": "dish",
-                              "parameters": {"binding_factor": 0}}},
-    "timeline": [{"at": "0 h", "add": {"medium": "dish", "concentration": "1e9 particles/mL"}},
-                 {"at": "72 h", "score": {"population": "cells"}}],
+    "populations": {
+        "cells": {"cell_line": "hnscc_pooled", "cells": 1, "medium": "dish", "parameters": {"binding_factor": 0}}
+    },
+    "timeline": [
+        {"at": "0 h", "add": {"medium": "dish", "concentration": "1e9 particles/mL"}},
+        {"at": "72 h", "score": {"population": "cells"}},
+    ],
 }
 
 
@@ -48,8 +53,11 @@ def closed_form_data(tmp_path, unit="particles/mL", factor=1.0, seed=5):
     truth = C0 * np.exp(-K_TRUE * TIMES) * factor
     sd = 0.05 * truth
     y = truth + rng.normal(0, sd)
-    return write(tmp_path / f"nta_{unit.replace('/', '_')}.csv", "time,observable,value,sd,unit",
-                 [(t, "dish.vesicle_concentration", v, s, unit) for t, v, s in zip(TIMES, y, sd)])
+    return write(
+        tmp_path / f"nta_{unit.replace('/', '_')}.csv",
+        "time,observable,value,sd,unit",
+        [(t, "dish.vesicle_concentration", v, s, unit) for t, v, s in zip(TIMES, y, sd)],
+    )
 
 
 def test_decay_rate_is_recovered_from_counts_following_the_closed_form(decay, tmp_path):
@@ -70,8 +78,9 @@ def test_decay_rate_is_recovered_from_counts_following_the_closed_form(decay, tm
 def test_a_parameter_the_data_do_not_inform_is_reported_open_at_both_ends(decay, tmp_path):
     """The cells do not bind vesicles here, so their internalisation rate cannot change the counts."""
     sc = exosim.load_scenario(decay)
-    res = _fit.fit(_fit.FitProblem(sc, _fit.read_observations(closed_form_data(tmp_path), sc),
-                                   ["internalisation_rate"]))
+    res = _fit.fit(
+        _fit.FitProblem(sc, _fit.read_observations(closed_form_data(tmp_path), sc), ["internalisation_rate"])
+    )
     assert res.open_ends == ["low, high"]
     assert (res.low[0], res.high[0]) == pytest.approx((0.1, 5.0))  # the table's search range
 
@@ -117,9 +126,10 @@ def joint_data(tmp_path, scenario, truth, seed, uptake_scale=1000.0):
     simulated at known parameters with noise; returns the data sets read back from the files."""
     nta = [(ARM, t, "donor_flask.vesicle_concentration") for t in (2, 6, 12, 18, 24)]
     uptake = [(ARM, t, UPTAKE) for t in ("25.5", "26", "27", "29", "33", "41", "49")]
-    files = [write(tmp_path / "nta.csv", "arm,time,observable,value,sd", [r + (1, 1) for r in nta]),
-             write(tmp_path / "uptake.csv", "arm,time,observable,value,sd,unit",
-                   [r + (1, 1, "relative") for r in uptake])]
+    files = [
+        write(tmp_path / "nta.csv", "arm,time,observable,value,sd", [r + (1, 1) for r in nta]),
+        write(tmp_path / "uptake.csv", "arm,time,observable,value,sd,unit", [r + (1, 1, "relative") for r in uptake]),
+    ]
     prob = _fit.FitProblem(scenario, [_fit.read_observations(p, scenario) for p in files], PARAMS)
     res = prob.simulate(np.array([truth]), prob.record_times)
     rng = np.random.default_rng(seed)
@@ -128,12 +138,18 @@ def joint_data(tmp_path, scenario, truth, seed, uptake_scale=1000.0):
         if ds.groups:  # fluorescence in a.u.: a scale the fit does not know, noise 5% of the maximum
             model = model * uptake_scale
             sd = np.full(model.size, 0.05 * model.max())
-            write(path, "arm,time,observable,value,sd,unit", [r + (max(v, 0.0), s, "relative") for r, v, s in
-                                                               zip(rows, model + rng.normal(0, sd), sd)])
+            write(
+                path,
+                "arm,time,observable,value,sd,unit",
+                [r + (max(v, 0.0), s, "relative") for r, v, s in zip(rows, model + rng.normal(0, sd), sd)],
+            )
         else:
             sd = 0.1 * model  # NTA: 10% CV
-            write(path, "arm,time,observable,value,sd", [r + (max(v, 0.0), s) for r, v, s in
-                                                        zip(rows, model + rng.normal(0, sd), sd)])
+            write(
+                path,
+                "arm,time,observable,value,sd",
+                [r + (max(v, 0.0), s) for r, v, s in zip(rows, model + rng.normal(0, sd), sd)],
+            )
     return [_fit.read_observations(p, scenario) for p in files]
 
 
@@ -161,8 +177,9 @@ def test_release_and_uptake_rates_are_recovered_jointly_from_counts_and_relative
 def test_cli_fits_several_files_and_reports_each(tmp_path, hnscc, capsys):
     data = joint_data(tmp_path, exosim.load_scenario(hnscc), [0.4, 120.0], seed=1)
     out = tmp_path / "out"
-    code = main(["fit", str(hnscc), data[0].source, data[1].source, "--params", "baseline_release_rate",
-                 "-o", str(out)])
+    code = main(
+        ["fit", str(hnscc), data[0].source, data[1].source, "--params", "baseline_release_rate", "-o", str(out)]
+    )
     assert code == 0, capsys.readouterr().err
     doc = json.loads((out / "fit.json").read_text())
     assert [f["file"] for f in doc["data_files"]] == [data[0].source, data[1].source]
@@ -173,22 +190,34 @@ def test_cli_fits_several_files_and_reports_each(tmp_path, hnscc, capsys):
     assert "nta.csv" in printed and "uptake.csv" in printed
 
 
-@pytest.mark.parametrize("content, words", [
-    ("time,observable,value,sd\n2,dish.vesicle_concentraton,1e8,1e7\n",
-     ["row 2", "'observable'", "did you mean 'dish.vesicle_concentration'"]),
-    ("time,observable,value,sd\n100,dish.vesicle_concentration,1e8,1e7\n", ["row 2", "'time'", "outside"]),
-    ("time,observable,value,sd\n2 fortnights,dish.vesicle_concentration,1e8,1e7\n", ["row 2", "'time'", "unit"]),
-    ("time,observable,value,sd\n2,dish.vesicle_concentration,-5,1e7\n", ["row 2", "'value'", "non-negative"]),
-    ("time,observable,value,sd\n2,dish.vesicle_concentration,5,0\n", ["row 2", "'sd'", "positive"]),
-    ("time,observable,value,sd,unit\n2,dish.vesicle_concentration,5,1,particles/cell\n",
-     ["row 2", "'unit'", "cannot be converted"]),
-    ("time,observable,value,sd,unit\n2,dish.vesicle_concentration,5,1,relative\n"
-     "6,dish.vesicle_concentration,5,1,particles/mL\n", ["'unit'", "both in relative and in absolute"]),
-    ("time,observable,value,sd,dose\n2,dish.vesicle_concentration,5,1,2\n", ["'dose'", "no dose grid"]),
-    ("time,observable,value,sd\n2,dish.vesicle_concentration + cells.dsb,5,1\n",
-     ["row 2", "'observable'", "different units"]),
-    ("time,value,sd\n2,5,1\n", ["columns", "'observable'"]),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (
+            "time,observable,value,sd\n2,dish.vesicle_concentraton,1e8,1e7\n",
+            ["row 2", "'observable'", "did you mean 'dish.vesicle_concentration'"],
+        ),
+        ("time,observable,value,sd\n100,dish.vesicle_concentration,1e8,1e7\n", ["row 2", "'time'", "outside"]),
+        ("time,observable,value,sd\n2 fortnights,dish.vesicle_concentration,1e8,1e7\n", ["row 2", "'time'", "unit"]),
+        ("time,observable,value,sd\n2,dish.vesicle_concentration,-5,1e7\n", ["row 2", "'value'", "non-negative"]),
+        ("time,observable,value,sd\n2,dish.vesicle_concentration,5,0\n", ["row 2", "'sd'", "positive"]),
+        (
+            "time,observable,value,sd,unit\n2,dish.vesicle_concentration,5,1,particles/cell\n",
+            ["row 2", "'unit'", "cannot be converted"],
+        ),
+        (
+            "time,observable,value,sd,unit\n2,dish.vesicle_concentration,5,1,relative\n"
+            "6,dish.vesicle_concentration,5,1,particles/mL\n",
+            ["'unit'", "both in relative and in absolute"],
+        ),
+        ("time,observable,value,sd,dose\n2,dish.vesicle_concentration,5,1,2\n", ["'dose'", "no dose grid"]),
+        (
+            "time,observable,value,sd\n2,dish.vesicle_concentration + cells.dsb,5,1\n",
+            ["row 2", "'observable'", "different units"],
+        ),
+        ("time,value,sd\n2,5,1\n", ["columns", "'observable'"]),
+    ],
+)
 def test_bad_timecourse_files_name_file_row_column(decay, tmp_path, capsys, content, words):
     data = tmp_path / "bad.csv"
     data.write_text(content)
@@ -204,13 +233,16 @@ def test_bad_timecourse_files_name_file_row_column(decay, tmp_path, capsys, cont
 def test_calibration_block_may_name_several_files(tmp_path):
     closed_form_data(tmp_path)
     closed_form_data(tmp_path, "particles/uL", 1e-3, seed=6)
-    doc = dict(DECAY, calibration={"data": ["nta_particles_mL.csv", "nta_particles_uL.csv"],
-                                   "params": ["vesicle_decay_rate"]})
+    doc = dict(
+        DECAY, calibration={"data": ["nta_particles_mL.csv", "nta_particles_uL.csv"], "params": ["vesicle_decay_rate"]}
+    )
     path = tmp_path / "decay.yaml"
     path.write_text(yaml.safe_dump(doc))
     prob = _fit.calibration_problem(exosim.load_scenario(path))
-    assert [d.source for d in prob.datasets] == [str(tmp_path / "nta_particles_mL.csv"),
-                                                 str(tmp_path / "nta_particles_uL.csv")]
+    assert [d.source for d in prob.datasets] == [
+        str(tmp_path / "nta_particles_mL.csv"),
+        str(tmp_path / "nta_particles_uL.csv"),
+    ]
     res = _fit.fit(prob)
     assert res.low[0] < K_TRUE < res.high[0] and res.gof["dof"] == 2 * TIMES.size - 1
 

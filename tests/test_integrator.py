@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from scipy.integrate import solve_ivp
 
 import exosim
@@ -17,8 +16,15 @@ def test_linear_decay_batch_matches_closed_form():
     def fun(t, y, p):
         return -p * y
 
-    sol = integrate(fun, 0.0, 3.0, np.ones((4, 1)), rates, options=SolverOptions(rtol=1e-10, atol=1e-14),
-                    t_eval=np.array([1.0, 2.0, 3.0]))
+    sol = integrate(
+        fun,
+        0.0,
+        3.0,
+        np.ones((4, 1)),
+        rates,
+        options=SolverOptions(rtol=1e-10, atol=1e-14),
+        t_eval=np.array([1.0, 2.0, 3.0]),
+    )
     np.testing.assert_allclose(sol.y[:, 0], np.exp(-3.0 * rates[:, 0]), rtol=1e-8, atol=1e-13)
     np.testing.assert_allclose(sol.ys[:, :, 0], np.exp(-np.outer(rates[:, 0], [1, 2, 3])), rtol=1e-8, atol=1e-13)
     assert np.all(sol.status == 0)
@@ -34,8 +40,14 @@ def test_model_batch_matches_solve_ivp_at_tight_tolerance(model):
     scale = np.array([s.scale for s in model.states])
     sol = integrate(model.rhs, 0.0, 72.0, y0, p, atol_scale=scale, options=SolverOptions(rtol=1e-10, atol=1e-13))
     for i in range(n):
-        ref = solve_ivp(lambda t, y, i=i: model.rhs(t, y[None], p[i:i + 1])[0], (0.0, 72.0), y0[i],
-                        method="DOP853", rtol=1e-12, atol=1e-15 * scale)
+        ref = solve_ivp(
+            lambda t, y, i=i: model.rhs(t, y[None], p[i : i + 1])[0],
+            (0.0, 72.0),
+            y0[i],
+            method="DOP853",
+            rtol=1e-12,
+            atol=1e-15 * scale,
+        )
         err = np.abs(sol.y[i] - ref.y[:, -1]) / (1e-7 * np.abs(ref.y[:, -1]) + 1e-9 * scale)
         assert err.max() <= 1.0, (model.state_names[err.argmax()], err.max())
 

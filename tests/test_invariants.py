@@ -67,15 +67,21 @@ def test_particle_and_cargo_balance_with_event_ledger(name):
 
 def test_conservation_holds_at_every_output_time_in_coculture():
     data = {
-        "exosim": 1, "name": "coculture", "type": "coculture", "description": "donors and recipients share a medium",
+        "exosim": 1,
+        "name": "coculture",
+        "type": "coculture",
+        "description": "donors and recipients share a medium",
         "media": {"well": {"volume": "3 mL"}},
         "populations": {
             "donors": {"cell_line": "hnscc_pooled", "cells": 5e5, "medium": "well", "packages": ["mir_22"]},
-            "recipients": {"cell_line": "hela", "cells": 2e5, "medium": "well"}},
+            "recipients": {"cell_line": "hela", "cells": 2e5, "medium": "well"},
+        },
         "cargo": {"mir_22": {"free_release_rate": "0.5 copies/cell/h"}},
         "dose_grid": {"values": [0, 4, 8], "unit": "Gy"},
-        "timeline": [{"at": "0 h", "irradiate": {"population": "donors", "dose": "grid"}},
-                     {"at": "72 h", "score": {"population": "recipients"}}],
+        "timeline": [
+            {"at": "0 h", "irradiate": {"population": "donors", "dose": "grid"}},
+            {"at": "72 h", "score": {"population": "recipients"}},
+        ],
     }
     res = exosim.run(scenario_from(data))
     for cargo in (None, "mir_22"):
@@ -109,8 +115,9 @@ def test_an_arm_subset_is_simulated_as_in_the_whole_scenario():
         ref = whole.surviving_fraction[np.array(whole.arms)[whole.arm_index] == name]
         np.testing.assert_allclose(part.surviving_fraction[part.arm_index == a], ref, rtol=1e-6)
     # the arm subsets of sensitivity analyses and fits keep the start
-    from exosim.analysis.fit import problem as _fit
     from exosim.analysis import sensitivity as sa
+    from exosim.analysis.fit import problem as _fit
+
     assert sa.ScenarioEvaluator(sc, arm="ICCM", progress=False).scenario.timeline_start == -24.0
     obs = _fit.Observations("x", "survival", ["ICCM"], np.array([0.05]), np.array([0.6]), np.array([0.1]))
     assert _fit.FitProblem(sc, obs, ["vesicle_decay_rate"]).scenario.timeline_start == -24.0
@@ -121,8 +128,9 @@ def test_an_arm_subset_is_simulated_as_in_the_whole_scenario():
 
 def test_results_do_not_depend_on_solver_tolerance_beyond_it(runs):
     res = runs("hnscc_exosome_radioresistance")
-    tight = res.scenario.model_copy(update={"solver": res.scenario.solver.model_copy(update={"rtol": 1e-10,
-                                                                                          "atol": 1e-13})})
+    tight = res.scenario.model_copy(
+        update={"solver": res.scenario.solver.model_copy(update={"rtol": 1e-10, "atol": 1e-13})}
+    )
     ref = exosim.run(tight, time_courses=False)
     np.testing.assert_allclose(res.surviving_fraction, ref.surviving_fraction, rtol=1e-5)
 

@@ -13,8 +13,12 @@ Y, ALPHA0, BETA0, T_HALF, SHARE = 35.0, 0.22, 0.0272, 0.28, 0.2  # hnscc_pooled,
 
 def calibrated():
     lam = np.log(2) / T_HALF
-    return {"lam": lam, "kappa": 2 * lam * BETA0 / Y**2, "gamma": SHARE * ALPHA0 * lam / Y,
-            "mis": (1 - SHARE) * ALPHA0 / Y}
+    return {
+        "lam": lam,
+        "kappa": 2 * lam * BETA0 / Y**2,
+        "gamma": SHARE * ALPHA0 * lam / Y,
+        "mis": (1 - SHARE) * ALPHA0 / Y,
+    }
 
 
 def exact_acute_neg_log_sf(dose):
@@ -106,6 +110,7 @@ def test_monotone_cubic_matches_scipy_pchip():
     from scipy.interpolate import PchipInterpolator
 
     from exosim.model.lq import MonotoneCubic
+
     rng = np.random.default_rng(7)
     for n in (2, 3, 6, 10):
         x = np.sort(rng.uniform(0, 8, n))

@@ -15,6 +15,7 @@ roadrunner = pytest.importorskip("roadrunner", reason="SBML tests need the 'test
 
 import exosim  # noqa: E402
 from conftest import ROOT, SCENARIOS  # noqa: E402
+from exosim.cli import main  # noqa: E402
 from exosim.io.sbml import SBMLExportError, export, export_member, validate, write_models, write_validated  # noqa: E402
 from exosim.io.sbml.build import flat_document  # noqa: E402
 from exosim.io.sbml.compose import MODULE_FILES  # noqa: E402
@@ -22,7 +23,6 @@ from exosim.io.sbml.crosscheck import crosscheck_member  # noqa: E402
 from exosim.io.sbml.units import unit_kinds  # noqa: E402
 from exosim.scenario.schema import ScenarioError  # noqa: E402
 from exosim.util.atomic import atomic_write  # noqa: E402
-from exosim.cli import main  # noqa: E402
 
 MODELS = ROOT / "models"
 FILES = [*MODULE_FILES, "exosim_composed_comp", "exosim_composed_flat"]
@@ -76,8 +76,14 @@ def _rr(text: str):
 def test_flattened_comp_model_simulates_like_the_directly_assembled_model():
     flat = _rr((MODELS / "exosim_composed_flat.xml").read_text())
     direct = _rr(libsbml.writeSBMLToString(flat_document()))
-    ids = ["recipients__surviving_fraction", "medium__vesicles", "recipients__LIG4_level",
-           "recipients__mir_1246_bystander_cytosolic", "donors__secretion_drive", "recipients__alpha_eff"]
+    ids = [
+        "recipients__surviving_fraction",
+        "medium__vesicles",
+        "recipients__LIG4_level",
+        "recipients__mir_1246_bystander_cytosolic",
+        "donors__secretion_drive",
+        "recipients__alpha_eff",
+    ]
     runs = []
     for rr in (flat, direct):
         rr.setValue("donors__dsb", 35 * 6.0)
@@ -115,19 +121,28 @@ def tight_runs():
             compiled = exosim.compile_scenario(sc)
             cache[name] = (compiled, compiled.run())
         return cache[name]
+
     return get
 
 
 #: the scenarios cross-checked in every test run: medium transfer with cargo, bystander factor with
 #: pre-treatment, partial field (two scored populations) and systemic wiring (links between media);
 #: every other shipped scenario is marked slow (``python -m pytest -m slow`` runs them all)
-CROSSCHECK_EVERY_RUN = {"hnscc_exosome_radioresistance", "iccm_bystander_medium_transfer",
-                        "partial_field_bystander", "systemic_mir208a_abscopal"}
+CROSSCHECK_EVERY_RUN = {
+    "hnscc_exosome_radioresistance",
+    "iccm_bystander_medium_transfer",
+    "partial_field_bystander",
+    "systemic_mir208a_abscopal",
+}
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(f.stem, marks=() if f.stem in CROSSCHECK_EVERY_RUN else pytest.mark.slow)
-    for f in sorted(SCENARIOS.glob("*.yaml"))])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(f.stem, marks=() if f.stem in CROSSCHECK_EVERY_RUN else pytest.mark.slow)
+        for f in sorted(SCENARIOS.glob("*.yaml"))
+    ],
+)
 def test_exported_scenarios_simulate_identically_in_libroadrunner(tight_runs, name):
     """Every arm at the largest grid dose: states at all non-event output times and the scored
     survival agree to 1e-6 relative (libRoadRunner CVODE vs exosim DOPRI5, both at rtol 1e-10)."""
@@ -141,8 +156,16 @@ def test_exported_scenarios_simulate_identically_in_libroadrunner(tight_runs, na
 
 def test_export_cli_writes_valid_sbml(tmp_path, capsys):
     out = tmp_path / "hnscc.xml"
-    args = ["export", str(SCENARIOS / "hnscc_exosome_radioresistance.yaml"), "-o", str(out),
-            "--arm", "exosomes from 6 Gy donors", "--dose", "4"]
+    args = [
+        "export",
+        str(SCENARIOS / "hnscc_exosome_radioresistance.yaml"),
+        "-o",
+        str(out),
+        "--arm",
+        "exosomes from 6 Gy donors",
+        "--dose",
+        "4",
+    ]
     assert main(args) == 0
     doc = libsbml.readSBMLFromFile(str(out))
     assert validate(doc).ok and doc.getModel().getNumEvents() >= 4
@@ -151,7 +174,9 @@ def test_export_cli_writes_valid_sbml(tmp_path, capsys):
 
 def test_export_of_an_invalid_scenario_gives_the_validate_message(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text((SCENARIOS / "mir22_exosome_radiosensitisation.yaml").read_text().replace("volume: 2 mL", "volume: 2"))
+    bad.write_text(
+        (SCENARIOS / "mir22_exosome_radiosensitisation.yaml").read_text().replace("volume: 2 mL", "volume: 2")
+    )
     assert main(["validate", str(bad)]) == 2
     expected = capsys.readouterr().err
     assert main(["export", str(bad), "-o", str(tmp_path / "x.xml")]) == 2
@@ -236,13 +261,16 @@ def test_a_failing_atomic_write_leaves_the_old_file_and_no_temporary_file(tmp_pa
     assert list(tmp_path.iterdir()) == [target]
 
 
-@pytest.mark.parametrize("text,kinds,mult", [
-    ("mL/(h*site)", {"litre": 1, "second": -1, "item": -1}, 1e-3 / 3600),
-    ("1/Gy^2", {"gray": -2}, 1.0),
-    ("particles/cell/h", {"item": 1, "second": -1}, 1 / 3600),
-    ("DSB/Gy/cell", {"gray": -1}, 1.0),
-    ("1", {}, 1.0),
-])
+@pytest.mark.parametrize(
+    "text,kinds,mult",
+    [
+        ("mL/(h*site)", {"litre": 1, "second": -1, "item": -1}, 1e-3 / 3600),
+        ("1/Gy^2", {"gray": -2}, 1.0),
+        ("particles/cell/h", {"item": 1, "second": -1}, 1 / 3600),
+        ("DSB/Gy/cell", {"gray": -1}, 1.0),
+        ("1", {}, 1.0),
+    ],
+)
 def test_unit_strings_map_to_sbml_base_units(text, kinds, mult):
     got, m = unit_kinds(text)
     assert got == kinds and m == pytest.approx(mult)

@@ -107,6 +107,7 @@ def test_fractionated_course_builds_up_exosomes_and_protects():
 
     def at(hours):
         return factor[np.searchsorted(res.times, hours)]
+
     # fractions Monday to Friday at 0, 24, ..., 96 h, then from 168 h: the factor builds up over the
     # week (each fraction raises release before the last one's vesicles are gone) and falls over the weekend
     assert at(96.0) > 1.3 * at(24.0)

@@ -21,8 +21,7 @@ ISHIGAMI = sa.ParameterSpace(("x1", "x2", "x3"), (-PI,) * 3, (PI,) * 3, (False,)
 # analytic indices (a = 7, b = 0.1): Ishigami & Homma 1990; Sobol' & Levitan 1999
 V = 7**2 / 8 + 0.1 * PI**4 / 5 + 0.1**2 * PI**8 / 18 + 0.5
 S1 = np.array([0.5 * (1 + 0.1 * PI**4 / 5) ** 2, 7**2 / 8, 0.0]) / V
-ST = np.array([0.5 * (1 + 0.1 * PI**4 / 5) ** 2 + 8 * 0.1**2 * PI**8 / 225, 7**2 / 8,
-               8 * 0.1**2 * PI**8 / 225]) / V
+ST = np.array([0.5 * (1 + 0.1 * PI**4 / 5) ** 2 + 8 * 0.1**2 * PI**8 / 225, 7**2 / 8, 8 * 0.1**2 * PI**8 / 225]) / V
 
 
 def test_sobol_reproduces_ishigami_indices_within_intervals():
@@ -41,6 +40,7 @@ def test_morris_on_a_linear_function_gives_the_slopes_exactly():
 
     def linear(names, x):
         return (x @ slopes)[:, None], np.zeros(len(x), bool), [""] * len(x)
+
     res = sa.morris(linear, space, ("y",), 20, seed=1)
     np.testing.assert_allclose([r["mu_star"] for r in res.indices], np.abs(slopes), atol=1e-12)
     np.testing.assert_allclose([r["mu"] for r in res.indices], slopes, atol=1e-12)
@@ -78,8 +78,11 @@ def test_local_coefficients_match_finite_differences_of_the_full_model(mir22):
             coef = next(r["coefficient"] for r in res.indices if r["output"] == out and r["parameter"] == name)
             if np.isfinite(fd):
                 assert coef == pytest.approx(fd, rel=2e-3, abs=1e-5), (out, name)
-    delivered = next(r for r in res.indices if r["output"] == "delivered_copies_per_cell"
-                     and r["parameter"] == "endosomal_escape_rate")
+    delivered = next(
+        r
+        for r in res.indices
+        if r["output"] == "delivered_copies_per_cell" and r["parameter"] == "endosomal_escape_rate"
+    )
     assert 0.5 < delivered["coefficient"] <= 1.0  # more escape, more cargo; at most proportional
 
 
@@ -92,8 +95,11 @@ def test_a_parameter_that_does_not_enter_gets_zero_indices(mir22):
     for r in inert:
         if np.isfinite(r["ST"]):
             assert abs(r["ST"]) < 1e-9 and abs(r["S1"]) < 1e-9, r
-    active = next(r for r in res.indices if r["parameter"] == "endosomal_escape_rate"
-                  and r["output"] == "delivered_copies_per_cell")
+    active = next(
+        r
+        for r in res.indices
+        if r["parameter"] == "endosomal_escape_rate" and r["output"] == "delivered_copies_per_cell"
+    )
     assert active["ST"] > 0.5
 
 
@@ -120,8 +126,9 @@ def test_seeded_runs_are_identical_and_engines_agree(mir22):
         np.testing.assert_array_equal([r[key] for r in a.indices], [r[key] for r in b.indices])
     engine = ProcessEngine(2)
     try:
-        c = sa.sobol(sa.ScenarioEvaluator(mir22, engine=engine, chunk_members=40), space, sa.OUTPUTS, 4, seed=11,
-                     resamples=50)
+        c = sa.sobol(
+            sa.ScenarioEvaluator(mir22, engine=engine, chunk_members=40), space, sa.OUTPUTS, 4, seed=11, resamples=50
+        )
     finally:
         engine.close()
     np.testing.assert_array_equal(a.values, c.values)
@@ -130,15 +137,18 @@ def test_seeded_runs_are_identical_and_engines_agree(mir22):
 def test_dask_local_cluster_gives_the_serial_result(mir22):
     distributed = pytest.importorskip("distributed")
     from exosim.analysis.engine import DaskEngine
+
     space = sa.ParameterSpace.from_table(names=["binding_rate_constant", "endosomal_escape_rate"])
     serial = sa.sobol(sa.ScenarioEvaluator(mir22, chunk_members=40), space, sa.OUTPUTS, 4, seed=5, resamples=50)
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
-                                  processes=True) as cluster:
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, processes=True
+    ) as cluster:
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1")
         engine = DaskEngine(cluster.scheduler_address)
         try:
-            dask = sa.sobol(sa.ScenarioEvaluator(mir22, engine=engine, chunk_members=40), space, sa.OUTPUTS, 4,
-                            seed=5, resamples=50)
+            dask = sa.sobol(
+                sa.ScenarioEvaluator(mir22, engine=engine, chunk_members=40), space, sa.OUTPUTS, 4, seed=5, resamples=50
+            )
         finally:
             engine.close()
     np.testing.assert_array_equal(serial.values, dask.values)
@@ -152,6 +162,7 @@ def test_failed_members_are_counted_and_their_blocks_dropped(mir22):
         values = values.copy()
         values[5, 0] = np.inf  # a real solver failure in the full model
         return ev(names, values)
+
     res = sa.sobol(breaks_sample_5, space, sa.OUTPUTS, 8, seed=1, resamples=50)
     assert res.failed.sum() == 1 and res.failed[5]
     assert res.dropped == 1 and res.blocks == 8
@@ -162,27 +173,42 @@ def test_failed_members_are_counted_and_their_blocks_dropped(mir22):
 def test_cli_sensitivity_writes_indices_samples_provenance_figure(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("EXOSIM_SENSITIVITY_MAX_N", "4")
     out = tmp_path / "s"
-    args = ["sensitivity", str(SCENARIOS / "mir22_exosome_radiosensitisation.yaml"), "--params",
-            "binding_rate_constant,endosomal_escape_rate", "--method", "sobol", "-N", "1024", "--seed", "3",
-            "--doses", "0,2,6", "-o", str(out)]
+    args = [
+        "sensitivity",
+        str(SCENARIOS / "mir22_exosome_radiosensitisation.yaml"),
+        "--params",
+        "binding_rate_constant,endosomal_escape_rate",
+        "--method",
+        "sobol",
+        "-N",
+        "1024",
+        "--seed",
+        "3",
+        "--doses",
+        "0,2,6",
+        "-o",
+        str(out),
+    ]
     assert main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["indices.csv", "provenance.json", "samples.csv",
-                                                      "sensitivity.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["indices.csv", "provenance.json", "samples.csv", "sensitivity.png"]
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["N"] == 4 and prov["N_requested"] == 1024 and prov["seed"] == 3
     assert prov["parameters"][0]["scale"] == "log-uniform" and prov["failed_samples"] == 0
 
 
-@pytest.mark.parametrize("extra,words", [
-    (["--group", "uptak"], ["unknown parameter group", "'uptake'"]),
-    (["--params", "binding_rate_constnt"], ["unknown parameter", "'binding_rate_constant'"]),
-    (["--params", "binding_sites", "--range", "binding_sites=10:1"], ["must be below"]),
-    (["--params", "binding_sites", "--range", "binding_sites=0:10"], ["positive on a log scale"]),
-    (["--group", "uptake", "-N", "1000"], ["power of two"]),
-    (["--group", "uptake", "-N", str(2**20)], ["exceed the limit"]),
-    (["--group", "uptake", "--chunk-members", str(10**9)], ["GiB"]),
-    (["--group", "uptake", "--scheduler", "tcp://127.0.0.1:9"], ["cannot reach the Dask scheduler"]),
-])
+@pytest.mark.parametrize(
+    "extra,words",
+    [
+        (["--group", "uptak"], ["unknown parameter group", "'uptake'"]),
+        (["--params", "binding_rate_constnt"], ["unknown parameter", "'binding_rate_constant'"]),
+        (["--params", "binding_sites", "--range", "binding_sites=10:1"], ["must be below"]),
+        (["--params", "binding_sites", "--range", "binding_sites=0:10"], ["positive on a log scale"]),
+        (["--group", "uptake", "-N", "1000"], ["power of two"]),
+        (["--group", "uptake", "-N", str(2**20)], ["exceed the limit"]),
+        (["--group", "uptake", "--chunk-members", str(10**9)], ["GiB"]),
+        (["--group", "uptake", "--scheduler", "tcp://127.0.0.1:9"], ["cannot reach the Dask scheduler"]),
+    ],
+)
 def test_cli_sensitivity_bad_input(tmp_path, capsys, extra, words):
     out = tmp_path / "s"
     code = main(["sensitivity", str(SCENARIOS / "mir22_exosome_radiosensitisation.yaml"), *extra, "-o", str(out)])

@@ -33,15 +33,24 @@ from exosim._version import __version__
 #: public name -> module it lives in; imported on first use, so that ``exosim --help`` and
 #: ``exosim run`` do not pay for scipy.optimize, SALib, pandas or sbmlutils
 _PUBLIC = {
-    "load_scenario": "exosim.scenario.schema", "parse_scenario": "exosim.scenario.schema",
-    "Scenario": "exosim.scenario.schema", "ScenarioError": "exosim.scenario.schema",
-    "run": "exosim.api", "RunResult": "exosim.scenario.result", "Member": "exosim.scenario.result",
-    "compile_scenario": "exosim.scenario.runner", "CompiledScenario": "exosim.scenario.runner",
-    "sensitivity": "exosim.api", "SensitivityResult": "exosim.api", "fit": "exosim.api",
+    "load_scenario": "exosim.scenario.schema",
+    "parse_scenario": "exosim.scenario.schema",
+    "Scenario": "exosim.scenario.schema",
+    "ScenarioError": "exosim.scenario.schema",
+    "run": "exosim.api",
+    "RunResult": "exosim.scenario.result",
+    "Member": "exosim.scenario.result",
+    "compile_scenario": "exosim.scenario.runner",
+    "CompiledScenario": "exosim.scenario.runner",
+    "sensitivity": "exosim.api",
+    "SensitivityResult": "exosim.api",
+    "fit": "exosim.api",
     "FitOutcome": "exosim.api",
-    "Model": "exosim.model.assemble", "ModelError": "exosim.model.assemble",
+    "Model": "exosim.model.assemble",
+    "ModelError": "exosim.model.assemble",
     "PopulationSpec": "exosim.model.assemble",
-    "lea_catcheside": "exosim.model.lq", "survival_at_dose": "exosim.model.lq",
+    "lea_catcheside": "exosim.model.lq",
+    "survival_at_dose": "exosim.model.lq",
     "dose_at_survival": "exosim.model.lq",
     "OutputError": "exosim.util.atomic",
 }
@@ -52,6 +61,7 @@ __all__ = ["__version__", "sbml", *_PUBLIC]
 def __getattr__(name: str):
     """Public names, imported on first use; ``exosim.sbml`` is :mod:`exosim.io.sbml`."""
     import importlib
+
     if name == "sbml":
         return importlib.import_module("exosim.io.sbml")
     if name in _PUBLIC:

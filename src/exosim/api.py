@@ -37,8 +37,13 @@ def _scenario(scenario: Scenario | str | Path) -> Scenario:
     return scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
 
 
-def run(scenario: Scenario | str | Path, *, solver: str | Solver | None = None,
-        parameters: Mapping[str, float | str] | None = None, time_courses: bool = True) -> RunResult:
+def run(
+    scenario: Scenario | str | Path,
+    *,
+    solver: str | Solver | None = None,
+    parameters: Mapping[str, float | str] | None = None,
+    time_courses: bool = True,
+) -> RunResult:
     """Run every arm and dose of a scenario as one batch.
 
     Parameters
@@ -79,11 +84,13 @@ class SensitivityResult:
     def to_df(self) -> pandas.DataFrame:
         """The indices (indices.csv): one row per output and parameter."""
         import pandas as pd
+
         return pd.DataFrame(self.analysis.indices)
 
     def samples(self) -> pandas.DataFrame:
         """Sampled parameter values, outputs and status per sample (samples.csv)."""
         import pandas as pd
+
         a = self.analysis
         df = pd.DataFrame(a.samples, columns=list(a.space.names))
         for k, name in enumerate(a.outputs):
@@ -94,14 +101,24 @@ class SensitivityResult:
     def plot(self, path: str | Path) -> Path:
         """Tornado (local), mu*-sigma (Morris) or S1/ST bars (Sobol), written to ``path``."""
         from exosim.io.figures import plot_analysis
+
         plot_analysis(self.analysis, Path(path))
         return Path(path)
 
 
-def sensitivity(scenario: Scenario | str | Path, *, method: str = "sobol", group: str | None = None,
-                params: Sequence[str] = (), N: int = 1024, seed: int = 0, arm: str | None = None,
-                ranges: Mapping[str, tuple[float, float]] | None = None, backend: str = "auto",
-                workers: int = 1) -> SensitivityResult:
+def sensitivity(
+    scenario: Scenario | str | Path,
+    *,
+    method: str = "sobol",
+    group: str | None = None,
+    params: Sequence[str] = (),
+    N: int = 1024,
+    seed: int = 0,
+    arm: str | None = None,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+    backend: str = "auto",
+    workers: int = 1,
+) -> SensitivityResult:
     """Local, Morris or Sobol sensitivity of the survival outputs of one arm.
 
     Parameters
@@ -154,6 +171,7 @@ class FitOutcome:
     def estimates(self) -> pandas.DataFrame:
         """Per parameter: estimate, interval, unit, nominal value, search range, open ends."""
         import pandas as pd
+
         return pd.DataFrame(_outputs.fit_estimate_rows(self.problem, self.result))
 
     @property
@@ -169,14 +187,22 @@ class FitOutcome:
     def plot(self, path: str | Path) -> Path:
         """Data over the fitted model, one panel per data file, and the profiles; written to ``path``."""
         from exosim.io.figures import plot_fit
+
         plot_fit(self.problem, self.result, Path(path))
         return Path(path)
 
 
-def fit(scenario: Scenario | str | Path, *, data: Sequence[str | Path], params: Sequence[str],
-        likelihood: str = "auto", normalise: str = "control",
-        ranges: Mapping[str, tuple[float, float]] | None = None, level: float = 0.95,
-        backend: str = "auto") -> FitOutcome:
+def fit(
+    scenario: Scenario | str | Path,
+    *,
+    data: Sequence[str | Path],
+    params: Sequence[str],
+    likelihood: str = "auto",
+    normalise: str = "control",
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+    level: float = 0.95,
+    backend: str = "auto",
+) -> FitOutcome:
     """Maximum-likelihood fit of ``params`` to data files with profile-likelihood intervals.
 
     Parameters
@@ -198,6 +224,7 @@ def fit(scenario: Scenario | str | Path, *, data: Sequence[str | Path], params: 
     sc = _scenario(scenario)
     datasets = [_fit.read_observations(path, sc) for path in data]
     lik = _fit.default_likelihood(datasets) if likelihood == "auto" else likelihood
-    problem = _fit.FitProblem(sc, datasets, list(params), likelihood=lik, normalise=normalise,
-                              ranges=dict(ranges or {}), backend=backend)
+    problem = _fit.FitProblem(
+        sc, datasets, list(params), likelihood=lik, normalise=normalise, ranges=dict(ranges or {}), backend=backend
+    )
     return FitOutcome(problem, _fit.fit(problem, level=level))

@@ -33,8 +33,10 @@ regenerates the module files, the composed (comp) model and its flattened form i
 """
 
 SENSITIVITY_EXAMPLE = """examples:
-  exosim sensitivity scenarios/hnscc_exosome_radioresistance.yaml --group uptake --method sobol -N 1024 --seed 1 -o results/sobol
-  exosim sensitivity scenarios/hnscc_exosome_radioresistance.yaml --params binding_rate_constant,endosomal_escape_rate --method morris -N 50
+  exosim sensitivity scenarios/hnscc_exosome_radioresistance.yaml --group uptake --method sobol -N 1024 \\
+      --seed 1 -o results/sobol
+  exosim sensitivity scenarios/hnscc_exosome_radioresistance.yaml --method morris -N 50 \\
+      --params binding_rate_constant,endosomal_escape_rate
   exosim sensitivity SCENARIO.yaml --group uptake --method local --range vesicle_decay_rate=0.01:0.1
 
 outputs (each analysed separately): sf2, dmf_at_sf0.1, bystander_survival, alpha_eff, beta_eff,
@@ -81,35 +83,62 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exosim",
         description="Mechanistic simulator of radiation-induced exosome signalling coupled to "
-                    "linear-quadratic cell survival.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "linear-quadratic cell survival.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"exosim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a scenario and write tables, provenance and figure",
-                         epilog=RUN_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = sub.add_parser(
+        "run",
+        help="run a scenario and write tables, provenance and figure",
+        epilog=RUN_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("scenario", help="scenario YAML file")
     run.add_argument("-o", "--outdir", help="output folder (default: results/<scenario name>)")
     run.add_argument("--no-timecourses", action="store_true", help="skip timecourses.csv (faster)")
     run.add_argument("--no-figure", action="store_true", help="skip survival.png")
-    val = sub.add_parser("validate", help="check scenario files without running them",
-                         epilog=VALIDATE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    val = sub.add_parser(
+        "validate",
+        help="check scenario files without running them",
+        epilog=VALIDATE_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     val.add_argument("scenarios", nargs="+", help="scenario YAML files")
-    exp = sub.add_parser("export", help="write one arm and dose of a scenario as SBML",
-                         epilog=EXPORT_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    exp = sub.add_parser(
+        "export",
+        help="write one arm and dose of a scenario as SBML",
+        epilog=EXPORT_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     exp.add_argument("scenario", help="scenario YAML file")
     exp.add_argument("-o", "--output", required=True, help="SBML file to write")
     exp.add_argument("--arm", help="arm name (default: the first arm)")
     exp.add_argument("--dose", type=float, help="grid dose in the grid's unit (default: the largest)")
-    mod = sub.add_parser("export-sbml", help="regenerate the SBML files in models/",
-                         epilog=MODELS_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mod = sub.add_parser(
+        "export-sbml",
+        help="regenerate the SBML files in models/",
+        epilog=MODELS_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     mod.add_argument("-o", "--outdir", default="models", help="folder (default: models)")
-    sen = sub.add_parser("sensitivity", help="local, Morris or Sobol sensitivity of survival outputs",
-                         epilog=SENSITIVITY_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sen = sub.add_parser(
+        "sensitivity",
+        help="local, Morris or Sobol sensitivity of survival outputs",
+        epilog=SENSITIVITY_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sen.add_argument("scenario", help="scenario YAML file")
     sen.add_argument("--group", help="parameter group (uptake, release, cargo, repair)")
     sen.add_argument("--params", default="", help="comma-separated parameter keys (added to the group)")
-    sen.add_argument("--range", action="append", default=[], metavar="KEY=LOW:HIGH",
-                     help="override a parameter's range (table units); repeatable")
+    sen.add_argument(
+        "--range",
+        action="append",
+        default=[],
+        metavar="KEY=LOW:HIGH",
+        help="override a parameter's range (table units); repeatable",
+    )
     sen.add_argument("--method", choices=["local", "morris", "sobol"], default="sobol")
     sen.add_argument("-N", type=int, default=1024, help="Sobol base samples (power of two) or Morris trajectories")
     sen.add_argument("--seed", type=int, default=0, help="seed of sampling and bootstrap")
@@ -117,39 +146,73 @@ def _parser() -> argparse.ArgumentParser:
     sen.add_argument("--doses", help="comma-separated grid doses replacing the scenario's grid (grid unit)")
     sen.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     sen.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://127.0.0.1:8786")
-    sen.add_argument("--backend", choices=["auto", "numpy", "numba"], default="auto",
-                     help="integrator: numba (compiled, per-member steps; extra 'fast') or numpy; "
-                          "auto picks numba when installed")
+    sen.add_argument(
+        "--backend",
+        choices=["auto", "numpy", "numba"],
+        default="auto",
+        help="integrator: numba (compiled, per-member steps; extra 'fast') or numpy; auto picks numba when installed",
+    )
     sen.add_argument("--chunk-members", type=int, default=8192, help="members integrated together (memory bound)")
     sen.add_argument("-o", "--outdir", help="output folder (default: results/<scenario>-<method>)")
-    fig = sub.add_parser("figures", help="regenerate the figure gallery: survival curves, time courses "
-                                         "(medium transfer), calibration fits",
-                         epilog=FIGURES_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fig = sub.add_parser(
+        "figures",
+        help="regenerate the figure gallery: survival curves, time courses (medium transfer), calibration fits",
+        epilog=FIGURES_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     fig.add_argument("scenarios", nargs="+", help="scenario YAML files")
     fig.add_argument("-o", "--outdir", default="figures", help="folder for the figures (default: figures)")
-    ft = sub.add_parser("fit", help="estimate parameters from survival data, colony counts or time courses",
-                        epilog=FIT_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
-                        description="Maximum-likelihood fit of chosen parameters to a data file with "
-                                    "profile-likelihood intervals, goodness of fit and a figure.")
+    ft = sub.add_parser(
+        "fit",
+        help="estimate parameters from survival data, colony counts or time courses",
+        epilog=FIT_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Maximum-likelihood fit of chosen parameters to a data file with "
+        "profile-likelihood intervals, goodness of fit and a figure.",
+    )
     ft.add_argument("scenario", help="scenario YAML file")
-    ft.add_argument("data", nargs="+",
-                    help="CSV files fitted jointly: arm,dose,survival,sd or arm,dose,colonies,seeded (dose in the "
-                         "grid unit) or time courses arm,time,observable,value,sd[,dose,unit]")
-    ft.add_argument("--params", required=True,
-                    help="comma-separated parameter keys, or population.key for one population")
-    ft.add_argument("--likelihood", choices=["auto", "normal", "poisson", "quasipoisson"], default="auto",
-                    help="auto: normal for survival+sd, quasipoisson for colony counts")
-    ft.add_argument("--normalise", choices=["control", "within_arm", "none"], default="control",
-                    help="survival data relative to the control arm at dose 0 (default), to the same arm, or absolute")
-    ft.add_argument("--range", action="append", default=[], metavar="KEY=LOW:HIGH",
-                    help="search range of a fitted parameter (default: the parameter table's range; must be > 0)")
+    ft.add_argument(
+        "data",
+        nargs="+",
+        help="CSV files fitted jointly: arm,dose,survival,sd or arm,dose,colonies,seeded (dose in the "
+        "grid unit) or time courses arm,time,observable,value,sd[,dose,unit]",
+    )
+    ft.add_argument(
+        "--params", required=True, help="comma-separated parameter keys, or population.key for one population"
+    )
+    ft.add_argument(
+        "--likelihood",
+        choices=["auto", "normal", "poisson", "quasipoisson"],
+        default="auto",
+        help="auto: normal for survival+sd, quasipoisson for colony counts",
+    )
+    ft.add_argument(
+        "--normalise",
+        choices=["control", "within_arm", "none"],
+        default="control",
+        help="survival data relative to the control arm at dose 0 (default), to the same arm, or absolute",
+    )
+    ft.add_argument(
+        "--range",
+        action="append",
+        default=[],
+        metavar="KEY=LOW:HIGH",
+        help="search range of a fitted parameter (default: the parameter table's range; must be > 0)",
+    )
     ft.add_argument("--level", type=float, default=0.95, help="confidence level of the profile intervals")
-    ft.add_argument("--backend", choices=["auto", "numpy", "numba"], default="auto",
-                    help="integrator: numba (compiled; extra 'fast') or numpy; auto picks numba when installed")
+    ft.add_argument(
+        "--backend",
+        choices=["auto", "numpy", "numba"],
+        default="auto",
+        help="integrator: numba (compiled; extra 'fast') or numpy; auto picks numba when installed",
+    )
     ft.add_argument("-o", "--outdir", help="output folder (default: results/<scenario>-fit)")
-    dl = sub.add_parser("delivery", help="delivered cargo copies per cell vs the ~10^3 needed (markdown table)",
-                        description="Run scenarios and report, per arm, the cargo copies delivered per scored "
-                                    "cell against the order-10^3 copies needed for repression (Baek et al. 2008).")
+    dl = sub.add_parser(
+        "delivery",
+        help="delivered cargo copies per cell vs the ~10^3 needed (markdown table)",
+        description="Run scenarios and report, per arm, the cargo copies delivered per scored "
+        "cell against the order-10^3 copies needed for repression (Baek et al. 2008).",
+    )
     dl.add_argument("scenarios", nargs="+", help="scenario YAML files")
     return parser
 
@@ -169,8 +232,9 @@ def _ranges(items: list[str], error: type[Exception]) -> dict[str, tuple[float, 
 
 def _stats(d: dict) -> str:
     """'key value, ...' of a goodness-of-fit record (nested file records left out)."""
-    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items()
-                     if k not in ("files", "file"))
+    return ", ".join(
+        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items() if k not in ("files", "file")
+    )
 
 
 def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
@@ -190,16 +254,30 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
         params = [p.strip() for p in args.params.split(",") if p.strip()]
         if not params:
             raise _fit.FitError("--params: name at least one parameter")
-        problem = _fit.FitProblem(scenario, data, params, likelihood=likelihood,
-                                  normalise=args.normalise, ranges=_ranges(args.range, _fit.FitError),
-                                  backend=args.backend)
+        problem = _fit.FitProblem(
+            scenario,
+            data,
+            params,
+            likelihood=likelihood,
+            normalise=args.normalise,
+            ranges=_ranges(args.range, _fit.FitError),
+            backend=args.backend,
+        )
     except _fit.FitError as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
     start = time.perf_counter()
     result = _fit.fit(problem, level=args.level)
-    prov = fit_record(scenario, problem, args.data, likelihood=likelihood, normalise=args.normalise,
-                      level=args.level, wall=time.perf_counter() - start, command=["exosim"] + argv)
+    prov = fit_record(
+        scenario,
+        problem,
+        args.data,
+        likelihood=likelihood,
+        normalise=args.normalise,
+        level=args.level,
+        wall=time.perf_counter() - start,
+        command=["exosim"] + argv,
+    )
     outdir = args.outdir or f"results/{scenario.name}-fit"
     try:
         files = write_fit(problem, result, outdir, prov)
@@ -233,8 +311,10 @@ def _cmd_delivery(args: argparse.Namespace) -> int:
     for sc in scenarios:
         for r in delivery_rows(run(sc, time_courses=False)):
             cargo = r["cargo"] + (" (abstract units)" if r["units"] == "abstract" else "")
-            print(f"| {r['scenario']} | {r['arm']} | {cargo} | {r['delivered_copies_per_cell']:.3g} | "
-                  f"{r['fraction_of_needed']:.2g} |")
+            print(
+                f"| {r['scenario']} | {r['arm']} | {cargo} | {r['delivered_copies_per_cell']:.3g} | "
+                f"{r['fraction_of_needed']:.2g} |"
+            )
     return 0
 
 
@@ -257,10 +337,15 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     rows = result.summary_rows()
     print(f"{scenario.name}: {result.arm_index.size} members in {result.timing['seconds']:.2f} s")
     for r in rows:
-        extra = (f"  SF2 {r['sf2_within_arm']:.3f}  D10 {r['d10_Gy']:.2f} Gy  DMF {r['dmf_at_sf0.1']:.3f}"
-                 if "d10_Gy" in r else "")
-        print(f"  {r['arm']:<48} alpha {r['alpha_eff_per_Gy']:.4f}/Gy  beta {r['beta_eff_per_Gy2']:.4f}/Gy2"
-              f"  SF(0) {r['sf0_vs_untreated']:.3f}{extra}")
+        extra = (
+            f"  SF2 {r['sf2_within_arm']:.3f}  D10 {r['d10_Gy']:.2f} Gy  DMF {r['dmf_at_sf0.1']:.3f}"
+            if "d10_Gy" in r
+            else ""
+        )
+        print(
+            f"  {r['arm']:<48} alpha {r['alpha_eff_per_Gy']:.4f}/Gy  beta {r['beta_eff_per_Gy2']:.4f}/Gy2"
+            f"  SF(0) {r['sf0_vs_untreated']:.3f}{extra}"
+        )
     print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
@@ -270,8 +355,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     for path in args.scenarios:
         sc = load_scenario(path)
-        print(f"{path}: ok ({sc.name}, {len(sc.arms) or 1} arms, "
-              f"{len(sc.dose_grid.values) if sc.dose_grid else 1} grid doses)")
+        print(
+            f"{path}: ok ({sc.name}, {len(sc.arms) or 1} arms, "
+            f"{len(sc.dose_grid.values) if sc.dose_grid else 1} grid doses)"
+        )
     return 0
 
 
@@ -299,6 +386,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_export_models(args: argparse.Namespace) -> int:
     from exosim.io.sbml import SBMLExportError, write_models
+
     try:
         for path, result in write_models(args.outdir):
             print(f"wrote {path} ({len(result.warnings)} warnings)")
@@ -323,8 +411,11 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         ranges = _ranges(args.range, sa.SensitivityError)
         names = [n for n in args.params.split(",") if n]
-        unknown = set(ranges) - set(names) - ({k for k, r in parameter_table().items() if args.group in r.get("groups", [])}
-                                              if args.group else set())
+        unknown = (
+            set(ranges)
+            - set(names)
+            - ({k for k, r in parameter_table().items() if args.group in r.get("groups", [])} if args.group else set())
+        )
         if unknown:
             raise sa.SensitivityError(f"--range names {sorted(unknown)}, which are not analysed factors")
         space = sa.ParameterSpace.from_table(args.group, names, ranges)
@@ -341,10 +432,14 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
                 raise sa.SensitivityError(f"--doses {args.doses!r}: expected comma-separated numbers") from None
             if scenario.dose_grid is None or not doses or min(doses) < 0:
                 raise sa.SensitivityError("--doses needs a scenario with a dose grid and non-negative doses")
-            scenario = scenario.model_copy(update={"dose_grid": scenario.dose_grid.model_copy(
-                update={"values": doses})})
-        runs = {"local": 2 * space.dimension + 1, "morris": n * (space.dimension + 1),
-                "sobol": n * (space.dimension + 2)}[args.method]
+            scenario = scenario.model_copy(
+                update={"dose_grid": scenario.dose_grid.model_copy(update={"values": doses})}
+            )
+        runs = {
+            "local": 2 * space.dimension + 1,
+            "morris": n * (space.dimension + 1),
+            "sobol": n * (space.dimension + 2),
+        }[args.method]
         if runs > sa.MAX_SAMPLES:
             raise sa.SensitivityError(f"{runs} samples exceed the limit of {sa.MAX_SAMPLES}; lower N")
         if args.chunk_members < 1:
@@ -354,14 +449,18 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"exosim: error: {args.scenario}: {exc}", file=sys.stderr)
         return 2
     try:
-        evaluator = sa.ScenarioEvaluator(scenario, arm=args.arm, engine=engine, chunk_members=args.chunk_members,
-                                         backend=args.backend)
+        evaluator = sa.ScenarioEvaluator(
+            scenario, arm=args.arm, engine=engine, chunk_members=args.chunk_members, backend=args.backend
+        )
         from exosim.scenario.runner import compile_scenario
+
         model = compile_scenario(evaluator.scenario).model
         need = sa.memory_estimate(args.chunk_members, model.n_states, model.n_parameters)
         if need > 4 * 2**30:
-            raise sa.SensitivityError(f"--chunk-members {args.chunk_members} needs about {need / 2**30:.1f} GiB "
-                                      f"per chunk; lower it (memory bound 4 GiB)")
+            raise sa.SensitivityError(
+                f"--chunk-members {args.chunk_members} needs about {need / 2**30:.1f} GiB "
+                f"per chunk; lower it (memory bound 4 GiB)"
+            )
         start = time.perf_counter()
         if args.method == "local":
             nominal = sa.nominal_values(evaluator.scenario, space.names)
@@ -376,9 +475,21 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
         return 2
     finally:
         engine.close()
-    prov = sensitivity_record(scenario, evaluator, space, analysis, method=args.method, n=n, n_requested=args.N,
-                              seed=args.seed, engine=engine, chunk_members=args.chunk_members, wall=wall,
-                              table=parameter_table(), command=["exosim"] + argv)
+    prov = sensitivity_record(
+        scenario,
+        evaluator,
+        space,
+        analysis,
+        method=args.method,
+        n=n,
+        n_requested=args.N,
+        seed=args.seed,
+        engine=engine,
+        chunk_members=args.chunk_members,
+        wall=wall,
+        table=parameter_table(),
+        command=["exosim"] + argv,
+    )
     outdir = args.outdir or f"results/{scenario.name}-{args.method}"
     try:
         files = write_analysis(analysis, outdir, prov)
@@ -386,10 +497,15 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
     if analysis.failed.any():
-        print(f"exosim: warning: {int(analysis.failed.sum())} of {analysis.samples.shape[0]} samples failed; "
-              f"{analysis.dropped} blocks dropped (see provenance.json)", file=sys.stderr)
-    print(f"{args.method} sensitivity of {evaluator.target_name!r}: {analysis.samples.shape[0]} samples, "
-          f"{evaluator.counts.get('runs', 0)} model runs in {wall:.1f} s ({engine.describe()})")
+        print(
+            f"exosim: warning: {int(analysis.failed.sum())} of {analysis.samples.shape[0]} samples failed; "
+            f"{analysis.dropped} blocks dropped (see provenance.json)",
+            file=sys.stderr,
+        )
+    print(
+        f"{args.method} sensitivity of {evaluator.target_name!r}: {analysis.samples.shape[0]} samples, "
+        f"{evaluator.counts.get('runs', 0)} model runs in {wall:.1f} s ({engine.describe()})"
+    )
     print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
@@ -436,10 +552,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     try:
-        commands = {"run": lambda: _cmd_run(args, argv), "figures": lambda: _cmd_figures(args),
-                    "delivery": lambda: _cmd_delivery(args), "fit": lambda: _cmd_fit(args, argv),
-                    "export": lambda: _cmd_export(args), "export-sbml": lambda: _cmd_export_models(args),
-                    "sensitivity": lambda: _cmd_sensitivity(args, argv)}
+        commands = {
+            "run": lambda: _cmd_run(args, argv),
+            "figures": lambda: _cmd_figures(args),
+            "delivery": lambda: _cmd_delivery(args),
+            "fit": lambda: _cmd_fit(args, argv),
+            "export": lambda: _cmd_export(args),
+            "export-sbml": lambda: _cmd_export_models(args),
+            "sensitivity": lambda: _cmd_sensitivity(args, argv),
+        }
         if args.command in commands:
             return commands[args.command]()
         return _cmd_validate(args)

@@ -46,6 +46,7 @@ class ProcessEngine(Engine):
 
     def __init__(self, workers: int):
         from concurrent.futures import ProcessPoolExecutor
+
         self.workers = workers
         self._pool = ProcessPoolExecutor(max_workers=workers)
 

@@ -58,8 +58,20 @@ from exosim.scenario.observables import SENSITIVITY_OUTPUTS, sample_outputs
 from exosim.scenario.schema import Scenario
 from exosim.simulate.solver import resolve_backend
 
-__all__ = ["ParameterSpace", "SensitivityError", "OUTPUTS", "ScenarioEvaluator", "Analysis", "local", "morris",
-           "sobol", "ishigami", "nominal_values", "MAX_SAMPLES", "memory_estimate"]
+__all__ = [
+    "ParameterSpace",
+    "SensitivityError",
+    "OUTPUTS",
+    "ScenarioEvaluator",
+    "Analysis",
+    "local",
+    "morris",
+    "sobol",
+    "ishigami",
+    "nominal_values",
+    "MAX_SAMPLES",
+    "memory_estimate",
+]
 
 #: outputs analysed, each separately (defined with the survival observables)
 OUTPUTS = SENSITIVITY_OUTPUTS
@@ -90,8 +102,9 @@ class ParameterSpace:
     log: tuple[bool, ...]
 
     @classmethod
-    def from_table(cls, group: str | None = None, names: Sequence[str] = (),
-                   ranges: dict[str, tuple[float, float]] | None = None) -> "ParameterSpace":
+    def from_table(
+        cls, group: str | None = None, names: Sequence[str] = (), ranges: dict[str, tuple[float, float]] | None = None
+    ) -> ParameterSpace:
         """Factors of a parameter group and/or named keys, log-uniform over the table ranges."""
         table = cat.parameter_table()
         chosen: list[str] = []
@@ -99,8 +112,10 @@ class ParameterSpace:
             groups = sorted({g for row in table.values() for g in row.get("groups", [])})
             if group not in groups:
                 near = difflib.get_close_matches(group, groups, n=1)
-                raise SensitivityError(f"unknown parameter group {group!r}"
-                                       + (f"; did you mean {near[0]!r}?" if near else f"; groups: {', '.join(groups)}"))
+                raise SensitivityError(
+                    f"unknown parameter group {group!r}"
+                    + (f"; did you mean {near[0]!r}?" if near else f"; groups: {', '.join(groups)}")
+                )
             chosen += [k for k, row in table.items() if group in row.get("groups", [])]
         for n in names:
             if n not in table:
@@ -129,14 +144,15 @@ class ParameterSpace:
 
     def problem(self) -> dict:
         """SALib problem on the sampling scale (log10 for log factors)."""
-        bounds = [[np.log10(lo), np.log10(hi)] if lg else [lo, hi]
-                  for lo, hi, lg in zip(self.lows, self.highs, self.log)]
+        bounds = [
+            [np.log10(lo), np.log10(hi)] if lg else [lo, hi] for lo, hi, lg in zip(self.lows, self.highs, self.log)
+        ]
         return {"num_vars": self.dimension, "names": list(self.names), "bounds": bounds}
 
     def to_values(self, x: np.ndarray) -> np.ndarray:
         """Sampling scale -> parameter values."""
         x = np.asarray(x, float)
-        return np.where(np.asarray(self.log), 10.0 ** x, x)
+        return np.where(np.asarray(self.log), 10.0**x, x)
 
 
 # ---------------------------------------------------------------------- model evaluation
@@ -201,12 +217,15 @@ class ScenarioEvaluator:
         values = np.atleast_2d(np.asarray(values, float))
         m = values.shape[0]
         per_chunk = max(1, self.chunk_members // self.members_per_sample)
-        tasks = [(self.scenario, tuple(keys), values[i:i + per_chunk], self.target, self.control)
-                 for i in range(0, m, per_chunk)]
+        tasks = [
+            (self.scenario, tuple(keys), values[i : i + per_chunk], self.target, self.control)
+            for i in range(0, m, per_chunk)
+        ]
         results = self.engine.map(_evaluate_chunk, tasks)
         bar = None
         if self.progress and sys.stderr.isatty() and len(tasks) > 1:
             from tqdm import tqdm
+
             bar = tqdm(total=m, unit="sample", file=sys.stderr, desc="exosim sensitivity")
         outs, failed, messages = [], [], []
         for out, fl, msg in results:
@@ -254,8 +273,9 @@ class Analysis:
 Evaluate = Callable[[Sequence[str], np.ndarray], tuple[np.ndarray, np.ndarray, list[str]]]
 
 
-def local(evaluate: Evaluate, space: ParameterSpace, nominal: np.ndarray, outputs: Sequence[str],
-          h: float = 1e-2) -> Analysis:
+def local(
+    evaluate: Evaluate, space: ParameterSpace, nominal: np.ndarray, outputs: Sequence[str], h: float = 1e-2
+) -> Analysis:
     """Normalised local coefficients d ln y / d ln p by central differences in ln p."""
     d = space.dimension
     nominal = np.asarray(nominal, float)
@@ -270,8 +290,15 @@ def local(evaluate: Evaluate, space: ParameterSpace, nominal: np.ndarray, output
     for k, out in enumerate(outputs):
         for j, name in enumerate(space.names):
             coef = (ly[1 + 2 * j, k] - ly[2 + 2 * j, k]) / (2 * h)
-            rows.append({"output": out, "parameter": name, "nominal": nominal[j], "value_at_nominal": y[0, k],
-                         "coefficient": coef})
+            rows.append(
+                {
+                    "output": out,
+                    "parameter": name,
+                    "nominal": nominal[j],
+                    "value_at_nominal": y[0, k],
+                    "coefficient": coef,
+                }
+            )
     return Analysis("local", space, tuple(outputs), rows, x, y, failed, messages=[m for m in msgs if m])
 
 
@@ -292,8 +319,15 @@ def _usable_blocks(yk: np.ndarray, bad: np.ndarray, block: int) -> np.ndarray:
     return np.repeat(ok, block)
 
 
-def morris(evaluate: Evaluate, space: ParameterSpace, outputs: Sequence[str], n: int, seed: int,
-           levels: int = 4, resamples: int = 1000) -> Analysis:
+def morris(
+    evaluate: Evaluate,
+    space: ParameterSpace,
+    outputs: Sequence[str],
+    n: int,
+    seed: int,
+    levels: int = 4,
+    resamples: int = 1000,
+) -> Analysis:
     """Morris elementary effects: mu* (with bootstrap interval) and sigma per output."""
     from SALib.analyze import morris as morris_analyze
     from SALib.sample import morris as morris_sample
@@ -305,20 +339,44 @@ def morris(evaluate: Evaluate, space: ParameterSpace, outputs: Sequence[str], n:
     rows = []
     for k, out in enumerate(outputs):
         keep = _usable_blocks(y[:, k], bad, space.dimension + 1)
-        res = morris_analyze.analyze(problem, xs[keep], y[keep, k], num_resamples=resamples, num_levels=levels,
-                                     seed=seed, print_to_console=False) if keep.any() else None
+        res = (
+            morris_analyze.analyze(
+                problem,
+                xs[keep],
+                y[keep, k],
+                num_resamples=resamples,
+                num_levels=levels,
+                seed=seed,
+                print_to_console=False,
+            )
+            if keep.any()
+            else None
+        )
         for j, name in enumerate(space.names):
-            rows.append({"output": out, "parameter": name,
-                         "mu_star": res["mu_star"][j] if res else np.nan,
-                         "mu_star_conf": res["mu_star_conf"][j] if res else np.nan,
-                         "sigma": res["sigma"][j] if res else np.nan,
-                         "mu": res["mu"][j] if res else np.nan})
-    return Analysis("morris", space, tuple(outputs), rows, space.to_values(xs), y, failed, dropped, n_blocks,
-                    [m for m in msgs if m])
+            rows.append(
+                {
+                    "output": out,
+                    "parameter": name,
+                    "mu_star": res["mu_star"][j] if res else np.nan,
+                    "mu_star_conf": res["mu_star_conf"][j] if res else np.nan,
+                    "sigma": res["sigma"][j] if res else np.nan,
+                    "mu": res["mu"][j] if res else np.nan,
+                }
+            )
+    return Analysis(
+        "morris", space, tuple(outputs), rows, space.to_values(xs), y, failed, dropped, n_blocks, [m for m in msgs if m]
+    )
 
 
-def sobol(evaluate: Evaluate, space: ParameterSpace, outputs: Sequence[str], n: int, seed: int,
-          resamples: int = 1000, conf_level: float = 0.95) -> Analysis:
+def sobol(
+    evaluate: Evaluate,
+    space: ParameterSpace,
+    outputs: Sequence[str],
+    n: int,
+    seed: int,
+    resamples: int = 1000,
+    conf_level: float = 0.95,
+) -> Analysis:
     """Sobol first-order (S1) and total (ST) indices with bootstrap intervals; N a power of two."""
     if n < 2 or n & (n - 1):
         raise SensitivityError(f"Sobol N must be a power of two (Saltelli/Sobol' sequence balance), got {n}")
@@ -334,14 +392,33 @@ def sobol(evaluate: Evaluate, space: ParameterSpace, outputs: Sequence[str], n: 
         keep = _usable_blocks(y[:, k], bad, space.dimension + 2)
         yk = y[keep, k]
         usable = keep.sum() >= 2 * (space.dimension + 2) and np.var(yk) > 0
-        res = sobol_analyze.analyze(problem, yk, calc_second_order=False, num_resamples=resamples,
-                                    conf_level=conf_level, seed=seed, print_to_console=False) if usable else None
+        res = (
+            sobol_analyze.analyze(
+                problem,
+                yk,
+                calc_second_order=False,
+                num_resamples=resamples,
+                conf_level=conf_level,
+                seed=seed,
+                print_to_console=False,
+            )
+            if usable
+            else None
+        )
         for j, name in enumerate(space.names):
-            rows.append({"output": out, "parameter": name,
-                         "S1": res["S1"][j] if res else np.nan, "S1_conf": res["S1_conf"][j] if res else np.nan,
-                         "ST": res["ST"][j] if res else np.nan, "ST_conf": res["ST_conf"][j] if res else np.nan})
-    return Analysis("sobol", space, tuple(outputs), rows, space.to_values(xs), y, failed, dropped, n_blocks,
-                    [m for m in msgs if m])
+            rows.append(
+                {
+                    "output": out,
+                    "parameter": name,
+                    "S1": res["S1"][j] if res else np.nan,
+                    "S1_conf": res["S1_conf"][j] if res else np.nan,
+                    "ST": res["ST"][j] if res else np.nan,
+                    "ST_conf": res["ST_conf"][j] if res else np.nan,
+                }
+            )
+    return Analysis(
+        "sobol", space, tuple(outputs), rows, space.to_values(xs), y, failed, dropped, n_blocks, [m for m in msgs if m]
+    )
 
 
 def ishigami(names: Sequence[str], x: np.ndarray, a: float = 7.0, b: float = 0.1):

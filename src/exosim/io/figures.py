@@ -24,6 +24,7 @@ __all__ = ["plot_survival", "plot_timecourses", "plot_analysis", "plot_fit"]
 def _canvas(figsize):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -31,6 +32,7 @@ def _canvas(figsize):
 
 def _colours() -> list[str]:
     import matplotlib
+
     return matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
@@ -46,11 +48,20 @@ def plot_survival(result, rows: list[dict], path: Path) -> None:
         y = np.array([rows[i]["sf_vs_untreated"] for i in sel])
         control = rows[sel[0]]["control"]
         colour = "black" if control else colours[a % len(colours)]
-        ax.plot(x, y, "--" if control else "-", marker="o", ms=3 if control else 4, color=colour, label=name,
-                zorder=3 if control else 2)
+        ax.plot(
+            x,
+            y,
+            "--" if control else "-",
+            marker="o",
+            ms=3 if control else 4,
+            color=colour,
+            label=name,
+            zorder=3 if control else 2,
+        )
         if "sf_lq" in rows[sel[0]]:
-            lq = np.array([rows[i]["sf_lq"] for i in sel]) * (y[0] / rows[sel[0]]["sf_lq"]
-                                                               if rows[sel[0]]["sf_lq"] > 0 else 1.0)
+            lq = np.array([rows[i]["sf_lq"] for i in sel]) * (
+                y[0] / rows[sel[0]]["sf_lq"] if rows[sel[0]]["sf_lq"] > 0 else 1.0
+            )
             ax.plot(x, lq, ":", color=colour, lw=1)
     ax.set_yscale("log")
     positive = result.grid[result.grid > 0]
@@ -64,8 +75,16 @@ def plot_survival(result, rows: list[dict], path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     if "sf_lq" in rows[0]:
-        ax.text(0.99, 0.99, "markers: kinetic model; dotted: LQ with alpha_eff, beta_eff",
-                transform=ax.transAxes, ha="right", va="top", fontsize=7, color="0.3")
+        ax.text(
+            0.99,
+            0.99,
+            "markers: kinetic model; dotted: LQ with alpha_eff, beta_eff",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=7,
+            color="0.3",
+        )
     fig.savefig(path, dpi=150)
 
 
@@ -77,8 +96,10 @@ def plot_timecourses(result, path: Path) -> None:
     top = np.nanmax(result.grid) if np.isfinite(result.grid).any() else np.nan
     panels = [(f"{med}{SEP}vesicles", f"vesicles in {med}", True) for med in m.media]
     for c in m.cargos:
-        panels += [(f"{scored}{SEP}{c}_delivered", f"{c} delivered to {scored} (per cell)", False),
-                   (f"{scored}{SEP}{c}_cytosolic", f"{c} in the cytosol of {scored} (per cell)", False)]
+        panels += [
+            (f"{scored}{SEP}{c}_delivered", f"{c} delivered to {scored} (per cell)", False),
+            (f"{scored}{SEP}{c}_cytosolic", f"{c} in the cytosol of {scored} (per cell)", False),
+        ]
     panels.append((f"{scored}{SEP}dsb", f"DSBs per cell, {scored}", False))
     fig = _canvas((11, 2.6 * ((len(panels) + 2) // 3)))
     colours = _colours()
@@ -98,8 +119,9 @@ def plot_timecourses(result, path: Path) -> None:
         if k == 0:
             ax.legend(fontsize=6)
     grid_label = sc.dose_grid.label if sc.dose_grid else ""
-    fig.suptitle(f"{sc.name.replace('_', ' ')}" + (f" ({grid_label} {top:g} Gy)" if np.isfinite(top) else ""),
-                 fontsize=10)
+    fig.suptitle(
+        f"{sc.name.replace('_', ' ')}" + (f" ({grid_label} {top:g} Gy)" if np.isfinite(top) else ""), fontsize=10
+    )
     fig.savefig(path, dpi=120)
 
 
@@ -117,7 +139,9 @@ def plot_analysis(analysis: Analysis, path) -> None:
         if analysis.method == "local":
             coef = np.array([r["coefficient"] for r in rows])
             order = np.argsort(np.nan_to_num(np.abs(coef), nan=-1))
-            ax.barh(np.arange(len(rows)), coef[order], color=[colours[0] if c >= 0 else colours[3] for c in coef[order]])
+            ax.barh(
+                np.arange(len(rows)), coef[order], color=[colours[0] if c >= 0 else colours[3] for c in coef[order]]
+            )
             ax.set_yticks(np.arange(len(rows)), [names[i] for i in order], fontsize=6)
             ax.axvline(0, color="black", lw=0.5)
             ax.set_xlabel("d ln y / d ln p", fontsize=7)
@@ -148,8 +172,11 @@ def plot_analysis(analysis: Analysis, path) -> None:
 def _dose_panel(ax, problem: FitProblem, result: FitResult, ds: Observations) -> None:
     if ds.kind == "survival":
         obs, err = ds.y, ds.w
-        ylabel = {"control": "survival relative to control", "within_arm": "surviving fraction (within arm)",
-                  "none": "surviving fraction"}[problem.normalise]
+        ylabel = {
+            "control": "survival relative to control",
+            "within_arm": "surviving fraction (within arm)",
+            "none": "surviving fraction",
+        }[problem.normalise]
     else:
         pe = result.nuisance[problem.plating_key(ds)]
         obs = ds.y / (ds.w * pe)
@@ -166,10 +193,22 @@ def _dose_panel(ax, problem: FitProblem, result: FitResult, ds: Observations) ->
     else:
         dense = np.linspace(ds.dose.min(), ds.dose.max(), 60)
     arms = sorted(set(ds.arm), key=ds.arm.index)
-    grid = Observations("curve", "survival", [a for a in arms for _ in dense], np.tile(dense, len(arms)),
-                        np.ones(dense.size * len(arms)), np.ones(dense.size * len(arms)))
-    curve = FitProblem(problem.scenario, grid, problem.params, normalise=problem.normalise,
-                       ranges=dict(zip(problem.params, problem.bounds)), backend=problem.backend)
+    grid = Observations(
+        "curve",
+        "survival",
+        [a for a in arms for _ in dense],
+        np.tile(dense, len(arms)),
+        np.ones(dense.size * len(arms)),
+        np.ones(dense.size * len(arms)),
+    )
+    curve = FitProblem(
+        problem.scenario,
+        grid,
+        problem.params,
+        normalise=problem.normalise,
+        ranges=dict(zip(problem.params, problem.bounds)),
+        backend=problem.backend,
+    )
     curve = curve.predict(result.estimate[None, :])[0].reshape(len(arms), dense.size)
     for a, model in zip(arms, curve):
         sel = np.array([x == a for x in ds.arm])
@@ -186,16 +225,21 @@ def _timecourse_panel(ax, problem: FitProblem, result: FitResult, ds: Observatio
     dense = np.unique(np.concatenate([np.linspace(ds.time.min(), ds.time.max(), 200), ds.time]))
     res = problem.simulate(result.estimate, record_times=dense)
     scales = {label: np.array([result.nuisance[problem.scale_key(ds, label)]]) for label in ds.groups}
-    keys = sorted({(a, d, o) for a, d, o in zip(ds.arm, ds.dose, ds.observable)},
-                  key=lambda k: (ds.arm.index(k[0]), np.nan_to_num(k[1]), ds.observable.index(k[2])))
+    keys = sorted(
+        {(a, d, o) for a, d, o in zip(ds.arm, ds.dose, ds.observable)},
+        key=lambda k: (ds.arm.index(k[0]), np.nan_to_num(k[1]), ds.observable.index(k[2])),
+    )
     for a, d, o in keys:
         sel = np.array([(x, y, z) == (a, d, o) for x, y, z in zip(ds.arm, ds.dose, ds.observable)], dtype=bool)
         m = members[sel][0]
         curve = problem.timecourse_values(res, ds, [m] * dense.size, dense, [o] * dense.size)
         fac = ds.factor[sel][0]
         curve = curve * (scales[o][:, None] if o in scales else fac)
-        label = f"{a}: {o}" + ("" if np.isnan(d) or problem.scenario.dose_grid is None or
-                                len(problem.scenario.dose_grid.values) < 2 else f" ({d:g} Gy)")
+        label = f"{a}: {o}" + (
+            ""
+            if np.isnan(d) or problem.scenario.dose_grid is None or len(problem.scenario.dose_grid.values) < 2
+            else f" ({d:g} Gy)"
+        )
         line = ax.errorbar(ds.time[sel], ds.y[sel], yerr=ds.w[sel], fmt="o", capsize=3, label=label)
         ax.plot(dense, curve[0], "-", color=line[0].get_color())
     ax.set_xlabel("time (h)")
@@ -217,6 +261,7 @@ def plot_fit(problem: FitProblem, result: FitResult, path) -> None:
         ax.legend(fontsize=6)
     axp = axes[-1]
     from scipy import stats
+
     crit = stats.chi2.ppf(0.95, 1)
     for name, prof in result.profiles.items():
         axp.plot(10.0 ** np.array(prof["log10_value"]), prof["statistic"], label=name)
@@ -228,5 +273,3 @@ def plot_fit(problem: FitProblem, result: FitResult, path) -> None:
     axp.set_title("profile likelihood", fontsize=9)
     axp.legend(fontsize=7)
     fig.savefig(path, dpi=120)
-
-

@@ -51,8 +51,10 @@ def write_analysis(analysis, outdir: str | Path, provenance: dict) -> list[Path]
     with stage as tmp:
         (tmp / "indices.csv").write_text(tables.rows_csv(analysis.indices))
         header = list(analysis.space.names) + list(analysis.outputs) + ["status"]
-        rows = [list(x) + list(y) + ["failed" if bad else "ok"]
-                for x, y, bad in zip(analysis.samples, analysis.values, analysis.failed)]
+        rows = [
+            list(x) + list(y) + ["failed" if bad else "ok"]
+            for x, y, bad in zip(analysis.samples, analysis.values, analysis.failed)
+        ]
         (tmp / "samples.csv").write_text(tables.matrix_csv(header, rows))
         (tmp / "provenance.json").write_text(_json(provenance))
         figures.plot_analysis(analysis, tmp / "sensitivity.png")
@@ -62,11 +64,22 @@ def write_analysis(analysis, outdir: str | Path, provenance: dict) -> list[Path]
 def fit_estimate_rows(problem, result) -> list[dict]:
     """estimates.csv: per parameter the estimate, interval, unit, nominal value and search range."""
     table = cat.parameter_table()
-    return [{"parameter": n, "estimate": e, "low": lo, "high": hi,
-             "unit": table[n.split(".")[-1]]["unit"], "nominal": nom, "range_low": b[0], "range_high": b[1],
-             "interval_open_at": o}
-            for n, e, lo, hi, nom, b, o in zip(result.params, result.estimate, result.low, result.high,
-                                                 problem.nominal, problem.bounds, result.open_ends)]
+    return [
+        {
+            "parameter": n,
+            "estimate": e,
+            "low": lo,
+            "high": hi,
+            "unit": table[n.split(".")[-1]]["unit"],
+            "nominal": nom,
+            "range_low": b[0],
+            "range_high": b[1],
+            "interval_open_at": o,
+        }
+        for n, e, lo, hi, nom, b, o in zip(
+            result.params, result.estimate, result.low, result.high, problem.nominal, problem.bounds, result.open_ends
+        )
+    ]
 
 
 def _observation_rows(problem, result) -> list[dict]:
@@ -87,11 +100,20 @@ def write_fit(problem, result, outdir: str | Path, provenance: dict) -> list[Pat
     stage = staged_outputs(outdir)
     with stage as tmp:
         (tmp / "estimates.csv").write_text(tables.rows_csv(rows))
-        doc = dict(provenance, estimates=rows, goodness_of_fit=result.gof, nll=result.nll,
-                   dispersion=result.dispersion, plating_efficiency=result.plating_efficiency,
-                   nuisance=result.nuisance, converged=result.converged, optimiser_message=result.message,
-                   model_runs=result.evaluations, profiles=result.profiles,
-                   observations=_observation_rows(problem, result))
+        doc = dict(
+            provenance,
+            estimates=rows,
+            goodness_of_fit=result.gof,
+            nll=result.nll,
+            dispersion=result.dispersion,
+            plating_efficiency=result.plating_efficiency,
+            nuisance=result.nuisance,
+            converged=result.converged,
+            optimiser_message=result.message,
+            model_runs=result.evaluations,
+            profiles=result.profiles,
+            observations=_observation_rows(problem, result),
+        )
         (tmp / "fit.json").write_text(_json(doc))
         figures.plot_fit(problem, result, tmp / "fit.png")
     return stage.written

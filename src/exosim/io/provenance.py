@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -34,12 +34,17 @@ def header(scenario, command: list[str] | None = None, *, packages: tuple[str, .
     """What every provenance record starts with: version, time, command, scenario file and
     hash, and the numerical environment (plus the versions of ``packages``)."""
     import scipy
-    env = {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-           "platform": platform.platform()}
+
+    env = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "platform": platform.platform(),
+    }
     env.update({p: _version_of(p) for p in packages})
     return {
         "exosim_version": __version__,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": list(command) if command is not None else ["exosim"] + sys.argv[1:],
         "scenario": {"name": scenario.name, "file": scenario.source, "sha256": scenario.sha256},
         "environment": env,
@@ -59,8 +64,16 @@ def run_record(result, command: list[str] | None = None) -> dict:
     for j, q in enumerate(m.parameters):
         col = p0[:, j]
         by_arm = {result.arms[a]: float(col[result.arm_index == a][0]) for a in range(len(result.arms))}
-        entry = {"name": public_name(q.name), "key": q.key, "module": q.module, "unit": q.unit,
-                 "value": float(col[0]), "range": [q.low, q.high], "source": q.source, "assumed": q.assumed}
+        entry = {
+            "name": public_name(q.name),
+            "key": q.key,
+            "module": q.module,
+            "unit": q.unit,
+            "value": float(col[0]),
+            "range": [q.low, q.high],
+            "source": q.source,
+            "assumed": q.assumed,
+        }
         if len(set(by_arm.values())) > 1:
             entry["value_by_arm"] = by_arm
         params.append(entry)
@@ -70,10 +83,13 @@ def run_record(result, command: list[str] | None = None) -> dict:
         **head,
         "seed": None,
         "randomness": "none: the simulation is deterministic",
-        "solver": {"method": "Dormand-Prince 5(4), per-member error control",
-                   "rtol": sc.solver.rtol, "atol": sc.solver.atol,
-                   "atol_scaling": "atol multiplied by each state's declared scale",
-                   **{k: v for k, v in result.timing.items() if k != "seconds"}},
+        "solver": {
+            "method": "Dormand-Prince 5(4), per-member error control",
+            "rtol": sc.solver.rtol,
+            "atol": sc.solver.atol,
+            "atol_scaling": "atol multiplied by each state's declared scale",
+            **{k: v for k, v in result.timing.items() if k != "seconds"},
+        },
         "wall_time_s": result.timing["seconds"],
         "members": int(result.arm_index.size),
         "arms": result.arms,
@@ -83,34 +99,70 @@ def run_record(result, command: list[str] | None = None) -> dict:
     }
 
 
-def sensitivity_record(scenario, evaluator, space, analysis, *, method: str, n: int, n_requested: int,
-                       seed: int, engine, chunk_members: int, wall: float, table: dict,
-                       command: list[str] | None = None) -> dict:
+def sensitivity_record(
+    scenario,
+    evaluator,
+    space,
+    analysis,
+    *,
+    method: str,
+    n: int,
+    n_requested: int,
+    seed: int,
+    engine,
+    chunk_members: int,
+    wall: float,
+    table: dict,
+    command: list[str] | None = None,
+) -> dict:
     """Provenance of a sensitivity analysis: sampling, factors, failures, engine and solver."""
     return {
         **header(scenario, command, packages=("SALib",) + (("numba",) if evaluator.backend == "numba" else ())),
-        "method": method, "N": n, "N_requested": n_requested, "seed": seed,
-        "arm": evaluator.target_name, "control_arm": None if evaluator.control is None else
-        evaluator.scenario.arms[evaluator.control].name,
+        "method": method,
+        "N": n,
+        "N_requested": n_requested,
+        "seed": seed,
+        "arm": evaluator.target_name,
+        "control_arm": None if evaluator.control is None else evaluator.scenario.arms[evaluator.control].name,
         "grid_doses": scenario.dose_grid.values if scenario.dose_grid else None,
-        "parameters": [{"key": k, "low": lo, "high": hi, "scale": "log-uniform" if lg else "uniform",
-                        "unit": table[k]["unit"]} for k, lo, hi, lg in
-                       zip(space.names, space.lows, space.highs, space.log)],
-        "samples": int(analysis.samples.shape[0]), "model_runs": int(evaluator.counts.get("runs", 0)),
+        "parameters": [
+            {"key": k, "low": lo, "high": hi, "scale": "log-uniform" if lg else "uniform", "unit": table[k]["unit"]}
+            for k, lo, hi, lg in zip(space.names, space.lows, space.highs, space.log)
+        ],
+        "samples": int(analysis.samples.shape[0]),
+        "model_runs": int(evaluator.counts.get("runs", 0)),
         "failed_samples": int(analysis.failed.sum()),
-        "dropped_blocks": analysis.dropped, "blocks": analysis.blocks,
+        "dropped_blocks": analysis.dropped,
+        "blocks": analysis.blocks,
         "failure_policy": "failed samples have NaN outputs; whole Saltelli blocks / Morris trajectories "
-                          "containing one are dropped before analysis and counted here",
+        "containing one are dropped before analysis and counted here",
         "failures": analysis.messages[:100],
-        "engine": engine.describe(), "chunk_members": chunk_members, "wall_time_s": wall,
+        "engine": engine.describe(),
+        "chunk_members": chunk_members,
+        "wall_time_s": wall,
         "solver": {"backend": evaluator.backend, "rtol": scenario.solver.rtol, "atol": scenario.solver.atol},
     }
 
 
-def fit_record(scenario, problem, data_files: list, *, likelihood: str, normalise: str, level: float,
-               wall: float, command: list[str] | None = None) -> dict:
+def fit_record(
+    scenario,
+    problem,
+    data_files: list,
+    *,
+    likelihood: str,
+    normalise: str,
+    level: float,
+    wall: float,
+    command: list[str] | None = None,
+) -> dict:
     """Provenance of a fit: data files with hashes, likelihood, normalisation, level, solver."""
-    return {**header(scenario, command, packages=("numba",) if problem.backend == "numba" else ()),
-            "data_files": [file_record(p) for p in data_files],
-            "likelihood": likelihood, "normalise": normalise, "level": level,
-            "backend": problem.backend, "rtol": problem.scenario.solver.rtol, "wall_time_s": wall}
+    return {
+        **header(scenario, command, packages=("numba",) if problem.backend == "numba" else ()),
+        "data_files": [file_record(p) for p in data_files],
+        "likelihood": likelihood,
+        "normalise": normalise,
+        "level": level,
+        "backend": problem.backend,
+        "rtol": problem.scenario.solver.rtol,
+        "wall_time_s": wall,
+    }

@@ -100,15 +100,21 @@ class Model:
     once; :meth:`rhs` evaluates the whole batch with numpy.
     """
 
-    def __init__(self, populations: Iterable[PopulationSpec], media: Iterable[str],
-                 cargos: Iterable[str] = (), links: Iterable[tuple[str, str]] = (),
-                 cargo_records: Mapping[str, dict] | None = None):
+    def __init__(
+        self,
+        populations: Iterable[PopulationSpec],
+        media: Iterable[str],
+        cargos: Iterable[str] = (),
+        links: Iterable[tuple[str, str]] = (),
+        cargo_records: Mapping[str, dict] | None = None,
+    ):
         self.populations = tuple(populations)
         self.media = tuple(media)
         self.cargos = tuple(cargos)
         self.links = tuple(links)
-        self.cargo_records = dict(cargo_records) if cargo_records is not None else {
-            c: cat.cargo_catalogue()[c] for c in self.cargos}
+        self.cargo_records = (
+            dict(cargo_records) if cargo_records is not None else {c: cat.cargo_catalogue()[c] for c in self.cargos}
+        )
         self._check_names()
         self.target_records = self._targets()
         self.blocks = self._blocks()
@@ -147,8 +153,7 @@ class Model:
                 if bad:
                     raise ModelError(f"target {k!r} feeds unknown modifiers {sorted(bad)}")
         for k in used:
-            repression = sum(min(float(self.cargo_records[c].get("effects", {}).get(k, 0.0)), 0.0)
-                             for c in self.cargos)
+            repression = sum(min(float(self.cargo_records[c].get("effects", {}).get(k, 0.0)), 0.0) for c in self.cargos)
             if repression <= -1.0:
                 raise ModelError(f"cargo repression of target {k!r} sums to {repression} <= -1")
         return used
@@ -195,16 +200,31 @@ class Model:
                 self.parameters.append(self._parameter_info(name, key, table[key], context))
             for s in b.states:
                 claim(q(s.name), "state")
-                self.states.append(SymbolInfo(q(s.name), "state", s.unit, s.description, b.module,
-                                              scale=s.scale, initial=_expr.rename(_expr.parse(s.initial), q)))
+                self.states.append(
+                    SymbolInfo(
+                        q(s.name),
+                        "state",
+                        s.unit,
+                        s.description,
+                        b.module,
+                        scale=s.scale,
+                        initial=_expr.rename(_expr.parse(s.initial), q),
+                    )
+                )
             for d in b.derived:
                 claim(q(d.name), "derived")
-                self.derived.append(SymbolInfo(q(d.name), "derived", d.unit, d.description, b.module,
-                                               expr=_expr.rename(_expr.parse(d.expr), q)))
+                self.derived.append(
+                    SymbolInfo(
+                        q(d.name), "derived", d.unit, d.description, b.module, expr=_expr.rename(_expr.parse(d.expr), q)
+                    )
+                )
             for r in b.rules:
                 claim(q(r.name), "rule")
-                self.rules.append(SymbolInfo(q(r.name), "rule", r.unit, r.description, b.module,
-                                             expr=_expr.rename(_expr.parse(r.expr), q)))
+                self.rules.append(
+                    SymbolInfo(
+                        q(r.name), "rule", r.unit, r.description, b.module, expr=_expr.rename(_expr.parse(r.expr), q)
+                    )
+                )
             for rate in b.rates:
                 pending_rates.append((q(rate.state), _expr.rename(_expr.parse(rate.expr), q), b.module))
         state_names = {s.name for s in self.states}
@@ -258,8 +278,18 @@ class Model:
         if not source and not assumed:
             raise ModelError(f"parameter {key!r} has neither a source nor an assumed flag")
         low, high = (float(v) for v in row["range"])
-        return ParameterInfo(name, key, row["module"], str(row["unit"]), value, low, high,
-                             source or f"assumed: {row.get('reason', '')}", assumed, context)
+        return ParameterInfo(
+            name,
+            key,
+            row["module"],
+            str(row["unit"]),
+            value,
+            low,
+            high,
+            source or f"assumed: {row.get('reason', '')}",
+            assumed,
+            context,
+        )
 
     @staticmethod
     def _cargo_source(name: str, rec: dict) -> tuple[str, bool]:
@@ -324,12 +354,16 @@ class Model:
         lines += [f"    {r.name} = {_expr.to_numpy(r.expr)}" for r in self.rules]
         names = [d.name for d in self.derived] + [r.name for r in self.rules]
         lines.append("    n = y.shape[0]")
-        lines.append("    return np.stack([np.broadcast_to(np.asarray(v, dtype=float), (n,)) for v in ("
-                     + ", ".join(names) + (",)" if len(names) == 1 else ")") + "], axis=1)")
+        lines.append(
+            "    return np.stack([np.broadcast_to(np.asarray(v, dtype=float), (n,)) for v in ("
+            + ", ".join(names)
+            + (",)" if len(names) == 1 else ")")
+            + "], axis=1)"
+        )
         lines.append("def initial(p):")
         lines += [f"    {q.name} = p[:, {i}]" for i, q in enumerate(self.parameters)]
         lines += [f"    {d.name} = {_expr.to_numpy(d.expr)}" for d in self.derived]
-        lines.append("    y = np.zeros((p.shape[0], %d))" % len(self.states))
+        lines.append(f"    y = np.zeros((p.shape[0], {len(self.states)}))")
         for i, s in enumerate(self.states):
             lines.append(f"    y[:, {i}] = {_expr.to_numpy(s.initial)}")
         lines.append("    return y")
@@ -357,8 +391,7 @@ class Model:
         lines = [f"def {name}(y, p, dy):"]
         lines += [f"    {s.name} = y[{i}]" for i, s in enumerate(self.states) if s.name in needed]
         lines += [f"    {q.name} = p[{i}]" for i, q in enumerate(self.parameters) if q.name in needed]
-        lines += [f"    {d.name} = {_expr.to_scalar(d.expr)}" for d in self.derived + self.rules
-                  if d.name in needed]
+        lines += [f"    {d.name} = {_expr.to_scalar(d.expr)}" for d in self.derived + self.rules if d.name in needed]
         lines += [f"    dy[{i}] = {_expr.to_scalar(tree)}" for i, tree in enumerate(rates)]
         return "\n".join(lines) + "\n"
 
@@ -410,8 +443,9 @@ class Model:
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             return self._observe(y, p)
 
-    def evaluate_tree(self, tree: ast.expr, y: np.ndarray, p: np.ndarray,
-                      constants: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    def evaluate_tree(
+        self, tree: ast.expr, y: np.ndarray, p: np.ndarray, constants: Mapping[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         """Evaluate an expression of qualified model symbols (and bare-named ``constants``) for a batch.
 
         Used by events (:mod:`exosim.scenario.actions`): states and parameters are read

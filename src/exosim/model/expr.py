@@ -16,8 +16,20 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable
 
-__all__ = ["FUNCTIONS", "HILL_BODY", "ExpressionError", "parse", "names", "rename", "to_numpy",
-           "to_sbml_formula", "to_scalar", "hill_numpy", "hill_sbml_lambda", "hill_scalar_source"]
+__all__ = [
+    "FUNCTIONS",
+    "HILL_BODY",
+    "ExpressionError",
+    "parse",
+    "names",
+    "rename",
+    "to_numpy",
+    "to_sbml_formula",
+    "to_scalar",
+    "hill_numpy",
+    "hill_sbml_lambda",
+    "hill_scalar_source",
+]
 
 #: the Hill function x^n/(K^n + x^n) of max(x, 0) (docs/model.md section 2), declared once: the numpy
 #: implementation and the SBML function definition are both generated from this body
@@ -52,16 +64,18 @@ def parse(text: str) -> ast.expr:
     except SyntaxError as exc:
         raise ExpressionError(f"cannot parse expression {text!r}: {exc.msg}") from None
     for node in ast.walk(tree):
-        if isinstance(node, (ast.BinOp, ast.UnaryOp, ast.Name, ast.Load, ast.Constant,
-                             ast.Call)) or type(node) in _BINOPS or isinstance(node, (ast.USub, ast.UAdd)):
+        if (
+            isinstance(node, (ast.BinOp, ast.UnaryOp, ast.Name, ast.Load, ast.Constant, ast.Call))
+            or type(node) in _BINOPS
+            or isinstance(node, (ast.USub, ast.UAdd))
+        ):
             if isinstance(node, ast.Constant) and type(node.value) not in (int, float):
                 raise ExpressionError(f"only numeric constants allowed in {text!r}")
             if isinstance(node, ast.Call):
                 if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
                     raise ExpressionError(f"unknown function in {text!r}; allowed: {sorted(FUNCTIONS)}")
                 if len(node.args) != FUNCTIONS[node.func.id][0] or node.keywords:
-                    raise ExpressionError(f"{node.func.id}() takes {FUNCTIONS[node.func.id][0]} "
-                                          f"arguments in {text!r}")
+                    raise ExpressionError(f"{node.func.id}() takes {FUNCTIONS[node.func.id][0]} arguments in {text!r}")
             continue
         raise ExpressionError(f"unsupported syntax {type(node).__name__} in {text!r}")
     return tree
@@ -85,6 +99,7 @@ def rename(tree: ast.expr, mapping: Callable[[str], str]) -> ast.expr:
             return ast.copy_location(ast.Name(id=mapping(node.id), ctx=ast.Load()), node)
 
     import copy
+
     return _Renamer().visit(copy.deepcopy(tree))
 
 
@@ -139,6 +154,7 @@ def to_sbml_formula(tree: ast.expr, name: Callable[[str], str] = str) -> str:
 def hill_numpy():
     """numpy Hill function compiled from :data:`HILL_BODY`."""
     import numpy as np
+
     namespace: dict = {"np": np}
     exec(f"def _hill(x, K, n):\n    return {to_numpy(parse(HILL_BODY))}", namespace)  # noqa: S102 - from HILL_BODY
     return namespace["_hill"]

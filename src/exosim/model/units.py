@@ -23,8 +23,17 @@ import math
 import re
 from typing import NamedTuple
 
-__all__ = ["UNITS", "DIMENSIONAL", "parse_quantity", "QuantityError", "format_unit_choices", "unit_kinds",
-           "conversion_factor", "Quantity", "parse_parameter_value"]
+__all__ = [
+    "UNITS",
+    "DIMENSIONAL",
+    "parse_quantity",
+    "QuantityError",
+    "format_unit_choices",
+    "unit_kinds",
+    "conversion_factor",
+    "Quantity",
+    "parse_parameter_value",
+]
 
 
 class QuantityError(ValueError):
@@ -33,11 +42,20 @@ class QuantityError(ValueError):
 
 #: kind -> {unit spelling: factor to the base unit}; the first entry is the base unit.
 UNITS: dict[str, dict[str, float]] = {
-    "time": {"h": 1.0, "s": 1 / 3600, "min": 1 / 60, "hour": 1.0, "hours": 1.0,
-             "d": 24.0, "day": 24.0, "days": 24.0, "week": 168.0, "weeks": 168.0},
+    "time": {
+        "h": 1.0,
+        "s": 1 / 3600,
+        "min": 1 / 60,
+        "hour": 1.0,
+        "hours": 1.0,
+        "d": 24.0,
+        "day": 24.0,
+        "days": 24.0,
+        "week": 168.0,
+        "weeks": 168.0,
+    },
     "dose": {"Gy": 1.0, "cGy": 0.01, "mGy": 0.001},
-    "dose_rate": {"Gy/h": 1.0, "Gy/min": 60.0, "cGy/min": 0.6, "mGy/h": 0.001,
-                  "mGy/min": 0.06},
+    "dose_rate": {"Gy/h": 1.0, "Gy/min": 60.0, "cGy/min": 0.6, "mGy/h": 0.001, "mGy/min": 0.06},
     "volume": {"mL": 1.0, "L": 1000.0, "uL": 0.001, "µL": 0.001},
     "particles": {"particles": 1.0},
     "concentration": {"particles/mL": 1.0, "particles/L": 0.001, "particles/uL": 1000.0},
@@ -60,8 +78,10 @@ DIMENSIONAL = {"time", "dose", "dose_rate", "volume", "concentration"}
 
 
 def _missing_unit(value: object, kind: str, base: str) -> QuantityError:
-    return QuantityError(f"missing unit: expected a {kind.replace('_', ' ')} such as "
-                         f"'{value} {base}' (units: {format_unit_choices(kind)})")
+    return QuantityError(
+        f"missing unit: expected a {kind.replace('_', ' ')} such as "
+        f"'{value} {base}' (units: {format_unit_choices(kind)})"
+    )
 
 
 def parse_quantity(value: object, kind: str, *, allow_negative: bool = False) -> float:
@@ -98,8 +118,7 @@ def parse_quantity(value: object, kind: str, *, allow_negative: bool = False) ->
     elif isinstance(value, str):
         match = _QUANTITY.match(value)
         if not match:
-            raise QuantityError(
-                f"expected a {kind.replace('_', ' ')} such as '2 {base}', got {value!r}")
+            raise QuantityError(f"expected a {kind.replace('_', ' ')} such as '2 {base}', got {value!r}")
         number = float(match.group(1))
         unit = match.group(2)
         if unit == "":
@@ -110,11 +129,10 @@ def parse_quantity(value: object, kind: str, *, allow_negative: bool = False) ->
             factor = UNITS[kind][unit]
         else:
             raise QuantityError(
-                f"unit {unit!r} is not a {kind.replace('_', ' ')} unit; "
-                f"expected one of: {format_unit_choices(kind)}")
+                f"unit {unit!r} is not a {kind.replace('_', ' ')} unit; expected one of: {format_unit_choices(kind)}"
+            )
     else:
-        raise QuantityError(
-            f"expected a {kind.replace('_', ' ')} such as '2 {base}', got {type(value).__name__}")
+        raise QuantityError(f"expected a {kind.replace('_', ' ')} such as '2 {base}', got {type(value).__name__}")
     if not math.isfinite(number):
         raise QuantityError(f"expected a finite {kind.replace('_', ' ')}, got {value!r}")
     if number < 0 and not allow_negative:
@@ -129,9 +147,20 @@ COUNTS = {"particles", "particle", "copies", "copy", "sites", "site"}
 #: Base units are SBML's: second, gray, litre, item.  DSBs and lethal lesions are mean numbers
 #: per cell (Poisson means), hence dimensionless, which makes alpha (1/Gy), beta (1/Gy^2) and the
 #: argument of exp(-(L + A)) check out.
-SYMBOLS = {"h": ("second", 3600.0), "min": ("second", 60.0), "s": ("second", 1.0),
-           "Gy": ("gray", 1.0), "mL": ("litre", 1e-3), "L": ("litre", 1.0), "uL": ("litre", 1e-6),
-           "µL": ("litre", 1e-6), "cell": (None, 1.0), "cells": (None, 1.0), "DSB": (None, 1.0), "1": (None, 1.0)}
+SYMBOLS = {
+    "h": ("second", 3600.0),
+    "min": ("second", 60.0),
+    "s": ("second", 1.0),
+    "Gy": ("gray", 1.0),
+    "mL": ("litre", 1e-3),
+    "L": ("litre", 1.0),
+    "uL": ("litre", 1e-6),
+    "µL": ("litre", 1e-6),
+    "cell": (None, 1.0),
+    "cells": (None, 1.0),
+    "DSB": (None, 1.0),
+    "1": (None, 1.0),
+}
 
 
 def unit_kinds(text: str) -> tuple[dict[str, float], float]:
@@ -179,8 +208,9 @@ def unit_kinds(text: str) -> tuple[dict[str, float], float]:
             kind, mult = SYMBOLS[tok]
             out = ({kind: 1.0} if kind else {}, mult)
         else:
-            raise QuantityError(f"unit symbol {tok!r} in {text!r} is not known; known: "
-                                f"{', '.join(list(SYMBOLS) + sorted(COUNTS))}")
+            raise QuantityError(
+                f"unit symbol {tok!r} in {text!r} is not known; known: {', '.join(list(SYMBOLS) + sorted(COUNTS))}"
+            )
         if pos < len(tokens) and tokens[pos] == "^":
             try:
                 e = float(tokens[pos + 1])
@@ -201,7 +231,7 @@ def unit_kinds(text: str) -> tuple[dict[str, float], float]:
             sign = 1.0 if op == "*" else -1.0
             for k, v in k2.items():
                 kinds[k] = kinds.get(k, 0.0) + sign * v
-            mult *= m2 ** sign
+            mult *= m2**sign
         return {k: v for k, v in kinds.items() if v != 0}, mult
 
     result = expr()

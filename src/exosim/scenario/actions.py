@@ -32,8 +32,19 @@ from exosim.model.assemble import Model
 from exosim.model.declare import SEP
 from exosim.model.modules import ACUTE_DOSE
 
-__all__ = ["Assignment", "Action", "PROCESS_PARAMETER", "irradiation", "dose_rate_change", "transfer", "add",
-           "intervene", "treat", "change_medium", "medium_content"]
+__all__ = [
+    "Assignment",
+    "Action",
+    "PROCESS_PARAMETER",
+    "irradiation",
+    "dose_rate_change",
+    "transfer",
+    "add",
+    "intervene",
+    "treat",
+    "change_medium",
+    "medium_content",
+]
 
 #: intervention process -> factor parameter it lowers
 PROCESS_PARAMETER = {
@@ -90,8 +101,10 @@ class Action:
         if not rows.any():
             return
         old = y[rows].copy()
-        values = [model.evaluate_tree(a.expr, y[rows], p[rows], {k: v[rows] for k, v in self.constants.items()})
-                  for a in self.assignments]
+        values = [
+            model.evaluate_tree(a.expr, y[rows], p[rows], {k: v[rows] for k, v in self.constants.items()})
+            for a in self.assignments
+        ]
         for a, v in zip(self.assignments, values):
             kind = model.kinds[a.symbol]
             if kind == "state":
@@ -107,8 +120,10 @@ class Action:
         if not self.acts[member]:
             return []
         numbers = {k: float(v[member]) for k, v in self.constants.items()}
-        return [(a.symbol, _expr.to_sbml_formula(a.expr, lambda n: f"({numbers[n]!r})" if n in numbers else n))
-                for a in self.assignments]
+        return [
+            (a.symbol, _expr.to_sbml_formula(a.expr, lambda n: f"({numbers[n]!r})" if n in numbers else n))
+            for a in self.assignments
+        ]
 
 
 def medium_content(model: Model, medium: str) -> list[tuple[str, str | None, str]]:

@@ -21,20 +21,38 @@ import numpy as np
 from exosim.model import catalogue as cat
 from exosim.model.lq import dose_at_survival, lea_catcheside, lq_neg_log_survival, survival_at_dose
 
-__all__ = ["CONVENTIONS", "NORMALISATIONS", "SENSITIVITY_OUTPUTS", "control_arm", "dose_zero_member",
-           "reference_members", "normalise", "survival_rows", "summary_rows", "delivery_rows", "sample_outputs"]
+__all__ = [
+    "CONVENTIONS",
+    "NORMALISATIONS",
+    "SENSITIVITY_OUTPUTS",
+    "control_arm",
+    "dose_zero_member",
+    "reference_members",
+    "normalise",
+    "survival_rows",
+    "summary_rows",
+    "delivery_rows",
+    "sample_outputs",
+]
 
 #: the conventions above, as recorded in every run's provenance
 CONVENTIONS = (
     "sf: kinetic surviving fraction exp(-(L + A)) of the scored population (untreated cells without "
     "exosomes have SF = 1); sf_vs_untreated: divided by the control arm at grid dose 0 (shows bystander "
     "killing at 0 Gy); sf_within_arm: divided by the same arm at grid dose 0 (the assay convention); "
-    "dmf_at_sf0.1: D10(control) / D10(arm) on the within-arm curves (above 1 sensitised, below 1 protected)")
+    "dmf_at_sf0.1: D10(control) / D10(arm) on the within-arm curves (above 1 sensitised, below 1 protected)"
+)
 #: survival normalisations: relative to the control arm at dose 0, to the same arm at dose 0, or none
 NORMALISATIONS = ("control", "within_arm", "none")
 #: outputs of sensitivity analyses, per parameter sample, of the analysed arm
-SENSITIVITY_OUTPUTS = ("sf2", "dmf_at_sf0.1", "bystander_survival", "alpha_eff", "beta_eff",
-                       "delivered_copies_per_cell")
+SENSITIVITY_OUTPUTS = (
+    "sf2",
+    "dmf_at_sf0.1",
+    "bystander_survival",
+    "alpha_eff",
+    "beta_eff",
+    "delivered_copies_per_cell",
+)
 
 
 def control_arm(arms) -> int | None:
@@ -68,8 +86,7 @@ def reference_members(arm_index: np.ndarray, grid: np.ndarray, how: str, control
     return out
 
 
-def normalise(sf: np.ndarray, arm_index: np.ndarray, grid: np.ndarray, how: str,
-              control: int | None) -> np.ndarray:
+def normalise(sf: np.ndarray, arm_index: np.ndarray, grid: np.ndarray, how: str, control: int | None) -> np.ndarray:
     """Surviving fractions (..., N) relative to the reference of each member (see :data:`NORMALISATIONS`).
 
     ``control`` without a control arm (or without its dose-0 member) divides by 1:
@@ -112,14 +129,16 @@ def survival_rows(result) -> list[dict]:
             nls = lq_neg_log_survival(ref["alpha_eff"][i], ref["beta_eff"][i], d, n, g)
             row["sf_lq"] = float(sf0 * np.exp(-nls)) if i0 is not None else float(np.exp(-nls))
             row["lq_vs_kinetic_rel"] = row["sf_lq"] / sf - 1.0 if sf > 0 else np.nan
-        row.update({
-            "alpha_eff_per_Gy": ref["alpha_eff"][i],
-            "beta_eff_per_Gy2": ref["beta_eff"][i],
-            "repair_capacity": ref["repair_capacity"][i],
-            "misrepair_factor": ref["misrepair_factor"][i],
-            "apoptotic_propensity": ref["apoptotic_propensity"][i],
-            "bystander_dsb_per_h": ref["bystander_damage_drive"][i],
-        })
+        row.update(
+            {
+                "alpha_eff_per_Gy": ref["alpha_eff"][i],
+                "beta_eff_per_Gy2": ref["beta_eff"][i],
+                "repair_capacity": ref["repair_capacity"][i],
+                "misrepair_factor": ref["misrepair_factor"][i],
+                "apoptotic_propensity": ref["apoptotic_propensity"][i],
+                "bystander_dsb_per_h": ref["bystander_damage_drive"][i],
+            }
+        )
         for c in result.model.cargos:
             row[f"{c}_delivered_copies_per_cell"] = ref[f"{c}_delivered_at_scoring"][i]
         row["residual_dsb_at_scoring"] = ref["residual_dsb_at_scoring"][i]
@@ -144,10 +163,13 @@ def summary_rows(result, rows: list[dict] | None = None) -> list[dict]:
         doses = result.grid[sel]
         within = np.array([rows[i]["sf_within_arm"] for i in sel])
         i0 = dose_zero_member(result.arm_index, result.grid, a)
-        rec = {"arm": name, "control": ctrl == a,
-               "alpha_eff_per_Gy": rows[sel[0]]["alpha_eff_per_Gy"],
-               "beta_eff_per_Gy2": rows[sel[0]]["beta_eff_per_Gy2"],
-               "sf0_vs_untreated": rows[i0]["sf_vs_untreated"] if i0 is not None else np.nan}
+        rec = {
+            "arm": name,
+            "control": ctrl == a,
+            "alpha_eff_per_Gy": rows[sel[0]]["alpha_eff_per_Gy"],
+            "beta_eff_per_Gy2": rows[sel[0]]["beta_eff_per_Gy2"],
+            "sf0_vs_untreated": rows[i0]["sf_vs_untreated"] if i0 is not None else np.nan,
+        }
         if curve:
             rec["sf2_within_arm"] = survival_at_dose(doses, within, 2.0)
             d10[a] = dose_at_survival(doses, within, 0.1)
@@ -180,10 +202,17 @@ def delivery_rows(result) -> list[dict]:
             rec = result.model.cargo_records[c]
             needed = float(rec.get("half_effect_copies", default))
             copies = float(np.nanmax(result.reference[f"{c}_delivered_at_scoring"][sel]))
-            rows.append({"scenario": result.scenario.name, "arm": name, "cargo": c,
-                         "units": "abstract" if rec.get("kind") == "unspecified" else "copies",
-                         "delivered_copies_per_cell": copies, "copies_for_repression": needed,
-                         "fraction_of_needed": copies / needed})
+            rows.append(
+                {
+                    "scenario": result.scenario.name,
+                    "arm": name,
+                    "cargo": c,
+                    "units": "abstract" if rec.get("kind") == "unspecified" else "copies",
+                    "delivered_copies_per_cell": copies,
+                    "copies_for_repression": needed,
+                    "fraction_of_needed": copies / needed,
+                }
+            )
     return rows
 
 
@@ -200,8 +229,10 @@ def sample_outputs(result, m_samples: int, target: int, control: int | None):
     sf = result.surviving_fraction.reshape(m_samples, n_arms, n_grid)
     grid = result.grid[:n_grid]
     failed = result.status.reshape(m_samples, -1).max(axis=1) > 0
-    messages = ["; ".join(msg for msg in result.messages[s * n_arms * n_grid:(s + 1) * n_arms * n_grid] if msg)
-                for s in range(m_samples)]
+    messages = [
+        "; ".join(msg for msg in result.messages[s * n_arms * n_grid : (s + 1) * n_arms * n_grid] if msg)
+        for s in range(m_samples)
+    ]
     ref = {k: v.reshape(m_samples, n_arms, n_grid) for k, v in result.reference.items()}
     out = np.full((m_samples, len(SENSITIVITY_OUTPUTS)), np.nan)
     curve = bool(result.grid_event) and result.grid_event.get("scored", False)
@@ -219,8 +250,9 @@ def sample_outputs(result, m_samples: int, target: int, control: int | None):
         if curve and i0.size:
             out[s, 0] = survival_at_dose(grid, within[s, target], 2.0)
             if control is not None:
-                out[s, 1] = (dose_at_survival(grid, within[s, control], 0.1)
-                             / dose_at_survival(grid, within[s, target], 0.1))
+                out[s, 1] = dose_at_survival(grid, within[s, control], 0.1) / dose_at_survival(
+                    grid, within[s, target], 0.1
+                )
         out[s, 2] = arm[at] / sf[s, control][at] if control is not None else arm[at]
         out[s, 3] = ref["alpha_eff"][s, target, 0]
         out[s, 4] = ref["beta_eff"][s, target, 0]

@@ -102,9 +102,21 @@ class RunResult:
     timing: dict[str, Any]
 
     @classmethod
-    def collect(cls, compiled, y: np.ndarray, p: np.ndarray, reference, status: np.ndarray, messages: list[str],
-                times: np.ndarray, states: np.ndarray, obs: np.ndarray, ledger: dict, p_start: np.ndarray,
-                timing: dict) -> RunResult:
+    def collect(
+        cls,
+        compiled,
+        y: np.ndarray,
+        p: np.ndarray,
+        reference,
+        status: np.ndarray,
+        messages: list[str],
+        times: np.ndarray,
+        states: np.ndarray,
+        obs: np.ndarray,
+        ledger: dict,
+        p_start: np.ndarray,
+        timing: dict,
+    ) -> RunResult:
         """Assemble the result of a finished run (called by the runner)."""
         m = compiled.model
         score = compiled.score_event.score
@@ -113,7 +125,7 @@ class RunResult:
         sf = obs_final[:, m.observable_index[f"{prefix}surviving_fraction"]]
         ref_y, ref_p = reference if reference is not None else (y, p)
         ref_obs = m.observe(ref_y, ref_p)
-        ref = {n[len(prefix):]: ref_obs[:, i] for i, n in enumerate(m.observable_names) if n.startswith(prefix)}
+        ref = {n[len(prefix) :]: ref_obs[:, i] for i, n in enumerate(m.observable_names) if n.startswith(prefix)}
         for c in m.cargos:
             ref[f"{c}_delivered_at_scoring"] = y[:, m.state_index[f"{prefix}{c}_delivered"]]
         ref["residual_dsb_at_scoring"] = y[:, m.state_index[f"{prefix}dsb"]]
@@ -121,9 +133,25 @@ class RunResult:
             sf_other = obs_final[:, m.observable_index[f"{other}{SEP}surviving_fraction"]]
             ref[f"surviving_fraction{SEP}{other}"] = np.where(status == FAILED, np.nan, sf_other)
         sf = np.where(status == FAILED, np.nan, sf)
-        return cls(compiled.scenario, m, [a.name for a in compiled.arms], compiled.arm_index.copy(),
-                   compiled.grid.copy(), sf, status, messages, ref, y, times, states, obs, ledger, p_start,
-                   compiled.grid_event, timing)
+        return cls(
+            compiled.scenario,
+            m,
+            [a.name for a in compiled.arms],
+            compiled.arm_index.copy(),
+            compiled.grid.copy(),
+            sf,
+            status,
+            messages,
+            ref,
+            y,
+            times,
+            states,
+            obs,
+            ledger,
+            p_start,
+            compiled.grid_event,
+            timing,
+        )
 
     # ------------------------------------------------------------------ lookups
     @property
@@ -155,10 +183,16 @@ class RunResult:
             if not hit.size:
                 raise KeyError(f"dose {dose:g} Gy is not on the grid {sorted(set(grid.tolist()))}")
             i = int(rows[hit[0]])
-        return Member(i, self.arms[a], float(self.grid[i]), float(self.surviving_fraction[i]),
-                      "ok" if self.status[i] == 0 else "failed", self.messages[i],
-                      {public_name(q.name): float(self.parameters[i, j]) for j, q in enumerate(self.model.parameters)},
-                      {public_name(s.name): float(self.final_states[i, j]) for j, s in enumerate(self.model.states)})
+        return Member(
+            i,
+            self.arms[a],
+            float(self.grid[i]),
+            float(self.surviving_fraction[i]),
+            "ok" if self.status[i] == 0 else "failed",
+            self.messages[i],
+            {public_name(q.name): float(self.parameters[i, j]) for j, q in enumerate(self.model.parameters)},
+            {public_name(s.name): float(self.final_states[i, j]) for j, s in enumerate(self.model.states)},
+        )
 
     # ------------------------------------------------------------------ tables (plain)
     def survival_rows(self) -> list[dict]:
@@ -176,12 +210,21 @@ class RunResult:
         cols = []
         for pop in m.populations:
             ns = pop.name
-            for local in ["dsb", "secretion_drive", "bound_vesicles", "internalised_vesicles"] + \
-                         [f"{c}_cytosolic" for c in m.cargos] + [f"{c}_delivered" for c in m.cargos]:
+            for local in (
+                ["dsb", "secretion_drive", "bound_vesicles", "internalised_vesicles"]
+                + [f"{c}_cytosolic" for c in m.cargos]
+                + [f"{c}_delivered" for c in m.cargos]
+            ):
                 name = f"{ns}{SEP}{local}"
                 cols.append((name, units[name], "state", m.state_index[name]))
-            for local in ["release_flux", "repair_capacity", "misrepair_factor", "apoptotic_propensity",
-                          "bystander_damage_drive", "surviving_fraction"]:
+            for local in [
+                "release_flux",
+                "repair_capacity",
+                "misrepair_factor",
+                "apoptotic_propensity",
+                "bystander_damage_drive",
+                "surviving_fraction",
+            ]:
                 name = f"{ns}{SEP}{local}"
                 cols.append((name, units[name], "obs", m.observable_index[name]))
         for med in m.media:
@@ -211,18 +254,21 @@ class RunResult:
     def survival(self) -> pandas.DataFrame:
         """Per member (arm, grid dose): the columns of survival.csv."""
         import pandas as pd
+
         return pd.DataFrame(self.survival_rows())
 
     @property
     def summary(self) -> pandas.DataFrame:
         """Per arm: the columns of summary.csv (alpha_eff, beta_eff, SF2, D10, DMF, ...)."""
         import pandas as pd
+
         return pd.DataFrame(self.summary_rows())
 
     def timecourses(self, long: bool = True) -> pandas.DataFrame:
         """The recorded time courses: long (arm, grid_dose_Gy, time_h, variable, unit, value) or wide
         (the columns of timecourses.csv).  Empty if the run recorded none."""
         import pandas as pd
+
         header, block, arms = self.timecourse_block()
         wide = pd.DataFrame(block, columns=header[1:])
         wide.insert(0, "arm", arms)
@@ -230,13 +276,15 @@ class RunResult:
             return wide
         cols = self.timecourse_columns()
         out = wide.rename(columns={f"{n} [{u}]": n for n, u, _, _ in cols}).melt(
-            id_vars=["arm", "grid_dose_Gy", "time_h"], var_name="variable", value_name="value")
+            id_vars=["arm", "grid_dose_Gy", "time_h"], var_name="variable", value_name="value"
+        )
         out.insert(4, "unit", out["variable"].map({n: u for n, u, _, _ in cols}))
         return out
 
     def to_xarray(self) -> xarray.Dataset:
         """The (arm, dose, time) cube of every state and rule, one data variable each (with its unit)."""
         import xarray as xr
+
         m = self.model
         n_arms, n_t = len(self.arms), self.states.shape[1]
         n_grid = self.arm_index.size // n_arms
@@ -246,8 +294,7 @@ class RunResult:
         for src, names in ((self.states, m.state_names), (self.observables, m.observable_names)):
             for j, name in enumerate(names):
                 cube = src[:, :, j].reshape(n_arms, n_grid, n_t)
-                data[public_name(name)] = xr.DataArray(cube, dims=("arm", "dose", "time"),
-                                                       attrs={"unit": units[name]})
+                data[public_name(name)] = xr.DataArray(cube, dims=("arm", "dose", "time"), attrs={"unit": units[name]})
         ds = xr.Dataset(data, coords={"arm": self.arms, "dose": doses, "time": self.times[:n_t]})
         ds["dose"].attrs["unit"] = "Gy"
         ds["time"].attrs["unit"] = "h"

@@ -50,8 +50,9 @@ class CompiledScenario:
         self.cargo_records = records
         pops = [PopulationSpec(n, p.medium, p.cell_line, tuple(p.packages)) for n, p in sc.populations.items()]
         try:
-            self.model = Model(pops, list(sc.media), list(sc.cargo),
-                               [(lk.source, lk.target) for lk in sc.links], cargo_records=records)
+            self.model = Model(
+                pops, list(sc.media), list(sc.cargo), [(lk.source, lk.target) for lk in sc.links], cargo_records=records
+            )
         except ModelError as exc:
             raise ScenarioError(sc.source, "cargo", str(exc)) from None
         self.arms: list[Arm] = list(sc.arms) or [Arm(name=sc.name)]
@@ -95,7 +96,7 @@ class CompiledScenario:
         for a, arm in enumerate(self.arms):
             rows = self.arm_index == a
             for k, v in sorted(arm.parameters.items(), key=lambda kv: "." in kv[0]):
-                ns, key = (k.split(".", 1) if "." in k else (None, k))
+                ns, key = k.split(".", 1) if "." in k else (None, k)
                 p[np.ix_(rows, self.instances(key, ns))] = v.value
         return p
 
@@ -152,8 +153,7 @@ class CompiledScenario:
         n = act.fractions
         per_fraction = dose / n
         if act.days_per_week:
-            offsets = [((k // act.days_per_week) * 7 * 24.0 + (k % act.days_per_week) * act.interval)
-                       for k in range(n)]
+            offsets = [((k // act.days_per_week) * 7 * 24.0 + (k % act.days_per_week) * act.interval) for k in range(n)]
         else:
             offsets = [k * act.interval for k in range(n)]
         pop = act.population
@@ -162,8 +162,15 @@ class CompiledScenario:
             t = ev.at + off
             record = act.dose == "grid" and k == 0 and pop == scored
             if act.dose_rate is None:
-                add(t, "irradiate", path, ev_types.irradiation(self.model, pop), per_fraction > 0,
-                    {"D": per_fraction}, record)
+                add(
+                    t,
+                    "irradiate",
+                    path,
+                    ev_types.irradiation(self.model, pop),
+                    per_fraction > 0,
+                    {"D": per_fraction},
+                    record,
+                )
             else:
                 rate = act.dose_rate
                 on = np.where(per_fraction > 0, rate, 0.0)
@@ -171,13 +178,25 @@ class CompiledScenario:
                 duration = per_fraction / rate
                 for dur in np.unique(duration[per_fraction > 0]):
                     off_rate = np.where((duration == dur) & (per_fraction > 0), -rate, 0.0)
-                    add(t + float(dur), "irradiate", path, ev_types.dose_rate_change(pop), off_rate != 0,
-                        {"delta": off_rate})
+                    add(
+                        t + float(dur),
+                        "irradiate",
+                        path,
+                        ev_types.dose_rate_change(pop),
+                        off_rate != 0,
+                        {"delta": off_rate},
+                    )
         return {"population": pop, "fractions": n, "dose_rate": act.dose_rate, "scored": pop == scored}
 
     # ------------------------------------------------------------- running
-    def run(self, *, time_courses: bool = True, parameters: np.ndarray | None = None,
-            record_times: np.ndarray | None = None, solver: str | Solver | None = None) -> RunResult:
+    def run(
+        self,
+        *,
+        time_courses: bool = True,
+        parameters: np.ndarray | None = None,
+        record_times: np.ndarray | None = None,
+        solver: str | Solver | None = None,
+    ) -> RunResult:
         """Integrate all members through the timeline.
 
         Parameters
@@ -237,17 +256,20 @@ class CompiledScenario:
         for t_next in event_times:
             if t_next > t:
                 sel = (times > t) & (times <= t_next) if time_courses else np.zeros(times.size, bool)
-                sol = integrator.integrate(m, t, t_next, y, p, atol_scale=scale, options=options,
-                                           t_eval=times[sel], h0=h)
+                sol = integrator.integrate(
+                    m, t, t_next, y, p, atol_scale=scale, options=options, t_eval=times[sel], h0=h
+                )
                 h = sol.h_last
                 for key, value in sol.stats.items():
                     counters[key] = counters.get(key, 0) + value
                 for i in np.flatnonzero((sol.status == FAILED) & (status != FAILED)):
                     status[i] = FAILED
                     grid = "" if np.isnan(self.grid[i]) else f", grid dose {self.grid[i]:g} Gy"
-                    messages[i] = (f"scenario {sc.name!r}, arm {self.arms[self.arm_index[i]].name!r}, "
-                                   f"member {i}{grid}: solver failed at t = {sol.t_failed[i]:.6g} h: "
-                                   f"{sol.message[i]}")
+                    messages[i] = (
+                        f"scenario {sc.name!r}, arm {self.arms[self.arm_index[i]].name!r}, "
+                        f"member {i}{grid}: solver failed at t = {sol.t_failed[i]:.6g} h: "
+                        f"{sol.message[i]}"
+                    )
                 y = sol.y
                 if sel.any():
                     idx = np.flatnonzero(sel)
@@ -263,8 +285,7 @@ class CompiledScenario:
                 ai += 1
         counters.pop("failures", None)
         timing = {"seconds": _time.perf_counter() - start, "backend": integrator.name, **counters}
-        return RunResult.collect(self, y, p, reference, status, messages, times, states, obs, ledger, p_start,
-                                 timing)
+        return RunResult.collect(self, y, p, reference, status, messages, times, states, obs, ledger, p_start, timing)
 
 
 def compile_scenario(scenario: Scenario) -> CompiledScenario:

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
-                      field_validator, model_validator)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from exosim.model import catalogue as cat
 from exosim.model.units import Quantity, QuantityError, parse_parameter_value, parse_quantity
@@ -43,6 +42,7 @@ def _quantity(kind: str, allow_negative: bool = False):
             return parse_quantity(v, kind, allow_negative=allow_negative)
         except QuantityError as exc:
             raise ValueError(str(exc)) from None
+
     return BeforeValidator(convert)
 
 
@@ -109,6 +109,7 @@ class DoseGrid(_Strict):
     @classmethod
     def _check(cls, v: list[float]) -> list[float]:
         import math
+
         if not v:
             raise ValueError("expected at least one dose; the dose grid is empty")
         for x in v:
@@ -121,7 +122,7 @@ class DoseGrid(_Strict):
         return [parse_quantity(f"{x} {self.unit}", "dose") for x in self.values]
 
 
-DoseValue = Union[float, str]
+DoseValue = float | str
 
 
 class Irradiate(_Strict):
@@ -166,7 +167,7 @@ class Add(_Strict):
     cargo: dict[Name, Annotated[float, _quantity("copies_per_particle")]] = {}
 
     @model_validator(mode="after")
-    def _one_amount(self) -> "Add":
+    def _one_amount(self) -> Add:
         if (self.particles is None) == (self.concentration is None):
             raise ValueError("give exactly one of 'particles' or 'concentration'")
         return self
@@ -201,8 +202,14 @@ class Score(_Strict):
 
 
 ACTIONS: dict[str, type[_Strict]] = {
-    "irradiate": Irradiate, "transfer": Transfer, "harvest": Transfer, "add": Add,
-    "intervene": Intervene, "treat": Treat, "change_medium": ChangeMedium, "score": Score,
+    "irradiate": Irradiate,
+    "transfer": Transfer,
+    "harvest": Transfer,
+    "add": Add,
+    "intervene": Intervene,
+    "treat": Treat,
+    "change_medium": ChangeMedium,
+    "score": Score,
 }
 
 
@@ -221,7 +228,7 @@ class Event(_Strict):
     score: Score | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "Event":
+    def _exactly_one(self) -> Event:
         given = [k for k in ACTIONS if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"expected exactly one action of {sorted(ACTIONS)}, got {given or 'none'}")
@@ -323,9 +330,10 @@ class Scenario(_Strict):
         """Run every arm and dose as one batch; see :func:`exosim.scenario.runner.run`
         (``time_courses``, ``solver``).  Returns a :class:`~exosim.scenario.result.RunResult`."""
         from exosim.scenario.runner import run
+
         return run(self, **options)
 
-    def subset(self, **update) -> "Scenario":
+    def subset(self, **update) -> Scenario:
         """A copy with some arms, grid doses or settings changed that keeps the timeline start,
         so that every kept member is simulated exactly as in the whole scenario."""
         return self.model_copy(update={"start": self.timeline_start, **update})
@@ -389,7 +397,8 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
             continue
         if isinstance(node, type) and issubclass(node, BaseModel):
             field = node.model_fields.get(part) or next(
-                (f for f in node.model_fields.values() if f.alias == part), None)
+                (f for f in node.model_fields.values() if f.alias == part), None
+            )
             if field is None:
                 return None
             node = _unwrap(field.annotation)
@@ -422,8 +431,11 @@ def _first_error(exc: ValidationError, source: str) -> ScenarioError:
     kind = err["type"]
     if kind == "extra_forbidden":
         parent = _model_at(loc[:-1])
-        valid = sorted({f.alias or n for n, f in parent.model_fields.items()
-                        if n not in ("source", "sha256")}) if parent else []
+        valid = (
+            sorted({f.alias or n for n, f in parent.model_fields.items() if n not in ("source", "sha256")})
+            if parent
+            else []
+        )
         near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
         return ScenarioError(source, path, f"unknown key {loc[-1]!r}{hint} Valid keys here: {', '.join(valid)}")
@@ -452,19 +464,23 @@ def _check_consistency(sc: Scenario) -> None:
     overlap = set(media) & set(pops)
     if overlap:
         raise err("populations", f"names used for both a medium and a population: {sorted(overlap)}")
-    for c, override in sc.cargo.items():
+    for c in sc.cargo:
         if c not in catalogue:
             raise err(f"cargo.{c}", f"unknown cargo {c!r}" + _suggest(c, list(catalogue)))
     for name, pop in sc.populations.items():
         if pop.cell_line not in lines:
-            raise err(f"populations.{name}.cell_line", f"unknown cell line {pop.cell_line!r}"
-                      + _suggest(pop.cell_line, list(lines)))
+            raise err(
+                f"populations.{name}.cell_line",
+                f"unknown cell line {pop.cell_line!r}" + _suggest(pop.cell_line, list(lines)),
+            )
         if pop.medium not in sc.media:
             raise err(f"populations.{name}.medium", f"unknown medium {pop.medium!r}" + _suggest(pop.medium, media))
         for i, c in enumerate(pop.packages):
             if c not in sc.cargo:
-                raise err(f"populations.{name}.packages[{i}]",
-                          f"cargo {c!r} is not listed under the scenario's 'cargo'" + _suggest(c, list(sc.cargo)))
+                raise err(
+                    f"populations.{name}.packages[{i}]",
+                    f"cargo {c!r} is not listed under the scenario's 'cargo'" + _suggest(c, list(sc.cargo)),
+                )
     for i, link in enumerate(sc.links):
         for key, m in (("from", link.source), ("to", link.target)):
             if m not in sc.media:
@@ -484,8 +500,10 @@ def _check_consistency(sc: Scenario) -> None:
         if kind == "score":
             for j, other in enumerate(act.also):
                 if other not in sc.populations or other == act.population:
-                    raise err(f"{p}.also[{j}]", f"expected another population of this scenario "
-                                                      f"({', '.join(sc.populations)}), got {other!r}")
+                    raise err(
+                        f"{p}.also[{j}]",
+                        f"expected another population of this scenario ({', '.join(sc.populations)}), got {other!r}",
+                    )
         if kind in ("irradiate", "intervene", "score") and act.population not in sc.populations:
             raise err(f"{p}.population", f"unknown population {act.population!r}" + _suggest(act.population, pops))
         if kind in ("add", "treat", "change_medium") and act.medium not in sc.media:
@@ -499,13 +517,17 @@ def _check_consistency(sc: Scenario) -> None:
         if kind == "add":
             for c in act.cargo:
                 if c not in sc.cargo:
-                    raise err(f"{p}.cargo.{c}", f"cargo {c!r} is not listed under the scenario's 'cargo'"
-                              + _suggest(c, list(sc.cargo)))
+                    raise err(
+                        f"{p}.cargo.{c}",
+                        f"cargo {c!r} is not listed under the scenario's 'cargo'" + _suggest(c, list(sc.cargo)),
+                    )
         if kind == "intervene" and act.agent not in cat.agents():
             raise err(f"{p}.agent", f"unknown agent {act.agent!r}" + _suggest(act.agent, list(cat.agents())))
         if kind == "treat" and act.treatment not in cat.treatments():
-            raise err(f"{p}.treatment", f"unknown treatment {act.treatment!r}"
-                      + _suggest(act.treatment, list(cat.treatments())))
+            raise err(
+                f"{p}.treatment",
+                f"unknown treatment {act.treatment!r}" + _suggest(act.treatment, list(cat.treatments())),
+            )
         if kind == "irradiate":
             if act.dose == "grid":
                 grid_uses.append(p)
@@ -526,10 +548,14 @@ def _check_consistency(sc: Scenario) -> None:
     for name, path in sorted(variables_needed):
         arms = sc.arms or []
         if name not in sc.variables and not (arms and all(name in a.variables for a in arms)):
-            raise err(path, f"variable {name!r} is not defined under 'variables' (or in every arm)"
-                      + _suggest(name, list(sc.variables)))
-    for scope, variables in [("variables", sc.variables)] + [(f"arms[{i}].variables", a.variables)
-                                                              for i, a in enumerate(sc.arms)]:
+            raise err(
+                path,
+                f"variable {name!r} is not defined under 'variables' (or in every arm)"
+                + _suggest(name, list(sc.variables)),
+            )
+    for scope, variables in [("variables", sc.variables)] + [
+        (f"arms[{i}].variables", a.variables) for i, a in enumerate(sc.arms)
+    ]:
         for k, v in variables.items():
             if isinstance(v, str) and v.startswith("$"):
                 raise err(f"{scope}.{k}", "a variable cannot refer to another variable")
@@ -548,8 +574,9 @@ def _check_consistency(sc: Scenario) -> None:
         if ev.at > t_score:
             raise err(f"{path}.at", f"event at {ev.at:g} h comes after the score at {t_score:g} h")
         if sc.start is not None and ev.at < sc.start:
-            raise err(f"{path}.at", f"event at {ev.at:g} h comes before the start of the simulation "
-                                    f"(start: {sc.start:g} h)")
+            raise err(
+                f"{path}.at", f"event at {ev.at:g} h comes before the start of the simulation (start: {sc.start:g} h)"
+            )
     # a harvest must follow an irradiation of a population living in the harvested medium
     for path, ev in all_events:
         if ev.kind != "transfer":
@@ -557,8 +584,11 @@ def _check_consistency(sc: Scenario) -> None:
         donors = [n for n, pop in sc.populations.items() if pop.medium == ev.action.source]
         irr = [e.at for _, e in all_events if e.kind == "irradiate" and e.action.population in donors]
         if irr and ev.at < min(irr):
-            raise err(f"{path}.at", f"harvest from {ev.action.source!r} at {ev.at:g} h is scheduled before the "
-                                    f"irradiation of its cells at {min(irr):g} h")
+            raise err(
+                f"{path}.at",
+                f"harvest from {ev.action.source!r} at {ev.at:g} h is scheduled before the "
+                f"irradiation of its cells at {min(irr):g} h",
+            )
 
 
 def _check_parameters(sc: Scenario, err) -> None:
@@ -604,8 +634,10 @@ def _check_parameters(sc: Scenario, err) -> None:
             base = k.split(".", 1)[-1]
             ns = k.split(".", 1)[0] if "." in k else None
             if ns is not None and ns not in sc.populations and ns not in sc.media:
-                raise err(f"arms[{a}].parameters.{k}", f"unknown population or medium {ns!r}"
-                          + _suggest(ns, list(sc.populations) + list(sc.media)))
+                raise err(
+                    f"arms[{a}].parameters.{k}",
+                    f"unknown population or medium {ns!r}" + _suggest(ns, list(sc.populations) + list(sc.media)),
+                )
             if base not in table:
                 raise err(f"arms[{a}].parameters.{k}", f"unknown parameter {base!r}" + _suggest(base, keys))
             check_value(f"arms[{a}].parameters.{k}", base, v)
@@ -637,11 +669,15 @@ def with_parameters(sc: Scenario, parameters: dict[str, Any]) -> Scenario:
         elif ns in meds:
             meds[ns][key] = q
         else:
-            raise ScenarioError(sc.source, path, f"unknown population or medium {ns!r}"
-                                + _suggest(ns, list(pops) + list(meds)))
-    out = sc.model_copy(update={
-        "parameters": top,
-        "populations": {n: p.model_copy(update={"parameters": pops[n]}) for n, p in sc.populations.items()},
-        "media": {n: m.model_copy(update={"parameters": meds[n]}) for n, m in sc.media.items()}})
+            raise ScenarioError(
+                sc.source, path, f"unknown population or medium {ns!r}" + _suggest(ns, list(pops) + list(meds))
+            )
+    out = sc.model_copy(
+        update={
+            "parameters": top,
+            "populations": {n: p.model_copy(update={"parameters": pops[n]}) for n, p in sc.populations.items()},
+            "media": {n: m.model_copy(update={"parameters": meds[n]}) for n, m in sc.media.items()},
+        }
+    )
     _check_parameters(out, lambda path, msg: ScenarioError(sc.source, path, msg))
     return out

@@ -18,8 +18,22 @@ from collections.abc import Callable
 
 import numpy as np
 
-from exosim.simulate.solver import (A, B, C, E, EXPONENT, FAILED, FIRST_STEP_FRACTION, MAX_FACTOR, MESSAGES,
-                                    MIN_FACTOR, REJECT_MIN_FACTOR, SAFETY, SegmentResult, SolverOptions)
+from exosim.simulate.solver import (
+    EXPONENT,
+    FAILED,
+    FIRST_STEP_FRACTION,
+    MAX_FACTOR,
+    MESSAGES,
+    MIN_FACTOR,
+    REJECT_MIN_FACTOR,
+    SAFETY,
+    A,
+    B,
+    C,
+    E,
+    SegmentResult,
+    SolverOptions,
+)
 
 __all__ = ["integrate", "NumpyDopri5"]
 
@@ -30,16 +44,25 @@ class NumpyDopri5:
 
     name = "numpy"
 
-    def integrate(self, model, t0, t1, y0, p, *, atol_scale=None, options=SolverOptions(), t_eval=None,
-                  h0=None) -> SegmentResult:
+    def integrate(
+        self, model, t0, t1, y0, p, *, atol_scale=None, options=SolverOptions(), t_eval=None, h0=None
+    ) -> SegmentResult:
         """Integrate one segment of ``model``'s batch; see :func:`integrate`."""
         return integrate(model.rhs, t0, t1, y0, p, atol_scale=atol_scale, options=options, t_eval=t_eval, h0=h0)
 
 
-def integrate(fun: Callable[[float, np.ndarray, np.ndarray], np.ndarray], t0: float, t1: float,
-              y0: np.ndarray, p: np.ndarray, *, atol_scale: np.ndarray | None = None,
-              options: SolverOptions = SolverOptions(), t_eval: np.ndarray | None = None,
-              h0: float | None = None) -> SegmentResult:
+def integrate(
+    fun: Callable[[float, np.ndarray, np.ndarray], np.ndarray],
+    t0: float,
+    t1: float,
+    y0: np.ndarray,
+    p: np.ndarray,
+    *,
+    atol_scale: np.ndarray | None = None,
+    options: SolverOptions = SolverOptions(),
+    t_eval: np.ndarray | None = None,
+    h0: float | None = None,
+) -> SegmentResult:
     """Integrate ``dy/dt = fun(t, y, p)`` for a batch from ``t0`` to ``t1``.
 
     Parameters
@@ -139,7 +162,7 @@ def integrate(fun: Callable[[float, np.ndarray, np.ndarray], np.ndarray], t0: fl
             if landing and t_stop < t1:
                 ys[active, k_eval] = y
                 k_eval += 1
-            factor = MAX_FACTOR if err_max == 0 else min(MAX_FACTOR, max(MIN_FACTOR, SAFETY * err_max ** EXPONENT))
+            factor = MAX_FACTOR if err_max == 0 else min(MAX_FACTOR, max(MIN_FACTOR, SAFETY * err_max**EXPONENT))
             if not landing or h_try >= h:
                 h = h_try * factor
         else:
@@ -149,8 +172,11 @@ def integrate(fun: Callable[[float, np.ndarray, np.ndarray], np.ndarray], t0: fl
                 fail(worst, t, MESSAGES["min_step"].format(min_step=options.min_step))
                 h = max(h, FIRST_STEP_FRACTION * span)
                 continue
-            h = (h_try * max(REJECT_MIN_FACTOR, SAFETY * err_max ** EXPONENT) if np.isfinite(err_max)
-                 else h_try * REJECT_MIN_FACTOR)
+            h = (
+                h_try * max(REJECT_MIN_FACTOR, SAFETY * err_max**EXPONENT)
+                if np.isfinite(err_max)
+                else h_try * REJECT_MIN_FACTOR
+            )
             h = max(h, options.min_step)
     while k_eval < t_eval.size and t_eval[k_eval] <= t1:
         ys[active, k_eval] = y
@@ -160,5 +186,9 @@ def integrate(fun: Callable[[float, np.ndarray, np.ndarray], np.ndarray], t0: fl
 
 
 def _stats(steps: int, rejected: int, rhs: int, status: np.ndarray) -> dict:
-    return {"steps": int(steps), "rejected": int(rejected), "rhs_evaluations": int(rhs),
-            "failures": int(np.sum(status == FAILED))}
+    return {
+        "steps": int(steps),
+        "rejected": int(rejected),
+        "rhs_evaluations": int(rhs),
+        "failures": int(np.sum(status == FAILED)),
+    }

@@ -29,8 +29,16 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Solver", "SolverOptions", "SegmentResult", "FAILED", "get_solver", "resolve_backend", "BACKENDS",
-           "numba_available"]
+__all__ = [
+    "Solver",
+    "SolverOptions",
+    "SegmentResult",
+    "FAILED",
+    "get_solver",
+    "resolve_backend",
+    "BACKENDS",
+    "numba_available",
+]
 
 #: status of a member whose integration failed
 FAILED = 1
@@ -38,16 +46,18 @@ FAILED = 1
 # Dormand-Prince 5(4) tableau: nodes C, stage matrix A, 5th-order weights B, error weights E
 C = np.array([0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0])
 A = np.zeros((7, 7))
-for _i, _row in enumerate([
-    [],
-    [1 / 5],
-    [3 / 40, 9 / 40],
-    [44 / 45, -56 / 15, 32 / 9],
-    [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729],
-    [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656],
-    [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84],
-]):
-    A[_i, :len(_row)] = _row
+for _i, _row in enumerate(
+    [
+        [],
+        [1 / 5],
+        [3 / 40, 9 / 40],
+        [44 / 45, -56 / 15, 32 / 9],
+        [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729],
+        [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656],
+        [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84],
+    ]
+):
+    A[_i, : len(_row)] = _row
 B = np.array([35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0])
 E = np.array([71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40])
 
@@ -127,9 +137,19 @@ class Solver(Protocol):
 
     name: str
 
-    def integrate(self, model, t0: float, t1: float, y0: np.ndarray, p: np.ndarray, *,
-                  atol_scale: np.ndarray | None = None, options: SolverOptions = SolverOptions(),
-                  t_eval: np.ndarray | None = None, h0=None) -> SegmentResult:
+    def integrate(
+        self,
+        model,
+        t0: float,
+        t1: float,
+        y0: np.ndarray,
+        p: np.ndarray,
+        *,
+        atol_scale: np.ndarray | None = None,
+        options: SolverOptions = SolverOptions(),
+        t_eval: np.ndarray | None = None,
+        h0=None,
+    ) -> SegmentResult:
         """Integrate one segment of a batch."""
         ...
 
@@ -163,6 +183,8 @@ def get_solver(solver: str | Solver) -> Solver:
     name = resolve_backend(solver)
     if name == "numba":
         from exosim.simulate.dopri5_numba import NumbaDopri5
+
         return NumbaDopri5()
     from exosim.simulate.dopri5 import NumpyDopri5
+
     return NumpyDopri5()

@@ -6,8 +6,8 @@ A leaf module (it imports nothing from exosim), so any stage can use it.
 from __future__ import annotations
 
 import os
-import tempfile
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path

@@ -14,5 +14,13 @@ from exosim.analysis.fit.optimise import fit
 from exosim.analysis.fit.problem import FitProblem, calibration_problem
 from exosim.analysis.fit.result import FitResult
 
-__all__ = ["FitError", "Observations", "read_observations", "default_likelihood", "FitProblem",
-           "calibration_problem", "FitResult", "fit"]
+__all__ = [
+    "FitError",
+    "Observations",
+    "read_observations",
+    "default_likelihood",
+    "FitProblem",
+    "calibration_problem",
+    "FitResult",
+    "fit",
+]

@@ -90,9 +90,11 @@ def read_observations(path, scenario) -> Observations:
     elif {"time", "observable", "value", "sd"} <= cols:
         kind, ycol, wcol = "timecourse", "value", "sd"
     else:
-        raise FitError(f"{path}: columns {header}: expected 'dose' with either 'survival' and 'sd' "
-                       f"or 'colonies' and 'seeded' (and optionally 'arm'), or a time course: "
-                       f"'time', 'observable', 'value', 'sd' (and optionally 'arm', 'dose', 'unit')")
+        raise FitError(
+            f"{path}: columns {header}: expected 'dose' with either 'survival' and 'sd' "
+            f"or 'colonies' and 'seeded' (and optionally 'arm'), or a time course: "
+            f"'time', 'observable', 'value', 'sd' (and optionally 'arm', 'dose', 'unit')"
+        )
     grid = scenario.dose_grid
     if kind != "timecourse":
         if "dose" not in cols:
@@ -119,15 +121,19 @@ def read_observations(path, scenario) -> Observations:
         a = row.get("arm") or default_arm
         if a not in arms:
             near = difflib.get_close_matches(a, arms, n=1)
-            raise fail("arm", f"no arm {a!r} in scenario {scenario.name!r}"
-                       + (f"; did you mean {near[0]!r}?" if near else f"; arms: {arms}"))
+            raise fail(
+                "arm",
+                f"no arm {a!r} in scenario {scenario.name!r}"
+                + (f"; did you mean {near[0]!r}?" if near else f"; arms: {arms}"),
+            )
         if grid is None:
             d = float("nan")
         else:
             d = number("dose") if (kind != "timecourse" or row.get("dose")) else lo
             if not lo <= d <= hi:
-                raise fail("dose", f"{d:g} {grid.unit} is outside the scenario's dose grid "
-                                   f"[{lo:g}, {hi:g}] {grid.unit}")
+                raise fail(
+                    "dose", f"{d:g} {grid.unit} is outside the scenario's dose grid [{lo:g}, {hi:g}] {grid.unit}"
+                )
             d *= unit
         yy, ww = number(ycol), number(wcol)
         if kind == "survival":
@@ -163,8 +169,10 @@ def read_observations(path, scenario) -> Observations:
         for label in obs.groups:
             units = {u for o, u in zip(obs.observable, obs.unit) if o == label}
             if len(units) > 1:
-                raise FitError(f"{path}: column 'unit': observable {label!r} is given both in relative and in "
-                               f"absolute units ({sorted(units)}); use one")
+                raise FitError(
+                    f"{path}: column 'unit': observable {label!r} is given both in relative and in "
+                    f"absolute units ({sorted(units)}); use one"
+                )
     return obs
 
 
@@ -201,8 +209,10 @@ def _time(text: str, window: tuple[float, float], fail) -> float:
     if not np.isfinite(t):
         raise fail("time", f"expected a finite time, got {text!r}")
     if not window[0] <= t <= window[1]:
-        raise fail("time", f"{t:g} h is outside the scenario's timeline [{window[0]:g}, {window[1]:g}] h "
-                           f"(first event to scoring)")
+        raise fail(
+            "time",
+            f"{t:g} h is outside the scenario's timeline [{window[0]:g}, {window[1]:g}] h (first event to scoring)",
+        )
     return t
 
 
@@ -223,9 +233,16 @@ def _observable(text: str, model, obs: Observations, fail) -> tuple[str, str]:
             terms.append(("obs", model.observable_index[q], units[q]))
         else:
             near = difflib.get_close_matches(p.replace(SEP, ".", 1), known, n=1)
-            raise fail("observable", f"no state or rule {p!r} in the model" +
-                       (f"; did you mean {near[0]!r}?" if near else " (write namespace.name, e.g. "
-                        "'recipients.internalised_vesicles' or 'donor_flask.vesicle_concentration')"))
+            raise fail(
+                "observable",
+                f"no state or rule {p!r} in the model"
+                + (
+                    f"; did you mean {near[0]!r}?"
+                    if near
+                    else " (write namespace.name, e.g. "
+                    "'recipients.internalised_vesicles' or 'donor_flask.vesicle_concentration')"
+                ),
+            )
     if len({t[2] for t in terms}) > 1:
         raise fail("observable", f"{label!r} adds quantities of different units {[t[2] for t in terms]}")
     obs.terms[label] = terms
@@ -239,11 +256,13 @@ def _unit_factor(data_unit: str, model_unit: str, label: str, fail) -> float:
     try:
         return conversion_factor(model_unit, data_unit)
     except QuantityError:
-        raise fail("unit", f"{data_unit!r} cannot be converted to {model_unit!r}, the unit of {label!r}; "
-                           f"give values in {model_unit!r} or 'relative' (one fitted scale factor)") from None
+        raise fail(
+            "unit",
+            f"{data_unit!r} cannot be converted to {model_unit!r}, the unit of {label!r}; "
+            f"give values in {model_unit!r} or 'relative' (one fitted scale factor)",
+        ) from None
 
 
 def default_likelihood(datasets: list[Observations]) -> str:
     """``auto``: quasi-Poisson when colony counts are fitted, else normal."""
     return "quasipoisson" if any(d.kind == "colonies" for d in datasets) else "normal"
-

@@ -86,4 +86,3 @@ def goodness_of_fit(problem, pred: np.ndarray, scales: dict) -> tuple[dict, floa
     if len(per_file) > 1:
         gof["files"] = per_file
     return gof, phi, nuisance
-

@@ -21,13 +21,15 @@ __all__ = ["fit", "minimise"]
 
 def _objective(problem: FitProblem, h: float = 1e-4):
     """f(x) and its central-difference gradient in log10 space, from one batch."""
+
     def fun(x):
         k = x.size
         xs = np.vstack([x] + [x + h * e for e in np.eye(k)] + [x - h * e for e in np.eye(k)])
-        vals = problem.nll(problem.predict(10.0 ** xs))
+        vals = problem.nll(problem.predict(10.0**xs))
         if not np.all(np.isfinite(vals)):
             return np.inf, np.zeros(k)
-        return vals[0], (vals[1:k + 1] - vals[k + 1:]) / (2 * h)
+        return vals[0], (vals[1 : k + 1] - vals[k + 1 :]) / (2 * h)
+
     return fun
 
 
@@ -41,8 +43,10 @@ def minimise(problem: FitProblem, x0: np.ndarray, free: np.ndarray, fixed: np.nd
         x[free] = z
         f, g = full(x)
         return f, g[free]
-    res = optimize.minimize(sub, x0[free], jac=True, method="L-BFGS-B",
-                            bounds=list(zip(lo[free], hi[free])), options={"maxiter": 200})
+
+    res = optimize.minimize(
+        sub, x0[free], jac=True, method="L-BFGS-B", bounds=list(zip(lo[free], hi[free])), options={"maxiter": 200}
+    )
     x = fixed.copy()
     x[free] = res.x
     return x, float(res.fun), res
@@ -56,16 +60,16 @@ def fit(problem: FitProblem, level: float = 0.95, points: int = 25) -> FitResult
     x0 = np.clip(np.log10(problem.nominal), lo, hi)
     # multi-start on a coarse batch first: the best of a few points seeds the optimiser
     starts = np.vstack([x0] + [lo + (hi - lo) * f for f in (0.2, 0.5, 0.8)])
-    vals = problem.nll(problem.predict(10.0 ** starts))
+    vals = problem.nll(problem.predict(10.0**starts))
     x0 = starts[int(np.nanargmin(vals))] if np.isfinite(vals).any() else x0
     x_hat, f_hat, res = minimise(problem, x0, np.ones(k, bool), x0.copy())
-    pred, scales = problem.evaluate(10.0 ** x_hat)
+    pred, scales = problem.evaluate(10.0**x_hat)
     gof, phi, nuisance = goodness_of_fit(problem, pred[0], scales)
     if phi > 1 and any(d.kind in GAUSSIAN for d in problem.datasets):
         # quasi-Poisson counts fitted with Gaussian data: re-weight the counts by 1/phi and refit
         problem.dispersion = phi
         x_hat, f_hat, res = minimise(problem, x_hat, np.ones(k, bool), x_hat.copy())
-        pred, scales = problem.evaluate(10.0 ** x_hat)
+        pred, scales = problem.evaluate(10.0**x_hat)
         gof, _, nuisance = goodness_of_fit(problem, pred[0], scales)
         gof["dispersion"] = phi
     problem.dispersion = phi
@@ -73,7 +77,20 @@ def fit(problem: FitProblem, level: float = 0.95, points: int = 25) -> FitResult
     f_hat = float(problem.nll(pred[None, :])[0])
     low, high, profiles, open_ends = profile_intervals(problem, x_hat, f_hat, minimise, level, points)
     pes = [v for n, v in nuisance.items() if n.startswith("plating_efficiency")]
-    return FitResult(problem.params, 10.0 ** x_hat, 10.0 ** low, 10.0 ** high, f_hat, phi, gof, pred,
-                     pes[0] if len(pes) == 1 else None, nuisance, profiles, problem.evaluations,
-                     bool(res.success), str(res.message), open_ends)
-
+    return FitResult(
+        problem.params,
+        10.0**x_hat,
+        10.0**low,
+        10.0**high,
+        f_hat,
+        phi,
+        gof,
+        pred,
+        pes[0] if len(pes) == 1 else None,
+        nuisance,
+        profiles,
+        problem.evaluations,
+        bool(res.success),
+        str(res.message),
+        open_ends,
+    )

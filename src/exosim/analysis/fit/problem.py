@@ -75,8 +75,10 @@ class FitProblem:
         counts = [d.source for d in self.datasets if d.kind == "colonies"]
         if (self.likelihood == "normal") == bool(counts):
             src = counts[0] if counts else self.datasets[0].source
-            raise FitError(f"{src}: likelihood {self.likelihood!r} does not fit {'colony' if counts else 'these'} "
-                           f"data (survival+sd and time courses: normal; colonies+seeded: poisson or quasipoisson)")
+            raise FitError(
+                f"{src}: likelihood {self.likelihood!r} does not fit {'colony' if counts else 'these'} "
+                f"data (survival+sd and time courses: normal; colonies+seeded: poisson or quasipoisson)"
+            )
         # members are independent: simulate only the arms and grid doses the data (and their
         # normalisation) refer to
         survival_like = bool(kinds - {"timecourse"})
@@ -100,11 +102,14 @@ class FitProblem:
         unknown = set(self.ranges) - set(self.params)
         if unknown:
             raise FitError(f"--range names {sorted(unknown)}, which are not fitted (--params {','.join(self.params)})")
-        self.bounds = [tuple(float(v) for v in self.ranges.get(n, table[n.split(".")[-1]]["range"]))
-                       for n in self.params]
+        self.bounds = [
+            tuple(float(v) for v in self.ranges.get(n, table[n.split(".")[-1]]["range"])) for n in self.params
+        ]
         for n, (lo, hi) in zip(self.params, self.bounds):
             if not 0 < lo < hi:
-                raise FitError(f"--params: {n!r} needs a positive range low < high for a log-scale fit, got [{lo}, {hi}]")
+                raise FitError(
+                    f"--params: {n!r} needs a positive range low < high for a log-scale fit, got [{lo}, {hi}]"
+                )
         self.nominal = self.batch.nominal
         self.n_members = probe.n_members
         arms = [a.name for a in self.scenario.arms] or [self.scenario.name]
@@ -122,8 +127,9 @@ class FitProblem:
         """Member (within one replicate) of each (arm, grid dose); NaN doses match the single member of an arm."""
         out = []
         for a, d in zip(arm, dose):
-            match = (self._member_arm == a) & (np.isnan(self._member_grid) if np.isnan(d)
-                                               else np.isclose(self._member_grid, d, rtol=0, atol=1e-12))
+            match = (self._member_arm == a) & (
+                np.isnan(self._member_grid) if np.isnan(d) else np.isclose(self._member_grid, d, rtol=0, atol=1e-12)
+            )
             out.append(int(np.flatnonzero(match)[0]))
         return np.array(out, dtype=int)
 
@@ -185,7 +191,7 @@ class FitProblem:
         for label in ds.groups:
             sel = np.array([o == label for o in ds.observable])
             m, y, w = model[:, sel], ds.y[sel], ds.w[sel]
-            num, den = np.sum(m * y / w ** 2, axis=1), np.sum(m ** 2 / w ** 2, axis=1)
+            num, den = np.sum(m * y / w**2, axis=1), np.sum(m**2 / w**2, axis=1)
             scales[label] = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
         return scales
 
@@ -224,12 +230,12 @@ class FitProblem:
         return negative_log_likelihood(self, pred)
 
 
-
 def calibration_problem(scenario) -> FitProblem:
     """The fit problem a scenario's ``calibration`` block declares (data paths relative to the file)."""
     spec = scenario.calibration
     files = [spec.data] if isinstance(spec.data, str) else list(spec.data)
     data = [read_observations(Path(scenario.source).parent / f, scenario) for f in files]
     likelihood = spec.likelihood if spec.likelihood != "auto" else default_likelihood(data)
-    return FitProblem(scenario, data, list(spec.params), likelihood=likelihood,
-                      normalise=spec.normalise, ranges=dict(spec.ranges))
+    return FitProblem(
+        scenario, data, list(spec.params), likelihood=likelihood, normalise=spec.normalise, ranges=dict(spec.ranges)
+    )

@@ -77,4 +77,3 @@ def crossing(grid: np.ndarray, stat: np.ndarray, x_hat: float, crit: float) -> t
         t = 1.0 if not np.isfinite(s1) else (crit - s0) / (s1 - s0)
         out.append(grid[j] + t * (grid[nxt] - grid[j]))
     return out[0], out[1]
-

@@ -30,4 +30,3 @@ class FitResult:
     #: per parameter: "", "low", "high" or "low, high" -- sides where the profile stays below the
     #: threshold up to the search range, so the interval ends at the range (not identifiable there)
     open_ends: list[str] = field(default_factory=list)
-

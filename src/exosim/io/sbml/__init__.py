@@ -40,8 +40,7 @@ from exosim.model.units import parse_quantity
 from exosim.scenario.runner import CompiledScenario, compile_scenario
 from exosim.scenario.schema import Scenario, ScenarioError, load_scenario
 
-__all__ = ["SBMLExportError", "export", "export_member", "select_member", "validate", "write_models",
-           "write_validated"]
+__all__ = ["SBMLExportError", "export", "export_member", "select_member", "validate", "write_models", "write_validated"]
 
 
 def select_member(compiled: CompiledScenario, *, arm: str | None = None, dose: float | None = None) -> int:
@@ -82,8 +81,13 @@ def select_member(compiled: CompiledScenario, *, arm: str | None = None, dose: f
     return int(rows[hit[0]])
 
 
-def export(scenario: Scenario | CompiledScenario | str | Path, *, arm: str | None = None,
-           dose: float | None = None, path: str | Path | None = None):
+def export(
+    scenario: Scenario | CompiledScenario | str | Path,
+    *,
+    arm: str | None = None,
+    dose: float | None = None,
+    path: str | Path | None = None,
+):
     """SBML document of one arm and grid dose of a scenario, optionally written to a file.
 
     The document is a flat SBML Level 3 Version 2 model of the scenario's model at the

@@ -89,8 +89,7 @@ def _sbo_for(key: str, unit: str) -> str:
 
 def _notes(q) -> str:
     """Notes of a model parameter: key, unit, range and source or assumption."""
-    return (f"{q.key}: {q.unit}, range [{q.low:g}, {q.high:g}]. "
-            f"{'Assumed. ' if q.assumed else ''}Source: {q.source}")
+    return f"{q.key}: {q.unit}, range [{q.low:g}, {q.high:g}]. {'Assumed. ' if q.assumed else ''}Source: {q.source}"
 
 
 @dataclass
@@ -140,8 +139,20 @@ def build_flat(model: Model, spec: FlatSpec):
     sbmlutils.factory.Model
         Turn it into a libsbml document with :func:`to_document`.
     """
-    from sbmlutils.factory import (AssignmentRule, Compartment, Event, Function, InitialAssignment,
-                                   Model as SbModel, ModelUnits, Parameter, RateRule, Species)
+    from sbmlutils.factory import (
+        AssignmentRule,
+        Compartment,
+        Event,
+        Function,
+        InitialAssignment,
+        ModelUnits,
+        Parameter,
+        RateRule,
+        Species,
+    )
+    from sbmlutils.factory import (
+        Model as SbModel,
+    )
 
     sf = lambda tree: _expr.to_sbml_formula(tree)  # noqa: E731
     values = np.asarray(spec.parameters, dtype=float)
@@ -149,12 +160,29 @@ def build_flat(model: Model, spec: FlatSpec):
     compartments, species, parameters, assignments, rules, rate_rules = [], [], [], [], [], []
     for med in model.media:
         v = values[model.parameter_index[f"{med}{SEP}volume"]]
-        compartments.append(Compartment(f"{med}{SEP}volume", float(v), unit=unit_id("mL"), constant=True,
-                                        spatialDimensions=3, name=f"medium {med}", sboTerm=SBO_COMPARTMENT))
+        compartments.append(
+            Compartment(
+                f"{med}{SEP}volume",
+                float(v),
+                unit=unit_id("mL"),
+                constant=True,
+                spatialDimensions=3,
+                name=f"medium {med}",
+                sboTerm=SBO_COMPARTMENT,
+            )
+        )
     for pop in model.populations:
-        compartments.append(Compartment(f"{pop.name}{SEP}cell", 1.0, unit=unit_id("1"), constant=True,
-                                        spatialDimensions=0, name=f"one cell of {pop.name} ({pop.cell_line})",
-                                        sboTerm=SBO_COMPARTMENT))
+        compartments.append(
+            Compartment(
+                f"{pop.name}{SEP}cell",
+                1.0,
+                unit=unit_id("1"),
+                constant=True,
+                spatialDimensions=0,
+                name=f"one cell of {pop.name} ({pop.cell_line})",
+                sboTerm=SBO_COMPARTMENT,
+            )
+        )
     constant = {}
     for j, q in enumerate(model.parameters):
         if q.key == "volume":
@@ -162,23 +190,59 @@ def build_flat(model: Model, spec: FlatSpec):
         is_const = q.name not in spec.event_parameters
         constant[q.name] = is_const
         units.add(q.unit)
-        parameters.append(Parameter(q.name, float(values[j]), unit=unit_id(q.unit), constant=is_const,
-                                    sboTerm=_sbo_for(q.key, q.unit), notes=_notes(q), name=q.key))
+        parameters.append(
+            Parameter(
+                q.name,
+                float(values[j]),
+                unit=unit_id(q.unit),
+                constant=is_const,
+                sboTerm=_sbo_for(q.key, q.unit),
+                notes=_notes(q),
+                name=q.key,
+            )
+        )
     for d in model.derived:
         units.add(d.unit)
         deps = _expr.names(d.expr)
         if all(constant.get(n, True) for n in deps):
-            parameters.append(Parameter(d.name, None, unit=unit_id(d.unit), constant=True, sboTerm=SBO_PARAMETER,
-                                        notes=d.description, name=d.name.split(SEP, 1)[-1]))
+            parameters.append(
+                Parameter(
+                    d.name,
+                    None,
+                    unit=unit_id(d.unit),
+                    constant=True,
+                    sboTerm=SBO_PARAMETER,
+                    notes=d.description,
+                    name=d.name.split(SEP, 1)[-1],
+                )
+            )
             assignments.append(InitialAssignment(d.name, sf(d.expr), unit=unit_id(d.unit), name=d.description))
         else:
-            parameters.append(Parameter(d.name, None, unit=unit_id(d.unit), constant=False, notes=d.description,
-                                        name=d.name.split(SEP, 1)[-1], sboTerm=SBO_PARAMETER))
+            parameters.append(
+                Parameter(
+                    d.name,
+                    None,
+                    unit=unit_id(d.unit),
+                    constant=False,
+                    notes=d.description,
+                    name=d.name.split(SEP, 1)[-1],
+                    sboTerm=SBO_PARAMETER,
+                )
+            )
             rules.append(AssignmentRule(d.name, sf(d.expr), unit=unit_id(d.unit), name=d.description))
     for r in model.rules:
         units.add(r.unit)
-        parameters.append(Parameter(r.name, None, unit=unit_id(r.unit), constant=False, sboTerm=SBO_PARAMETER,
-                                    notes=r.description, name=r.name.split(SEP, 1)[-1]))
+        parameters.append(
+            Parameter(
+                r.name,
+                None,
+                unit=unit_id(r.unit),
+                constant=False,
+                sboTerm=SBO_PARAMETER,
+                notes=r.description,
+                name=r.name.split(SEP, 1)[-1],
+            )
+        )
         rules.append(AssignmentRule(r.name, sf(r.expr), unit=unit_id(r.unit), name=r.description))
     for s in model.states:
         units.add(s.unit)
@@ -186,36 +250,76 @@ def build_flat(model: Model, spec: FlatSpec):
         numeric = isinstance(init, ast.Constant)
         value = float(init.value) if numeric else None
         if _is_species(s.unit):
-            species.append(Species(s.name, _compartment_of(model, s.name), initialAmount=value,
-                                   substanceUnit=unit_id(s.unit), hasOnlySubstanceUnits=True, constant=False,
-                                   boundaryCondition=False, name=s.description, sboTerm=SBO_MATERIAL))
+            species.append(
+                Species(
+                    s.name,
+                    _compartment_of(model, s.name),
+                    initialAmount=value,
+                    substanceUnit=unit_id(s.unit),
+                    hasOnlySubstanceUnits=True,
+                    constant=False,
+                    boundaryCondition=False,
+                    name=s.description,
+                    sboTerm=SBO_MATERIAL,
+                )
+            )
         else:
-            parameters.append(Parameter(s.name, value, unit=unit_id(s.unit), constant=False,
-                                        sboTerm=SBO_PARAMETER, notes=s.description, name=s.description))
+            parameters.append(
+                Parameter(
+                    s.name,
+                    value,
+                    unit=unit_id(s.unit),
+                    constant=False,
+                    sboTerm=SBO_PARAMETER,
+                    notes=s.description,
+                    name=s.description,
+                )
+            )
         if not numeric:
-            assignments.append(InitialAssignment(s.name, sf(init), unit=unit_id(s.unit),
-                                                 name=f"initial {s.description}"))
+            assignments.append(
+                InitialAssignment(s.name, sf(init), unit=unit_id(s.unit), name=f"initial {s.description}")
+            )
         rate_unit = f"{s.unit}/h" if s.unit != "1" else "1/h"
         units.add(rate_unit)
-        rate_rules.append(RateRule(s.name, sf(model.rate_expression(s.name)), unit=unit_id(rate_unit),
-                                   name=f"d/dt {s.description}"))
-    events = [Event(e.sid, trigger=f"time >= {e.time!r}", trigger_initialValue=False, trigger_persistent=True,
-                    useValuesFromTriggerTime=False, priority=str(e.priority), assignments=dict(e.assignments),
-                    name=e.name or None)
-              for e in spec.events]
+        rate_rules.append(
+            RateRule(s.name, sf(model.rate_expression(s.name)), unit=unit_id(rate_unit), name=f"d/dt {s.description}")
+        )
+    events = [
+        Event(
+            e.sid,
+            trigger=f"time >= {e.time!r}",
+            trigger_initialValue=False,
+            trigger_persistent=True,
+            useValuesFromTriggerTime=False,
+            priority=str(e.priority),
+            assignments=dict(e.assignments),
+            name=e.name or None,
+        )
+        for e in spec.events
+    ]
     return SbModel(
-        spec.sid, name=spec.name, notes=spec.notes,
+        spec.sid,
+        name=spec.name,
+        notes=spec.notes,
         units=_unit_definitions(units),
-        model_units=ModelUnits(time=unit_id("h"), extent=unit_id("particles"), substance=unit_id("particles"),
-                               volume=unit_id("mL")),
+        model_units=ModelUnits(
+            time=unit_id("h"), extent=unit_id("particles"), substance=unit_id("particles"), volume=unit_id("mL")
+        ),
         functions=[Function(k, v, name="Hill function of max(x, 0)") for k, v in _FUNCTIONS.items()],
-        compartments=compartments, species=species, parameters=parameters, assignments=assignments,
-        rules=rules, rate_rules=rate_rules, events=events)
+        compartments=compartments,
+        species=species,
+        parameters=parameters,
+        assignments=assignments,
+        rules=rules,
+        rate_rules=rate_rules,
+        events=events,
+    )
 
 
 def to_document(sbml_model):
     """libsbml document (Level 3 Version 2) of an sbmlutils model (not validated)."""
     from sbmlutils.factory import Document
+
     return Document(sbml_model, sbml_level=3, sbml_version=2).create_sbml()
 
 
@@ -234,10 +338,14 @@ def flat_document(model: Model | None = None):
     """
     if model is None:
         from exosim.io.sbml.compose import canonical_model  # compose builds on this module
+
         model = canonical_model()
-    spec = FlatSpec("exosim_flat", "exosim model assembled directly (reference for the comp flattening)",
-                    "Generated by exosim from the same module declarations as the composed model.",
-                    model.default_parameters())
+    spec = FlatSpec(
+        "exosim_flat",
+        "exosim model assembled directly (reference for the comp flattening)",
+        "Generated by exosim from the same module declarations as the composed model.",
+        model.default_parameters(),
+    )
     return to_document(build_flat(model, spec))
 
 
@@ -272,16 +380,21 @@ def export_member(compiled, member: int):
         for sym, _ in assigns:
             if sym in m.parameter_index:
                 event_params.add(sym)
-        events.append(SBMLEvent(f"event_{k}", action.time - t0, assigns, priority=n_actions - k,
-                                name=f"{action.kind} ({action.path})"))
+        events.append(
+            SBMLEvent(
+                f"event_{k}", action.time - t0, assigns, priority=n_actions - k, name=f"{action.kind} ({action.path})"
+            )
+        )
     arm = compiled.arms[compiled.arm_index[member]].name
     grid = compiled.grid[member]
     sid = re.sub(r"\W", "_", f"{sc.name}")
     grid_text = "" if math.isnan(grid) else f", grid dose {grid:g} Gy"
-    notes = (f"exosim scenario {sc.name!r} ({sc.source}, sha256 {sc.sha256}), arm {arm!r}{grid_text}. "
-             f"{sc.description} SBML time = exosim time - ({t0:g} h). Survival of the scored population "
-             f"{compiled.score_event.score.population!r} at SBML time {compiled.score_event.at - t0:g} h is "
-             f"{compiled.score_event.score.population}{SEP}surviving_fraction. "
-             f"References: {'; '.join(sc.references)}")
+    notes = (
+        f"exosim scenario {sc.name!r} ({sc.source}, sha256 {sc.sha256}), arm {arm!r}{grid_text}. "
+        f"{sc.description} SBML time = exosim time - ({t0:g} h). Survival of the scored population "
+        f"{compiled.score_event.score.population!r} at SBML time {compiled.score_event.at - t0:g} h is "
+        f"{compiled.score_event.score.population}{SEP}surviving_fraction. "
+        f"References: {'; '.join(sc.references)}"
+    )
     spec = FlatSpec(sid, f"{sc.name}: {arm}{grid_text}", notes, compiled.parameters[member], events, event_params)
     return to_document(build_flat(m, spec)), t0

@@ -15,31 +15,57 @@ from pathlib import Path
 
 import numpy as np
 
-from exosim.io.sbml.build import (_FUNCTIONS, SBO_COMPARTMENT, SBO_MATERIAL, SBO_PARAMETER, _compartment_of,
-                                  _describe, _notes, _sbo_for, to_document)
+from exosim.io.sbml.build import (
+    _FUNCTIONS,
+    SBO_COMPARTMENT,
+    SBO_MATERIAL,
+    SBO_PARAMETER,
+    _compartment_of,
+    _describe,
+    _notes,
+    _sbo_for,
+    to_document,
+)
 from exosim.io.sbml.units import _is_species, _unit_definitions, unit_id
 from exosim.io.sbml.validate import SBMLExportError, Validation, validate, write_validated
 from exosim.model import expr as _expr
 from exosim.model.assemble import Model
 from exosim.model.declare import SEP
 
-__all__ = ["CANONICAL", "MODULE_FILES", "canonical_model", "composed_document", "flatten", "module_documents",
-           "write_models"]
+__all__ = [
+    "CANONICAL",
+    "MODULE_FILES",
+    "canonical_model",
+    "composed_document",
+    "flatten",
+    "module_documents",
+    "write_models",
+]
 
 #: the configuration of the shipped composed model: donors and recipients sharing one medium
 #: (co-culture), one cargo that exercises targets, modifiers and bystander damage
-CANONICAL = {"populations": [("donors", "medium", "hnscc_pooled", ("mir_1246_bystander",)),
-                             ("recipients", "medium", "hnscc_pooled", ())],
-             "media": ["medium"], "cargos": ["mir_1246_bystander"]}
+CANONICAL = {
+    "populations": [
+        ("donors", "medium", "hnscc_pooled", ("mir_1246_bystander",)),
+        ("recipients", "medium", "hnscc_pooled", ()),
+    ],
+    "media": ["medium"],
+    "cargos": ["mir_1246_bystander"],
+}
 #: module file name -> (module, namespace) of the canonical block it is generated from
-MODULE_FILES = {"exosim_release": ("release", "donors"), "exosim_uptake": ("transport", "recipients"),
-                "exosim_medium": ("transport", "medium"), "exosim_cargo": ("cargo_effects", "recipients"),
-                "exosim_repair": ("repair", "recipients")}
+MODULE_FILES = {
+    "exosim_release": ("release", "donors"),
+    "exosim_uptake": ("transport", "recipients"),
+    "exosim_medium": ("transport", "medium"),
+    "exosim_cargo": ("cargo_effects", "recipients"),
+    "exosim_repair": ("repair", "recipients"),
+}
 
 
 def canonical_model() -> Model:
     """The assembled model the files in ``models/`` are generated from (:data:`CANONICAL`)."""
     from exosim.model.assemble import PopulationSpec
+
     return Model([PopulationSpec(*p) for p in CANONICAL["populations"]], CANONICAL["media"], CANONICAL["cargos"])
 
 
@@ -63,8 +89,12 @@ class _Ownership:
         self.contrib: dict[int, dict[str, list]] = {}
         for i, b in enumerate(model.blocks):
             q = b.qualify
-            own = [q(n) for n in b.parameters] + [q(s.name) for s in b.states] + \
-                  [q(d.name) for d in b.derived] + [q(r.name) for r in b.rules]
+            own = (
+                [q(n) for n in b.parameters]
+                + [q(s.name) for s in b.states]
+                + [q(d.name) for d in b.derived]
+                + [q(r.name) for r in b.rules]
+            )
             for n in own:
                 self.owner.setdefault(n, i)
         for i, b in enumerate(model.blocks):
@@ -115,16 +145,31 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
         A standalone ``Model`` (a file of its own, with the comp package) instead of a
         ``ModelDefinition`` of the composed document.
     """
-    from sbmlutils.factory import (AssignmentRule, Compartment, Function, InitialAssignment, Model as SbModel,
-                                   ModelDefinition, ModelUnits, Parameter, Port, RateRule, Species)
+    from sbmlutils.factory import (
+        AssignmentRule,
+        Compartment,
+        Function,
+        InitialAssignment,
+        ModelDefinition,
+        ModelUnits,
+        Parameter,
+        Port,
+        RateRule,
+        Species,
+    )
+    from sbmlutils.factory import (
+        Model as SbModel,
+    )
 
     b = model.blocks[i]
     sid = f"{b.module}_{b.namespace}"
     # baseline values: placeholders start where the full model starts (modifiers 1, drives 0)
     y0 = model.initial_state(values[None])[0]
     obs0 = model.observe(y0[None], values[None])[0]
-    baseline = {**{s.name: y0[k] for k, s in enumerate(model.states)},
-                **{n: obs0[k] for k, n in enumerate(model.observable_names)}}
+    baseline = {
+        **{s.name: y0[k] for k, s in enumerate(model.states)},
+        **{n: obs0[k] for k, n in enumerate(model.observable_names)},
+    }
     states = {s.name: s for s in model.states}
     params = {q.name: (j, q) for j, q in enumerate(model.parameters)}
     derived = {d.name: d for d in model.derived}
@@ -140,8 +185,9 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
         if cid not in comps:
             if cid.endswith(f"{SEP}volume"):
                 j = model.parameter_index[cid]
-                comps[cid] = Compartment(cid, float(values[j]), unit=unit_id("mL"), spatialDimensions=3,
-                                         sboTerm=SBO_COMPARTMENT)
+                comps[cid] = Compartment(
+                    cid, float(values[j]), unit=unit_id("mL"), spatialDimensions=3, sboTerm=SBO_COMPARTMENT
+                )
             else:
                 comps[cid] = Compartment(cid, 1.0, unit=unit_id("1"), spatialDimensions=0, sboTerm=SBO_COMPARTMENT)
             port(cid)
@@ -155,38 +201,79 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
             numeric = isinstance(init, ast.Constant)
             value = float(baseline[name])
             if _is_species(s.unit):
-                species.append(Species(name, compartment_for(name), initialAmount=value,
-                                       substanceUnit=unit_id(s.unit), hasOnlySubstanceUnits=True,
-                                       sboTerm=SBO_MATERIAL, name=s.description))
+                species.append(
+                    Species(
+                        name,
+                        compartment_for(name),
+                        initialAmount=value,
+                        substanceUnit=unit_id(s.unit),
+                        hasOnlySubstanceUnits=True,
+                        sboTerm=SBO_MATERIAL,
+                        name=s.description,
+                    )
+                )
             else:
-                parameters.append(Parameter(name, value, unit=unit_id(s.unit), constant=False,
-                                            sboTerm=SBO_PARAMETER, notes=s.description, name=s.description))
+                parameters.append(
+                    Parameter(
+                        name,
+                        value,
+                        unit=unit_id(s.unit),
+                        constant=False,
+                        sboTerm=SBO_PARAMETER,
+                        notes=s.description,
+                        name=s.description,
+                    )
+                )
             if not placeholder and not numeric:
-                assigns.append(InitialAssignment(name, _expr.to_sbml_formula(init), unit=unit_id(s.unit),
-                                                 name=f"initial {s.description}"))
+                assigns.append(
+                    InitialAssignment(
+                        name, _expr.to_sbml_formula(init), unit=unit_id(s.unit), name=f"initial {s.description}"
+                    )
+                )
         elif name in params:
             j, q = params[name]
             if q.key == "volume":
                 compartment_for(name.split(SEP)[0] + f"{SEP}vesicles")
                 return
             units.add(q.unit)
-            parameters.append(Parameter(name, float(values[j]), unit=unit_id(q.unit),
-                                        constant=q.key not in ("dose_rate",) and not q.key.endswith("_factor"),
-                                        sboTerm=_sbo_for(q.key, q.unit), notes=_notes(q), name=q.key))
+            parameters.append(
+                Parameter(
+                    name,
+                    float(values[j]),
+                    unit=unit_id(q.unit),
+                    constant=q.key not in ("dose_rate",) and not q.key.endswith("_factor"),
+                    sboTerm=_sbo_for(q.key, q.unit),
+                    notes=_notes(q),
+                    name=q.key,
+                )
+            )
         else:
             item = derived.get(name) or rules[name]
             units.add(item.unit)
-            parameters.append(Parameter(name, float(baseline[name]) if placeholder else None, unit=unit_id(item.unit),
-                                        constant=name in derived and not placeholder,
-                                        sboTerm=SBO_PARAMETER, notes=item.description,
-                                        name=name.split(SEP, 1)[-1]))
+            parameters.append(
+                Parameter(
+                    name,
+                    float(baseline[name]) if placeholder else None,
+                    unit=unit_id(item.unit),
+                    constant=name in derived and not placeholder,
+                    sboTerm=SBO_PARAMETER,
+                    notes=item.description,
+                    name=name.split(SEP, 1)[-1],
+                )
+            )
             if not placeholder:
                 if name in derived:
-                    assigns.append(InitialAssignment(name, _expr.to_sbml_formula(item.expr), unit=unit_id(item.unit),
-                                                     name=item.description))
+                    assigns.append(
+                        InitialAssignment(
+                            name, _expr.to_sbml_formula(item.expr), unit=unit_id(item.unit), name=item.description
+                        )
+                    )
                 else:
-                    arules.append(AssignmentRule(name, _expr.to_sbml_formula(item.expr), unit=unit_id(item.unit),
-                                                 name=item.description))
+                    arules.append(
+                        AssignmentRule(
+                            name, _expr.to_sbml_formula(item.expr), unit=unit_id(item.unit), name=item.description
+                        )
+                    )
         if name not in comps:
             port(name)
 
@@ -202,16 +289,33 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
             terms = _sum(trees)
             if own.external_contributors(target):
                 inflow = f"{target}_inflow"
-                parameters.append(Parameter(inflow, 0.0, unit=unit_id(rate_unit), constant=False,
-                                            sboTerm=SBO_PARAMETER, notes=f"rate terms of other modules for {target}",
-                                            name=f"inflow to {target}"))
+                parameters.append(
+                    Parameter(
+                        inflow,
+                        0.0,
+                        unit=unit_id(rate_unit),
+                        constant=False,
+                        sboTerm=SBO_PARAMETER,
+                        notes=f"rate terms of other modules for {target}",
+                        name=f"inflow to {target}",
+                    )
+                )
                 port(inflow)
                 terms = f"{terms} + {inflow}"
             rrules.append(RateRule(target, terms, unit=unit_id(rate_unit), name=f"d/dt {target}"))
         else:
             flux = f"{target}_from_{sid}"
-            parameters.append(Parameter(flux, None, unit=unit_id(rate_unit), constant=False, sboTerm=SBO_PARAMETER,
-                                        notes=f"this module's rate terms for {target}", name=f"{sid} terms of {target}"))
+            parameters.append(
+                Parameter(
+                    flux,
+                    None,
+                    unit=unit_id(rate_unit),
+                    constant=False,
+                    sboTerm=SBO_PARAMETER,
+                    notes=f"this module's rate terms for {target}",
+                    name=f"{sid} terms of {target}",
+                )
+            )
             arules.append(AssignmentRule(flux, _sum(trees), unit=unit_id(rate_unit), name=f"{sid} terms of {target}"))
             port(flux)
     # owned states without any rate term of their own still need their inflow
@@ -221,24 +325,43 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
             rate_unit = f"{s.unit}/h" if s.unit != "1" else "1/h"
             units.add(rate_unit)
             inflow = f"{name}_inflow"
-            parameters.append(Parameter(inflow, 0.0, unit=unit_id(rate_unit), constant=False,
-                                        sboTerm=SBO_PARAMETER, name=f"inflow to {name}"))
+            parameters.append(
+                Parameter(
+                    inflow,
+                    0.0,
+                    unit=unit_id(rate_unit),
+                    constant=False,
+                    sboTerm=SBO_PARAMETER,
+                    name=f"inflow to {name}",
+                )
+            )
             port(inflow)
             rrules.append(RateRule(name, inflow, unit=unit_id(rate_unit), name=f"d/dt {name}"))
     cls = SbModel if standalone else ModelDefinition
-    kwargs = dict(units=_unit_definitions(units),
-                  model_units=ModelUnits(time=unit_id("h"), extent=unit_id("particles"),
-                                         substance=unit_id("particles"), volume=unit_id("mL")),
-                  functions=[Function(k, v) for k, v in _FUNCTIONS.items()],
-                  compartments=list(comps.values()), species=species, parameters=parameters,
-                  assignments=assigns, rules=arules, rate_rules=rrules, ports=ports)
+    kwargs = dict(
+        units=_unit_definitions(units),
+        model_units=ModelUnits(
+            time=unit_id("h"), extent=unit_id("particles"), substance=unit_id("particles"), volume=unit_id("mL")
+        ),
+        functions=[Function(k, v) for k, v in _FUNCTIONS.items()],
+        compartments=list(comps.values()),
+        species=species,
+        parameters=parameters,
+        assignments=assigns,
+        rules=arules,
+        rate_rules=rrules,
+        ports=ports,
+    )
     if standalone:
         from sbmlutils.factory import Package
+
         kwargs["packages"] = [Package.COMP_V1]
-        kwargs["notes"] = (f"exosim module {b.module!r} for {b.namespace!r}, generated from "
-                           f"src/exosim/modules/{b.module}.py. Placeholders (parameters or species with ports, at "
-                           f"their baseline values) stand for symbols other modules provide; the composed model "
-                           f"replaces them.")
+        kwargs["notes"] = (
+            f"exosim module {b.module!r} for {b.namespace!r}, generated from "
+            f"src/exosim/modules/{b.module}.py. Placeholders (parameters or species with ports, at "
+            f"their baseline values) stand for symbols other modules provide; the composed model "
+            f"replaces them."
+        )
     return cls(sid, name=f"exosim {b.module} module ({b.namespace})", **kwargs)
 
 
@@ -255,8 +378,19 @@ def composed_document(model: Model | None = None):
     libsbml.SBMLDocument
         Not validated.
     """
-    from sbmlutils.factory import (AssignmentRule, Compartment, Model as SbModel, ModelUnits, Package, Parameter,
-                                   ReplacedElement, Species, Submodel)
+    from sbmlutils.factory import (
+        AssignmentRule,
+        Compartment,
+        ModelUnits,
+        Package,
+        Parameter,
+        ReplacedElement,
+        Species,
+        Submodel,
+    )
+    from sbmlutils.factory import (
+        Model as SbModel,
+    )
 
     model = model or canonical_model()
     values = model.default_parameters()
@@ -277,8 +411,9 @@ def composed_document(model: Model | None = None):
 
     def replace(parent_id: str, local_id: str, blocks: list[int]) -> None:
         for i in blocks:
-            replaced.append(ReplacedElement(sid=None, elementRef=parent_id, submodelRef=subs[i].sid,
-                                            portRef=f"{local_id}_port"))
+            replaced.append(
+                ReplacedElement(sid=None, elementRef=parent_id, submodelRef=subs[i].sid, portRef=f"{local_id}_port")
+            )
 
     comp_holders: dict[str, list[int]] = {}
     for i, d in enumerate(defs):
@@ -286,8 +421,15 @@ def composed_document(model: Model | None = None):
             comp_holders.setdefault(c.sid, []).append(i)
     for cid, blocks in comp_holders.items():
         if cid.endswith(f"{SEP}volume"):
-            compartments.append(Compartment(cid, float(values[model.parameter_index[cid]]), unit=unit_id("mL"),
-                                            spatialDimensions=3, sboTerm=SBO_COMPARTMENT))
+            compartments.append(
+                Compartment(
+                    cid,
+                    float(values[model.parameter_index[cid]]),
+                    unit=unit_id("mL"),
+                    spatialDimensions=3,
+                    sboTerm=SBO_COMPARTMENT,
+                )
+            )
         else:
             compartments.append(Compartment(cid, 1.0, unit=unit_id("1"), spatialDimensions=0, sboTerm=SBO_COMPARTMENT))
         replace(cid, cid, blocks)
@@ -296,21 +438,41 @@ def composed_document(model: Model | None = None):
         start = float(init.value) if isinstance(init, ast.Constant) else 0.0
         if n in states and _is_species(states[n].unit):
             units.add(states[n].unit)
-            species.append(Species(n, _compartment_of(model, n), initialAmount=start,
-                                   substanceUnit=unit_id(states[n].unit), hasOnlySubstanceUnits=True,
-                                   sboTerm=SBO_MATERIAL, name=states[n].description))
+            species.append(
+                Species(
+                    n,
+                    _compartment_of(model, n),
+                    initialAmount=start,
+                    substanceUnit=unit_id(states[n].unit),
+                    hasOnlySubstanceUnits=True,
+                    sboTerm=SBO_MATERIAL,
+                    name=states[n].description,
+                )
+            )
         else:
-            unit = states[n].unit if n in states else next(
-                (x.unit for x in list(model.derived) + list(model.rules) if x.name == n),
-                next((q.unit for q in model.parameters if q.name == n), "1"))
+            unit = (
+                states[n].unit
+                if n in states
+                else next(
+                    (x.unit for x in list(model.derived) + list(model.rules) if x.name == n),
+                    next((q.unit for q in model.parameters if q.name == n), "1"),
+                )
+            )
             units.add(unit)
             j = model.parameter_index.get(n)
             val = float(values[j]) if j is not None else start
             info = model.parameters[j] if j is not None else None
-            parameters.append(Parameter(n, val, unit=unit_id(unit), constant=False,
-                                        sboTerm=_sbo_for(info.key, info.unit) if info else SBO_PARAMETER,
-                                        notes=_notes(info) if info else _describe(model, n),
-                                        name=info.key if info else n.split(SEP, 1)[-1]))
+            parameters.append(
+                Parameter(
+                    n,
+                    val,
+                    unit=unit_id(unit),
+                    constant=False,
+                    sboTerm=_sbo_for(info.key, info.unit) if info else SBO_PARAMETER,
+                    notes=_notes(info) if info else _describe(model, n),
+                    name=info.key if info else n.split(SEP, 1)[-1],
+                )
+            )
         replace(n, n, holders[n])
     # rate contributions across modules: parent fluxes and inflows
     for target in states:
@@ -323,26 +485,49 @@ def composed_document(model: Model | None = None):
         names = []
         for i in contributors:
             local = f"{target}_from_{defs[i].sid}"
-            parameters.append(Parameter(local, 0.0, unit=unit_id(rate_unit), constant=False, sboTerm=SBO_PARAMETER,
-                                        name=f"{defs[i].sid} terms of {target}"))
+            parameters.append(
+                Parameter(
+                    local,
+                    0.0,
+                    unit=unit_id(rate_unit),
+                    constant=False,
+                    sboTerm=SBO_PARAMETER,
+                    name=f"{defs[i].sid} terms of {target}",
+                )
+            )
             replace(local, local, [i])
             names.append(local)
         inflow = f"{target}_inflow"
-        parameters.append(Parameter(inflow, 0.0, unit=unit_id(rate_unit), constant=False, sboTerm=SBO_PARAMETER,
-                                    name=f"inflow to {target}"))
+        parameters.append(
+            Parameter(
+                inflow, 0.0, unit=unit_id(rate_unit), constant=False, sboTerm=SBO_PARAMETER, name=f"inflow to {target}"
+            )
+        )
         rules.append(AssignmentRule(inflow, " + ".join(names), unit=unit_id(rate_unit), name=f"inflow to {target}"))
         replace(inflow, inflow, [own.owner[target]])
-    top = SbModel("exosim_composed", name="exosim composed model (donors and recipients in co-culture)",
-                  notes=("Hierarchical composition of the exosim modules (SBML comp): one submodel per module "
-                         "instance, symbols shared between modules replaced by the parent's elements, rate terms "
-                         "of one module for another module's state passed through *_from_* and *_inflow "
-                         "parameters. Configuration: donors (packaging mir_1246_bystander) and recipients, "
-                         "both hnscc_pooled, sharing one medium."),
-                  packages=[Package.COMP_V1], units=_unit_definitions(units),
-                  model_units=ModelUnits(time=unit_id("h"), extent=unit_id("particles"),
-                                         substance=unit_id("particles"), volume=unit_id("mL")),
-                  model_definitions=defs, submodels=subs, compartments=compartments, species=species,
-                  parameters=parameters, rules=rules, replaced_elements=replaced)
+    top = SbModel(
+        "exosim_composed",
+        name="exosim composed model (donors and recipients in co-culture)",
+        notes=(
+            "Hierarchical composition of the exosim modules (SBML comp): one submodel per module "
+            "instance, symbols shared between modules replaced by the parent's elements, rate terms "
+            "of one module for another module's state passed through *_from_* and *_inflow "
+            "parameters. Configuration: donors (packaging mir_1246_bystander) and recipients, "
+            "both hnscc_pooled, sharing one medium."
+        ),
+        packages=[Package.COMP_V1],
+        units=_unit_definitions(units),
+        model_units=ModelUnits(
+            time=unit_id("h"), extent=unit_id("particles"), substance=unit_id("particles"), volume=unit_id("mL")
+        ),
+        model_definitions=defs,
+        submodels=subs,
+        compartments=compartments,
+        species=species,
+        parameters=parameters,
+        rules=rules,
+        replaced_elements=replaced,
+    )
     return to_document(top)
 
 
@@ -364,6 +549,7 @@ def flatten(doc):
         The converter failed.
     """
     import libsbml
+
     props = libsbml.ConversionProperties()
     props.addOption("flatten comp", True)
     props.addOption("leave_ports", False)
@@ -415,8 +601,9 @@ def write_models(outdir: str | Path = "models") -> list[tuple[Path, Validation]]
     checked = {name: validate(doc) for name, doc in docs.items()}
     bad = {n: r.errors for n, r in checked.items() if not r.ok}
     if bad:
-        raise SBMLExportError("SBML validation failed, nothing written: " +
-                              "; ".join(f"{n}: {e[0]}" for n, e in bad.items()))
+        raise SBMLExportError(
+            "SBML validation failed, nothing written: " + "; ".join(f"{n}: {e[0]}" for n, e in bad.items())
+        )
     for name, doc in docs.items():
         results.append((outdir / f"{name}.xml", write_validated(doc, outdir / f"{name}.xml")))
     return results

@@ -27,8 +27,9 @@ class Deviation:
     worst_state: str
 
 
-def crosscheck_member(compiled, result, member: int, *, rtol: float = 1e-10, atol: float = 1e-14,
-                      floor: float = 1e-3) -> Deviation:
+def crosscheck_member(
+    compiled, result, member: int, *, rtol: float = 1e-10, atol: float = 1e-14, floor: float = 1e-3
+) -> Deviation:
     """Compare one member; ``result`` is ``compiled.run()`` at matched (tight) tolerances.
 
     The state deviation is ``max |a - b| / (|b| + floor*scale)`` over states and
@@ -61,5 +62,11 @@ def crosscheck_member(compiled, result, member: int, *, rtol: float = 1e-10, ato
     worst = np.unravel_index(np.argmax(dev), dev.shape)
     sf_rr = sim[-1, -1]
     sf = result.surviving_fraction[member]
-    return Deviation(member, compiled.arms[compiled.arm_index[member]].name, float(compiled.grid[member]),
-                     float(dev.max()), float(abs(sf_rr - sf) / sf), m.state_names[worst[1]])
+    return Deviation(
+        member,
+        compiled.arms[compiled.arm_index[member]].name,
+        float(compiled.grid[member]),
+        float(dev.max()),
+        float(abs(sf_rr - sf) / sf),
+        m.state_names[worst[1]],
+    )

@@ -17,6 +17,7 @@ from exosim.model.units import unit_kinds as _parse
 
 __all__ = ["unit_id", "unit_kinds"]
 
+
 def unit_kinds(text: str) -> tuple[dict[str, float], float]:
     """SBML base-unit exponents and multiplier of a unit string; the parsing is
     :func:`exosim.model.units.unit_kinds` (whose base dimensions are SBML's)."""
@@ -36,6 +37,7 @@ def unit_id(text: str) -> str:
 def _unit_definitions(texts: set[str]) -> list:
     """sbmlutils UnitDefinitions of the unit strings, sorted by string."""
     from sbmlutils.factory import Unit, UnitDefinition
+
     out = []
     for text in sorted(texts):
         kinds, mult = unit_kinds(text)

@@ -56,6 +56,7 @@ def validate(doc, *, units: bool = True) -> Validation:
     Validation
     """
     import libsbml
+
     doc.setConsistencyChecks(libsbml.LIBSBML_CAT_UNITS_CONSISTENCY, units)
     doc.setConsistencyChecks(libsbml.LIBSBML_CAT_MODELING_PRACTICE, False)
     doc.checkConsistency()
@@ -105,6 +106,7 @@ def write_validated(doc, path: str | Path) -> Validation:
         On validation errors (nothing is written) or an unwritable path.
     """
     import libsbml
+
     result = validate(doc)
     if not result.ok:
         raise SBMLExportError("SBML validation failed, nothing written:\n  " + "\n  ".join(result.errors[:10]))

@@ -33,8 +33,13 @@ from exosim.model.declare import Block, Rate, Rule, State
 MODIFIERS = ("repair_capacity", "misrepair_factor", "apoptotic_propensity")
 
 
-def cargo_effects(population: str, cargos: list[str], effects: dict[str, dict[str, float]],
-                  targets: dict[str, dict[str, float]], damaging: list[str]) -> Block:
+def cargo_effects(
+    population: str,
+    cargos: list[str],
+    effects: dict[str, dict[str, float]],
+    targets: dict[str, dict[str, float]],
+    damaging: list[str],
+) -> Block:
     """Cytosolic cargo, target levels and modifiers of ``population``.
 
     Parameters
@@ -47,15 +52,23 @@ def cargo_effects(population: str, cargos: list[str], effects: dict[str, dict[st
     """
     block = Block(module="cargo_effects", namespace=population, context={"population": population})
     for c in cargos:
-        for local, key in ((f"{c}_half_life", "cytosolic_half_life"),
-                           (f"{c}_half_effect_copies", "half_effect_copies"),
-                           (f"{c}_hill", "cargo_hill")):
+        for local, key in (
+            (f"{c}_half_life", "cytosolic_half_life"),
+            (f"{c}_half_effect_copies", "half_effect_copies"),
+            (f"{c}_hill", "cargo_hill"),
+        ):
             block.parameters[local] = key
             block.param_context[local] = {"cargo": c}
         block.states.append(State(f"{c}_cytosolic", "copies/cell", f"functional {c} in the cytosol", scale=1e-2))
         block.rates.append(Rate(f"{c}_cytosolic", f"-log(2)/{c}_half_life*{c}_cytosolic"))
-        block.rules.append(Rule(f"{c}_activity", f"hill({c}_cytosolic, {c}_half_effect_copies, {c}_hill)", "1",
-                                f"saturating activity of {c}"))
+        block.rules.append(
+            Rule(
+                f"{c}_activity",
+                f"hill({c}_cytosolic, {c}_half_effect_copies, {c}_hill)",
+                "1",
+                f"saturating activity of {c}",
+            )
+        )
     for k in targets:
         block.parameters[f"{k}_turnover_rate"] = "target_turnover_rate"
         block.param_context[f"{k}_turnover_rate"] = {"target": k}
@@ -85,6 +98,12 @@ def cargo_effects(population: str, cargos: list[str], effects: dict[str, dict[st
         block.parameters[local] = "damage_max_rate"
         block.param_context[local] = {"cargo": c}
         drive.append(f"{local}*{c}_activity")
-    block.rules.append(Rule("bystander_damage_drive", " + ".join(drive) if drive else "0", "DSB/cell/h",
-                            "g: DSB induction by damaging cargo"))
+    block.rules.append(
+        Rule(
+            "bystander_damage_drive",
+            " + ".join(drive) if drive else "0",
+            "DSB/cell/h",
+            "g: DSB induction by damaging cargo",
+        )
+    )
     return block

@@ -59,43 +59,71 @@ def release(population: str, medium: str, packaged: list[str], cargos: list[str]
         context={"population": population},
         states=[
             State("secretion_drive", "1", "p53/TSAP6-like secretion drive P", scale=1.0),
-            State("mvb_pool", "particles/cell", "intraluminal vesicles in multivesicular bodies", scale=100.0,
-                  initial="ilv_formation_rate/(mvb_fusion_rate + mvb_degradation_rate)"),
+            State(
+                "mvb_pool",
+                "particles/cell",
+                "intraluminal vesicles in multivesicular bodies",
+                scale=100.0,
+                initial="ilv_formation_rate/(mvb_fusion_rate + mvb_degradation_rate)",
+            ),
         ],
         derived=[
-            Derived("ilv_formation_rate",
-                    "baseline_release_rate*(mvb_fusion_rate + mvb_degradation_rate)/mvb_fusion_rate",
-                    "particles/cell/h", "ILV formation k_ilv giving the baseline release at steady state"),
+            Derived(
+                "ilv_formation_rate",
+                "baseline_release_rate*(mvb_fusion_rate + mvb_degradation_rate)/mvb_fusion_rate",
+                "particles/cell/h",
+                "ILV formation k_ilv giving the baseline release at steady state",
+            ),
         ],
         rules=[
-            Rule("secretion_activation",
-                 "hill(secretion_drive, secretion_drive_half_saturation, secretion_drive_hill)", "1",
-                 "H(P): saturating activation of secretion and loading"),
-            Rule("release_flux", "mvb_fusion_rate*fusion_factor*mvb_pool", "particles/cell/h",
-                 "exosome release per cell J"),
+            Rule(
+                "secretion_activation",
+                "hill(secretion_drive, secretion_drive_half_saturation, secretion_drive_hill)",
+                "1",
+                "H(P): saturating activation of secretion and loading",
+            ),
+            Rule(
+                "release_flux",
+                "mvb_fusion_rate*fusion_factor*mvb_pool",
+                "particles/cell/h",
+                "exosome release per cell J",
+            ),
         ],
         rates=[
             Rate("secretion_drive", "secretion_drive_per_dsb*dsb - secretion_drive_decay_rate*secretion_drive"),
-            Rate("mvb_pool", "ilv_formation_rate*ilv_formation_factor"
-                             "*(1 + release_radiation_enhancement*secretion_activation)"
-                             " - (mvb_fusion_rate*fusion_factor + mvb_degradation_rate)*mvb_pool"),
+            Rate(
+                "mvb_pool",
+                "ilv_formation_rate*ilv_formation_factor"
+                "*(1 + release_radiation_enhancement*secretion_activation)"
+                " - (mvb_fusion_rate*fusion_factor + mvb_degradation_rate)*mvb_pool",
+            ),
             Rate(f"{m}vesicles", "cells*release_flux"),
             Rate(f"{m}released_particles", "cells*release_flux"),
         ],
     )
     for c in packaged:
-        block.parameters.update({
-            f"{c}_copies_per_particle": "copies_per_particle",
-            f"{c}_loading_enhancement": "loading_radiation_enhancement",
-            f"{c}_free_release_rate": "free_release_rate",
-        })
+        block.parameters.update(
+            {
+                f"{c}_copies_per_particle": "copies_per_particle",
+                f"{c}_loading_enhancement": "loading_radiation_enhancement",
+                f"{c}_free_release_rate": "free_release_rate",
+            }
+        )
         for local in (f"{c}_copies_per_particle", f"{c}_loading_enhancement", f"{c}_free_release_rate"):
             block.param_context[local] = {"cargo": c}
         block.rules += [
-            Rule(f"{c}_loading", f"{c}_copies_per_particle*(1 + {c}_loading_enhancement*secretion_activation)",
-                 "copies/particle", f"{c} copies per released vesicle"),
-            Rule(f"{c}_free_release", f"{c}_free_release_rate*(1 + {c}_loading_enhancement*secretion_activation)",
-                 "copies/cell/h", f"non-vesicular {c} release per cell"),
+            Rule(
+                f"{c}_loading",
+                f"{c}_copies_per_particle*(1 + {c}_loading_enhancement*secretion_activation)",
+                "copies/particle",
+                f"{c} copies per released vesicle",
+            ),
+            Rule(
+                f"{c}_free_release",
+                f"{c}_free_release_rate*(1 + {c}_loading_enhancement*secretion_activation)",
+                "copies/cell/h",
+                f"non-vesicular {c} release per cell",
+            ),
         ]
         block.rates += [
             Rate(f"{m}{c}_vesicular", f"cells*release_flux*{c}_loading"),

@@ -59,39 +59,72 @@ def repair(population: str) -> Block:
         context={"population": population},
         states=[
             State("dsb", "DSB/cell", "double-strand breaks per cell", scale=1.0),
-            State("lethal_lesions", "1/cell", "mean lethal lesions per cell (misrepair, binary misrejoining)",
-                  scale=0.1),
+            State(
+                "lethal_lesions", "1/cell", "mean lethal lesions per cell (misrepair, binary misrejoining)", scale=0.1
+            ),
             State("apoptotic_commitment", "1/cell", "mean apoptotic death events per cell", scale=0.1),
             State("dose_received", "Gy", "cumulative absorbed dose", scale=1.0),
         ],
         derived=[
-            Derived("repair_rate", "log(2)/repair_half_time", "1/h",
-                    "first-order DSB rejoining rate lambda"),
-            Derived("binary_misrepair_constant", "2*repair_rate*beta0/dsb_yield**2", "cell/(DSB*h)",
-                    "kappa, calibrated so the control arm has beta0"),
-            Derived("apoptosis_constant", "apoptotic_share*alpha0*repair_rate/dsb_yield", "cell/(DSB*h)",
-                    "gamma, calibrated so apoptosis carries apoptotic_share of alpha0"),
-            Derived("misrepair_fraction_baseline",
-                    "((1 - apoptotic_share)*alpha0 - direct_lethal_yield)/dsb_yield", "1",
-                    "1 - phi at baseline, calibrated so the control arm has alpha0"),
+            Derived("repair_rate", "log(2)/repair_half_time", "1/h", "first-order DSB rejoining rate lambda"),
+            Derived(
+                "binary_misrepair_constant",
+                "2*repair_rate*beta0/dsb_yield**2",
+                "cell/(DSB*h)",
+                "kappa, calibrated so the control arm has beta0",
+            ),
+            Derived(
+                "apoptosis_constant",
+                "apoptotic_share*alpha0*repair_rate/dsb_yield",
+                "cell/(DSB*h)",
+                "gamma, calibrated so apoptosis carries apoptotic_share of alpha0",
+            ),
+            Derived(
+                "misrepair_fraction_baseline",
+                "((1 - apoptotic_share)*alpha0 - direct_lethal_yield)/dsb_yield",
+                "1",
+                "1 - phi at baseline, calibrated so the control arm has alpha0",
+            ),
         ],
         rules=[
-            Rule("misrepair_fraction", "misrepair_fraction_baseline*misrepair_factor", "1",
-                 "1 - phi: share of rejoined breaks that are misrejoined"),
-            Rule("surviving_fraction", "exp(-(lethal_lesions + apoptotic_commitment))", "1",
-                 "Poisson probability of no lethal event"),
-            Rule("alpha_eff", "direct_lethal_yield + misrepair_fraction*dsb_yield"
-                              " + apoptosis_constant*apoptotic_propensity*dsb_yield/(repair_rate*repair_capacity)",
-                 "1/Gy", "LQ alpha with the current modifiers frozen (docs/model.md section 4)"),
-            Rule("beta_eff", "binary_misrepair_constant*dsb_yield**2/(2*repair_rate*repair_capacity)",
-                 "1/Gy^2", "LQ beta for an acute dose with the current modifiers frozen (docs/model.md section 4)"),
+            Rule(
+                "misrepair_fraction",
+                "misrepair_fraction_baseline*misrepair_factor",
+                "1",
+                "1 - phi: share of rejoined breaks that are misrejoined",
+            ),
+            Rule(
+                "surviving_fraction",
+                "exp(-(lethal_lesions + apoptotic_commitment))",
+                "1",
+                "Poisson probability of no lethal event",
+            ),
+            Rule(
+                "alpha_eff",
+                "direct_lethal_yield + misrepair_fraction*dsb_yield"
+                " + apoptosis_constant*apoptotic_propensity*dsb_yield/(repair_rate*repair_capacity)",
+                "1/Gy",
+                "LQ alpha with the current modifiers frozen (docs/model.md section 4)",
+            ),
+            Rule(
+                "beta_eff",
+                "binary_misrepair_constant*dsb_yield**2/(2*repair_rate*repair_capacity)",
+                "1/Gy^2",
+                "LQ beta for an acute dose with the current modifiers frozen (docs/model.md section 4)",
+            ),
         ],
         rates=[
-            Rate("dsb", "dsb_yield*dose_rate + bystander_damage_drive"
-                        " - repair_rate*repair_capacity*dsb - binary_misrepair_constant*dsb**2"),
-            Rate("lethal_lesions", "direct_lethal_yield*dose_rate"
-                                   " + misrepair_fraction*repair_rate*repair_capacity*dsb"
-                                   " + binary_misrepair_constant*dsb**2"),
+            Rate(
+                "dsb",
+                "dsb_yield*dose_rate + bystander_damage_drive"
+                " - repair_rate*repair_capacity*dsb - binary_misrepair_constant*dsb**2",
+            ),
+            Rate(
+                "lethal_lesions",
+                "direct_lethal_yield*dose_rate"
+                " + misrepair_fraction*repair_rate*repair_capacity*dsb"
+                " + binary_misrepair_constant*dsb**2",
+            ),
             Rate("apoptotic_commitment", "apoptosis_constant*apoptotic_propensity*dsb"),
             Rate("dose_received", "dose_rate"),
         ],

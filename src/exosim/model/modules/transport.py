@@ -90,13 +90,14 @@ def medium_link(source: str, target: str, cargos: list[str]) -> Block:
         namespace=ns,
         parameters={"transfer_rate": "link_transfer_rate"},
         context={"link": ns},
-        rates=[Rate(f"{s}vesicles", f"-transfer_rate*{s}vesicles"),
-               Rate(f"{t}vesicles", f"transfer_rate*{s}vesicles")],
+        rates=[Rate(f"{s}vesicles", f"-transfer_rate*{s}vesicles"), Rate(f"{t}vesicles", f"transfer_rate*{s}vesicles")],
     )
     for c in cargos:
         for kind in ("vesicular", "free"):
-            block.rates += [Rate(f"{s}{c}_{kind}", f"-transfer_rate*{s}{c}_{kind}"),
-                            Rate(f"{t}{c}_{kind}", f"transfer_rate*{s}{c}_{kind}")]
+            block.rates += [
+                Rate(f"{s}{c}_{kind}", f"-transfer_rate*{s}{c}_{kind}"),
+                Rate(f"{t}{c}_{kind}", f"transfer_rate*{s}{c}_{kind}"),
+            ]
     return block
 
 
@@ -123,28 +124,50 @@ def uptake(population: str, medium_name: str, cargos: list[str]) -> Block:
         states=[
             State("bound_vesicles", "particles/cell", "vesicles bound to the cell surface", scale=1.0),
             State("internalised_vesicles", "particles/cell", "vesicles in endosomes", scale=1.0),
-            State("escaped_vesicles", "particles/cell", "cumulative vesicles whose content reached the cytosol",
-                  scale=1.0),
+            State(
+                "escaped_vesicles", "particles/cell", "cumulative vesicles whose content reached the cytosol", scale=1.0
+            ),
             State("degraded_vesicles", "particles/cell", "cumulative vesicles degraded in lysosomes", scale=1.0),
         ],
         rules=[
-            Rule("uptake_enhancement",
-                 "1 + uptake_radiation_enhancement*dose_received/(dose_received + uptake_enhancement_half_dose)",
-                 "1", "u: radiation-enhanced binding capacity (CD29/CD81)"),
-            Rule("free_sites", "pos(binding_sites*uptake_enhancement - bound_vesicles)", "sites/cell",
-                 "unoccupied binding sites R_free"),
-            Rule("capture_rate", f"binding_rate_constant*binding_factor*free_sites/{m}volume", "1/h",
-                 "share of the medium's vesicles one cell binds per hour"),
+            Rule(
+                "uptake_enhancement",
+                "1 + uptake_radiation_enhancement*dose_received/(dose_received + uptake_enhancement_half_dose)",
+                "1",
+                "u: radiation-enhanced binding capacity (CD29/CD81)",
+            ),
+            Rule(
+                "free_sites",
+                "pos(binding_sites*uptake_enhancement - bound_vesicles)",
+                "sites/cell",
+                "unoccupied binding sites R_free",
+            ),
+            Rule(
+                "capture_rate",
+                f"binding_rate_constant*binding_factor*free_sites/{m}volume",
+                "1/h",
+                "share of the medium's vesicles one cell binds per hour",
+            ),
             Rule("binding_flux", f"capture_rate*{m}vesicles", "particles/cell/h", "vesicle binding per cell"),
-            Rule("internalisation_flux", "internalisation_rate*internalisation_factor*bound_vesicles",
-                 "particles/cell/h", "vesicle internalisation per cell"),
-            Rule("escape_flux", "endosomal_escape_rate*internalised_vesicles", "particles/cell/h",
-                 "vesicles releasing content into the cytosol per cell"),
+            Rule(
+                "internalisation_flux",
+                "internalisation_rate*internalisation_factor*bound_vesicles",
+                "particles/cell/h",
+                "vesicle internalisation per cell",
+            ),
+            Rule(
+                "escape_flux",
+                "endosomal_escape_rate*internalised_vesicles",
+                "particles/cell/h",
+                "vesicles releasing content into the cytosol per cell",
+            ),
         ],
         rates=[
             Rate("bound_vesicles", "binding_flux - unbinding_rate*bound_vesicles - internalisation_flux"),
-            Rate("internalised_vesicles",
-                 "internalisation_flux - (endosomal_escape_rate + endosomal_degradation_rate)*internalised_vesicles"),
+            Rate(
+                "internalised_vesicles",
+                "internalisation_flux - (endosomal_escape_rate + endosomal_degradation_rate)*internalised_vesicles",
+            ),
             Rate("escaped_vesicles", "escape_flux"),
             Rate("degraded_vesicles", "endosomal_degradation_rate*internalised_vesicles"),
             Rate(f"{m}vesicles", "cells*(unbinding_rate*bound_vesicles - binding_flux)"),
@@ -161,8 +184,10 @@ def uptake(population: str, medium_name: str, cargos: list[str]) -> Block:
         free_uptake = f"free_cargo_uptake_clearance*{m}{c}_free/{m}volume"
         block.rates += [
             Rate(f"{c}_bound", f"capture_rate*{m}{c}_vesicular - unbinding_rate*{c}_bound - {internalisation}"),
-            Rate(f"{c}_internalised",
-                 f"{internalisation} - (endosomal_escape_rate + endosomal_degradation_rate)*{c}_internalised"),
+            Rate(
+                f"{c}_internalised",
+                f"{internalisation} - (endosomal_escape_rate + endosomal_degradation_rate)*{c}_internalised",
+            ),
             Rate(f"{c}_delivered", f"endosomal_escape_rate*{c}_internalised + {free_uptake}"),
             Rate(f"{c}_degraded", f"endosomal_degradation_rate*{c}_internalised"),
             Rate(f"{c}_cytosolic", f"endosomal_escape_rate*{c}_internalised + {free_uptake}"),
