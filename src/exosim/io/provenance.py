@@ -18,7 +18,8 @@ import numpy as np
 
 from exosim._version import __version__
 from exosim.scenario.observables import CONVENTIONS
-from exosim.scenario.result import public_name
+from exosim.scenario.result import RunResult, public_name
+from exosim.scenario.schema import Scenario
 
 __all__ = ["header", "run_record", "file_record", "sensitivity_record", "fit_record"]
 
@@ -30,7 +31,7 @@ def _version_of(package: str) -> str | None:
         return None
 
 
-def header(scenario, command: list[str] | None = None, *, packages: tuple[str, ...] = ()) -> dict:
+def header(scenario: Scenario, command: list[str] | None = None, *, packages: tuple[str, ...] = ()) -> dict:
     """What every provenance record starts with: version, time, command, scenario file and
     hash, and the numerical environment (plus the versions of ``packages``)."""
     import scipy
@@ -56,7 +57,7 @@ def file_record(path: str | Path) -> dict:
     return {"file": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
 
 
-def run_record(result, command: list[str] | None = None) -> dict:
+def run_record(result: RunResult, command: list[str] | None = None) -> dict:
     """Everything needed to reproduce a run: versions, scenario hash, parameters, solver."""
     sc, m = result.scenario, result.model
     params = []

@@ -24,6 +24,7 @@ import numpy as np
 from exosim.model.declare import SEP
 from exosim.model.units import UNITS, QuantityError, conversion_factor, parse_quantity
 from exosim.scenario.runner import CompiledScenario
+from exosim.scenario.schema import Scenario
 
 __all__ = ["FitError", "Observations", "read_observations", "RELATIVE", "default_likelihood"]
 
@@ -78,7 +79,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     return header, rows
 
 
-def read_observations(path, scenario) -> Observations:
+def read_observations(path: str | Path, scenario: Scenario) -> Observations:
     """Read and check a data file against a scenario (arms, doses, times, observables)."""
     path = Path(path)
     header, rows = _read_rows(path)

@@ -28,6 +28,7 @@ from exosim.analysis.fit.likelihood import LIKELIHOODS, negative_log_likelihood
 from exosim.model import catalogue as cat
 from exosim.model.units import UNITS
 from exosim.scenario import observables
+from exosim.scenario.schema import Scenario
 from exosim.simulate.solver import resolve_backend
 
 __all__ = ["FitProblem", "calibration_problem", "FIT_RTOL"]
@@ -50,7 +51,7 @@ class FitProblem:
     gradient.
     """
 
-    scenario: object
+    scenario: Scenario
     data: Observations | list[Observations]
     params: list[str]
     likelihood: str = "normal"
@@ -230,7 +231,7 @@ class FitProblem:
         return negative_log_likelihood(self, pred)
 
 
-def calibration_problem(scenario) -> FitProblem:
+def calibration_problem(scenario: Scenario) -> FitProblem:
     """The fit problem a scenario's ``calibration`` block declares (data paths relative to the file)."""
     spec = scenario.calibration
     files = [spec.data] if isinstance(spec.data, str) else list(spec.data)
