@@ -142,14 +142,7 @@ def sensitivity(
     engine = make_engine(workers)
     try:
         ev = _sa.ScenarioEvaluator(sc, arm=arm, engine=engine, backend=backend, progress=False)
-        if method == "local":
-            analysis = _sa.local(ev, space, _sa.nominal_values(ev.scenario, space.names), _sa.OUTPUTS)
-        elif method == "morris":
-            analysis = _sa.morris(ev, space, _sa.OUTPUTS, N, seed)
-        elif method == "sobol":
-            analysis = _sa.sobol(ev, space, _sa.OUTPUTS, N, seed)
-        else:
-            raise _sa.SensitivityError(f"method {method!r}: expected local, morris or sobol")
+        analysis = _sa.analyse(ev, space, method, N, seed)
     finally:
         engine.close()
     control = None if ev.control is None else ev.scenario.arms[ev.control].name

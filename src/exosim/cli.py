@@ -405,70 +405,33 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
     from exosim.io.outputs import OutputError, write_analysis
     from exosim.io.provenance import sensitivity_record
     from exosim.model.catalogue import parameter_table
-    from exosim.scenario.schema import load_scenario
+    from exosim.scenario.schema import ScenarioError, load_scenario, with_dose_grid
 
     scenario = load_scenario(args.scenario)
+    n = args.N
+    cap = os.environ.get("EXOSIM_SENSITIVITY_MAX_N")
+    if cap:
+        n = min(n, int(cap))
     try:
-        ranges = _ranges(args.range, sa.SensitivityError)
-        names = [n for n in args.params.split(",") if n]
-        unknown = (
-            set(ranges)
-            - set(names)
-            - ({k for k, r in parameter_table().items() if args.group in r.get("groups", [])} if args.group else set())
+        space = sa.ParameterSpace.from_table(
+            args.group, [k for k in args.params.split(",") if k], _ranges(args.range, sa.SensitivityError)
         )
-        if unknown:
-            raise sa.SensitivityError(f"--range names {sorted(unknown)}, which are not analysed factors")
-        space = sa.ParameterSpace.from_table(args.group, names, ranges)
-        n = args.N
-        cap = os.environ.get("EXOSIM_SENSITIVITY_MAX_N")
-        if cap:
-            n = min(n, int(cap))
-        if n < 1:
-            raise sa.SensitivityError(f"N must be positive, got {n}")
         if args.doses:
             try:
                 doses = [float(d) for d in args.doses.split(",")]
             except ValueError:
                 raise sa.SensitivityError(f"--doses {args.doses!r}: expected comma-separated numbers") from None
-            if scenario.dose_grid is None or not doses or min(doses) < 0:
-                raise sa.SensitivityError("--doses needs a scenario with a dose grid and non-negative doses")
-            scenario = scenario.model_copy(
-                update={"dose_grid": scenario.dose_grid.model_copy(update={"values": doses})}
-            )
-        runs = {
-            "local": 2 * space.dimension + 1,
-            "morris": n * (space.dimension + 1),
-            "sobol": n * (space.dimension + 2),
-        }[args.method]
-        if runs > sa.MAX_SAMPLES:
-            raise sa.SensitivityError(f"{runs} samples exceed the limit of {sa.MAX_SAMPLES}; lower N")
-        if args.chunk_members < 1:
-            raise sa.SensitivityError("--chunk-members must be positive")
+            scenario = with_dose_grid(scenario, doses)
         engine = make_engine(args.workers, args.scheduler)
-    except (sa.SensitivityError, EngineError) as exc:
+    except (sa.SensitivityError, EngineError, ScenarioError) as exc:
         print(f"exosim: error: {args.scenario}: {exc}", file=sys.stderr)
         return 2
     try:
         evaluator = sa.ScenarioEvaluator(
             scenario, arm=args.arm, engine=engine, chunk_members=args.chunk_members, backend=args.backend
         )
-        from exosim.scenario.runner import compile_scenario
-
-        model = compile_scenario(evaluator.scenario).model
-        need = sa.memory_estimate(args.chunk_members, model.n_states, model.n_parameters)
-        if need > 4 * 2**30:
-            raise sa.SensitivityError(
-                f"--chunk-members {args.chunk_members} needs about {need / 2**30:.1f} GiB "
-                f"per chunk; lower it (memory bound 4 GiB)"
-            )
         start = time.perf_counter()
-        if args.method == "local":
-            nominal = sa.nominal_values(evaluator.scenario, space.names)
-            analysis = sa.local(evaluator, space, nominal, sa.OUTPUTS)
-        elif args.method == "morris":
-            analysis = sa.morris(evaluator, space, sa.OUTPUTS, n, args.seed)
-        else:
-            analysis = sa.sobol(evaluator, space, sa.OUTPUTS, n, args.seed)
+        analysis = sa.analyse(evaluator, space, args.method, n, args.seed)
         wall = time.perf_counter() - start
     except sa.SensitivityError as exc:
         print(f"exosim: error: {args.scenario}: {exc}", file=sys.stderr)

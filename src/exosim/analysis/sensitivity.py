@@ -77,6 +77,8 @@ __all__ = [
 OUTPUTS = SENSITIVITY_OUTPUTS
 #: members integrated together in one chunk (bounds memory: about 8 kB of state per member)
 DEFAULT_CHUNK_MEMBERS = 8192
+#: memory one chunk of members may hold while it is integrated (bytes)
+MEMORY_BOUND = 4 * 2**30
 #: sanity cap on the number of model runs (samples) of one analysis
 MAX_SAMPLES = 2**21
 
@@ -126,6 +128,9 @@ class ParameterSpace:
         if not chosen:
             raise SensitivityError("no parameters: give --group and/or --params")
         ranges = dict(ranges or {})
+        unknown = set(ranges) - set(chosen)
+        if unknown:
+            raise SensitivityError(f"--range names {sorted(unknown)}, which are not analysed factors")
         lows, highs = [], []
         for n in chosen:
             lo, hi = (float(v) for v in ranges.get(n, table[n]["range"]))
@@ -211,6 +216,15 @@ class ScenarioEvaluator:
         self.engine = self.engine or SerialEngine()
         n_grid = len(sc.dose_grid.values) if sc.dose_grid else 1
         self.members_per_sample = len(kept) * n_grid
+        if self.chunk_members < 1:
+            raise SensitivityError("--chunk-members must be positive")
+        model = BatchModel(self.scenario, ()).template.model
+        need = memory_estimate(self.chunk_members, model.n_states, model.n_parameters)
+        if need > MEMORY_BOUND:
+            raise SensitivityError(
+                f"--chunk-members {self.chunk_members} needs about {need / 2**30:.1f} GiB "
+                f"per chunk; lower it (memory bound {MEMORY_BOUND / 2**30:g} GiB)"
+            )
 
     def __call__(self, keys: Sequence[str], values: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Outputs (M, len(OUTPUTS)), failed flags (M,) and messages for parameter values (M, D)."""
@@ -439,3 +453,28 @@ def nominal_values(scenario: Scenario, keys: Sequence[str]) -> np.ndarray:
 def memory_estimate(chunk_members: int, n_states: int, n_parameters: int) -> float:
     """Bytes held while integrating one chunk (states, 7 stages, work arrays, parameters)."""
     return chunk_members * 8.0 * (12 * n_states + 2 * n_parameters)
+
+
+#: analysis methods
+METHODS = ("local", "morris", "sobol")
+
+
+def sample_count(method: str, dimension: int, n: int) -> int:
+    """Parameter samples an analysis evaluates: 2D + 1 (local), N (D + 1) (Morris), N (D + 2) (Sobol)."""
+    return {"local": 2 * dimension + 1, "morris": n * (dimension + 1), "sobol": n * (dimension + 2)}[method]
+
+
+def analyse(evaluator: ScenarioEvaluator, space: ParameterSpace, method: str, n: int, seed: int) -> Analysis:
+    """Run one analysis of :data:`OUTPUTS` (``local``, ``morris`` or ``sobol``) with ``n`` base samples."""
+    if method not in METHODS:
+        raise SensitivityError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+    if n < 1:
+        raise SensitivityError(f"N must be positive, got {n}")
+    runs = sample_count(method, space.dimension, n)
+    if runs > MAX_SAMPLES:
+        raise SensitivityError(f"{runs} samples exceed the limit of {MAX_SAMPLES}; lower N")
+    if method == "local":
+        return local(evaluator, space, nominal_values(evaluator.scenario, space.names), OUTPUTS)
+    if method == "morris":
+        return morris(evaluator, space, OUTPUTS, n, seed)
+    return sobol(evaluator, space, OUTPUTS, n, seed)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from exosim.model import catalogue as cat
 from exosim.model.units import Quantity, QuantityError, parse_parameter_value, parse_quantity
 
-__all__ = ["Scenario", "ScenarioError", "load_scenario", "parse_scenario", "Event", "with_parameters"]
+__all__ = ["Scenario", "ScenarioError", "load_scenario", "parse_scenario", "Event", "with_parameters", "with_dose_grid"]
 
 
 class ScenarioError(ValueError):
@@ -681,3 +681,16 @@ def with_parameters(sc: Scenario, parameters: dict[str, Any]) -> Scenario:
     )
     _check_parameters(out, lambda path, msg: ScenarioError(sc.source, path, msg))
     return out
+
+
+def with_dose_grid(sc: Scenario, values: list[float]) -> Scenario:
+    """A copy of ``sc`` whose dose grid has ``values`` (in the grid's unit), checked like the file's."""
+    if sc.dose_grid is None:
+        raise ScenarioError(sc.source, "dose_grid", "the scenario has no dose grid to replace")
+    try:
+        grid = DoseGrid(values=list(values), unit=sc.dose_grid.unit, label=sc.dose_grid.label)
+    except ValidationError as exc:
+        raise ScenarioError(
+            sc.source, "dose_grid.values", exc.errors()[0]["msg"].removeprefix("Value error, ")
+        ) from None
+    return sc.model_copy(update={"dose_grid": grid})
