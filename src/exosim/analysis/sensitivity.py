@@ -255,7 +255,7 @@ class ScenarioEvaluator:
 
 
 # ---------------------------------------------------------------------- methods
-@dataclass
+@dataclass(frozen=True)
 class Analysis:
     """Result of one sensitivity analysis.
 
@@ -333,6 +333,14 @@ def _usable_blocks(yk: np.ndarray, bad: np.ndarray, block: int) -> np.ndarray:
     return np.repeat(ok, block)
 
 
+def _index_rows(output: str, space: ParameterSpace, res, keys: tuple[str, ...]) -> list[dict]:
+    """One row per parameter of SALib result ``res`` (NaN indices when there was nothing to analyse)."""
+    return [
+        {"output": output, "parameter": name, **{k: res[k][j] if res else np.nan for k in keys}}
+        for j, name in enumerate(space.names)
+    ]
+
+
 def morris(
     evaluate: Evaluate,
     space: ParameterSpace,
@@ -366,17 +374,7 @@ def morris(
             if keep.any()
             else None
         )
-        for j, name in enumerate(space.names):
-            rows.append(
-                {
-                    "output": out,
-                    "parameter": name,
-                    "mu_star": res["mu_star"][j] if res else np.nan,
-                    "mu_star_conf": res["mu_star_conf"][j] if res else np.nan,
-                    "sigma": res["sigma"][j] if res else np.nan,
-                    "mu": res["mu"][j] if res else np.nan,
-                }
-            )
+        rows += _index_rows(out, space, res, ("mu_star", "mu_star_conf", "sigma", "mu"))
     return Analysis(
         "morris", space, tuple(outputs), rows, space.to_values(xs), y, failed, dropped, n_blocks, [m for m in msgs if m]
     )
@@ -419,17 +417,7 @@ def sobol(
             if usable
             else None
         )
-        for j, name in enumerate(space.names):
-            rows.append(
-                {
-                    "output": out,
-                    "parameter": name,
-                    "S1": res["S1"][j] if res else np.nan,
-                    "S1_conf": res["S1_conf"][j] if res else np.nan,
-                    "ST": res["ST"][j] if res else np.nan,
-                    "ST_conf": res["ST_conf"][j] if res else np.nan,
-                }
-            )
+        rows += _index_rows(out, space, res, ("S1", "S1_conf", "ST", "ST_conf"))
     return Analysis(
         "sobol", space, tuple(outputs), rows, space.to_values(xs), y, failed, dropped, n_blocks, [m for m in msgs if m]
     )

@@ -44,11 +44,9 @@ class NumpyDopri5:
 
     name = "numpy"
 
-    def integrate(
-        self, model, t0, t1, y0, p, *, atol_scale=None, options=SolverOptions(), t_eval=None, h0=None
-    ) -> SegmentResult:
-        """Integrate one segment of ``model``'s batch; see :func:`integrate`."""
-        return integrate(model.rhs, t0, t1, y0, p, atol_scale=atol_scale, options=options, t_eval=t_eval, h0=h0)
+    def integrate(self, model, t0: float, t1: float, y0: np.ndarray, p: np.ndarray, **options) -> SegmentResult:
+        """Integrate one segment of ``model``'s batch (keyword options of :func:`integrate`)."""
+        return integrate(model.rhs, t0, t1, y0, p, **options)
 
 
 def integrate(

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from exosim.io.sbml.units import _is_species, _unit_definitions, unit_id
+from exosim.io.sbml.units import _is_species, _unit_definitions, model_units, rate_unit, unit_id
 from exosim.model import expr as _expr
 from exosim.model.assemble import Model
 from exosim.model.declare import SEP
@@ -85,6 +85,22 @@ def _sbo_for(key: str, unit: str) -> str:
     if unit == "1/h":
         return SBO_KINETIC
     return SBO_PARAMETER
+
+
+def variable(
+    sid: str,
+    value: float | None,
+    unit: str,
+    *,
+    name: str,
+    notes: str | None = None,
+    constant: bool = False,
+    sbo: str = SBO_PARAMETER,
+):
+    """An SBML parameter (sbmlutils) with exosim's unit string, SBO term and notes."""
+    from sbmlutils.factory import Parameter
+
+    return Parameter(sid, value, unit=unit_id(unit), constant=constant, sboTerm=sbo, notes=notes, name=name)
 
 
 def _notes(q) -> str:
@@ -145,8 +161,6 @@ def build_flat(model: Model, spec: FlatSpec):
         Event,
         Function,
         InitialAssignment,
-        ModelUnits,
-        Parameter,
         RateRule,
         Species,
     )
@@ -191,58 +205,29 @@ def build_flat(model: Model, spec: FlatSpec):
         constant[q.name] = is_const
         units.add(q.unit)
         parameters.append(
-            Parameter(
+            variable(
                 q.name,
                 float(values[j]),
-                unit=unit_id(q.unit),
-                constant=is_const,
-                sboTerm=_sbo_for(q.key, q.unit),
-                notes=_notes(q),
+                q.unit,
                 name=q.key,
+                notes=_notes(q),
+                constant=is_const,
+                sbo=_sbo_for(q.key, q.unit),
             )
         )
     for d in model.derived:
         units.add(d.unit)
-        deps = _expr.names(d.expr)
-        if all(constant.get(n, True) for n in deps):
-            parameters.append(
-                Parameter(
-                    d.name,
-                    None,
-                    unit=unit_id(d.unit),
-                    constant=True,
-                    sboTerm=SBO_PARAMETER,
-                    notes=d.description,
-                    name=d.name.split(SEP, 1)[-1],
-                )
-            )
-            assignments.append(InitialAssignment(d.name, sf(d.expr), unit=unit_id(d.unit), name=d.description))
-        else:
-            parameters.append(
-                Parameter(
-                    d.name,
-                    None,
-                    unit=unit_id(d.unit),
-                    constant=False,
-                    notes=d.description,
-                    name=d.name.split(SEP, 1)[-1],
-                    sboTerm=SBO_PARAMETER,
-                )
-            )
-            rules.append(AssignmentRule(d.name, sf(d.expr), unit=unit_id(d.unit), name=d.description))
+        # a constant of constant parameters is an initial assignment; of event-changed ones, a rule
+        constant_deps = all(constant.get(n, True) for n in _expr.names(d.expr))
+        parameters.append(
+            variable(d.name, None, d.unit, name=d.name.split(SEP, 1)[-1], notes=d.description, constant=constant_deps)
+        )
+        target = assignments if constant_deps else rules
+        kind = InitialAssignment if constant_deps else AssignmentRule
+        target.append(kind(d.name, sf(d.expr), unit=unit_id(d.unit), name=d.description))
     for r in model.rules:
         units.add(r.unit)
-        parameters.append(
-            Parameter(
-                r.name,
-                None,
-                unit=unit_id(r.unit),
-                constant=False,
-                sboTerm=SBO_PARAMETER,
-                notes=r.description,
-                name=r.name.split(SEP, 1)[-1],
-            )
-        )
+        parameters.append(variable(r.name, None, r.unit, name=r.name.split(SEP, 1)[-1], notes=r.description))
         rules.append(AssignmentRule(r.name, sf(r.expr), unit=unit_id(r.unit), name=r.description))
     for s in model.states:
         units.add(s.unit)
@@ -264,25 +249,15 @@ def build_flat(model: Model, spec: FlatSpec):
                 )
             )
         else:
-            parameters.append(
-                Parameter(
-                    s.name,
-                    value,
-                    unit=unit_id(s.unit),
-                    constant=False,
-                    sboTerm=SBO_PARAMETER,
-                    notes=s.description,
-                    name=s.description,
-                )
-            )
+            parameters.append(variable(s.name, value, s.unit, name=s.description, notes=s.description))
         if not numeric:
             assignments.append(
                 InitialAssignment(s.name, sf(init), unit=unit_id(s.unit), name=f"initial {s.description}")
             )
-        rate_unit = f"{s.unit}/h" if s.unit != "1" else "1/h"
-        units.add(rate_unit)
+        rate = rate_unit(s.unit)
+        units.add(rate)
         rate_rules.append(
-            RateRule(s.name, sf(model.rate_expression(s.name)), unit=unit_id(rate_unit), name=f"d/dt {s.description}")
+            RateRule(s.name, sf(model.rate_expression(s.name)), unit=unit_id(rate), name=f"d/dt {s.description}")
         )
     events = [
         Event(
@@ -302,9 +277,7 @@ def build_flat(model: Model, spec: FlatSpec):
         name=spec.name,
         notes=spec.notes,
         units=_unit_definitions(units),
-        model_units=ModelUnits(
-            time=unit_id("h"), extent=unit_id("particles"), substance=unit_id("particles"), volume=unit_id("mL")
-        ),
+        model_units=model_units(),
         functions=[Function(k, v, name="Hill function of max(x, 0)") for k, v in _FUNCTIONS.items()],
         compartments=compartments,
         species=species,

@@ -25,8 +25,10 @@ from exosim.io.sbml.build import (
     _notes,
     _sbo_for,
     to_document,
+    variable,
 )
-from exosim.io.sbml.units import _is_species, _unit_definitions, unit_id
+from exosim.io.sbml.units import _is_species, _unit_definitions, model_units, unit_id
+from exosim.io.sbml.units import rate_unit as _rate_unit
 from exosim.io.sbml.validate import SBMLExportError, Validation, validate, write_validated
 from exosim.model import expr as _expr
 from exosim.model.assemble import Model
@@ -151,8 +153,6 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
         Function,
         InitialAssignment,
         ModelDefinition,
-        ModelUnits,
-        Parameter,
         Port,
         RateRule,
         Species,
@@ -213,17 +213,7 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
                     )
                 )
             else:
-                parameters.append(
-                    Parameter(
-                        name,
-                        value,
-                        unit=unit_id(s.unit),
-                        constant=False,
-                        sboTerm=SBO_PARAMETER,
-                        notes=s.description,
-                        name=s.description,
-                    )
-                )
+                parameters.append(variable(name, value, s.unit, name=s.description, notes=s.description))
             if not placeholder and not numeric:
                 assigns.append(
                     InitialAssignment(
@@ -237,28 +227,27 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
                 return
             units.add(q.unit)
             parameters.append(
-                Parameter(
+                variable(
                     name,
                     float(values[j]),
-                    unit=unit_id(q.unit),
-                    constant=q.key not in ("dose_rate",) and not q.key.endswith("_factor"),
-                    sboTerm=_sbo_for(q.key, q.unit),
-                    notes=_notes(q),
+                    q.unit,
                     name=q.key,
+                    notes=_notes(q),
+                    constant=q.key not in ("dose_rate",) and not q.key.endswith("_factor"),
+                    sbo=_sbo_for(q.key, q.unit),
                 )
             )
         else:
             item = derived.get(name) or rules[name]
             units.add(item.unit)
             parameters.append(
-                Parameter(
+                variable(
                     name,
                     float(baseline[name]) if placeholder else None,
-                    unit=unit_id(item.unit),
-                    constant=name in derived and not placeholder,
-                    sboTerm=SBO_PARAMETER,
-                    notes=item.description,
+                    item.unit,
                     name=name.split(SEP, 1)[-1],
+                    notes=item.description,
+                    constant=name in derived and not placeholder,
                 )
             )
             if not placeholder:
@@ -283,21 +272,19 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
         element(name, placeholder=True)
     for target, trees in own.contrib[i].items():
         unit = states[target].unit
-        rate_unit = f"{unit}/h" if unit != "1" else "1/h"
+        rate_unit = _rate_unit(unit)
         units.add(rate_unit)
         if own.owner[target] == i:
             terms = _sum(trees)
             if own.external_contributors(target):
                 inflow = f"{target}_inflow"
                 parameters.append(
-                    Parameter(
+                    variable(
                         inflow,
                         0.0,
-                        unit=unit_id(rate_unit),
-                        constant=False,
-                        sboTerm=SBO_PARAMETER,
-                        notes=f"rate terms of other modules for {target}",
+                        rate_unit,
                         name=f"inflow to {target}",
+                        notes=f"rate terms of other modules for {target}",
                     )
                 )
                 port(inflow)
@@ -306,14 +293,12 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
         else:
             flux = f"{target}_from_{sid}"
             parameters.append(
-                Parameter(
+                variable(
                     flux,
                     None,
-                    unit=unit_id(rate_unit),
-                    constant=False,
-                    sboTerm=SBO_PARAMETER,
-                    notes=f"this module's rate terms for {target}",
+                    rate_unit,
                     name=f"{sid} terms of {target}",
+                    notes=f"this module's rate terms for {target}",
                 )
             )
             arules.append(AssignmentRule(flux, _sum(trees), unit=unit_id(rate_unit), name=f"{sid} terms of {target}"))
@@ -322,27 +307,16 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
     for name in own.owned(i):
         if name in states and name not in own.contrib[i] and own.external_contributors(name):
             s = states[name]
-            rate_unit = f"{s.unit}/h" if s.unit != "1" else "1/h"
+            rate_unit = _rate_unit(s.unit)
             units.add(rate_unit)
             inflow = f"{name}_inflow"
-            parameters.append(
-                Parameter(
-                    inflow,
-                    0.0,
-                    unit=unit_id(rate_unit),
-                    constant=False,
-                    sboTerm=SBO_PARAMETER,
-                    name=f"inflow to {name}",
-                )
-            )
+            parameters.append(variable(inflow, 0.0, rate_unit, name=f"inflow to {name}"))
             port(inflow)
             rrules.append(RateRule(name, inflow, unit=unit_id(rate_unit), name=f"d/dt {name}"))
     cls = SbModel if standalone else ModelDefinition
     kwargs = dict(
         units=_unit_definitions(units),
-        model_units=ModelUnits(
-            time=unit_id("h"), extent=unit_id("particles"), substance=unit_id("particles"), volume=unit_id("mL")
-        ),
+        model_units=model_units(),
         functions=[Function(k, v) for k, v in _FUNCTIONS.items()],
         compartments=list(comps.values()),
         species=species,
@@ -381,9 +355,7 @@ def composed_document(model: Model | None = None):
     from sbmlutils.factory import (
         AssignmentRule,
         Compartment,
-        ModelUnits,
         Package,
-        Parameter,
         ReplacedElement,
         Species,
         Submodel,
@@ -463,14 +435,13 @@ def composed_document(model: Model | None = None):
             val = float(values[j]) if j is not None else start
             info = model.parameters[j] if j is not None else None
             parameters.append(
-                Parameter(
+                variable(
                     n,
                     val,
-                    unit=unit_id(unit),
-                    constant=False,
-                    sboTerm=_sbo_for(info.key, info.unit) if info else SBO_PARAMETER,
-                    notes=_notes(info) if info else _describe(model, n),
+                    unit,
                     name=info.key if info else n.split(SEP, 1)[-1],
+                    notes=_notes(info) if info else _describe(model, n),
+                    sbo=_sbo_for(info.key, info.unit) if info else SBO_PARAMETER,
                 )
             )
         replace(n, n, holders[n])
@@ -480,29 +451,16 @@ def composed_document(model: Model | None = None):
         if not contributors:
             continue
         unit = states[target].unit
-        rate_unit = f"{unit}/h" if unit != "1" else "1/h"
+        rate_unit = _rate_unit(unit)
         units.add(rate_unit)
         names = []
         for i in contributors:
             local = f"{target}_from_{defs[i].sid}"
-            parameters.append(
-                Parameter(
-                    local,
-                    0.0,
-                    unit=unit_id(rate_unit),
-                    constant=False,
-                    sboTerm=SBO_PARAMETER,
-                    name=f"{defs[i].sid} terms of {target}",
-                )
-            )
+            parameters.append(variable(local, 0.0, rate_unit, name=f"{defs[i].sid} terms of {target}"))
             replace(local, local, [i])
             names.append(local)
         inflow = f"{target}_inflow"
-        parameters.append(
-            Parameter(
-                inflow, 0.0, unit=unit_id(rate_unit), constant=False, sboTerm=SBO_PARAMETER, name=f"inflow to {target}"
-            )
-        )
+        parameters.append(variable(inflow, 0.0, rate_unit, name=f"inflow to {target}"))
         rules.append(AssignmentRule(inflow, " + ".join(names), unit=unit_id(rate_unit), name=f"inflow to {target}"))
         replace(inflow, inflow, [own.owner[target]])
     top = SbModel(
@@ -517,9 +475,7 @@ def composed_document(model: Model | None = None):
         ),
         packages=[Package.COMP_V1],
         units=_unit_definitions(units),
-        model_units=ModelUnits(
-            time=unit_id("h"), extent=unit_id("particles"), substance=unit_id("particles"), volume=unit_id("mL")
-        ),
+        model_units=model_units(),
         model_definitions=defs,
         submodels=subs,
         compartments=compartments,

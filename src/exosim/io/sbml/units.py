@@ -15,7 +15,7 @@ from exosim.io.sbml.validate import SBMLExportError
 from exosim.model.units import QuantityError
 from exosim.model.units import unit_kinds as _parse
 
-__all__ = ["unit_id", "unit_kinds"]
+__all__ = ["unit_id", "unit_kinds", "rate_unit", "model_units"]
 
 
 def unit_kinds(text: str) -> tuple[dict[str, float], float]:
@@ -57,3 +57,17 @@ def _is_species(unit: str) -> bool:
     """True for quantities counted in items, which become species (amounts)."""
     kinds, _ = unit_kinds(unit)
     return kinds == {"item": 1.0}
+
+
+def rate_unit(unit: str) -> str:
+    """Unit of the time derivative of a quantity in ``unit`` (time in h)."""
+    return f"{unit}/h" if unit != "1" else "1/h"
+
+
+def model_units():
+    """The model-wide units of every exosim SBML model: time h, substance and extent particles, volume mL."""
+    from sbmlutils.factory import ModelUnits
+
+    return ModelUnits(
+        time=unit_id("h"), extent=unit_id("particles"), substance=unit_id("particles"), volume=unit_id("mL")
+    )
