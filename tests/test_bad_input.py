@@ -87,6 +87,13 @@ CASES = [
     ("negative volume", "media.well.volume", "-2 mL", "media.well.volume", ["non-negative"]),
     ("event after score", "timeline.2.at", "100 h", "timeline[2].at", ["after the score"]),
     ("event before start", "start", "1 h", "timeline[0].at", ["before the start", "start: 1 h"]),
+    (
+        "parameter the medium does not have",
+        "media.well.parameters",
+        {"binding_sites": "1e4 sites/cell"},
+        "media.well.parameters.binding_sites",
+        ["'well' has no parameter 'binding_sites'"],
+    ),
 ]
 
 

@@ -218,3 +218,15 @@ def test_cli_sensitivity_bad_input(tmp_path, capsys, extra, words):
     err = capsys.readouterr().err
     assert code == 2 and all(w in err for w in words), err
     assert not out.exists()
+
+
+def test_a_factor_the_scenario_lacks_is_inert_for_every_method(tmp_path, capsys):
+    """partial_field has no cargo target: target_turnover_rate is sampled but acts on nothing."""
+    out = tmp_path / "s"
+    path = str(SCENARIOS / "partial_field_bystander.yaml")
+    assert main(["sensitivity", path, "--group", "cargo", "--method", "local", "-o", str(out)]) == 0
+    assert "'target_turnover_rate' does not occur" in capsys.readouterr().err
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["inert_factors"] == ["target_turnover_rate"]
+    rows = [r for r in (out / "indices.csv").read_text().splitlines() if ",target_turnover_rate," in r]
+    assert rows and all(r.split(",")[-1] in ("0", "") for r in rows)  # no effect (or undefined output)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import exosim
-from exosim import _fit
+from exosim.analysis import fit as _fit
 
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE.parents[1] / "scenarios" / "hnscc_exosome_radioresistance.yaml"
@@ -71,7 +71,7 @@ def _shift(t: str, name: str) -> str:
     """Uptake times are written relative to the exosome addition; timeline times are absolute."""
     if name != "uptake.csv":
         return t
-    from exosim._units import parse_quantity
+    from exosim.model.units import parse_quantity
 
     return f"{ADDED_AT + parse_quantity(t, 'time'):g} h"
 

@@ -18,10 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from exosim.analysis import fit as _fit
-from exosim.analysis import sensitivity as _sa
-from exosim.analysis.engine import make_engine
-from exosim.io import outputs as _outputs
 from exosim.scenario.result import RunResult
 from exosim.scenario.runner import run as _run
 from exosim.scenario.schema import Scenario, load_scenario, with_parameters
@@ -29,6 +25,12 @@ from exosim.simulate.solver import Solver
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
+
+    from exosim.analysis.fit import FitProblem, FitResult
+    from exosim.analysis.sensitivity import Analysis
+
+# fit and sensitivity (scipy.optimize, SALib) are imported inside the functions that use them,
+# so that ``exosim.run`` costs no more than the runner
 
 __all__ = ["run", "sensitivity", "fit", "SensitivityResult", "FitOutcome"]
 
@@ -75,11 +77,13 @@ class SensitivityResult:
     ----------
     analysis : :class:`exosim.analysis.sensitivity.Analysis` (indices, samples, values, failures)
     arm, control_arm : analysed arm and the control it is compared with
+    inert : factors that do not occur in the scenario (sampled, without effect)
     """
 
-    analysis: _sa.Analysis
+    analysis: Analysis
     arm: str
     control_arm: str | None
+    inert: tuple[str, ...] = ()
 
     def to_df(self) -> pandas.DataFrame:
         """The indices (indices.csv): one row per output and parameter."""
@@ -137,6 +141,9 @@ def sensitivity(
     -------
     SensitivityResult
     """
+    from exosim.analysis import sensitivity as _sa
+    from exosim.analysis.engine import make_engine
+
     sc = _scenario(scenario)
     space = _sa.ParameterSpace.from_table(group, list(params), dict(ranges or {}))
     engine = make_engine(workers)
@@ -146,7 +153,7 @@ def sensitivity(
     finally:
         engine.close()
     control = None if ev.control is None else ev.scenario.arms[ev.control].name
-    return SensitivityResult(analysis, ev.target_name, control)
+    return SensitivityResult(analysis, ev.target_name, control, tuple(_sa.inert_factors(ev.scenario, space.names)))
 
 
 @dataclass(frozen=True)
@@ -157,15 +164,17 @@ class FitOutcome:
     (low, high) profile-likelihood interval.
     """
 
-    problem: _fit.FitProblem
-    result: _fit.FitResult
+    problem: FitProblem
+    result: FitResult
 
     @property
     def estimates(self) -> pandas.DataFrame:
         """Per parameter: estimate, interval, unit, nominal value, search range, open ends."""
         import pandas as pd
 
-        return pd.DataFrame(_outputs.fit_estimate_rows(self.problem, self.result))
+        from exosim.io.outputs import fit_estimate_rows
+
+        return pd.DataFrame(fit_estimate_rows(self.problem, self.result))
 
     @property
     def intervals(self) -> dict[str, tuple[float, float]]:
@@ -214,6 +223,8 @@ def fit(
     -------
     FitOutcome
     """
+    from exosim.analysis import fit as _fit
+
     sc = _scenario(scenario)
     datasets = [_fit.read_observations(path, sc) for path in data]
     lik = _fit.default_likelihood(datasets) if likelihood == "auto" else likelihood

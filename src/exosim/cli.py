@@ -247,13 +247,10 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
 
     scenario = load_scenario(args.scenario)
     try:
-        if not 0 < args.level < 1:
-            raise _fit.FitError(f"--level must be in (0, 1), got {args.level}")
+        _fit.check_level(args.level)
         data = [_fit.read_observations(path, scenario) for path in args.data]
         likelihood = _fit.default_likelihood(data) if args.likelihood == "auto" else args.likelihood
         params = [p.strip() for p in args.params.split(",") if p.strip()]
-        if not params:
-            raise _fit.FitError("--params: name at least one parameter")
         problem = _fit.FitProblem(
             scenario,
             data,
@@ -351,10 +348,12 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from exosim.scenario.runner import compile_scenario
     from exosim.scenario.schema import load_scenario
 
     for path in args.scenarios:
         sc = load_scenario(path)
+        compile_scenario(sc)  # the model assembles and every override names a parameter it has
         print(
             f"{path}: ok ({sc.name}, {len(sc.arms) or 1} arms, "
             f"{len(sc.dose_grid.values) if sc.dose_grid else 1} grid doses)"
@@ -459,6 +458,11 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
     except OutputError as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
+    for key in prov["inert_factors"]:
+        print(
+            f"exosim: warning: {key!r} does not occur in {scenario.name!r}; it is sampled but has no effect",
+            file=sys.stderr,
+        )
     if analysis.failed.any():
         print(
             f"exosim: warning: {int(analysis.failed.sum())} of {analysis.samples.shape[0]} samples failed; "

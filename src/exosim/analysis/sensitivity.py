@@ -71,6 +71,10 @@ __all__ = [
     "nominal_values",
     "MAX_SAMPLES",
     "memory_estimate",
+    "METHODS",
+    "analyse",
+    "sample_count",
+    "inert_factors",
 ]
 
 #: outputs analysed, each separately (defined with the survival observables)
@@ -431,11 +435,15 @@ def ishigami(names: Sequence[str], x: np.ndarray, a: float = 7.0, b: float = 0.1
 
 
 def nominal_values(scenario: Scenario, keys: Sequence[str]) -> np.ndarray:
-    """Nominal value of each key in a scenario (first instance; all instances share it unless overridden)."""
-    try:
-        return BatchModel(scenario, keys).nominal
-    except ValueError as exc:
-        raise SensitivityError(str(exc)) from None
+    """Nominal value of each key in a scenario (first instance; all instances share it unless
+    overridden); NaN for a key the scenario does not have (an inert factor)."""
+    return BatchModel(scenario, keys, strict=False).nominal
+
+
+def inert_factors(scenario: Scenario, keys: Sequence[str]) -> list[str]:
+    """Factors that do not occur in the scenario: sampled, but without any effect on the outputs."""
+    batch = BatchModel(scenario, keys, strict=False)
+    return [k for k, cols in zip(keys, batch.columns) if not cols]
 
 
 def memory_estimate(chunk_members: int, n_states: int, n_parameters: int) -> float:

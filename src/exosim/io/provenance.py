@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from exosim._version import __version__
+from exosim.analysis.sensitivity import inert_factors
 from exosim.scenario.observables import CONVENTIONS
 from exosim.scenario.result import RunResult, public_name
 from exosim.scenario.schema import Scenario
@@ -85,7 +86,6 @@ def run_record(result: RunResult, command: list[str] | None = None) -> dict:
         "seed": None,
         "randomness": "none: the simulation is deterministic",
         "solver": {
-            "method": "Dormand-Prince 5(4), per-member error control",
             "rtol": sc.solver.rtol,
             "atol": sc.solver.atol,
             "atol_scaling": "atol multiplied by each state's declared scale",
@@ -138,6 +138,7 @@ def sensitivity_record(
         "failure_policy": "failed samples have NaN outputs; whole Saltelli blocks / Morris trajectories "
         "containing one are dropped before analysis and counted here",
         "failures": analysis.messages[:100],
+        "inert_factors": inert_factors(evaluator.scenario, space.names),
         "engine": engine.describe(),
         "chunk_members": chunk_members,
         "wall_time_s": wall,

@@ -5,7 +5,7 @@ The model contract::
     rhs(t, y[N, n], p[N, k]) -> dy[N, n]
 
 over a batch of N members.  The compiled source is generated from the block
-declarations (:mod:`exosim.modules`), the same declarations the SBML export
+declarations (:mod:`exosim.model.modules`), the same declarations the SBML export
 reads, so each equation exists once.
 """
 

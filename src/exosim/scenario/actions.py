@@ -62,11 +62,14 @@ class Assignment:
 
     symbol: str
     expr: ast.expr
+    #: numpy rendering only: results smaller than this in magnitude become 0 (a dose rate switched
+    #: on and off again leaves rounding residue of order 1e-17 Gy/h otherwise)
+    zero_below: float = 0.0
 
     @classmethod
-    def of(cls, symbol: str, text: str) -> Assignment:
+    def of(cls, symbol: str, text: str, zero_below: float = 0.0) -> Assignment:
         """Parse the expression text of an assignment."""
-        return cls(symbol, _expr.parse(text))
+        return cls(symbol, _expr.parse(text), zero_below)
 
 
 @dataclass(eq=False)
@@ -106,6 +109,8 @@ class Action:
             for a in self.assignments
         ]
         for a, v in zip(self.assignments, values):
+            if a.zero_below:
+                v[np.abs(v) < a.zero_below] = 0.0
             kind = model.kinds[a.symbol]
             if kind == "state":
                 y[rows, model.state_index[a.symbol]] = v
@@ -135,18 +140,22 @@ def medium_content(model: Model, medium: str) -> list[tuple[str, str | None, str
 
 
 def _book(model: Model, ledger: dict[str, np.ndarray], rows: np.ndarray, old: np.ndarray, new: np.ndarray) -> None:
-    """Net change of each medium's particles and cargo copies: ``<cargo>_added`` or ``_removed``."""
+    """Book what entered or left the media: per cargo (and ``particles`` for vesicles), the net
+    change summed over every medium and form (vesicular, free), as ``<name>_added`` or
+    ``<name>_removed``.  Moving content between media or forms books nothing."""
     n = rows.size
+    net: dict[str, np.ndarray] = {}
     for med in model.media:
         for state, cargo, _ in medium_content(model, med):
             i = model.state_index[state]
-            delta = np.zeros(n)
-            delta[rows] = new[:, i] - old[:, i]
             name = cargo or "particles"
-            for key, amount in (("added", np.maximum(delta, 0.0)), ("removed", np.maximum(-delta, 0.0))):
-                if amount.any():
-                    ledger.setdefault(f"{name}_{key}", np.zeros(n))
-                    ledger[f"{name}_{key}"] += amount
+            net.setdefault(name, np.zeros(n))
+            net[name][rows] += new[:, i] - old[:, i]
+    for name, delta in net.items():
+        for key, amount in (("added", np.maximum(delta, 0.0)), ("removed", np.maximum(-delta, 0.0))):
+            if amount.any():
+                ledger.setdefault(f"{name}_{key}", np.zeros(n))
+                ledger[f"{name}_{key}"] += amount
 
 
 # ---------------------------------------------------------------------- event types
@@ -163,7 +172,7 @@ def irradiation(model: Model, population: str) -> list[Assignment]:
 def dose_rate_change(population: str) -> list[Assignment]:
     """Protracted irradiation starts or stops: the dose rate changes by ``delta`` (per member, Gy/h)."""
     sym = f"{population}{SEP}dose_rate"
-    return [Assignment.of(sym, f"{sym} + delta")]
+    return [Assignment.of(sym, f"{sym} + delta", zero_below=1e-12)]
 
 
 def transfer(model: Model, act) -> list[Assignment]:

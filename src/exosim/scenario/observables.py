@@ -27,6 +27,7 @@ __all__ = [
     "SENSITIVITY_OUTPUTS",
     "control_arm",
     "dose_zero_member",
+    "member_index",
     "reference_members",
     "normalise",
     "survival_rows",
@@ -66,6 +67,17 @@ def dose_zero_member(arm_index: np.ndarray, grid: np.ndarray, arm: int | None) -
         return None
     sel = np.flatnonzero((arm_index == arm) & (grid == 0))
     return int(sel[0]) if sel.size else None
+
+
+def member_index(arm_index: np.ndarray, grid: np.ndarray, arm: int, dose: float | None = None) -> int | None:
+    """The member of ``arm`` at grid dose ``dose`` (Gy): the largest dose when None, the arm's
+    single member when NaN (no dose grid); None when the dose is not on the grid."""
+    rows = np.flatnonzero(arm_index == arm)
+    doses = grid[rows]
+    if dose is None:
+        return int(rows[np.nanargmax(doses)]) if np.isfinite(doses).any() else int(rows[0])
+    hit = np.isnan(doses) if np.isnan(dose) else np.isclose(doses, dose, rtol=0, atol=1e-12)
+    return int(rows[np.flatnonzero(hit)[0]]) if hit.any() else None
 
 
 def reference_members(arm_index: np.ndarray, grid: np.ndarray, how: str, control: int | None) -> np.ndarray:

@@ -174,15 +174,9 @@ class RunResult:
         a = 0 if arm is None else (self.arms.index(arm) if arm in self.arms else None)
         if a is None:
             raise KeyError(f"no arm {arm!r}; arms: {self.arms}")
-        rows = np.flatnonzero(self.arm_index == a)
-        grid = self.grid[rows]
-        if dose is None:
-            i = int(rows[np.nanargmax(grid)]) if np.isfinite(grid).any() else int(rows[0])
-        else:
-            hit = np.flatnonzero(np.isclose(grid, dose, rtol=0, atol=1e-12))
-            if not hit.size:
-                raise KeyError(f"dose {dose:g} Gy is not on the grid {sorted(set(grid.tolist()))}")
-            i = int(rows[hit[0]])
+        i = obs_mod.member_index(self.arm_index, self.grid, a, None if dose is None else float(dose))
+        if i is None:
+            raise KeyError(f"dose {dose:g} Gy is not on the grid {sorted(set(self.grid.tolist()))}")
         return Member(
             i,
             self.arms[a],

@@ -24,7 +24,7 @@ from exosim.model.units import parse_quantity
 from exosim.scenario import actions as ev_types
 from exosim.scenario.actions import Action
 from exosim.scenario.result import RunResult
-from exosim.scenario.schema import Arm, Event, Scenario, ScenarioError, parameter_value
+from exosim.scenario.schema import Arm, Event, Scenario, ScenarioError, parameter_value, suggest
 from exosim.simulate.solver import FAILED, Solver, SolverOptions, get_solver
 
 __all__ = ["CompiledScenario", "compile_scenario", "run"]
@@ -77,6 +77,18 @@ class CompiledScenario:
                 out.append(i)
         return out
 
+    def _columns(self, key: str, namespace: str, path: str) -> list[int]:
+        """Columns of ``key`` in one population or medium; an error naming ``path`` if it has none."""
+        cols = self.instances(key, namespace)
+        if not cols:
+            have = sorted({q.key for q in self.model.parameters if q.name.split(SEP, 1)[0] == namespace})
+            raise ScenarioError(
+                self.scenario.source,
+                path,
+                f"{namespace!r} has no parameter {key!r}" + suggest(key, have),
+            )
+        return cols
+
     def _parameters(self) -> np.ndarray:
         sc, m = self.scenario, self.model
         base = m.default_parameters()
@@ -85,11 +97,11 @@ class CompiledScenario:
         for name, med in sc.media.items():
             base[self.instances("volume", name)] = med.volume
             for k, v in med.parameters.items():
-                base[self.instances(k, name)] = v.value
+                base[self._columns(k, name, f"media.{name}.parameters.{k}")] = v.value
         for name, pop in sc.populations.items():
             base[self.instances("cells", name)] = pop.cells
             for k, v in pop.parameters.items():
-                base[self.instances(k, name)] = v.value
+                base[self._columns(k, name, f"populations.{name}.parameters.{k}")] = v.value
         for lk in sc.links:
             base[m.parameter_index[f"{lk.source}_to_{lk.target}{SEP}transfer_rate"]] = lk.rate
         p = np.tile(base, (self.n_members, 1))
@@ -97,7 +109,8 @@ class CompiledScenario:
             rows = self.arm_index == a
             for k, v in sorted(arm.parameters.items(), key=lambda kv: "." in kv[0]):
                 ns, key = k.split(".", 1) if "." in k else (None, k)
-                p[np.ix_(rows, self.instances(key, ns))] = v.value
+                cols = self.instances(key) if ns is None else self._columns(key, ns, f"arms[{a}].parameters.{k}")
+                p[np.ix_(rows, cols)] = v.value
         return p
 
     # ------------------------------------------------------------- events
@@ -284,7 +297,12 @@ class CompiledScenario:
                 action.apply(m, y, p, ledger)
                 ai += 1
         counters.pop("failures", None)
-        timing = {"seconds": _time.perf_counter() - start, "backend": integrator.name, **counters}
+        timing = {
+            "seconds": _time.perf_counter() - start,
+            "backend": integrator.name,
+            "method": getattr(integrator, "description", integrator.name),
+            **counters,
+        }
         return RunResult.collect(self, y, p, reference, status, messages, times, states, obs, ledger, p_start, timing)
 
 

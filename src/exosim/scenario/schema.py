@@ -446,7 +446,7 @@ def _first_error(exc: ValidationError, source: str) -> ScenarioError:
     return ScenarioError(source, path, f"{msg} (got {err.get('input')!r})" if kind != "value_error" else msg)
 
 
-def _suggest(name: str, valid: list[str]) -> str:
+def suggest(name: str, valid: list[str]) -> str:
     near = difflib.get_close_matches(name, valid, n=1)
     return f"; did you mean {near[0]!r}?" if near else f"; expected one of: {', '.join(sorted(valid))}"
 
@@ -466,25 +466,25 @@ def _check_consistency(sc: Scenario) -> None:
         raise err("populations", f"names used for both a medium and a population: {sorted(overlap)}")
     for c in sc.cargo:
         if c not in catalogue:
-            raise err(f"cargo.{c}", f"unknown cargo {c!r}" + _suggest(c, list(catalogue)))
+            raise err(f"cargo.{c}", f"unknown cargo {c!r}" + suggest(c, list(catalogue)))
     for name, pop in sc.populations.items():
         if pop.cell_line not in lines:
             raise err(
                 f"populations.{name}.cell_line",
-                f"unknown cell line {pop.cell_line!r}" + _suggest(pop.cell_line, list(lines)),
+                f"unknown cell line {pop.cell_line!r}" + suggest(pop.cell_line, list(lines)),
             )
         if pop.medium not in sc.media:
-            raise err(f"populations.{name}.medium", f"unknown medium {pop.medium!r}" + _suggest(pop.medium, media))
+            raise err(f"populations.{name}.medium", f"unknown medium {pop.medium!r}" + suggest(pop.medium, media))
         for i, c in enumerate(pop.packages):
             if c not in sc.cargo:
                 raise err(
                     f"populations.{name}.packages[{i}]",
-                    f"cargo {c!r} is not listed under the scenario's 'cargo'" + _suggest(c, list(sc.cargo)),
+                    f"cargo {c!r} is not listed under the scenario's 'cargo'" + suggest(c, list(sc.cargo)),
                 )
     for i, link in enumerate(sc.links):
         for key, m in (("from", link.source), ("to", link.target)):
             if m not in sc.media:
-                raise err(f"links[{i}].{key}", f"unknown medium {m!r}" + _suggest(m, media))
+                raise err(f"links[{i}].{key}", f"unknown medium {m!r}" + suggest(m, media))
     _check_parameters(sc, err)
 
     grid_uses = []
@@ -505,13 +505,13 @@ def _check_consistency(sc: Scenario) -> None:
                         f"expected another population of this scenario ({', '.join(sc.populations)}), got {other!r}",
                     )
         if kind in ("irradiate", "intervene", "score") and act.population not in sc.populations:
-            raise err(f"{p}.population", f"unknown population {act.population!r}" + _suggest(act.population, pops))
+            raise err(f"{p}.population", f"unknown population {act.population!r}" + suggest(act.population, pops))
         if kind in ("add", "treat", "change_medium") and act.medium not in sc.media:
-            raise err(f"{p}.medium", f"unknown medium {act.medium!r}" + _suggest(act.medium, media))
+            raise err(f"{p}.medium", f"unknown medium {act.medium!r}" + suggest(act.medium, media))
         if kind == "transfer":
             for k2, m in (("from", act.source), ("to", act.target)):
                 if m not in sc.media:
-                    raise err(f"{p}.{k2}", f"unknown medium {m!r}" + _suggest(m, media))
+                    raise err(f"{p}.{k2}", f"unknown medium {m!r}" + suggest(m, media))
             if act.source == act.target:
                 raise err(p, "a transfer needs two different media")
         if kind == "add":
@@ -519,14 +519,14 @@ def _check_consistency(sc: Scenario) -> None:
                 if c not in sc.cargo:
                     raise err(
                         f"{p}.cargo.{c}",
-                        f"cargo {c!r} is not listed under the scenario's 'cargo'" + _suggest(c, list(sc.cargo)),
+                        f"cargo {c!r} is not listed under the scenario's 'cargo'" + suggest(c, list(sc.cargo)),
                     )
         if kind == "intervene" and act.agent not in cat.agents():
-            raise err(f"{p}.agent", f"unknown agent {act.agent!r}" + _suggest(act.agent, list(cat.agents())))
+            raise err(f"{p}.agent", f"unknown agent {act.agent!r}" + suggest(act.agent, list(cat.agents())))
         if kind == "treat" and act.treatment not in cat.treatments():
             raise err(
                 f"{p}.treatment",
-                f"unknown treatment {act.treatment!r}" + _suggest(act.treatment, list(cat.treatments())),
+                f"unknown treatment {act.treatment!r}" + suggest(act.treatment, list(cat.treatments())),
             )
         if kind == "irradiate":
             if act.dose == "grid":
@@ -551,7 +551,7 @@ def _check_consistency(sc: Scenario) -> None:
             raise err(
                 path,
                 f"variable {name!r} is not defined under 'variables' (or in every arm)"
-                + _suggest(name, list(sc.variables)),
+                + suggest(name, list(sc.variables)),
             )
     for scope, variables in [("variables", sc.variables)] + [
         (f"arms[{i}].variables", a.variables) for i, a in enumerate(sc.arms)
@@ -608,13 +608,13 @@ def _check_parameters(sc: Scenario, err) -> None:
 
     for k, v in sc.parameters.items():
         if k not in table:
-            raise err(f"parameters.{k}", f"unknown parameter {k!r}" + _suggest(k, keys))
+            raise err(f"parameters.{k}", f"unknown parameter {k!r}" + suggest(k, keys))
         check_value(f"parameters.{k}", k, v)
     for group, items in (("populations", sc.populations), ("media", sc.media)):
         for n, spec in items.items():
             for k, v in spec.parameters.items():
                 if k not in table:
-                    raise err(f"{group}.{n}.parameters.{k}", f"unknown parameter {k!r}" + _suggest(k, keys))
+                    raise err(f"{group}.{n}.parameters.{k}", f"unknown parameter {k!r}" + suggest(k, keys))
                 check_value(f"{group}.{n}.parameters.{k}", k, v)
     for c, override in sc.cargo.items():
         for k, v in override.items():
@@ -623,11 +623,11 @@ def _check_parameters(sc: Scenario, err) -> None:
                     raise err(f"cargo.{c}.effects", "expected a mapping of target -> signed strength")
                 for t in v:
                     if t not in cat.targets():
-                        raise err(f"cargo.{c}.effects.{t}", f"unknown target {t!r}" + _suggest(t, list(cat.targets())))
+                        raise err(f"cargo.{c}.effects.{t}", f"unknown target {t!r}" + suggest(t, list(cat.targets())))
                 continue
             if k not in table or table[k]["scope"] != "cargo":
                 cargo_keys = [x for x in keys if table[x]["scope"] == "cargo"] + ["effects"]
-                raise err(f"cargo.{c}.{k}", f"unknown cargo field {k!r}" + _suggest(k, cargo_keys))
+                raise err(f"cargo.{c}.{k}", f"unknown cargo field {k!r}" + suggest(k, cargo_keys))
             check_value(f"cargo.{c}.{k}", k, v)
     for a, arm in enumerate(sc.arms):
         for k, v in arm.parameters.items():
@@ -636,10 +636,10 @@ def _check_parameters(sc: Scenario, err) -> None:
             if ns is not None and ns not in sc.populations and ns not in sc.media:
                 raise err(
                     f"arms[{a}].parameters.{k}",
-                    f"unknown population or medium {ns!r}" + _suggest(ns, list(sc.populations) + list(sc.media)),
+                    f"unknown population or medium {ns!r}" + suggest(ns, list(sc.populations) + list(sc.media)),
                 )
             if base not in table:
-                raise err(f"arms[{a}].parameters.{k}", f"unknown parameter {base!r}" + _suggest(base, keys))
+                raise err(f"arms[{a}].parameters.{k}", f"unknown parameter {base!r}" + suggest(base, keys))
             check_value(f"arms[{a}].parameters.{k}", base, v)
 
 
@@ -670,7 +670,7 @@ def with_parameters(sc: Scenario, parameters: dict[str, Any]) -> Scenario:
             meds[ns][key] = q
         else:
             raise ScenarioError(
-                sc.source, path, f"unknown population or medium {ns!r}" + _suggest(ns, list(pops) + list(meds))
+                sc.source, path, f"unknown population or medium {ns!r}" + suggest(ns, list(pops) + list(meds))
             )
     out = sc.model_copy(
         update={

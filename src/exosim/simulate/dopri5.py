@@ -43,6 +43,7 @@ class NumpyDopri5:
     the batch, accepted only when every member meets its tolerance; no compilation."""
 
     name = "numpy"
+    description = "Dormand-Prince 5(4), batched: one shared step, per-member error control"
 
     def integrate(self, model, t0: float, t1: float, y0: np.ndarray, p: np.ndarray, **options) -> SegmentResult:
         """Integrate one segment of ``model``'s batch (keyword options of :func:`integrate`)."""

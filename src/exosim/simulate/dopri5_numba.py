@@ -239,6 +239,7 @@ class NumbaDopri5:
     """The compiled per-member solver (:class:`~exosim.simulate.solver.Solver`)."""
 
     name = "numba"
+    description = "Dormand-Prince 5(4), compiled: per-member steps and error control"
 
     def integrate(self, model, t0: float, t1: float, y0: np.ndarray, p: np.ndarray, **options) -> SegmentResult:
         """Integrate one segment of ``model``'s batch (keyword options of :func:`integrate_compiled`)."""

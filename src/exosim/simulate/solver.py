@@ -133,6 +133,7 @@ class Solver(Protocol):
     ``model`` (an :class:`exosim.model.assemble.Model`) from ``t0`` to ``t1`` with
     parameters ``p`` (N, k) held constant, records the states at ``t_eval`` and
     returns a :class:`SegmentResult`; ``h0`` is the previous segment's ``h_last``.
+    An optional ``description`` attribute names the method in provenance records.
     """
 
     name: str

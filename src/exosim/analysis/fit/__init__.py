@@ -10,7 +10,7 @@ with profile-likelihood intervals.
 """
 
 from exosim.analysis.fit.data import FitError, Observations, default_likelihood, read_observations
-from exosim.analysis.fit.optimise import fit
+from exosim.analysis.fit.optimise import check_level, fit
 from exosim.analysis.fit.problem import FitProblem, calibration_problem
 from exosim.analysis.fit.result import FitResult
 
@@ -23,4 +23,5 @@ __all__ = [
     "calibration_problem",
     "FitResult",
     "fit",
+    "check_level",
 ]

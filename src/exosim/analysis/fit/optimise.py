@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 from scipy import optimize
 
+from exosim.analysis.fit.data import FitError
 from exosim.analysis.fit.likelihood import GAUSSIAN, goodness_of_fit
 from exosim.analysis.fit.problem import FitProblem
 from exosim.analysis.fit.profile import profile_intervals
 from exosim.analysis.fit.result import FitResult
 
-__all__ = ["fit", "minimise"]
+__all__ = ["fit", "minimise", "check_level"]
 
 
 def _objective(problem: FitProblem, h: float = 1e-4):
@@ -52,8 +53,15 @@ def minimise(problem: FitProblem, x0: np.ndarray, free: np.ndarray, fixed: np.nd
     return x, float(res.fun), res
 
 
+def check_level(level: float) -> None:
+    """A confidence level must lie in (0, 1); raises :class:`FitError` otherwise."""
+    if not 0 < level < 1:
+        raise FitError(f"--level must be in (0, 1), got {level}")
+
+
 def fit(problem: FitProblem, level: float = 0.95, points: int = 25) -> FitResult:
-    """Maximum-likelihood estimates with profile-likelihood intervals."""
+    """Maximum-likelihood estimates with profile-likelihood intervals at confidence ``level``."""
+    check_level(level)
     k = len(problem.params)
     lo, hi = problem.log_bounds
     problem.dispersion = 1.0

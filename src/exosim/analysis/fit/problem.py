@@ -61,6 +61,8 @@ class FitProblem:
 
     def __post_init__(self):
         table = cat.parameter_table()
+        if not self.params:
+            raise FitError("--params: name at least one parameter")
         try:
             self.backend = resolve_backend(self.backend)
         except ValueError as exc:
@@ -126,13 +128,9 @@ class FitProblem:
     # ------------------------------------------------------------------ helpers
     def _member_of(self, arm, dose) -> np.ndarray:
         """Member (within one replicate) of each (arm, grid dose); NaN doses match the single member of an arm."""
-        out = []
-        for a, d in zip(arm, dose):
-            match = (self._member_arm == a) & (
-                np.isnan(self._member_grid) if np.isnan(d) else np.isclose(self._member_grid, d, rtol=0, atol=1e-12)
-            )
-            out.append(int(np.flatnonzero(match)[0]))
-        return np.array(out, dtype=int)
+        return np.array(
+            [observables.member_index(self._member_arm, self._member_grid, a, d) for a, d in zip(arm, dose)], dtype=int
+        )
 
     @property
     def slices(self) -> list[slice]:

@@ -31,12 +31,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from exosim.io.sbml.build import export_member
 from exosim.io.sbml.compose import write_models
 from exosim.io.sbml.validate import SBMLExportError, validate, write_validated
 from exosim.model.units import parse_quantity
+from exosim.scenario.observables import member_index
 from exosim.scenario.runner import CompiledScenario, compile_scenario
 from exosim.scenario.schema import Scenario, ScenarioError, load_scenario
 
@@ -70,15 +69,13 @@ def select_member(compiled: CompiledScenario, *, arm: str | None = None, dose: f
     names = [a.name for a in compiled.arms]
     if arm is not None and arm not in names:
         raise ScenarioError(sc.source, "arms", f"no arm named {arm!r}; arms: {', '.join(names)}")
-    rows = np.flatnonzero(compiled.arm_index == (names.index(arm) if arm is not None else 0))
-    grid = compiled.grid[rows]
-    if dose is None:
-        return int(rows[np.nanargmax(grid)]) if np.isfinite(grid).any() else int(rows[0])
+    a = names.index(arm) if arm is not None else 0
     unit = sc.dose_grid.unit if sc.dose_grid else "Gy"
-    hit = np.flatnonzero(np.isclose(grid, parse_quantity(f"{dose} {unit}", "dose")))
-    if not hit.size:
+    gray = None if dose is None else parse_quantity(f"{dose} {unit}", "dose")
+    member = member_index(compiled.arm_index, compiled.grid, a, gray)
+    if member is None:
         raise ScenarioError(sc.source, "dose_grid", f"dose {dose:g} {unit} is not on the grid")
-    return int(rows[hit[0]])
+    return member
 
 
 def export(

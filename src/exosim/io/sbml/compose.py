@@ -332,7 +332,7 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
         kwargs["packages"] = [Package.COMP_V1]
         kwargs["notes"] = (
             f"exosim module {b.module!r} for {b.namespace!r}, generated from "
-            f"src/exosim/modules/{b.module}.py. Placeholders (parameters or species with ports, at "
+            f"src/exosim/model/modules/{b.module}.py. Placeholders (parameters or species with ports, at "
             f"their baseline values) stand for symbols other modules provide; the composed model "
             f"replaces them."
         )

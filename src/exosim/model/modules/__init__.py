@@ -5,14 +5,14 @@
 * :mod:`.cargo_effects` - cytosolic cargo, targets and phenotype modifiers (3.3)
 * :mod:`.repair` - DSBs, lethal lesions, apoptosis, survival (3.4, 4)
 
-Each module function returns a :class:`exosim._declare.Block`; the assembler
-(:mod:`exosim._assemble`) joins them into one model used both by the
+Each module function returns a :class:`exosim.model.declare.Block`; the assembler
+(:mod:`exosim.model.assemble`) joins them into one model used both by the
 vectorised simulator and the SBML export.
 """
 
-from .cargo_effects import cargo_effects
-from .release import release
-from .repair import ACUTE_DOSE, repair
-from .transport import medium, medium_link, uptake
+from exosim.model.modules.cargo_effects import cargo_effects
+from exosim.model.modules.release import release
+from exosim.model.modules.repair import ACUTE_DOSE, repair
+from exosim.model.modules.transport import medium, medium_link, uptake
 
 __all__ = ["release", "medium", "medium_link", "uptake", "cargo_effects", "repair", "ACUTE_DOSE"]
