@@ -62,6 +62,10 @@ def test_long_time_courses_and_the_cube_hold_the_same_numbers(result):
 def test_results_are_frozen(result):
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.surviving_fraction = None
+    with pytest.raises(ValueError, match="read-only"):
+        result.surviving_fraction[0] = 0.5
+    with pytest.raises(TypeError):
+        result.reference["alpha_eff"] = None
 
 
 def test_run_with_parameter_overrides_checks_them_like_a_file():

@@ -9,6 +9,7 @@ pandas and xarray are imported only when a table is asked for.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -133,25 +134,41 @@ class RunResult:
             sf_other = obs_final[:, m.observable_index[f"{other}{SEP}surviving_fraction"]]
             ref[f"surviving_fraction{SEP}{other}"] = np.where(status == FAILED, np.nan, sf_other)
         sf = np.where(status == FAILED, np.nan, sf)
-        return cls(
-            compiled.scenario,
-            m,
-            [a.name for a in compiled.arms],
-            compiled.arm_index.copy(),
-            compiled.grid.copy(),
-            sf,
-            status,
-            messages,
-            ref,
-            y,
-            times,
-            states,
-            obs,
-            ledger,
-            p_start,
-            compiled.grid_event,
-            timing,
+        return cls._frozen(
+            cls(
+                compiled.scenario,
+                m,
+                [a.name for a in compiled.arms],
+                compiled.arm_index.copy(),
+                compiled.grid.copy(),
+                sf,
+                status,
+                messages,
+                ref,
+                y,
+                times,
+                states,
+                obs,
+                ledger,
+                p_start,
+                compiled.grid_event,
+                timing,
+            )
         )
+
+    @staticmethod
+    def _frozen(result: RunResult) -> RunResult:
+        """Make the arrays read-only and the mappings views, so that the tables cannot drift from them."""
+        for value in vars(result).values():
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+        for name in ("reference", "ledger", "grid_event", "timing"):
+            mapping = getattr(result, name)
+            for value in mapping.values():
+                if isinstance(value, np.ndarray):
+                    value.flags.writeable = False
+            object.__setattr__(result, name, MappingProxyType(dict(mapping)))
+        return result
 
     # ------------------------------------------------------------------ lookups
     @property
