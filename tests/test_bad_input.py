@@ -173,3 +173,13 @@ def test_failed_output_write_leaves_no_partial_files(tmp_path, monkeypatch):
     with pytest.raises(exosim.OutputError):
         write_outputs(res, out)
     assert list(Path(out).iterdir()) == []
+
+
+def test_figures_to_an_unwritable_folder_is_one_error_and_exit_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    path = str(Path(__file__).resolve().parents[1] / "scenarios" / "mir22_exosome_radiosensitisation.yaml")
+    assert main(["figures", path, "-o", str(blocker / "figs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("exosim: error: cannot write") and err.count("\n") == 0, err
+    assert blocker.read_text() == "not a folder"

@@ -482,7 +482,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     from exosim.io.figures import plot_fit, plot_survival, plot_timecourses
     from exosim.scenario.runner import run
     from exosim.scenario.schema import load_scenario
-    from exosim.util.atomic import atomic_path
+    from exosim.util.atomic import OutputError, atomic_path
 
     scenarios = [load_scenario(p) for p in args.scenarios]  # all validated before anything is written
     problems = {}
@@ -494,11 +494,16 @@ def _cmd_figures(args: argparse.Namespace) -> int:
                 print(f"exosim: error: {sc.source}: calibration: {exc}", file=sys.stderr)
                 return 2
     outdir = Path(args.outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
 
     def figure(name: str, draw, *args) -> None:
-        with atomic_path(outdir / name) as tmp:
-            draw(*args, tmp)
+        try:
+            outdir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(outdir / name) as tmp:
+                draw(*args, tmp)
+        except OutputError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"cannot write {str(outdir / name)!r}: {exc.strerror or exc}") from None
         print(f"wrote {outdir / name}")
 
     for sc in scenarios:
@@ -515,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``exosim`` command; returns the exit code."""
     from exosim.model.assemble import ModelError
     from exosim.scenario.schema import ScenarioError
+    from exosim.util.atomic import OutputError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
@@ -531,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in commands:
             return commands[args.command]()
         return _cmd_validate(args)
-    except (ScenarioError, ModelError) as exc:
+    except (ScenarioError, ModelError, OutputError) as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
 

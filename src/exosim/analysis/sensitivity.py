@@ -415,7 +415,9 @@ def sobol(
                 calc_second_order=False,
                 num_resamples=resamples,
                 conf_level=conf_level,
-                seed=seed,
+                # a Generator: SALib falls back to the global RNG for the integer seed 0 ("if seed:"),
+                # which made the bootstrap intervals of --seed 0 irreproducible; same stream otherwise
+                seed=np.random.default_rng(seed),
                 print_to_console=False,
             )
             if usable
