@@ -8,6 +8,7 @@ staged folder, so a figure appears complete or not at all.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from exosim.analysis.fit.result import FitResult
 from exosim.analysis.sensitivity import Analysis
 from exosim.model.declare import SEP
 from exosim.model.units import UNITS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from exosim.scenario.result import RunResult
 
 __all__ = ["plot_survival", "plot_timecourses", "plot_analysis", "plot_fit"]
 
@@ -36,7 +40,7 @@ def _colours() -> list[str]:
     return matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
-def plot_survival(result, rows: list[dict], path: Path) -> None:
+def plot_survival(result: RunResult, rows: list[dict], path: Path) -> None:
     """Log survival vs grid dose, one line per arm (control dashed), LQ dotted where defined."""
     sc = result.scenario
     fig = _canvas((6.4, 4.6))
@@ -88,7 +92,7 @@ def plot_survival(result, rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=150)
 
 
-def plot_timecourses(result, path: Path) -> None:
+def plot_timecourses(result: RunResult, path: Path) -> None:
     """Key states over time, one line per arm, at the largest grid dose: vesicles in each medium,
     cargo delivered to and present in the cytosol of the scored cells, and their DSBs."""
     m, sc = result.model, result.scenario

@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exosim.io import figures, tables
 from exosim.io.provenance import run_record
 from exosim.model import catalogue as cat
 from exosim.util.atomic import OutputError, staged_outputs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from exosim.analysis.fit import FitProblem, FitResult
+    from exosim.analysis.sensitivity import Analysis
+    from exosim.scenario.result import RunResult
 
 __all__ = ["write_outputs", "write_analysis", "write_fit", "fit_estimate_rows", "OutputError"]
 
@@ -24,7 +30,9 @@ def _json(doc: dict) -> str:
     return json.dumps(doc, indent=1, default=float)
 
 
-def write_outputs(result, outdir: str | Path, *, argv: list[str] | None = None, figure: bool = True) -> list[Path]:
+def write_outputs(
+    result: RunResult, outdir: str | Path, *, argv: list[str] | None = None, figure: bool = True
+) -> list[Path]:
     """Write survival.csv, summary.csv, timecourses.csv, provenance.json and survival.png.
 
     Raises
@@ -45,7 +53,7 @@ def write_outputs(result, outdir: str | Path, *, argv: list[str] | None = None, 
     return stage.written
 
 
-def write_analysis(analysis, outdir: str | Path, provenance: dict) -> list[Path]:
+def write_analysis(analysis: Analysis, outdir: str | Path, provenance: dict) -> list[Path]:
     """indices.csv, samples.csv, provenance.json and sensitivity.png of a sensitivity analysis."""
     stage = staged_outputs(outdir)
     with stage as tmp:
@@ -61,7 +69,7 @@ def write_analysis(analysis, outdir: str | Path, provenance: dict) -> list[Path]
     return stage.written
 
 
-def fit_estimate_rows(problem, result) -> list[dict]:
+def fit_estimate_rows(problem: FitProblem, result: FitResult) -> list[dict]:
     """estimates.csv: per parameter the estimate, interval, unit, nominal value and search range."""
     table = cat.parameter_table()
     return [
@@ -82,7 +90,7 @@ def fit_estimate_rows(problem, result) -> list[dict]:
     ]
 
 
-def _observation_rows(problem, result) -> list[dict]:
+def _observation_rows(problem: FitProblem, result: FitResult) -> list[dict]:
     rows = []
     for ds, sl in zip(problem.datasets, problem.slices):
         for i, model in enumerate(result.predicted[sl]):
@@ -94,7 +102,7 @@ def _observation_rows(problem, result) -> list[dict]:
     return rows
 
 
-def write_fit(problem, result, outdir: str | Path, provenance: dict) -> list[Path]:
+def write_fit(problem: FitProblem, result: FitResult, outdir: str | Path, provenance: dict) -> list[Path]:
     """estimates.csv, fit.json (provenance, goodness of fit, profiles) and fit.png of a fit."""
     rows = fit_estimate_rows(problem, result)
     stage = staged_outputs(outdir)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from exosim.model import expr as _expr
 from exosim.model.assemble import Model
 from exosim.model.declare import SEP
 from exosim.model.modules import ACUTE_DOSE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from exosim.scenario.schema import Add, Intervene, Transfer, Treat
 
 __all__ = [
     "Assignment",
@@ -175,7 +179,7 @@ def dose_rate_change(population: str) -> list[Assignment]:
     return [Assignment.of(sym, f"{sym} + delta", zero_below=1e-12)]
 
 
-def transfer(model: Model, act) -> list[Assignment]:
+def transfer(model: Model, act: Transfer) -> list[Assignment]:
     """Harvest: a fraction of a medium's content moves to another medium (losses in purification,
     recovery and dilution; ``replace`` discards the target's content first)."""
     out = []
@@ -187,7 +191,7 @@ def transfer(model: Model, act) -> list[Assignment]:
     return out
 
 
-def add(act, volume: float) -> list[Assignment]:
+def add(act: Add, volume: float) -> list[Assignment]:
     """Vesicles (with cargo copies per particle) added to a medium."""
     amount = act.particles if act.particles is not None else act.concentration * volume
     ves = f"{act.medium}{SEP}vesicles"
@@ -198,7 +202,7 @@ def add(act, volume: float) -> list[Assignment]:
     return out
 
 
-def intervene(act) -> tuple[list[Assignment], str]:
+def intervene(act: Intervene) -> tuple[list[Assignment], str]:
     """An inhibitor lowers the factor of the process it blocks by its efficacy; also returns
     the factor's key."""
     agent = cat.agents()[act.agent]
@@ -207,7 +211,7 @@ def intervene(act) -> tuple[list[Assignment], str]:
     return [Assignment.of(name, f"{name}*{float(1.0 - efficacy)!r}")], name
 
 
-def treat(model: Model, cargo_records: dict, act) -> list[Assignment]:
+def treat(model: Model, cargo_records: dict, act: Treat) -> list[Assignment]:
     """A medium treatment (RNase, detergent, heat, ...) destroys cargo by kind and location and
     may lyse vesicles, releasing their cargo as free cargo (catalogue ``treatments``)."""
     rule = cat.treatments()[act.treatment]

@@ -16,10 +16,15 @@ Conventions
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from exosim.model import catalogue as cat
 from exosim.model.lq import dose_at_survival, lea_catcheside, lq_neg_log_survival, survival_at_dose
+
+if TYPE_CHECKING:  # pragma: no cover
+    from exosim.scenario.result import RunResult
 
 __all__ = [
     "CONVENTIONS",
@@ -110,7 +115,7 @@ def normalise(sf: np.ndarray, arm_index: np.ndarray, grid: np.ndarray, how: str,
     return sf / denom
 
 
-def survival_rows(result) -> list[dict]:
+def survival_rows(result: RunResult) -> list[dict]:
     """One row per member: kinetic and LQ survival, conventions, modifiers, delivery (survival.csv)."""
     ref = result.reference
     ctrl = control_arm(result.scenario.arms)
@@ -162,7 +167,7 @@ def survival_rows(result) -> list[dict]:
     return rows
 
 
-def summary_rows(result, rows: list[dict] | None = None) -> list[dict]:
+def summary_rows(result: RunResult, rows: list[dict] | None = None) -> list[dict]:
     """One row per arm: alpha_eff, beta_eff, SF2, D10, DMF and bystander survival at 0 Gy (summary.csv)."""
     rows = rows if rows is not None else survival_rows(result)
     ge = result.grid_event
@@ -196,7 +201,7 @@ def summary_rows(result, rows: list[dict] | None = None) -> list[dict]:
     return out
 
 
-def delivery_rows(result) -> list[dict]:
+def delivery_rows(result: RunResult) -> list[dict]:
     """Delivered cargo copies per scored cell, per arm and cargo, against the copies needed.
 
     Repression needs of the order of 10^3 cytosolic copies per cell (the parameter
@@ -228,7 +233,9 @@ def delivery_rows(result) -> list[dict]:
     return rows
 
 
-def sample_outputs(result, m_samples: int, target: int, control: int | None):
+def sample_outputs(
+    result: RunResult, m_samples: int, target: int, control: int | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """:data:`SENSITIVITY_OUTPUTS` per parameter sample of a replicated run.
 
     Returns outputs (M, len(SENSITIVITY_OUTPUTS)), failed flags (M,) and one message per

@@ -16,13 +16,17 @@ import hashlib
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from exosim.model import catalogue as cat
 from exosim.model.units import Quantity, QuantityError, parse_parameter_value, parse_quantity
+
+if TYPE_CHECKING:  # pragma: no cover
+    from exosim.scenario.result import RunResult
+    from exosim.simulate.solver import Solver
 
 __all__ = ["Scenario", "ScenarioError", "load_scenario", "parse_scenario", "Event", "with_parameters", "with_dose_grid"]
 
@@ -326,12 +330,18 @@ class Scenario(_Strict):
             return self.start
         return min([0.0] + [e.at for e in self.timeline] + [e.at for a in self.arms for e in a.events])
 
-    def run(self, **options):
-        """Run every arm and dose as one batch; see :func:`exosim.scenario.runner.run`
-        (``time_courses``, ``solver``).  Returns a :class:`~exosim.scenario.result.RunResult`."""
+    def run(self, *, time_courses: bool = True, solver: str | Solver | None = None) -> RunResult:
+        """Run every arm and dose as one batch; see :func:`exosim.scenario.runner.run`.
+
+        Parameters
+        ----------
+        time_courses : record states and rules every ``output.time_step``
+        solver : ``numpy``, ``numba``, ``auto`` or a :class:`~exosim.simulate.solver.Solver`;
+            default ``solver.backend`` of the scenario
+        """
         from exosim.scenario.runner import run
 
-        return run(self, **options)
+        return run(self, time_courses=time_courses, solver=solver)
 
     def subset(self, **update) -> Scenario:
         """A copy with some arms, grid doses or settings changed that keeps the timeline start,
