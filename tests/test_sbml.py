@@ -221,7 +221,7 @@ def test_export_defaults_to_the_first_arm_at_the_largest_grid_dose():
 
 def test_export_of_an_unknown_arm_or_off_grid_dose_is_a_scenario_error():
     scenario = exosim.load_scenario(HNSCC)
-    with pytest.raises(ScenarioError, match="arms: no arm named 'nope'; arms: no exosomes, "):
+    with pytest.raises(ScenarioError, match="arms: no arm named 'nope'; arms:\n  no exosomes\n  exosomes from 0 Gy"):
         export(scenario, arm="nope")
     with pytest.raises(ScenarioError, match="dose_grid: dose 4.5 Gy is not on the grid"):
         export(scenario, dose=4.5)

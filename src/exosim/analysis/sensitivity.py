@@ -207,7 +207,12 @@ class ScenarioEvaluator:
             target = arms[names.index(self.arm)]
         else:
             near = difflib.get_close_matches(self.arm, names, n=1)
-            raise SensitivityError(f"no arm named {self.arm!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
+            raise SensitivityError(
+                f"--arm: no arm named {self.arm!r} in {sc.source}"
+                + (f"; did you mean {near[0]!r}?" if near else "")
+                + "; arms:\n"
+                + "\n".join(f"  {n}" for n in names)
+            )
         kept = [control, target] if control is not None and control is not target else [target]
         try:
             self.backend = resolve_backend(self.backend)

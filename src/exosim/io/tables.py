@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from exosim.scenario.result import RunResult
 
 __all__ = ["fmt", "rows_csv", "matrix_csv", "timecourses_csv"]
 
@@ -47,12 +51,16 @@ def matrix_csv(header: list[str], rows) -> str:
     return buf.getvalue()
 
 
-def timecourses_csv(result) -> str:
-    """timecourses.csv of a run: arm, grid dose, time and one column per recorded series."""
+def timecourses_csv(result: RunResult) -> str:
+    """timecourses.csv of a run: arm, grid dose, time and one column per recorded series.
+
+    Missing values (NaN, failed members) are written as empty cells, cell by cell.
+    """
     header, block, arms = result.timecourse_block()
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(header)
     quoted = {a: _quote(a) for a in set(arms)}
-    line_fmt = ",".join(["%.10g"] * block.shape[1])
-    buf.writelines(f"{quoted[a]},{line_fmt % tuple(line)}\n" for a, line in zip(arms, block.tolist()))
-    return buf.getvalue().replace("nan", "")
+    cells = np.char.mod("%.10g", block)
+    cells[np.isnan(block)] = ""
+    buf.writelines(f"{quoted[a]},{','.join(row)}\n" for a, row in zip(arms, cells.tolist()))
+    return buf.getvalue()

@@ -9,6 +9,10 @@ Formats (CSV, one observation per row; a header row; blank and ``#`` lines skipp
   units the model's, a convertible one (the unit table of
   :mod:`exosim.model.units`) or ``relative``.
 
+Doses are in the unit of the scenario's dose grid and must lie within its range; they need
+not be grid points: the fit simulates exactly the doses the data name (the scenario's
+grid only sets the range and the unit).
+
 Every problem is one :class:`FitError` naming the file, the line and the column.
 """
 
@@ -147,6 +151,8 @@ def read_observations(path: str | Path, scenario: Scenario) -> Observations:
                 raise fail("colonies", f"expected a non-negative count, got {yy:g}")
             if not ww >= 1:
                 raise fail("seeded", f"expected at least one cell, got {ww:g}")
+            if yy > ww:
+                raise fail("colonies", f"{yy:g} colonies from {ww:g} cells seeded: a cell forms at most one colony")
         else:
             if yy < 0:
                 raise fail("value", f"expected a non-negative value, got {yy:g}")

@@ -68,7 +68,8 @@ def select_member(compiled: CompiledScenario, *, arm: str | None = None, dose: f
     sc = compiled.scenario
     names = [a.name for a in compiled.arms]
     if arm is not None and arm not in names:
-        raise ScenarioError(sc.source, "arms", f"no arm named {arm!r}; arms: {', '.join(names)}")
+        listed = "\n".join(f"  {n}" for n in names)
+        raise ScenarioError(sc.source, "arms", f"no arm named {arm!r}; arms:\n{listed}")
     a = names.index(arm) if arm is not None else 0
     unit = sc.dose_grid.unit if sc.dose_grid else "Gy"
     gray = None if dose is None else parse_quantity(f"{dose} {unit}", "dose")

@@ -1,0 +1,71 @@
+"""Output files: names that look like numbers or NaN survive, missing values are empty cells,
+fit data are checked against what a colony assay can give."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import yaml
+
+import exosim
+from conftest import SCENARIOS
+from exosim.analysis import fit as _fit
+from exosim.cli import main
+
+
+def test_arm_names_containing_nan_are_written_as_given(tmp_path):
+    data = yaml.safe_load((SCENARIOS / "mir22_exosome_radiosensitisation.yaml").read_text())
+    data["arms"][1]["name"] = "nanovesicles from 0 Gy donors"
+    path = tmp_path / "nano.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["run", str(path), "-o", str(tmp_path / "out"), "--no-figure"]) == 0
+    with open(tmp_path / "out" / "timecourses.csv") as fh:
+        rows = list(csv.reader(fh))
+    arms = {r[0] for r in rows[1:]}
+    assert "nanovesicles from 0 Gy donors" in arms and not any(a.startswith("ovesicles") for a in arms)
+    assert all(cell != "nan" for r in rows[1:] for cell in r[1:])
+
+
+def test_failed_members_are_empty_cells_in_the_time_courses(tmp_path):
+    from exosim.io.tables import timecourses_csv
+
+    sc = exosim.load_scenario(SCENARIOS / "mir22_exosome_radiosensitisation.yaml")
+    compiled = exosim.compile_scenario(sc)
+    p = compiled.parameters.copy()
+    p[3, compiled.model.parameter_index["cancer_cells__dsb_yield"]] = np.inf
+    res = compiled.run(parameters=p)
+    lines = timecourses_csv(res).splitlines()
+    n_t = res.times.size
+    failed = lines[1 + 3 * n_t + n_t - 1].split(",")  # the last time of member 3
+    ok = lines[1 + 2 * n_t + n_t - 1].split(",")
+    assert "" in failed[3:] and "" not in ok[3:]
+
+
+def test_more_colonies_than_cells_seeded_is_an_error(tmp_path):
+    sc = exosim.load_scenario(SCENARIOS / "iccm_bystander_medium_transfer.yaml")
+    bad = tmp_path / "colonies.csv"
+    bad.write_text("arm,dose,colonies,seeded\nICCM,0,120,100\n")
+    with pytest.raises(_fit.FitError, match=r"row 2, column 'colonies': 120 colonies from 100 cells seeded"):
+        _fit.read_observations(bad, sc)
+
+
+def test_a_dose_between_grid_points_is_simulated_exactly(tmp_path):
+    """The fit simulates the data's own doses: a dose between grid points is not snapped to one."""
+    sc = exosim.load_scenario(SCENARIOS / "iccm_bystander_medium_transfer.yaml")
+    data = tmp_path / "survival.csv"
+    data.write_text("arm,dose,survival,sd\nICCM,0.3,0.6,0.05\n")
+    assert 0.3 not in sc.dose_grid.values
+    problem = _fit.FitProblem(
+        sc,
+        _fit.read_observations(data, sc),
+        ["recipients.damage_max_rate"],
+        ranges={"recipients.damage_max_rate": (0.3, 30)},
+    )
+    predicted = problem.predict(problem.nominal[None, :])[0, 0]
+    grid = sc.dose_grid.model_copy(update={"values": [0, 0.3]})
+    res = exosim.run(sc.model_copy(update={"dose_grid": grid}), time_courses=False, solver=problem.backend)
+    rel = res.survival.set_index(["arm", "grid_dose_Gy"])["sf_vs_untreated"]
+    reference = rel[("ICCM", 0.3 * {"Gy": 1, "cGy": 0.01, "mGy": 1e-3}[sc.dose_grid.unit])]
+    assert predicted == pytest.approx(reference, rel=1e-6)
