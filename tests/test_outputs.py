@@ -69,3 +69,40 @@ def test_a_dose_between_grid_points_is_simulated_exactly(tmp_path):
     rel = res.survival.set_index(["arm", "grid_dose_Gy"])["sf_vs_untreated"]
     reference = rel[("ICCM", 0.3 * {"Gy": 1, "cGy": 0.01, "mGy": 1e-3}[sc.dose_grid.unit])]
     assert predicted == pytest.approx(reference, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args,module,extra",
+    [
+        (["export", str(SCENARIOS / "mir22_exosome_radiosensitisation.yaml"), "-o", "OUT/m.xml"], "sbmlutils", "sbml"),
+        (["export-sbml", "-o", "OUT"], "libsbml", "sbml"),
+        (
+            ["sensitivity", str(SCENARIOS / "mir22_exosome_radiosensitisation.yaml"), "--group", "uptake", "-o", "OUT"],
+            "SALib",
+            "sensitivity",
+        ),
+    ],
+)
+def test_a_missing_extra_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, args, module, extra):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    out = tmp_path / "out"
+    assert main([a.replace("OUT", str(out)) for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f'pip install "exosim[{extra}]"' in err and module in err, err
+    assert not out.exists()
+
+
+def test_a_numba_scenario_without_numba_is_a_scenario_error(tmp_path, capsys, monkeypatch):
+    from exosim.simulate import solver
+
+    monkeypatch.setattr(solver, "numba_available", lambda: False)
+    data = yaml.safe_load((SCENARIOS / "mir22_exosome_radiosensitisation.yaml").read_text())
+    data["solver"] = {"backend": "numba"}
+    path = tmp_path / "fast.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["run", str(path), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "solver.backend" in err and "exosim[fast]" in err and err.count("\n") == 0, err

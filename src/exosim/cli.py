@@ -60,11 +60,11 @@ beta_eff, SF2, D10, DMF per arm), timecourses.csv, provenance.json and survival.
 
 FIT_EXAMPLE = """examples:
   exosim fit scenarios/iccm_bystander_medium_transfer.yaml scenarios/data/iccm_relative_survival.csv \\
-      --params recipients.damage_max_rate -o results/iccm-fit
+      --params recipients.damage_max_rate --range recipients.damage_max_rate=0.3:30 -o results/iccm-fit
   exosim fit SCENARIO colonies.csv --params endosomal_escape_rate,half_effect_copies --likelihood quasipoisson
   exosim fit SCENARIO nta.csv uptake.csv survival.csv --params baseline_release_rate,internalisation_rate
 data files (several are fitted jointly): a header row, one observation per row, '#' lines ignored,
-dose in the scenario grid's unit:
+dose in the scenario grid's unit, within the grid's range (the fit simulates exactly the data's doses):
   arm,dose,survival,sd                    (normal likelihood)
   arm,dose,colonies,seeded                (Poisson / quasi-Poisson; plating efficiency estimated)
   arm,time,observable,value,sd[,dose,unit] (time courses, normal likelihood)
@@ -217,6 +217,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: optional extras and the modules each provides
+EXTRAS = {"sbml": ("sbmlutils", "libsbml"), "sensitivity": ("SALib",), "fast": ("numba",)}
+
+
+def _missing_extra(extra: str, what: str) -> bool:
+    """Print one line naming the extra to install if its modules are missing (before any work)."""
+    import importlib.util
+
+    missing = [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    if missing:
+        print(
+            f"exosim: error: {what} needs the {extra} extra ({', '.join(missing)} missing): "
+            f'pip install "exosim[{extra}]"',
+            file=sys.stderr,
+        )
+    return bool(missing)
+
+
 def _ranges(items: list[str], error: type[Exception]) -> dict[str, tuple[float, float]]:
     """``--range KEY=LOW:HIGH`` options as a dict; ``error`` for a malformed one."""
     ranges = {}
@@ -365,12 +383,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from exosim.scenario.runner import compile_scenario
     from exosim.scenario.schema import load_scenario
 
-    compiled = compile_scenario(load_scenario(args.scenario))
-    try:
-        from exosim.io.sbml import SBMLExportError, export, select_member, write_validated
-    except ImportError:  # pragma: no cover - depends on the installed extras
-        print('exosim: error: SBML export needs the sbml extra: pip install "exosim[sbml]"', file=sys.stderr)
+    if _missing_extra("sbml", "SBML export"):
         return 2
+    from exosim.io.sbml import SBMLExportError, export, select_member, write_validated
+
+    compiled = compile_scenario(load_scenario(args.scenario))
     member = select_member(compiled, arm=args.arm, dose=args.dose)  # for the report line
     try:
         doc = export(compiled, arm=args.arm, dose=args.dose)
@@ -384,6 +401,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_models(args: argparse.Namespace) -> int:
+    if _missing_extra("sbml", "SBML export"):
+        return 2
     from exosim.io.sbml import SBMLExportError, write_models
 
     try:
@@ -406,6 +425,8 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
     from exosim.model.catalogue import parameter_table
     from exosim.scenario.schema import ScenarioError, load_scenario, with_dose_grid
 
+    if args.method != "local" and _missing_extra("sensitivity", f"--method {args.method}"):
+        return 2
     scenario = load_scenario(args.scenario)
     n = args.N
     cap = os.environ.get("EXOSIM_SENSITIVITY_MAX_N")
@@ -423,7 +444,7 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
             scenario = with_dose_grid(scenario, doses)
         engine = make_engine(args.workers, args.scheduler)
     except (sa.SensitivityError, EngineError, ScenarioError) as exc:
-        print(f"exosim: error: {args.scenario}: {exc}", file=sys.stderr)
+        print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
     try:
         evaluator = sa.ScenarioEvaluator(
@@ -433,7 +454,7 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
         analysis = sa.analyse(evaluator, space, args.method, n, args.seed)
         wall = time.perf_counter() - start
     except sa.SensitivityError as exc:
-        print(f"exosim: error: {args.scenario}: {exc}", file=sys.stderr)
+        print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
     finally:
         engine.close()

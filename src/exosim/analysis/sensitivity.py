@@ -45,6 +45,7 @@ References
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -246,7 +247,7 @@ class ScenarioEvaluator:
         ]
         results = self.engine.map(_evaluate_chunk, tasks)
         bar = None
-        if self.progress and sys.stderr.isatty() and len(tasks) > 1:
+        if self.progress and sys.stderr.isatty() and len(tasks) > 1 and importlib.util.find_spec("tqdm"):
             from tqdm import tqdm
 
             bar = tqdm(total=m, unit="sample", file=sys.stderr, desc="exosim sensitivity")

@@ -231,7 +231,10 @@ class CompiledScenario:
         """
         sc, m = self.scenario, self.model
         start = _time.perf_counter()
-        integrator = get_solver(solver if solver is not None else sc.solver.backend)
+        try:
+            integrator = get_solver(solver if solver is not None else sc.solver.backend)
+        except ValueError as exc:  # the scenario asks for a backend whose extra is not installed
+            raise ScenarioError(sc.source, "solver.backend", str(exc)) from None
         p = (self.parameters if parameters is None else np.asarray(parameters, float)).copy()
         n_mem = p.shape[0]
         if n_mem != self.n_members:
