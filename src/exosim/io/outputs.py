@@ -2,7 +2,12 @@
 
 Every writer produces all its files in a staged folder
 (:func:`exosim.util.atomic.staged_outputs`) and moves them into place only when
-all are complete, so a failure leaves no partial output.  Tables come from the
+all are complete, so a failure or an interruption leaves no partial output.  Each
+writer declares every file its command can produce (``RUN_FILES``,
+``SENSITIVITY_FILES``, ``FIT_FILES``); those a run did not write (``--no-timecourses``,
+``--no-figure``) are removed from the folder when the new files are committed, so no
+stale file of an earlier run stays beside them.  Other files in the folder are never
+touched.  Tables come from the
 result objects (same column names as their pandas tables), provenance from
 :mod:`exosim.io.provenance`, figures from :mod:`exosim.io.figures`.
 """
@@ -23,7 +28,23 @@ if TYPE_CHECKING:  # pragma: no cover
     from exosim.analysis.sensitivity import Analysis
     from exosim.scenario.result import RunResult
 
-__all__ = ["write_outputs", "write_analysis", "write_fit", "fit_estimate_rows", "OutputError"]
+__all__ = [
+    "write_outputs",
+    "write_analysis",
+    "write_fit",
+    "fit_estimate_rows",
+    "OutputError",
+    "RUN_FILES",
+    "SENSITIVITY_FILES",
+    "FIT_FILES",
+]
+
+RUN_FILES = ("survival.csv", "summary.csv", "timecourses.csv", "provenance.json", "survival.png")
+"""Every file ``exosim run`` (:func:`write_outputs`) can write."""
+SENSITIVITY_FILES = ("indices.csv", "samples.csv", "provenance.json", "sensitivity.png")
+"""Every file ``exosim sensitivity`` (:func:`write_analysis`) can write."""
+FIT_FILES = ("estimates.csv", "fit.json", "fit.png")
+"""Every file ``exosim fit`` (:func:`write_fit`) can write."""
 
 
 def _json(doc: dict) -> str:
@@ -35,12 +56,15 @@ def write_outputs(
 ) -> list[Path]:
     """Write survival.csv, summary.csv, timecourses.csv, provenance.json and survival.png.
 
+    Files of :data:`RUN_FILES` this call does not write (timecourses.csv without time
+    courses, survival.png without ``figure``) are removed from ``outdir``.
+
     Raises
     ------
     OutputError
         If ``outdir`` cannot be created or written.
     """
-    stage = staged_outputs(outdir)
+    stage = staged_outputs(outdir, RUN_FILES)
     with stage as tmp:
         rows = result.survival_rows()
         (tmp / "survival.csv").write_text(tables.rows_csv(rows))
@@ -55,7 +79,7 @@ def write_outputs(
 
 def write_analysis(analysis: Analysis, outdir: str | Path, provenance: dict) -> list[Path]:
     """indices.csv, samples.csv, provenance.json and sensitivity.png of a sensitivity analysis."""
-    stage = staged_outputs(outdir)
+    stage = staged_outputs(outdir, SENSITIVITY_FILES)
     with stage as tmp:
         (tmp / "indices.csv").write_text(tables.rows_csv(analysis.indices))
         header = list(analysis.space.names) + list(analysis.outputs) + ["status"]
@@ -105,7 +129,7 @@ def _observation_rows(problem: FitProblem, result: FitResult) -> list[dict]:
 def write_fit(problem: FitProblem, result: FitResult, outdir: str | Path, provenance: dict) -> list[Path]:
     """estimates.csv, fit.json (provenance, goodness of fit, profiles) and fit.png of a fit."""
     rows = fit_estimate_rows(problem, result)
-    stage = staged_outputs(outdir)
+    stage = staged_outputs(outdir, FIT_FILES)
     with stage as tmp:
         (tmp / "estimates.csv").write_text(tables.rows_csv(rows))
         doc = dict(

@@ -1,5 +1,12 @@
 """Atomic file writing: a reader sees the old file or the complete new one, never a part.
 
+Also output folders as a whole: :func:`staged_outputs` writes a command's files in a
+hidden staging folder and commits them together (replacing the command's files of an
+earlier run, stale ones included), under an exclusive lock on the folder
+(``.exosim.lock``, :func:`fcntl.flock`); :func:`claim_output` checks that a folder can
+be written and holds that lock for a whole command. SIGINT and SIGTERM are deferred
+while a commit or a clean-up runs, so neither stops half-way.
+
 A leaf module (it imports nothing from exosim), so any stage can use it.
 """
 
@@ -7,12 +14,33 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_path", "staged_outputs", "OutputError"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no folder locks
+    fcntl = None
+
+__all__ = [
+    "atomic_write",
+    "atomic_path",
+    "staged_outputs",
+    "claim_output",
+    "output_claims",
+    "OutputError",
+    "LOCK_NAME",
+]
+
+LOCK_NAME = ".exosim.lock"
+"""Lock file inside an output folder while a command writes to it (removed afterwards)."""
+
+STAGE_PREFIX = ".exosim-"
+"""Name prefix of the staging folders (and the writability probe) inside an output folder."""
 
 
 def _default_mode() -> int:
@@ -65,7 +93,164 @@ def atomic_write(path: str | Path, data: str | bytes, *, mode: int | None = None
 
 
 class OutputError(OSError):
-    """An output file or folder cannot be written."""
+    """An output file or folder cannot be written (or another exosim command is writing to it)."""
+
+
+_DEFERRED = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM") if hasattr(signal, n))
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Block SIGINT and SIGTERM for a short step that must not stop half-way (a commit, a
+    clean-up); a signal that arrives meanwhile is delivered, and handled, when the block ends."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+_local = threading.local()  # .locks: folder -> [fd, lock path, depth]; .scopes: claims per output_claims()
+
+
+def _locks() -> dict:
+    if not hasattr(_local, "locks"):
+        _local.locks = {}
+    return _local.locks
+
+
+def _lock_file(folder: Path) -> int | None:
+    """An open descriptor holding the exclusive lock of ``folder`` (``None`` without fcntl).
+
+    Raises :class:`OutputError` when another process (or another thread) holds it.
+    """
+    if fcntl is None:  # pragma: no cover - not POSIX
+        return None
+    path = folder / LOCK_NAME
+    for _ in range(100):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputError(f"another exosim command is writing to {folder}") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            current = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            current = False
+        if current:
+            return fd
+        # the holder removed this file as it let go (it unlinks before unlocking): lock the new one
+        os.close(fd)
+    raise OutputError(f"cannot lock output folder {str(folder)!r}")  # pragma: no cover
+
+
+def _acquire(folder: Path) -> None:
+    """Lock ``folder`` for this thread; reentrant (a command's claim and its writer's commit)."""
+    key = os.path.realpath(folder)
+    locks = _locks()
+    if key in locks:
+        locks[key][2] += 1
+        return
+    locks[key] = [_lock_file(folder), folder / LOCK_NAME, 1]
+
+
+def _release(folder: Path) -> None:
+    """Undo one :func:`_acquire`; the last removes the lock file (before unlocking) and unlocks."""
+    key = os.path.realpath(folder)
+    locks = _locks()
+    entry = locks[key]
+    entry[2] -= 1
+    if entry[2]:
+        return
+    del locks[key]
+    fd, path, _ = entry
+    if fd is None:  # pragma: no cover - not POSIX
+        return
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)  # explicitly: forked workers may share the descriptor
+    finally:
+        os.close(fd)
+
+
+def _missing(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: Iterable[Path]) -> None:
+    """Remove the folders (deepest first) while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+@contextmanager
+def output_claims() -> Iterator[None]:
+    """Scope of :func:`claim_output`: when the block ends, however it ends, every folder claimed
+    inside it is unlocked, and a folder the claim created is removed again if it is still empty."""
+    if not hasattr(_local, "scopes"):
+        _local.scopes = []
+    _local.scopes.append([])
+    try:
+        yield
+    finally:
+        claims = _local.scopes.pop()
+        with _signals_deferred():
+            for folder, created in reversed(claims):
+                _release(folder)
+                _remove_empty(created)
+
+
+def claim_output(outdir: str | Path) -> Path:
+    """Check, before any work, that ``outdir`` can be written, and lock it for the rest of the
+    enclosing :func:`output_claims` block.
+
+    The folder (and its parents) is created and a probe file written in it and removed.
+
+    Raises
+    ------
+    OutputError
+        The folder cannot be created or written ("cannot write to output folder ..."), or
+        another exosim command holds its lock ("another exosim command is writing to ...").
+    RuntimeError
+        Called outside an :func:`output_claims` block.
+    """
+    scopes = getattr(_local, "scopes", None)
+    if not scopes:
+        raise RuntimeError("claim_output() outside an output_claims() block")
+    outdir = Path(outdir)
+    with _signals_deferred():
+        created = _missing(outdir)
+        try:
+            outdir.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=f"{STAGE_PREFIX}probe-", dir=outdir)
+            os.close(fd)
+            os.unlink(probe)
+            _acquire(outdir)
+        except OSError as exc:
+            _remove_empty(created)
+            if isinstance(exc, OutputError):
+                raise
+            raise OutputError(f"cannot write to output folder {str(outdir)!r}: {exc.strerror or exc}") from None
+        scopes[-1].append((outdir, created))
+    return outdir
 
 
 @contextmanager
@@ -89,41 +274,75 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 class _Staged:
     """A temporary folder inside ``outdir`` whose files are moved into ``outdir`` only when every
-    file was written (so a failure leaves no partial output); raises :class:`OutputError`."""
+    file was written (so a failure leaves no partial output); raises :class:`OutputError`.
 
-    def __init__(self, outdir: str | Path):
+    With ``names`` (every file the command can write) the commit also removes the files of
+    ``names`` this run did not write, so no stale output of an earlier run stays beside the
+    new ones; other files in ``outdir`` are never touched.
+    """
+
+    def __init__(self, outdir: str | Path, names: Iterable[str] | None = None):
         self.outdir = Path(outdir)
+        self.names = None if names is None else frozenset(names)
         self.written: list[Path] = []
+        self.removed: list[Path] = []
 
     def _error(self, exc: OSError) -> OutputError:
         return OutputError(f"cannot write to output folder {str(self.outdir)!r}: {exc.strerror or exc}")
 
     def __enter__(self) -> Path:
-        try:
-            self.outdir.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(prefix=".exosim-", dir=self.outdir))
-        except OSError as exc:
-            raise self._error(exc) from None
+        with _signals_deferred():  # the staging folder exists only inside the with-block
+            try:
+                self.outdir.mkdir(parents=True, exist_ok=True)
+                self.tmp = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=self.outdir))
+            except OSError as exc:
+                raise self._error(exc) from None
         return self.tmp
 
-    def __exit__(self, kind, exc, tb) -> bool:
+    def _commit(self) -> None:
+        files = sorted(self.tmp.iterdir())
+        new = {f.name for f in files}
+        if self.names is not None and not new <= self.names:
+            raise ValueError(f"files not declared for this output folder: {sorted(new - self.names)}")
+        _acquire(self.outdir)  # another process's commit never interleaves with this one
         try:
-            if kind is None:
-                for f in sorted(self.tmp.iterdir()):
-                    os.replace(f, self.outdir / f.name)
-                    self.written.append(self.outdir / f.name)
-            elif issubclass(kind, OSError) and not issubclass(kind, OutputError):
-                raise self._error(exc) from None
-        except OutputError:
-            raise
-        except OSError as err:
-            raise self._error(err) from None
+            for f in files:
+                os.replace(f, self.outdir / f.name)
+                self.written.append(self.outdir / f.name)
+            for name in sorted((self.names or frozenset()) - new):
+                stale = self.outdir / name
+                try:
+                    stale.unlink()
+                except FileNotFoundError:
+                    continue
+                self.removed.append(stale)
         finally:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            _release(self.outdir)
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        with _signals_deferred():  # a signal now is handled once the folder is committed or cleaned up
+            try:
+                if kind is None:
+                    self._commit()
+                elif issubclass(kind, OSError) and not issubclass(kind, OutputError):
+                    raise self._error(exc) from None
+            except OutputError:
+                raise
+            except OSError as err:
+                raise self._error(err) from None
+            finally:
+                shutil.rmtree(self.tmp, ignore_errors=True)
         return False
 
 
-def staged_outputs(outdir: str | Path) -> _Staged:
+def staged_outputs(outdir: str | Path, names: Iterable[str] | None = None) -> _Staged:
     """Context manager: write files into the yielded folder; they appear in ``outdir`` together
-    when the block succeeds (``.written`` lists them), and none appear when it fails."""
-    return _Staged(outdir)
+    when the block succeeds (``.written`` lists them), and none appear when it fails (or is
+    interrupted: SIGINT's KeyboardInterrupt or any exception).
+
+    ``names``: the full set of file names the command can produce; committing removes those
+    of them this run did not write (``.removed`` lists them). Without it only the files
+    written are replaced. The commit holds the folder's lock (:data:`LOCK_NAME`); if another
+    process holds it, :class:`OutputError` and nothing is moved.
+    """
+    return _Staged(outdir, names)

@@ -1,0 +1,250 @@
+"""Interruptions leave nothing half-written: stale outputs, signals, concurrent writers.
+
+The signal tests start the command line in a real subprocess, wait until it has claimed its
+output folder (the lock file) or staged its files, send SIGINT or SIGTERM and check the exit
+code, the single line on stderr and that the folder holds nothing partial.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import SCENARIOS, single_well
+from exosim.cli import main
+from exosim.util.atomic import (
+    LOCK_NAME,
+    OutputError,
+    claim_output,
+    output_claims,
+    staged_outputs,
+)
+
+SLOW = str(SCENARIOS / "fractionated_course_exosome_buildup.yaml")  # a few seconds of simulation
+FAST = str(SCENARIOS / "mir22_exosome_radiosensitisation.yaml")  # well under a second
+
+
+def staging(folder: Path) -> list[Path]:
+    return sorted(folder.glob(".exosim-*"))
+
+
+@pytest.fixture
+def scenario_file(tmp_path) -> Path:
+    f = tmp_path / "well.yaml"
+    f.write_text(yaml.safe_dump(single_well(), sort_keys=False))
+    return f
+
+
+# -- stale outputs ----------------------------------------------------------------------------
+
+
+def test_rerun_without_timecourses_removes_the_old_ones_and_keeps_other_files(tmp_path, scenario_file, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["run", str(scenario_file), "-o", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {
+        "notes.txt",
+        "survival.csv",
+        "summary.csv",
+        "timecourses.csv",
+        "provenance.json",
+        "survival.png",
+    }
+    assert main(["run", str(scenario_file), "-o", str(out), "--no-timecourses", "--no-figure"]) == 0
+    assert {p.name for p in out.iterdir()} == {"notes.txt", "survival.csv", "summary.csv", "provenance.json"}
+    assert (out / "notes.txt").read_text() == "mine"
+    assert "--no-timecourses" in (out / "provenance.json").read_text()
+    capsys.readouterr()
+
+
+def test_staged_commit_removes_only_declared_names_not_written(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("a.csv", "b.csv", "c.png", "user.txt"):
+        (out / name).write_text("old")
+    stage = staged_outputs(out, ["a.csv", "b.csv", "c.png"])
+    with stage as tmp:
+        (tmp / "a.csv").write_text("new")
+    assert stage.written == [out / "a.csv"]
+    assert stage.removed == [out / "b.csv", out / "c.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv", "user.txt"]
+    assert (out / "a.csv").read_text() == "new" and (out / "user.txt").read_text() == "old"
+
+
+def test_staged_commit_refuses_an_undeclared_file_and_moves_nothing(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="not declared"):
+        with staged_outputs(out, ["a.csv"]) as tmp:
+            (tmp / "a.csv").write_text("new")
+            (tmp / "surprise.csv").write_text("new")
+    assert list(out.iterdir()) == []
+
+
+def test_staged_outputs_without_names_replaces_only_what_it_writes(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.png").write_text("old")
+    with staged_outputs(out) as tmp:
+        (tmp / "new.png").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["new.png", "old.png"]
+
+
+def test_interrupt_inside_the_stage_moves_nothing_and_removes_the_staging_folder(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.csv").write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with staged_outputs(out, ["a.csv", "b.csv"]) as tmp:
+            (tmp / "a.csv").write_text("new")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv"]
+    assert (out / "a.csv").read_text() == "old"
+
+
+# -- locks ------------------------------------------------------------------------------------
+
+
+def hold_lock(folder: Path):
+    folder.mkdir(parents=True, exist_ok=True)
+    fh = open(folder / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the test
+    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fh
+
+
+def test_a_locked_folder_is_one_error_and_exit_2_before_the_run(tmp_path, capsys):
+    out = tmp_path / "out"
+    with hold_lock(out):
+        start = time.perf_counter()
+        assert main(["run", SLOW, "-o", str(out)]) == 2
+        elapsed = time.perf_counter() - start
+    err = capsys.readouterr().err
+    assert err == f"exosim: error: another exosim command is writing to {out}\n"
+    assert elapsed < 2.5, elapsed  # refused before the simulation (several seconds)
+    assert [p.name for p in out.iterdir()] == [LOCK_NAME]  # the holder's file, nothing else
+
+
+def test_a_writer_cannot_commit_while_another_holds_the_lock(tmp_path):
+    out = tmp_path / "out"
+    with hold_lock(out):
+        with pytest.raises(OutputError, match="another exosim command is writing to"):
+            with staged_outputs(out, ["a.csv"]) as tmp:
+                (tmp / "a.csv").write_text("new")
+    assert [p.name for p in out.iterdir()] == [LOCK_NAME]
+
+
+def test_claims_lock_until_the_scope_ends_and_tidy_up(tmp_path):
+    out = tmp_path / "new" / "out"
+    with pytest.raises(RuntimeError):
+        claim_output(out)
+    with output_claims():
+        claim_output(out)
+        assert (out / LOCK_NAME).exists()
+        with staged_outputs(out, ["a.csv"]) as tmp:  # the claimant's own commit is not refused
+            (tmp / "a.csv").write_text("x")
+        assert (out / LOCK_NAME).exists()
+        with open(out / LOCK_NAME) as other, pytest.raises(BlockingIOError):  # anyone else is refused
+            fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv"]  # lock file removed
+    with output_claims():
+        claim_output(tmp_path / "unused" / "deeper")
+    assert not (tmp_path / "unused").exists()  # folders a claim created and nothing filled are removed
+
+
+def test_bad_input_after_the_claim_leaves_no_empty_folder(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["sensitivity", FAST, "--method", "local", "--group", "no_such_group", "-o", str(out)]) == 2
+    assert "no_such_group" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# -- subprocesses: signals and a second writer -----------------------------------------------
+
+
+def start(*args: str) -> subprocess.Popen:
+    """The command line in a subprocess; SIGINT at its default (a background shell may ignore it)."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", MPLBACKEND="Agg")
+    return subprocess.Popen(
+        [sys.executable, "-m", "exosim.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"ended early: {proc.communicate()}"
+        assert time.monotonic() < deadline, "the command never reached the awaited point"
+        time.sleep(0.02)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 30.0) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:  # pragma: no cover - only when the test fails
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.mark.parametrize("sig,code,line", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_signal_during_a_run_cleans_up_and_exits(tmp_path, sig, code, line):
+    out = tmp_path / "out"
+    proc = start("run", SLOW, "-o", str(out))
+    try:
+        wait_for(lambda: (out / LOCK_NAME).exists(), proc)  # folder claimed: the simulation is under way
+        time.sleep(0.3)
+        proc.send_signal(sig)
+    finally:
+        _, err = finish(proc)
+    assert proc.returncode == code, err
+    assert err == f"exosim: {line}\n"
+    assert not out.exists()  # the folder it created is gone again: no lock, no staging, no outputs
+
+
+@pytest.mark.parametrize("sig,code,line", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_signal_during_figures_discards_every_staged_figure(tmp_path, sig, code, line):
+    out = tmp_path / "figs"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    (out / "mir22_exosome_radiosensitisation.png").write_text("old figure")
+    proc = start("figures", FAST, SLOW, "-o", str(out))
+    try:
+        # the first scenario's figure is drawn in the staging folder; the slow one is running
+        wait_for(lambda: any(s.glob("*.png") for s in staging(out)), proc)
+        proc.send_signal(sig)
+    finally:
+        _, err = finish(proc)
+    assert proc.returncode == code, err
+    assert err == f"exosim: {line}\n"
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "mir22_exosome_radiosensitisation.png"]
+    assert (out / "mir22_exosome_radiosensitisation.png").read_text() == "old figure"
+
+
+def test_a_second_command_on_the_same_folder_is_refused(tmp_path):
+    out = tmp_path / "out"
+    first = start("figures", SLOW, SLOW, "-o", str(out))
+    try:
+        wait_for(lambda: bool(staging(out)), first)
+        second = start("run", FAST, "-o", str(out))
+        _, err = finish(second)
+        assert second.returncode == 2, err
+        assert err == f"exosim: error: another exosim command is writing to {out}\n"
+        assert first.poll() is None  # the first is still at work, undisturbed
+        first.send_signal(signal.SIGTERM)
+    finally:
+        _, err = finish(first)
+    assert first.returncode == 143, err
+    assert not out.exists()
