@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -94,6 +97,82 @@ CASES = [
         "media.well.parameters.binding_sites",
         ["'well' has no parameter 'binding_sites'"],
     ),
+    # non-finite and negative parameter overrides, in every place an override can be written
+    (
+        "NaN parameter",
+        "parameters",
+        {"internalisation_rate": "nan 1/h"},
+        "parameters.internalisation_rate",
+        ["finite", "'nan 1/h'"],
+    ),
+    (
+        "infinite parameter",
+        "parameters",
+        {"internalisation_rate": "inf 1/h"},
+        "parameters.internalisation_rate",
+        ["finite", "'inf 1/h'"],
+    ),
+    (
+        "infinite population parameter",
+        "populations.cells.parameters",
+        {"internalisation_rate": "-inf 1/h"},
+        "populations.cells.parameters.internalisation_rate",
+        ["finite"],
+    ),
+    (
+        "NaN cargo field",
+        "cargo.mir_22",
+        {"copies_per_particle": "nan copies/particle"},
+        "cargo.mir_22.copies_per_particle",
+        ["finite"],
+    ),
+    (
+        "negative parameter",
+        "parameters",
+        {"internalisation_rate": "-0.5 1/h"},
+        "parameters.internalisation_rate",
+        ["non-negative", "-0.5 1/h", "documented range [0.1, 5] 1/h"],
+    ),
+    (
+        "negative population parameter",
+        "populations.cells.parameters",
+        {"internalisation_rate": "-0.5 1/h"},
+        "populations.cells.parameters.internalisation_rate",
+        ["non-negative"],
+    ),
+    (
+        "negative medium parameter",
+        "media.well.parameters",
+        {"vesicle_decay_rate": "-0.01 1/h"},
+        "media.well.parameters.vesicle_decay_rate",
+        ["non-negative", "[0.005, 0.2] 1/h"],
+    ),
+    (
+        "negative cargo field",
+        "cargo.mir_22",
+        {"copies_per_particle": "-1 copies/particle"},
+        "cargo.mir_22.copies_per_particle",
+        ["non-negative", "source: Chevillet"],
+    ),
+    (
+        "negative arm parameter",
+        "arms",
+        [{"name": "treated", "parameters": {"cells.internalisation_rate": "-1 1/h"}}],
+        "arms[0].parameters.cells.internalisation_rate",
+        ["non-negative"],
+    ),
+    # doses no clonogenic assay reaches
+    ("grid dose above the limit", "dose_grid.values", [0, 2, 150], "dose_grid.values[2]", ["limit of 100 Gy"]),
+    (
+        "irradiation dose above the limit",
+        "timeline.0.irradiate.dose",
+        "101 Gy",
+        "timeline[0].irradiate.dose",
+        ["limit of 100 Gy"],
+    ),
+    ("variable dose above the limit", "variables", {"d": "500 Gy"}, "variables.d", ["limit of 100 Gy"]),
+    # unbounded input is not formatted into the message
+    ("huge value", "name", ["x" * 20_000] * 10, "name", ["valid string", "..."]),
 ]
 
 
@@ -107,6 +186,7 @@ def test_bad_scenario_gives_one_clear_error_and_exit_2(tmp_path, capsys, case):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0, err  # one message
     assert str(f) in err and key_path in err, err
+    assert len(err) < 1000, err[:2000]  # input is never formatted unbounded
     for w in words:
         assert w in err, err
     assert not out.exists()
@@ -185,34 +265,235 @@ def test_figures_to_an_unwritable_folder_is_one_error_and_exit_2(tmp_path, capsy
     assert blocker.read_text() == "not a folder"
 
 
-_SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
-_SLOW = str(_SCENARIOS / "fractionated_course_exosome_buildup.yaml")  # several seconds of simulation
-_ICCM = str(_SCENARIOS / "iccm_bystander_medium_transfer.yaml")
-_ICCM_DATA = str(_SCENARIOS / "data" / "iccm_relative_survival.csv")
-_ICCM_RANGE = "recipients.damage_max_rate=0.3:30"
+# ---------------------------------------------------------------------- YAML that is bad as text
+def base_text() -> str:
+    return yaml.safe_dump(BASE, sort_keys=False)
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["run", _SLOW],
-        ["figures", _SLOW, _SLOW],
-        ["sensitivity", _SLOW, "--method", "local", "--group", "uptake"],
-        ["fit", _ICCM, _ICCM_DATA, "--params", "recipients.damage_max_rate", "--range", _ICCM_RANGE],
-    ],
-    ids=lambda a: a[0],
-)
-def test_unwritable_output_folder_is_reported_before_any_simulation(tmp_path, capsys, argv):
-    from time import perf_counter
+def line_of(text: str, fragment: str) -> int:
+    """1-based number of the first line containing ``fragment``."""
+    return next(i for i, line in enumerate(text.splitlines(), 1) if fragment in line)
 
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
-    out = blocker / "out"
-    start = perf_counter()
-    assert main([*argv, "-o", str(out)]) == 2
-    elapsed = perf_counter() - start
+
+def alias_bomb() -> str:
+    """'Billion laughs': ten levels of nine aliases (9**10 strings) aliased into ``name``."""
+    levels = ["laughs: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"laughs{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    return "\n".join(levels) + "\n" + base_text().replace("name: single_well", "name: *a9")
+
+
+def many_aliases() -> str:
+    return base_text() + "references: &r [one]\nassumptions: [" + ", ".join(["*r"] * 10_001) + "]\n"
+
+
+def duplicate_block() -> str:
+    return base_text().replace("    volume: 2 mL\n", "    volume: 2 mL\n    volume: 3 mL\n")
+
+
+def duplicate_inline() -> str:
+    return base_text().replace("timeline:\n", "timeline:\n- {at: 0 h, change_medium: {medium: well, medium: flask}}\n")
+
+
+def duplicate_top() -> str:
+    return base_text() + "name: another_name\n"
+
+
+def too_large() -> str:
+    return base_text() + "# " + "x" * 5_000_000 + "\n"
+
+
+def too_deep() -> str:
+    return base_text() + "variables: {d: " + "[" * 100 + "1" + "]" * 100 + "}\n"
+
+
+def recursive() -> str:
+    return base_text() + "references: &r [a, *r]\n"
+
+
+TEXT_CASES = [
+    # (id, text, expected key path, expected words (a callable of the text for line numbers), isolated)
+    ("alias bomb", alias_bomb, "", lambda t: ["too many YAML aliases/nodes", "10000"], True),
+    ("ten thousand aliases", many_aliases, "", lambda t: ["too many YAML aliases/nodes"], True),
+    (
+        "duplicate key, block style",
+        duplicate_block,
+        "media.well",
+        lambda t: ["duplicate key 'volume'", f"lines {line_of(t, 'volume: 2 mL')} and {line_of(t, 'volume: 3 mL')}"],
+        False,
+    ),
+    (
+        "duplicate key, inline style",
+        duplicate_inline,
+        "timeline[0].change_medium",
+        lambda t: ["duplicate key 'medium'", f"line {line_of(t, 'medium: well, medium')}, columns"],
+        False,
+    ),
+    (
+        "duplicate top-level key",
+        duplicate_top,
+        "",
+        lambda t: ["duplicate key 'name'", f"and {line_of(t, 'another_name')}"],
+        False,
+    ),
+    ("file too large", too_large, "", lambda t: ["too large", "5 MB"], False),
+    ("nested too deep", too_deep, "", lambda t: ["nested deeper than 64 levels"], False),
+    ("recursive alias", recursive, "", lambda t: ["recursive YAML alias"], False),
+]
+
+
+@pytest.mark.parametrize("case", TEXT_CASES, ids=[c[0] for c in TEXT_CASES])
+def test_bad_yaml_text_gives_one_clear_error_and_exit_2(tmp_path, capsys, case):
+    _, make, key_path, words, isolated = case
+    text = make()
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    out = tmp_path / "out"
+    for args in (["run", str(f), "-o", str(out)], ["validate", str(f)]):
+        if isolated:  # a regression would hang or eat memory: a process of its own, killed after 20 s
+            start = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-m", "exosim.cli", *args], capture_output=True, text=True, timeout=20
+            )
+            assert time.perf_counter() - start < 20
+            code, err = proc.returncode, proc.stderr.strip()
+        else:
+            code, err = main(args), capsys.readouterr().err.strip()
+        assert code == 2, err
+        assert err.count("\n") == 0 and len(err) < 1000, err[:2000]
+        assert err.startswith(f"exosim: error: {f}: {key_path + ': ' if key_path else ''}"), err
+        for w in words(text):
+            assert w in err, err
+        assert not out.exists()
+
+
+# ---------------------------------------------------------------------- parameters outside their documented range
+RANGE_CASES = [
+    # (id, mutation path, value, key path, shown value, parameter key)
+    (
+        "scenario parameter",
+        "parameters",
+        {"internalisation_rate": "50 1/h"},
+        "parameters.internalisation_rate",
+        "50 1/h",
+        "internalisation_rate",
+    ),
+    (
+        "population parameter",
+        "populations.cells.parameters",
+        {"internalisation_rate": "0.01 1/h"},
+        "populations.cells.parameters.internalisation_rate",
+        "0.01 1/h",
+        "internalisation_rate",
+    ),
+    (
+        "medium parameter",
+        "media.well.parameters",
+        {"vesicle_decay_rate": "5 1/h"},
+        "media.well.parameters.vesicle_decay_rate",
+        "5 1/h",
+        "vesicle_decay_rate",
+    ),
+    (
+        "cargo field",
+        "cargo.mir_22",
+        {"copies_per_particle": "10 copies/particle"},
+        "cargo.mir_22.copies_per_particle",
+        "10 copies/particle",
+        "copies_per_particle",
+    ),
+    (
+        "arm parameter",
+        "arms",
+        [{"name": "treated", "parameters": {"cells.internalisation_rate": "9 1/h"}}],
+        "arms[0].parameters.cells.internalisation_rate",
+        "9 1/h",
+        "internalisation_rate",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", RANGE_CASES, ids=[c[0] for c in RANGE_CASES])
+def test_parameter_outside_its_documented_range_warns_and_strict_makes_it_an_error(tmp_path, capsys, case):
+    from exosim.model.catalogue import parameter_table
+
+    _, path, value, key_path, shown, key = case
+    entry = parameter_table()[key]
+    low, high = (float(x) for x in entry["range"])
+    origin = f"source: {entry['source']}" if entry.get("source") else "assumed: " + " ".join(entry["reason"].split())
+    f = tmp_path / "odd.yaml"
+    f.write_text(yaml.safe_dump(mutate(path, value), sort_keys=False))
+
+    assert main(["validate", str(f)]) == 0
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.count("\n") == 0, err
+    assert err.startswith(f"exosim: warning: {f}: {key_path}: {shown} is outside the documented range "), err
+    assert f"[{low:g}, {high:g}]" in err and origin[:60] in err, err
+    assert f"{f}: ok" in captured.out
+
+    out = tmp_path / "out"
+    for args in (["validate", "--strict", str(f)], ["run", "--strict", str(f), "-o", str(out)]):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0, err
+        assert err.startswith(f"exosim: error: {f}: {key_path}: {shown} is outside the documented range "), err
+        assert not out.exists()
+
+
+def test_run_prints_the_range_warning_and_still_runs(tmp_path, capsys):
+    f = tmp_path / "odd.yaml"
+    f.write_text(yaml.safe_dump(mutate("parameters", {"internalisation_rate": "6 1/h"}), sort_keys=False))
+    out = tmp_path / "out"
+    assert main(["run", str(f), "-o", str(out), "--no-timecourses", "--no-figure"]) == 0
     err = capsys.readouterr().err
-    assert err.startswith("exosim: error: cannot write to output folder") and err.count("\n") == 1, err
-    assert repr(str(out)) in err, err
-    assert elapsed < 2.5, elapsed  # the fractionated run alone takes several seconds
-    assert blocker.read_text() == "not a folder"
+    assert f"exosim: warning: {f}: parameters.internalisation_rate: 6 1/h is outside" in err, err
+    assert (out / "survival.csv").exists()
+
+
+def test_the_python_api_warns_about_a_parameter_outside_its_range_and_strict_raises(tmp_path):
+    import exosim
+    from exosim.scenario.schema import ScenarioError, ScenarioWarning
+
+    f = tmp_path / "odd.yaml"
+    f.write_text(yaml.safe_dump(mutate("parameters", {"internalisation_rate": "50 1/h"}), sort_keys=False))
+    with pytest.warns(ScenarioWarning, match=r"parameters\.internalisation_rate: 50 1/h is outside"):
+        exosim.load_scenario(f)
+    with pytest.raises(ScenarioError, match=r"parameters\.internalisation_rate: 50 1/h is outside"):
+        exosim.load_scenario(f, strict=True)
+
+
+def test_no_warning_for_values_in_range_or_an_arm_without_donor_cells(tmp_path, capsys):
+    data = mutate("parameters", {"internalisation_rate": "0.5 1/h"})
+    data["arms"] = [{"name": "no donors", "parameters": {"donors.cells": "0 cells"}}, {"name": "donors"}]
+    f = tmp_path / "fine.yaml"
+    f.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["validate", "--strict", str(f)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------------- validate checks every file
+def test_validate_reports_every_bad_file_one_line_each(tmp_path, capsys):
+    good = tmp_path / "good.yaml"
+    good.write_text(base_text())
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(yaml.safe_dump(mutate("timeline.2.irradiate.doze", "2 Gy"), sort_keys=False))
+    duplicate = tmp_path / "duplicate.yaml"
+    duplicate.write_text(duplicate_block())
+    odd = tmp_path / "odd.yaml"
+    odd.write_text(yaml.safe_dump(mutate("parameters", {"internalisation_rate": "50 1/h"}), sort_keys=False))
+    missing = tmp_path / "missing.yaml"
+
+    assert main(["validate", str(unknown), str(good), str(duplicate), str(missing), str(odd)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0].startswith(f"exosim: error: {unknown}: timeline[2].irradiate.doze: unknown key")
+    assert lines[1].startswith(f"exosim: error: {duplicate}: media.well: duplicate key 'volume'")
+    assert lines[2].startswith(f"exosim: error: {missing}: cannot read")
+    assert lines[3].startswith(f"exosim: warning: {odd}: parameters.internalisation_rate:")
+    assert f"{good}: ok" in captured.out and f"{odd}: ok" in captured.out
+
+    assert main(["validate", str(good), str(odd)]) == 0
+    assert main(["validate", "--strict", str(good), str(odd)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith(f"exosim: error: {odd}: parameters.internalisation_rate:"), lines

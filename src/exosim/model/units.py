@@ -33,11 +33,27 @@ __all__ = [
     "conversion_factor",
     "Quantity",
     "parse_parameter_value",
+    "short_repr",
 ]
 
 
 class QuantityError(ValueError):
     """A value that is not a quantity of the expected kind."""
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for a message, at most ``limit`` characters: input is never formatted
+    unbounded (a scenario string may be megabytes long, a YAML list nested arbitrarily deep)."""
+    import reprlib
+
+    if isinstance(value, str):
+        text = repr(value[: limit + 1])
+    else:
+        r = reprlib.Repr()
+        r.maxstring, r.maxother, r.maxlevel = limit + 2, limit, 3
+        r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = r.maxdeque = r.maxarray = 8
+        text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 #: kind -> {unit spelling: factor to the base unit}; the first entry is the base unit.
@@ -80,7 +96,7 @@ DIMENSIONAL = {"time", "dose", "dose_rate", "volume", "concentration"}
 def _missing_unit(value: object, kind: str, base: str) -> QuantityError:
     return QuantityError(
         f"missing unit: expected a {kind.replace('_', ' ')} such as "
-        f"'{value} {base}' (units: {format_unit_choices(kind)})"
+        f"'{str(value).strip()[:40]} {base}' (units: {format_unit_choices(kind)})"
     )
 
 
@@ -118,7 +134,7 @@ def parse_quantity(value: object, kind: str, *, allow_negative: bool = False) ->
     elif isinstance(value, str):
         match = _QUANTITY.match(value)
         if not match:
-            raise QuantityError(f"expected a {kind.replace('_', ' ')} such as '2 {base}', got {value!r}")
+            raise QuantityError(f"expected a {kind.replace('_', ' ')} such as '2 {base}', got {short_repr(value)}")
         number = float(match.group(1))
         unit = match.group(2)
         if unit == "":
@@ -129,14 +145,15 @@ def parse_quantity(value: object, kind: str, *, allow_negative: bool = False) ->
             factor = UNITS[kind][unit]
         else:
             raise QuantityError(
-                f"unit {unit!r} is not a {kind.replace('_', ' ')} unit; expected one of: {format_unit_choices(kind)}"
+                f"unit {short_repr(unit)} is not a {kind.replace('_', ' ')} unit; "
+                f"expected one of: {format_unit_choices(kind)}"
             )
     else:
         raise QuantityError(f"expected a {kind.replace('_', ' ')} such as '2 {base}', got {type(value).__name__}")
     if not math.isfinite(number):
-        raise QuantityError(f"expected a finite {kind.replace('_', ' ')}, got {value!r}")
+        raise QuantityError(f"expected a finite {kind.replace('_', ' ')}, got {short_repr(value)}")
     if number < 0 and not allow_negative:
-        raise QuantityError(f"expected a non-negative {kind.replace('_', ' ')}, got {value!r}")
+        raise QuantityError(f"expected a non-negative {kind.replace('_', ' ')}, got {short_repr(value)}")
     return number * factor
 
 
@@ -276,16 +293,16 @@ def parse_parameter_value(value: object) -> Quantity:
     if isinstance(value, Quantity):
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise QuantityError(f"expected a number with its unit, got {value!r}")
+        raise QuantityError(f"expected a number with its unit, got {short_repr(value)}")
     if isinstance(value, str):
         parts = value.strip().split(None, 1)
         try:
             number = float(parts[0])
         except (ValueError, IndexError):
-            raise QuantityError(f"expected a number with its unit, got {value!r}") from None
+            raise QuantityError(f"expected a number with its unit, got {short_repr(value)}") from None
         unit = parts[1] if len(parts) == 2 else None
     else:
         number, unit = float(value), None
     if not math.isfinite(number):
-        raise QuantityError(f"expected a finite number, got {value!r}")
+        raise QuantityError(f"expected a finite number, got {short_repr(value)}")
     return Quantity(number, unit)

@@ -2,19 +2,23 @@
 
 A scenario is data: media, populations, cargo, a timeline of events and the
 arms to compare (see docs/architecture.md and scenarios/README.md).  Loading is strict: YAML is read with
-``yaml.safe_load`` (no object construction), unknown keys are rejected with the
-nearest valid key suggested, dimensional quantities need units, and every
+a bounded ``yaml.SafeLoader`` (no object construction; at most :data:`MAX_FILE_BYTES`, :data:`MAX_YAML_NODES`
+nodes counting every use of an alias, :data:`MAX_YAML_DEPTH` levels; duplicate keys rejected), unknown keys
+are rejected with the nearest valid key suggested, dimensional quantities need units, and every
 reference (population, medium, cargo, cell line, agent, variable) is checked.
 Every problem is reported as one :class:`ScenarioError` naming the file, the
-key path and what was expected.
+key path and what was expected.  A parameter override outside the documented range of the
+parameter table is a :class:`ScenarioWarning` (an error with ``strict=True``).
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
@@ -22,13 +26,37 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from exosim.model import catalogue as cat
-from exosim.model.units import Quantity, QuantityError, parse_parameter_value, parse_quantity
+from exosim.model.units import Quantity, QuantityError, parse_parameter_value, parse_quantity, short_repr
 
 if TYPE_CHECKING:  # pragma: no cover
     from exosim.scenario.result import RunResult
     from exosim.simulate.solver import Solver
 
-__all__ = ["Scenario", "ScenarioError", "load_scenario", "parse_scenario", "Event", "with_parameters", "with_dose_grid"]
+__all__ = [
+    "Scenario",
+    "ScenarioError",
+    "ScenarioWarning",
+    "load_scenario",
+    "load_scenario_with_warnings",
+    "parse_scenario",
+    "Event",
+    "with_parameters",
+    "with_dose_grid",
+    "MAX_DOSE_GY",
+]
+
+#: largest scenario file read (bytes); the shipped scenarios are a few kB
+MAX_FILE_BYTES = 5_000_000
+#: most YAML nodes a scenario may expand to, each use of an alias counting its whole content
+#: (the shipped scenarios have about 200); stops "billion laughs" alias bombs before they expand
+MAX_YAML_NODES = 10_000
+#: deepest nesting of YAML mappings and lists (a scenario needs about 6)
+MAX_YAML_DEPTH = 64
+#: largest dose of one irradiation or grid point (Gy): no clonogenic assay reaches it (with the
+#: LQ coefficients of the catalogued cell lines survival is below 1e-10 at 30 Gy and below
+#: 1e-90 at 100 Gy, far beneath one colony per dish), so a larger value is a typo or a unit
+#: mistake (cGy written as Gy)
+MAX_DOSE_GY = 100.0
 
 
 class ScenarioError(ValueError):
@@ -38,6 +66,26 @@ class ScenarioError(ValueError):
         self.source, self.path, self.problem = source, path, message
         where = f"{source}: {path}: " if path else f"{source}: "
         super().__init__(where + message)
+
+
+class ScenarioWarning(UserWarning):
+    """Questionable but accepted scenario input (a parameter outside its documented range):
+    names the file, the key path and the problem, like :class:`ScenarioError`."""
+
+    def __init__(self, source: str, path: str, message: str):
+        self.source, self.path, self.problem = source, path, message
+        where = f"{source}: {path}: " if path else f"{source}: "
+        super().__init__(where + message)
+
+
+def _dose_limit_problem(gray: float, written: Any) -> str | None:
+    """The message for a dose above :data:`MAX_DOSE_GY`, or None."""
+    if gray > MAX_DOSE_GY:
+        return (
+            f"dose {written} is above the limit of {MAX_DOSE_GY:g} Gy per irradiation "
+            "(no clonogenic assay reaches it; a unit mistake?)"
+        )
+    return None
 
 
 def _quantity(kind: str, allow_negative: bool = False):
@@ -145,9 +193,13 @@ class Irradiate(_Strict):
         if isinstance(v, str) and (v == "grid" or v.startswith("$")):
             return v
         try:
-            return parse_quantity(v, "dose")
+            gray = parse_quantity(v, "dose")
         except QuantityError as exc:
             raise ValueError(f"{exc}, 'grid' or '$variable'") from None
+        problem = _dose_limit_problem(gray, short_repr(v))
+        if problem:
+            raise ValueError(problem)
+        return gray
 
 
 class Transfer(_Strict):
@@ -350,33 +402,50 @@ class Scenario(_Strict):
 
 
 # ---------------------------------------------------------------------- loading
-def load_scenario(path: str | Path) -> Scenario:
+def load_scenario(path: str | Path, *, strict: bool = False) -> Scenario:
     """Read, parse and validate a scenario file.
+
+    Parameters
+    ----------
+    path : the scenario file
+    strict : a parameter override outside its documented range is an error, not a
+        :class:`ScenarioWarning`
 
     Raises
     ------
     ScenarioError
-        Unreadable file, invalid YAML, or any schema or consistency problem.
+        Unreadable or too large file, invalid YAML, or any schema or consistency problem.
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ScenarioError(str(path), "", f"cannot read file: {exc.strerror or exc}") from None
-    return parse_scenario(raw, source=str(path))
+    return parse_scenario(raw, source=str(path), strict=strict)
 
 
-def parse_scenario(raw: bytes | str, source: str = "<scenario>") -> Scenario:
+def load_scenario_with_warnings(path: str | Path, *, strict: bool = False) -> tuple[Scenario, list[ScenarioWarning]]:
+    """:func:`load_scenario`, returning the :class:`ScenarioWarning` s instead of issuing them
+    (for the command line, which prints each as one line)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ScenarioWarning)
+        sc = load_scenario(path, strict=strict)
+    found = [w.message for w in caught if isinstance(w.message, ScenarioWarning)]
+    for w in caught:  # anything else is shown as it would have been
+        if not isinstance(w.message, ScenarioWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return sc, found
+
+
+def parse_scenario(raw: bytes | str, source: str = "<scenario>", *, strict: bool = False) -> Scenario:
     """Parse and validate scenario text (YAML); see :func:`load_scenario`."""
     data_bytes = raw.encode() if isinstance(raw, str) else raw
-    try:
-        data = yaml.safe_load(data_bytes)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ScenarioError(source, "", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    except UnicodeDecodeError:
-        raise ScenarioError(source, "", "not a text (UTF-8) YAML file") from None
+    if len(data_bytes) > MAX_FILE_BYTES:
+        raise ScenarioError(
+            source, "", f"file too large: more than {MAX_FILE_BYTES / 1e6:g} MB (a scenario is a few kB)"
+        )
+    data = _load_yaml(data_bytes, source)
     if not isinstance(data, dict):
         raise ScenarioError(source, "", f"expected a YAML mapping of scenario keys, got {type(data).__name__}")
     try:
@@ -384,8 +453,135 @@ def parse_scenario(raw: bytes | str, source: str = "<scenario>") -> Scenario:
     except ValidationError as exc:
         raise _first_error(exc, source) from None
     sc = sc.model_copy(update={"source": source, "sha256": hashlib.sha256(data_bytes).hexdigest()})
-    _check_consistency(sc)
+    _check_consistency(sc, strict=strict)
     return sc
+
+
+class _YamlLimit(Exception):
+    """The YAML document exceeds a limit of the bounded loader."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that stops composing past :data:`MAX_YAML_NODES` nodes (aliases
+    included) or :data:`MAX_YAML_DEPTH` levels, before anything is constructed."""
+
+    def __init__(self, stream: bytes):
+        super().__init__(stream)
+        self._nodes = 0
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._nodes += 1
+        if self._nodes > MAX_YAML_NODES:
+            raise _YamlLimit(_too_many_nodes())
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _YamlLimit(f"YAML nested deeper than {MAX_YAML_DEPTH} levels (at line {mark.line + 1})")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _too_many_nodes() -> str:
+    return (
+        f"too many YAML aliases/nodes: the document expands to more than {MAX_YAML_NODES} "
+        "values (each use of an alias counts its whole content)"
+    )
+
+
+def _load_yaml(data_bytes: bytes, source: str) -> Any:
+    """The YAML document, read with :class:`_BoundedLoader` and checked by :func:`_check_nodes`."""
+    loader = None
+    try:
+        loader = _BoundedLoader(data_bytes)  # reads the encoding mark: may raise a ReaderError
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(node, source)
+        return loader.construct_document(node)
+    except ScenarioError:
+        raise
+    except _YamlLimit as exc:
+        raise ScenarioError(source, "", str(exc)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ScenarioError(source, "", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(source, "", "not a text (UTF-8) YAML file") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        text = " ".join(str(exc).split())
+        raise ScenarioError(source, "", f"not valid YAML: {text if len(text) <= 120 else text[:117] + '...'}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_nodes(root: yaml.Node, source: str) -> None:
+    """Expanded size and depth (aliases counted at every use), recursive aliases and duplicate keys."""
+    sizes: dict[int, tuple[int, int]] = {}  # node -> (expanded size, expanded height)
+    active: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> tuple[int, int]:
+        if depth > MAX_YAML_DEPTH:
+            raise ScenarioError(source, "", f"YAML nested deeper than {MAX_YAML_DEPTH} levels (aliases expanded)")
+        key = id(node)
+        if key in sizes:
+            total, height = sizes[key]
+            if depth + height - 1 > MAX_YAML_DEPTH:
+                raise ScenarioError(source, "", f"YAML nested deeper than {MAX_YAML_DEPTH} levels (aliases expanded)")
+            return total, height
+        if key in active:
+            raise ScenarioError(
+                source, "", f"recursive YAML alias at line {node.start_mark.line + 1} (a value containing itself)"
+            )
+        active.add(key)
+        total, height = 1, 1
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        for child in children:
+            s, h = size(child, depth + 1)
+            total, height = total + s, max(height, h + 1)
+            if total > MAX_YAML_NODES:
+                raise ScenarioError(source, "", _too_many_nodes())
+        active.discard(key)
+        sizes[key] = (total, height)
+        return total, height
+
+    size(root, 1)
+
+    # visits at most MAX_YAML_NODES nodes, at most MAX_YAML_DEPTH deep
+    def duplicates(node: yaml.Node, loc: tuple) -> None:
+        if isinstance(node, yaml.SequenceNode):
+            for i, child in enumerate(node.value):
+                duplicates(child, loc + (i,))
+        elif isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], yaml.Node] = {}
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode):
+                    ident = (k.tag, k.value)
+                    if ident in seen:
+                        a, b = seen[ident].start_mark, k.start_mark
+                        where = (
+                            f"line {a.line + 1}, columns {a.column + 1} and {b.column + 1}"
+                            if a.line == b.line
+                            else f"lines {a.line + 1} and {b.line + 1}"
+                        )
+                        raise ScenarioError(
+                            source,
+                            _loc_path(loc),
+                            f"duplicate key {short_repr(k.value)} ({where}); YAML would silently keep only the last",
+                        )
+                    seen[ident] = k
+                duplicates(v, loc + (k.value if isinstance(k, yaml.ScalarNode) else "?",))
+
+    duplicates(root, ())
 
 
 def _loc_path(loc: tuple) -> str:
@@ -394,7 +590,8 @@ def _loc_path(loc: tuple) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            text = str(part)
+            out += ("." if out else "") + (text if len(text) <= 80 else text[:77] + "...")
     return out
 
 
@@ -448,12 +645,14 @@ def _first_error(exc: ValidationError, source: str) -> ScenarioError:
         )
         near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
-        return ScenarioError(source, path, f"unknown key {loc[-1]!r}{hint} Valid keys here: {', '.join(valid)}")
+        return ScenarioError(
+            source, path, f"unknown key {short_repr(loc[-1])}{hint} Valid keys here: {', '.join(valid)}"
+        )
     if kind == "missing":
         return ScenarioError(source, path, "required key is missing")
     msg = err["msg"]
     msg = msg.removeprefix("Value error, ")
-    return ScenarioError(source, path, f"{msg} (got {err.get('input')!r})" if kind != "value_error" else msg)
+    return ScenarioError(source, path, f"{msg} (got {short_repr(err.get('input'))})" if kind != "value_error" else msg)
 
 
 def suggest(name: str, valid: list[str]) -> str:
@@ -461,8 +660,9 @@ def suggest(name: str, valid: list[str]) -> str:
     return f"; did you mean {near[0]!r}?" if near else f"; expected one of: {', '.join(sorted(valid))}"
 
 
-def _check_consistency(sc: Scenario) -> None:
-    """References, ordering and the dose grid; raises :class:`ScenarioError`."""
+def _check_consistency(sc: Scenario, strict: bool = False) -> None:
+    """References, ordering and the dose grid; raises :class:`ScenarioError` (``strict``: also
+    for parameter overrides outside their documented range, otherwise a :class:`ScenarioWarning`)."""
     src = sc.source
 
     def err(path: str, msg: str) -> ScenarioError:
@@ -495,7 +695,9 @@ def _check_consistency(sc: Scenario) -> None:
         for key, m in (("from", link.source), ("to", link.target)):
             if m not in sc.media:
                 raise err(f"links[{i}].{key}", f"unknown medium {m!r}" + suggest(m, media))
-    _check_parameters(sc, err)
+    _check_parameters(sc, err, strict=strict)
+    if sc.dose_grid is not None:
+        _check_grid_limit(sc.dose_grid, err)
 
     grid_uses = []
     scores = []
@@ -570,9 +772,12 @@ def _check_consistency(sc: Scenario) -> None:
             if isinstance(v, str) and v.startswith("$"):
                 raise err(f"{scope}.{k}", "a variable cannot refer to another variable")
             try:
-                parse_quantity(v, "dose")
+                gray = parse_quantity(v, "dose")
             except QuantityError as exc:
                 raise err(f"{scope}.{k}", str(exc)) from None
+            problem = _dose_limit_problem(gray, short_repr(v))
+            if problem:
+                raise err(f"{scope}.{k}", problem)
     controls = [a.name for a in sc.arms if a.control]
     if len(controls) > 1:
         raise err("arms", f"at most one arm may be the control, found {controls}")
@@ -601,7 +806,33 @@ def _check_consistency(sc: Scenario) -> None:
             )
 
 
-def _check_parameters(sc: Scenario, err) -> None:
+def _check_grid_limit(grid: DoseGrid, err) -> None:
+    """Every grid dose at most :data:`MAX_DOSE_GY`."""
+    for i, (x, gray) in enumerate(zip(grid.values, grid.in_gray())):
+        problem = _dose_limit_problem(gray, f"{x:g} {grid.unit}")
+        if problem:
+            raise err(f"dose_grid.values[{i}]", problem)
+
+
+def _documented(entry: dict) -> tuple[float, float, str]:
+    """A parameter table entry's range (low, high) and its source, for messages."""
+    low, high = (float(x) for x in entry["range"])  # YAML reads '1.0e3' (no exponent sign) as text
+    if entry.get("source"):
+        origin = f"source: {entry['source']}"
+    else:
+        origin = f"assumed: {entry.get('reason', 'no reason given')}"
+    origin = " ".join(str(origin).split())
+    return low, high, origin if len(origin) <= 200 else origin[:197] + "..."
+
+
+#: parameters whose override 0 removes something rather than being a value of the documented range
+#: (``donors.cells: 0``: the arm without donor cells), so it is not warned about
+_ZERO_MEANS_ABSENT = {"cells"}
+
+
+def _check_parameters(sc: Scenario, err, strict: bool = False) -> None:
+    """Overrides: known keys, units, finite; negative values only where the documented range
+    allows them; outside the documented range a :class:`ScenarioWarning` (``strict``: an error)."""
     table = cat.parameter_table()
     keys = list(table)
 
@@ -610,11 +841,23 @@ def _check_parameters(sc: Scenario, err) -> None:
         try:
             q = parse_parameter_value(value)
         except QuantityError:
-            raise err(path, f"expected a number in {unit}, got {value!r}") from None
+            raise err(path, f"expected a finite number in {unit}, got {short_repr(value)}") from None
         if q.unit is not None and q.unit != unit:
-            raise err(path, f"unit {q.unit!r} does not match the parameter's unit {unit!r}")
+            raise err(path, f"unit {short_repr(q.unit)} does not match the parameter's unit {unit!r}")
         if q.unit is None and unit not in ("1", "cells"):
             raise err(path, f"missing unit: expected '{q.value:g} {unit}'")
+        if not math.isfinite(q.value):  # parse_parameter_value refuses these; kept as the invariant
+            raise err(path, f"expected a finite number in {unit}, got {q.value!r}")
+        low, high, origin = _documented(table[key])
+        shown = f"{q.value:g} {unit}" if unit != "1" else f"{q.value:g}"
+        span = f"[{low:g}, {high:g}]" + (f" {unit}" if unit != "1" else "")
+        if q.value < 0 <= low:
+            raise err(path, f"expected a non-negative value, got {shown} (documented range {span}; {origin})")
+        if not low <= q.value <= high and not (q.value == 0 and key in _ZERO_MEANS_ABSENT):
+            msg = f"{shown} is outside the documented range {span} ({origin})"
+            if strict:
+                raise err(path, msg)
+            warnings.warn(ScenarioWarning(sc.source, path, msg), stacklevel=2)
 
     for k, v in sc.parameters.items():
         if k not in table:
@@ -703,4 +946,5 @@ def with_dose_grid(sc: Scenario, values: list[float]) -> Scenario:
         raise ScenarioError(
             sc.source, "dose_grid.values", exc.errors()[0]["msg"].removeprefix("Value error, ")
         ) from None
+    _check_grid_limit(grid, lambda path, msg: ScenarioError(sc.source, path, msg))
     return sc.model_copy(update={"dose_grid": grid})
