@@ -265,6 +265,39 @@ def test_figures_to_an_unwritable_folder_is_one_error_and_exit_2(tmp_path, capsy
     assert blocker.read_text() == "not a folder"
 
 
+_SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+_SLOW = str(_SCENARIOS / "fractionated_course_exosome_buildup.yaml")  # several seconds of simulation
+_ICCM = str(_SCENARIOS / "iccm_bystander_medium_transfer.yaml")
+_ICCM_DATA = str(_SCENARIOS / "data" / "iccm_relative_survival.csv")
+_ICCM_RANGE = "recipients.damage_max_rate=0.3:30"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", _SLOW],
+        ["figures", _SLOW, _SLOW],
+        ["sensitivity", _SLOW, "--method", "local", "--group", "uptake"],
+        ["fit", _ICCM, _ICCM_DATA, "--params", "recipients.damage_max_rate", "--range", _ICCM_RANGE],
+    ],
+    ids=lambda a: a[0],
+)
+def test_unwritable_output_folder_is_reported_before_any_simulation(tmp_path, capsys, argv):
+    from time import perf_counter
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = blocker / "out"
+    start = perf_counter()
+    assert main([*argv, "-o", str(out)]) == 2
+    elapsed = perf_counter() - start
+    err = capsys.readouterr().err
+    assert err.startswith("exosim: error: cannot write to output folder") and err.count("\n") == 1, err
+    assert repr(str(out)) in err, err
+    assert elapsed < 2.5, elapsed  # the fractionated run alone takes several seconds
+    assert blocker.read_text() == "not a folder"
+
+
 # ---------------------------------------------------------------------- YAML that is bad as text
 def base_text() -> str:
     return yaml.safe_dump(BASE, sort_keys=False)

@@ -268,6 +268,7 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
     from exosim.io.outputs import OutputError, write_fit
     from exosim.io.provenance import fit_record
     from exosim.scenario.schema import load_scenario
+    from exosim.util.atomic import claim_output
 
     scenario = load_scenario(args.scenario)
     try:
@@ -287,6 +288,8 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
     except _fit.FitError as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
+    outdir = args.outdir or f"results/{scenario.name}-fit"
+    claim_output(outdir)  # writable and locked before the fit (OutputError: exit 2 in main)
     start = time.perf_counter()
     result = _fit.fit(problem, level=args.level)
     prov = fit_record(
@@ -299,7 +302,6 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
         wall=time.perf_counter() - start,
         command=["exosim"] + argv,
     )
-    outdir = args.outdir or f"results/{scenario.name}-fit"
     try:
         files = write_fit(problem, result, outdir, prov)
     except OutputError as exc:
@@ -343,12 +345,14 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from exosim.io.outputs import OutputError, write_outputs
     from exosim.scenario.runner import run
     from exosim.scenario.schema import load_scenario_with_warnings
+    from exosim.util.atomic import claim_output
 
     scenario, found = load_scenario_with_warnings(args.scenario, strict=args.strict)
     for warning in found:
         print(f"exosim: warning: {warning}", file=sys.stderr)
-    result = run(scenario, time_courses=not args.no_timecourses)
     outdir = Path(args.outdir) if args.outdir else Path("results") / scenario.name
+    claim_output(outdir)  # writable and locked before the run (OutputError: exit 2 in main)
+    result = run(scenario, time_courses=not args.no_timecourses)
     try:
         files = write_outputs(result, outdir, argv=["exosim"] + argv, figure=not args.no_figure)
     except OutputError as exc:
@@ -445,10 +449,13 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
     from exosim.io.provenance import sensitivity_record
     from exosim.model.catalogue import parameter_table
     from exosim.scenario.schema import ScenarioError, load_scenario, with_dose_grid
+    from exosim.util.atomic import claim_output
 
     if args.method != "local" and _missing_extra("sensitivity", f"--method {args.method}"):
         return 2
     scenario = load_scenario(args.scenario)
+    outdir = args.outdir or f"results/{scenario.name}-{args.method}"
+    claim_output(outdir)  # writable and locked before any sample (OutputError: exit 2 in main)
     n = args.N
     cap = os.environ.get("EXOSIM_SENSITIVITY_MAX_N")
     if cap:
@@ -494,7 +501,6 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
         table=parameter_table(),
         command=["exosim"] + argv,
     )
-    outdir = args.outdir or f"results/{scenario.name}-{args.method}"
     try:
         files = write_analysis(analysis, outdir, prov)
     except OutputError as exc:
@@ -524,7 +530,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     from exosim.io.figures import plot_fit, plot_survival, plot_timecourses
     from exosim.scenario.runner import run
     from exosim.scenario.schema import load_scenario
-    from exosim.util.atomic import OutputError, atomic_path
+    from exosim.util.atomic import claim_output, staged_outputs
 
     scenarios = [load_scenario(p) for p in args.scenarios]  # all validated before anything is written
     problems = {}
@@ -535,53 +541,87 @@ def _cmd_figures(args: argparse.Namespace) -> int:
             except _fit.FitError as exc:
                 print(f"exosim: error: {sc.source}: calibration: {exc}", file=sys.stderr)
                 return 2
-    outdir = Path(args.outdir)
-
-    def figure(name: str, draw, *args) -> None:
-        try:
-            outdir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(outdir / name) as tmp:
-                draw(*args, tmp)
-        except OutputError:
-            raise
-        except OSError as exc:
-            raise OutputError(f"cannot write {str(outdir / name)!r}: {exc.strerror or exc}") from None
-        print(f"wrote {outdir / name}")
-
-    for sc in scenarios:
-        result = run(sc, time_courses=sc.type == "medium_transfer")
-        figure(f"{sc.name}.png", plot_survival, result, result.survival_rows())
-        if sc.type == "medium_transfer":  # time courses of the key states, at the largest grid dose
-            figure(f"{sc.name}_timecourses.png", plot_timecourses, result)
-        if sc.name in problems:
-            figure(f"{sc.name}_calibration.png", plot_fit, problems[sc.name], _fit.fit(problems[sc.name]))
+    outdir = claim_output(args.outdir)  # writable and locked before any run (OutputError: exit 2 in main)
+    # every figure is drawn into one staging folder and all move into place together at the end
+    # (an error or a signal leaves the folder as it was); other files in the folder stay untouched
+    stage = staged_outputs(outdir)
+    with stage as tmp:
+        for sc in scenarios:
+            result = run(sc, time_courses=sc.type == "medium_transfer")
+            plot_survival(result, result.survival_rows(), tmp / f"{sc.name}.png")
+            if sc.type == "medium_transfer":  # time courses of the key states, at the largest grid dose
+                plot_timecourses(result, tmp / f"{sc.name}_timecourses.png")
+            if sc.name in problems:
+                plot_fit(problems[sc.name], _fit.fit(problems[sc.name]), tmp / f"{sc.name}_calibration.png")
+    for path in stage.written:
+        print(f"wrote {path}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``exosim`` command; returns the exit code."""
-    from exosim.model.assemble import ModelError
-    from exosim.scenario.schema import ScenarioError
-    from exosim.util.atomic import OutputError
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM (the handler :func:`main` installs), so that, as for
+    Ctrl-C's KeyboardInterrupt, staging folders and locks are cleaned up on the way out."""
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = _parser().parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``exosim`` command; returns the exit code.
+
+    Exit codes: 0 success; 2 bad input, an unwritable output folder (checked before any
+    simulation) or another exosim command writing to the same folder; 130 interrupted
+    (SIGINT, Ctrl-C) and 143 terminated (SIGTERM), each reported as one line: the staging
+    folder is removed and the output folder left as it was (or, if the signal came during
+    the final move, complete).
+    """
+    import os
+    import signal
+
+    pid = os.getpid()
+
+    def on_sigterm(signum, frame):
+        if os.getpid() != pid:  # a forked worker process: end as SIGTERM's default would
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated
+
     try:
-        commands = {
-            "run": lambda: _cmd_run(args, argv),
-            "figures": lambda: _cmd_figures(args),
-            "delivery": lambda: _cmd_delivery(args),
-            "fit": lambda: _cmd_fit(args, argv),
-            "export": lambda: _cmd_export(args),
-            "export-sbml": lambda: _cmd_export_models(args),
-            "sensitivity": lambda: _cmd_sensitivity(args, argv),
-        }
-        if args.command in commands:
-            return commands[args.command]()
-        return _cmd_validate(args)
-    except (ScenarioError, ModelError, OutputError) as exc:
-        print(f"exosim: error: {exc}", file=sys.stderr)
-        return 2
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        installed = True
+    except ValueError:  # not the main thread (main() called from a thread): no handler
+        installed = False
+    try:
+        from exosim.model.assemble import ModelError
+        from exosim.scenario.schema import ScenarioError
+        from exosim.util.atomic import OutputError, output_claims
+
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = _parser().parse_args(argv)
+        with output_claims():  # output folders a command claims are unlocked however it ends
+            try:
+                commands = {
+                    "run": lambda: _cmd_run(args, argv),
+                    "figures": lambda: _cmd_figures(args),
+                    "delivery": lambda: _cmd_delivery(args),
+                    "fit": lambda: _cmd_fit(args, argv),
+                    "export": lambda: _cmd_export(args),
+                    "export-sbml": lambda: _cmd_export_models(args),
+                    "sensitivity": lambda: _cmd_sensitivity(args, argv),
+                }
+                if args.command in commands:
+                    return commands[args.command]()
+                return _cmd_validate(args)
+            except (ScenarioError, ModelError, OutputError) as exc:
+                print(f"exosim: error: {exc}", file=sys.stderr)
+                return 2
+    except KeyboardInterrupt:
+        print("exosim: interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("exosim: terminated", file=sys.stderr)
+        return 143
+    finally:
+        if installed:  # as it was (a handler not set from Python reads as None: the default)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 if __name__ == "__main__":  # pragma: no cover
