@@ -106,3 +106,11 @@ def test_a_numba_scenario_without_numba_is_a_scenario_error(tmp_path, capsys, mo
     assert main(["run", str(path), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "solver.backend" in err and "exosim[fast]" in err and err.count("\n") == 0, err
+
+
+def test_every_command_prints_scenario_warnings_as_one_line(capsys):
+    """The ICCM scenario overrides a parameter outside its documented range: every command says so."""
+    assert main(["delivery", str(SCENARIOS / "iccm_bystander_medium_transfer.yaml")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert warnings and all(w.startswith("exosim: warning: ") for w in warnings), warnings
+    assert any("secretion_drive_half_saturation" in w and "documented range" in w for w in warnings)

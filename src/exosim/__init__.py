@@ -36,6 +36,7 @@ _PUBLIC = {
     "load_scenario": "exosim.scenario.schema",
     "parse_scenario": "exosim.scenario.schema",
     "Scenario": "exosim.scenario.schema",
+    "ScenarioWarning": "exosim.scenario.schema",
     "ScenarioError": "exosim.scenario.schema",
     "run": "exosim.api",
     "RunResult": "exosim.scenario.result",

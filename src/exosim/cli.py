@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from exosim._version import __version__
@@ -563,6 +564,11 @@ class Terminated(BaseException):
     Ctrl-C's KeyboardInterrupt, staging folders and locks are cleaned up on the way out."""
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line ``exosim: warning: ...`` (scenario warnings name file and key path)."""
+    print(f"exosim: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``exosim`` command; returns the exit code.
 
@@ -596,7 +602,8 @@ def main(argv: list[str] | None = None) -> int:
 
         argv = sys.argv[1:] if argv is None else list(argv)
         args = _parser().parse_args(argv)
-        with output_claims():  # output folders a command claims are unlocked however it ends
+        with warnings.catch_warnings(), output_claims():  # claimed folders are unlocked however it ends
+            warnings.showwarning = _show_warning  # scenario warnings as one line, like errors
             try:
                 commands = {
                     "run": lambda: _cmd_run(args, argv),
