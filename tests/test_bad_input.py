@@ -207,6 +207,8 @@ def test_the_base_of_the_bad_cases_is_valid(tmp_path):
         ("- just\n- a list\n", ["expected a YAML mapping"]),
         ("!!python/object/apply:os.system ['echo hacked']", ["not valid YAML"]),
         (b"\xff\xfe\x00binary", ["not"]),
+        (b"", ["expected a YAML mapping"]),  # an empty file
+        (b"name: caf\xe9\n", ["not a text (UTF-8) YAML file"]),  # Latin-1, not UTF-8
     ],
 )
 def test_non_yaml_and_unsafe_yaml_are_rejected(tmp_path, capsys, content, words):

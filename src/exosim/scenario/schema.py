@@ -495,6 +495,8 @@ def _load_yaml(data_bytes: bytes, source: str) -> Any:
     """The YAML document, read with :class:`_BoundedLoader` and checked by :func:`_check_nodes`."""
     loader = None
     try:
+        if not data_bytes.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with its mark is read by PyYAML
+            data_bytes.decode("utf-8")  # anything else must be UTF-8: one clear message, not a reader error
         loader = _BoundedLoader(data_bytes)  # reads the encoding mark: may raise a ReaderError
         node = loader.get_single_node()
         if node is None:
@@ -508,7 +510,9 @@ def _load_yaml(data_bytes: bytes, source: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ScenarioError(source, "", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        problem = " ".join(str(getattr(exc, "problem", exc)).split())  # one line
+        problem = problem if len(problem) <= 200 else problem[:197] + "..."
+        raise ScenarioError(source, "", f"not valid YAML{where}: {problem}") from None
     except UnicodeDecodeError:
         raise ScenarioError(source, "", "not a text (UTF-8) YAML file") from None
     except ValueError as exc:  # e.g. an integer of more than 4300 digits
