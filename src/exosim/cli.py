@@ -1,7 +1,9 @@
 """Command-line interface: ``exosim run | validate | figures | export | export-sbml | sensitivity | fit | delivery``.
 
 Exit codes: 0 success (failed members are reported in the outputs and on
-stderr, never an abort), 2 bad input or unwritable output.
+stderr, never an abort), 2 bad input or unwritable output, 3 (``run``) every
+member of some arm failed: the outputs are written (failures are data) and stderr
+names the arm and its parameters outside their documented range.
 """
 
 from __future__ import annotations
@@ -344,8 +346,9 @@ def _cmd_delivery(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from exosim.io.outputs import OutputError, write_outputs
-    from exosim.scenario.runner import run
+    from exosim.scenario.runner import out_of_range, run
     from exosim.scenario.schema import load_scenario_with_warnings
+    from exosim.simulate.solver import FAILED
     from exosim.util.atomic import claim_output
 
     scenario, found = load_scenario_with_warnings(args.scenario, strict=args.strict)
@@ -353,7 +356,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"exosim: warning: {warning}", file=sys.stderr)
     outdir = Path(args.outdir) if args.outdir else Path("results") / scenario.name
     claim_output(outdir)  # writable and locked before the run (OutputError: exit 2 in main)
-    result = run(scenario, time_courses=not args.no_timecourses)
+    result = run(scenario, time_courses=not args.no_timecourses, progress=sys.stderr.isatty())
     try:
         files = write_outputs(result, outdir, argv=["exosim"] + argv, figure=not args.no_figure)
     except OutputError as exc:
@@ -375,7 +378,19 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
             f"  SF(0) {r['sf0_vs_untreated']:.3f}{extra}"
         )
     print("wrote " + ", ".join(str(f) for f in files))
-    return 0
+    code = 0
+    for a, arm in enumerate(result.arms):  # an arm without a single result is an error (exit 3)
+        members = (result.arm_index == a).nonzero()[0]
+        if members.size and (result.status[members] == FAILED).all():
+            named = out_of_range(result.model, result.parameters[members[0]])
+            cause = "; ".join(named) if named else "every parameter is within its documented range"
+            print(
+                f"exosim: error: no member of arm {arm!r} succeeded ({members.size} failed); "
+                f"its parameter set: {cause}",
+                file=sys.stderr,
+            )
+            code = 3
+    return code
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

@@ -8,10 +8,18 @@ event times; they differ in parameters (arm overrides) and in event magnitudes
 time every :class:`~exosim.scenario.actions.Action` is applied with per-member
 values.  New experiment types are new scenario files (compartment wiring and
 events), not new runner code.
+
+A member the solver fails is named in its message with the parameters of its set that
+lie outside their documented range (the usual cause: a rate decades too large makes the
+member too stiff for explicit steps).  A run whose record would exceed
+:data:`~exosim.scenario.schema.MAX_RUN_BYTES` is refused before it starts, and a long run
+can report its progress on stderr (``progress=True``; the CLI does when stderr is a terminal).
 """
 
 from __future__ import annotations
 
+import math
+import sys
 import time as _time
 from typing import Any
 
@@ -24,10 +32,55 @@ from exosim.model.units import parse_quantity
 from exosim.scenario import actions as ev_types
 from exosim.scenario.actions import Action
 from exosim.scenario.result import RunResult
-from exosim.scenario.schema import Arm, Event, Scenario, ScenarioError, parameter_value, suggest
-from exosim.simulate.solver import FAILED, Solver, SolverOptions, get_solver
+from exosim.scenario.schema import (
+    _ZERO_MEANS_ABSENT,
+    Arm,
+    Event,
+    Scenario,
+    ScenarioError,
+    check_run_size,
+    parameter_value,
+    suggest,
+)
+from exosim.simulate.solver import FAILED, MESSAGES, Solver, SolverOptions, get_solver
 
-__all__ = ["CompiledScenario", "compile_scenario", "run"]
+__all__ = ["CompiledScenario", "compile_scenario", "run", "out_of_range"]
+
+#: seconds between progress lines on stderr (and before the first)
+PROGRESS_EVERY = 3.0
+
+#: failures the parameters cannot explain (the state or its derivative was already non-finite)
+_NOT_STIFF = (MESSAGES["initial"], MESSAGES["derivative"])
+
+
+def out_of_range(model: Model, row: np.ndarray, limit: int = 3) -> list[str]:
+    """The parameters of one parameter set (a row of ``p``) outside their documented range,
+    farthest (in decades) first, as ``'recipients.internalisation_rate = 1e+09 1/h is outside
+    its documented range [0.1, 5]'``; at most ``limit`` and a last item ``'N more'``."""
+    found = []
+    for q, value in zip(model.parameters, np.asarray(row, dtype=float)):
+        if q.low <= value <= q.high or (value == 0 and q.key in _ZERO_MEANS_ABSENT):
+            continue
+        edge = q.low if value < q.low else q.high
+        decades = math.inf if value <= 0 or edge <= 0 else abs(math.log10(value / edge))
+        unit = "" if q.unit == "1" else f" {q.unit}"
+        name = q.name.replace(SEP, ".", 1)
+        found.append((decades, f"{name} = {value:g}{unit} is outside its documented range [{q.low:g}, {q.high:g}]"))
+    found.sort(key=lambda item: -item[0])
+    text = [t for _, t in found[:limit]]
+    if len(found) > limit:
+        text.append(f"and {len(found) - limit} more")
+    return text
+
+
+def _cause(model: Model, row: np.ndarray, reason: str) -> str:
+    """What a failure message adds about the member's parameters."""
+    if reason in _NOT_STIFF:
+        return ""
+    named = out_of_range(model, row)
+    if not named:
+        return "; every parameter is within its documented range"
+    return "; stiff: " + ", ".join(named)
 
 
 class CompiledScenario:
@@ -209,6 +262,7 @@ class CompiledScenario:
         parameters: np.ndarray | None = None,
         record_times: np.ndarray | None = None,
         solver: str | Solver | None = None,
+        progress: bool = False,
     ) -> RunResult:
         """Integrate all members through the timeline.
 
@@ -224,10 +278,17 @@ class CompiledScenario:
             time of an event is the value just before the event.
         solver : solver name (``numpy``, ``numba``, ``auto``) or a
             :class:`~exosim.simulate.solver.Solver`; default the scenario's ``solver.backend``
+        progress : write the share of the timeline done to stderr every
+            :data:`PROGRESS_EVERY` s of a run that takes longer (the CLI: when stderr is a terminal)
 
         Returns
         -------
         RunResult
+
+        Raises
+        ------
+        ScenarioError
+            The record would exceed :data:`~exosim.scenario.schema.MAX_RUN_BYTES`.
         """
         sc, m = self.scenario, self.model
         start = _time.perf_counter()
@@ -254,11 +315,12 @@ class CompiledScenario:
         else:
             times = np.array([t0])
         n_t = times.size if time_courses else 0
+        check_run_size(sc, n_mem, n_t, m.n_states, len(m.observable_names))
         states = np.full((n_mem, n_t, m.n_states), np.nan)
         obs = np.full((n_mem, n_t, len(m.observable_names)), np.nan)
         status = np.zeros(n_mem, dtype=int)
         messages = [""] * n_mem
-        options = SolverOptions(rtol=sc.solver.rtol, atol=sc.solver.atol)
+        options = SolverOptions(rtol=sc.solver.rtol, atol=sc.solver.atol, max_seconds=sc.solver.max_seconds)
         scale = np.array([s.scale for s in m.states])
         reference = None
         if time_courses:
@@ -269,11 +331,31 @@ class CompiledScenario:
         t = t0
         event_times = sorted({a.time for a in self.actions if a.time <= t_end} | {t_end})
         ai = 0
+        shown = 0.0  # when progress was last written (0: never)
+        t_next = t
+
+        def report(fraction: float) -> None:
+            """Progress line for ``fraction`` of the segment from ``t`` to ``t_next`` done."""
+            nonlocal shown
+            now = _time.perf_counter()
+            if now - max(shown, start) < PROGRESS_EVERY:
+                return
+            shown, at = now, t + fraction * (t_next - t)
+            done = 100.0 * (at - t0) / (t_end - t0) if t_end > t0 else 100.0
+            sys.stderr.write(
+                f"\rexosim: {sc.name}: {done:3.0f}% of the timeline (t = {at:.4g} of {t_end:g} h), {now - start:.0f} s"
+            )
+            sys.stderr.flush()
+
+        # solvers that can report within a segment (the shipped ones) get the callback
+        within = {"progress": report} if progress and getattr(integrator, "reports_progress", False) else {}
         for t_next in event_times:
+            if progress:
+                report(0.0)
             if t_next > t:
                 sel = (times > t) & (times <= t_next) if time_courses else np.zeros(times.size, bool)
                 sol = integrator.integrate(
-                    m, t, t_next, y, p, atol_scale=scale, options=options, t_eval=times[sel], h0=h
+                    m, t, t_next, y, p, atol_scale=scale, options=options, t_eval=times[sel], h0=h, **within
                 )
                 h = sol.h_last
                 for key, value in sol.stats.items():
@@ -284,7 +366,7 @@ class CompiledScenario:
                     messages[i] = (
                         f"scenario {sc.name!r}, arm {self.arms[self.arm_index[i]].name!r}, "
                         f"member {i}{grid}: solver failed at t = {sol.t_failed[i]:.6g} h: "
-                        f"{sol.message[i]}"
+                        f"{sol.message[i]}{_cause(m, p_start[i], sol.message[i])}"
                     )
                 y = sol.y
                 if sel.any():
@@ -299,6 +381,9 @@ class CompiledScenario:
                     reference = (y.copy(), p.copy())
                 action.apply(m, y, p, ledger)
                 ai += 1
+        if shown:
+            sys.stderr.write(f"\rexosim: {sc.name}: 100% of the timeline, {_time.perf_counter() - start:.0f} s\n")
+            sys.stderr.flush()
         counters.pop("failures", None)
         timing = {
             "seconds": _time.perf_counter() - start,
@@ -314,6 +399,8 @@ def compile_scenario(scenario: Scenario) -> CompiledScenario:
     return CompiledScenario(scenario)
 
 
-def run(scenario: Scenario, *, time_courses: bool = True, solver: str | Solver | None = None) -> RunResult:
+def run(
+    scenario: Scenario, *, time_courses: bool = True, solver: str | Solver | None = None, progress: bool = False
+) -> RunResult:
     """Compile and run a scenario; see :meth:`CompiledScenario.run`."""
-    return CompiledScenario(scenario).run(time_courses=time_courses, solver=solver)
+    return CompiledScenario(scenario).run(time_courses=time_courses, solver=solver, progress=progress)

@@ -329,6 +329,9 @@ class SolverSpec(_Strict):
     rtol: Annotated[float, Field(gt=0, lt=1)] = 1e-7
     atol: Annotated[float, Field(gt=0)] = 1e-9
     backend: Literal["numpy", "numba"] = "numpy"
+    #: wall-clock seconds one segment (the time between two events) may take; members still
+    #: being integrated then fail (e.g. a stiff member whose rate is far outside its range)
+    max_seconds: Annotated[float, Field(gt=0)] = 120.0
 
 
 class CalibrationSpec(_Strict):
@@ -808,6 +811,31 @@ def _check_consistency(sc: Scenario, strict: bool = False) -> None:
                 f"harvest from {ev.action.source!r} at {ev.at:g} h is scheduled before the "
                 f"irradiation of its cells at {min(irr):g} h",
             )
+
+
+#: largest memory estimate of a run's record (bytes): members x recorded times x (states +
+#: observables) x 8 bytes.  The shipped scenarios need a few MB (HNSCC: 45 members x 74 times x
+#: 104 values, 2.8 MB); 2 GiB is about 35,000 HNSCC members (a grid of 7,000 doses), more than a
+#: laptop holds once the solver's working copies and the tables written from it are added, and
+#: many minutes of integration
+MAX_RUN_BYTES = 2 * 1024**3
+
+
+def check_run_size(sc: Scenario, members: int, times: int, states: int, observables: int) -> int:
+    """The memory estimate of a run's record (bytes); a :class:`ScenarioError` naming
+    ``dose_grid.values`` (``output.time_step`` without a grid) above :data:`MAX_RUN_BYTES`."""
+    estimate = members * max(times, 1) * (states + observables) * 8
+    if estimate > MAX_RUN_BYTES:
+        path = "dose_grid.values" if sc.dose_grid is not None else "output.time_step"
+        raise ScenarioError(
+            sc.source,
+            path,
+            f"the run would record about {estimate / 1024**3:.1f} GiB ({members} members x {max(times, 1)} "
+            f"recorded times x ({states} states + {observables} observables) x 8 bytes), above the limit of "
+            f"{MAX_RUN_BYTES / 1024**3:g} GiB; use fewer grid doses, a larger output.time_step or "
+            "no time courses (--no-timecourses)",
+        )
+    return estimate
 
 
 def _check_grid_limit(grid: DoseGrid, err) -> None:

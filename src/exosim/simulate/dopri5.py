@@ -7,13 +7,24 @@ member aborts the whole solve.  Here every member's error is measured on its
 own (the step is accepted only if *each* active member meets the tolerance),
 and a member that cannot be integrated (non-finite values, step size below the
 floor) is marked failed and dropped while the others continue: failures are
-data (diffrax's ``throw=False``).  The method is Dormand-Prince 5(4), the
+data (diffrax's ``throw=False``).
+
+The steps are shared, so one stiff member (a rate far outside its range) forces
+tiny steps on the whole batch.  The step budget (``max_steps``, also judged by pace,
+see :data:`~exosim.simulate.solver.PACE_WINDOWS`) is therefore applied as in the
+compiled solver, member by member: when the shared steps exceed it, or would at their
+pace, the members whose error estimate limited the step over the last windows are
+failed and the others go on with a new budget.  A shared step costs about a
+millisecond, so a segment that would outlast the wall-clock limit (``max_seconds``)
+at its pace is treated the same way; the limit itself fails whatever is still being
+integrated.  The method is Dormand-Prince 5(4), the
 method of ``solve_ivp(method="RK45")``, against which the tests check it; the
 tableau and the step-size rule are :mod:`exosim.simulate.solver`'s.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -25,6 +36,8 @@ from exosim.simulate.solver import (
     MAX_FACTOR,
     MESSAGES,
     MIN_FACTOR,
+    PACE_STRIKES,
+    PACE_WINDOWS,
     REJECT_MIN_FACTOR,
     SAFETY,
     A,
@@ -37,6 +50,9 @@ from exosim.simulate.solver import (
 
 __all__ = ["integrate", "NumpyDopri5"]
 
+#: a member whose error is at least this share of the batch's largest limits the shared step
+LIMITING = 0.1
+
 
 class NumpyDopri5:
     """The batched numpy solver (:class:`~exosim.simulate.solver.Solver`): one shared step for
@@ -44,6 +60,7 @@ class NumpyDopri5:
 
     name = "numpy"
     description = "Dormand-Prince 5(4), batched: one shared step, per-member error control"
+    reports_progress = True
 
     def integrate(self, model, t0: float, t1: float, y0: np.ndarray, p: np.ndarray, **options) -> SegmentResult:
         """Integrate one segment of ``model``'s batch (keyword options of :func:`integrate`)."""
@@ -61,6 +78,7 @@ def integrate(
     options: SolverOptions = SolverOptions(),
     t_eval: np.ndarray | None = None,
     h0: float | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> SegmentResult:
     """Integrate ``dy/dt = fun(t, y, p)`` for a batch from ``t0`` to ``t1``.
 
@@ -80,6 +98,8 @@ def integrate(
         Output times in ``[t0, t1]``; steps are shortened to land on them exactly.
     h0 : float, optional
         First trial step (h); by default 1e-3 of the segment.
+    progress : callable, optional
+        Called before every step with the share of the segment done.
 
     Returns
     -------
@@ -112,13 +132,24 @@ def integrate(
         return SegmentResult(y_out, status, t_failed, message, ys, _stats(0, 0, 0, status), h_last=h0 or np.nan)
 
     def fail(local_idx: np.ndarray, t: float, why: str) -> None:
-        nonlocal active, y, pa, f
+        nonlocal active, y, pa, f, limiting
         for j in local_idx:
             i = active[j]
             status[i], t_failed[i], message[i] = FAILED, t, why
         keep = np.ones(active.size, dtype=bool)
         keep[local_idx] = False
-        active, y, pa, f = active[keep], y[keep], pa[keep], f[keep]
+        active, y, pa, f, limiting = active[keep], y[keep], pa[keep], f[keep], limiting[:, keep]
+
+    deadline = time.perf_counter() + options.max_seconds
+    # steps (accepted or rejected) in which each active member's error was within a factor
+    # LIMITING of the largest (its own step would be at most 1.6 times the shared one), in the
+    # previous (row 0) and the current (row 1) window: the members that hold the shared step down
+    limiting = np.zeros((2, active.size), dtype=int)
+    window = max(1, options.max_steps // PACE_WINDOWS)
+    budget_start = 0  # n_steps + n_rej when the current step budget began
+    # the current window: first step, its time and clock; windows running over budget or time
+    w_start, t_w, c_w, strikes = 0, t0, time.perf_counter(), 0
+    w_len = window  # after a failure for pace, one short window judges the pace of the rest
 
     t = t0
     h = min(h0 if h0 and np.isfinite(h0) else FIRST_STEP_FRACTION * span, span)
@@ -130,9 +161,43 @@ def integrate(
         fail(np.flatnonzero(nonfinite), t, MESSAGES["derivative"])
     k = np.empty((7,) + y.shape)
     while t < t1 and active.size:
-        if n_steps + n_rej >= options.max_steps:
-            fail(np.arange(active.size), t, MESSAGES["max_steps"].format(max_steps=options.max_steps))
+        if progress is not None:
+            progress((t - t0) / span)
+        now = time.perf_counter()
+        if now > deadline:
+            fail(np.arange(active.size), t, MESSAGES["max_seconds"].format(max_seconds=options.max_seconds))
             break
+        done = n_steps + n_rej
+        used = done - budget_start
+        why = ""
+        if used >= options.max_steps:
+            why = MESSAGES["max_steps"].format(max_steps=options.max_steps)
+        elif done - w_start >= w_len:
+            # the steps and the seconds still needed at the pace of this window (shared numpy
+            # steps cost about a millisecond, so the wall-clock limit usually comes first)
+            rate = (done - w_start) / (t - t_w) if t > t_w else np.inf
+            steps_over = used + (t1 - t) * rate > options.max_steps
+            time_over = now + (t1 - t) * rate * (now - c_w) / (done - w_start) > deadline
+            strikes = strikes + 1 if steps_over or time_over else 0
+            w_start, t_w, c_w, w_len = done, t, now, window
+            if strikes >= PACE_STRIKES:
+                key = "pace" if steps_over else "pace_seconds"
+                why = MESSAGES[key].format(max_steps=options.max_steps, max_seconds=options.max_seconds, window=window)
+            else:
+                limiting[0] = limiting[1]
+                limiting[1] = 0
+        if why:
+            # fail the members that limited the step (all if none did), renew the budget for the rest
+            counts = limiting.sum(axis=0)
+            if counts.max() > 0:
+                fail(np.flatnonzero(counts >= max(1, counts.max() // 2)), t, why + " (its error limited the step)")
+            else:
+                fail(np.arange(active.size), t, why)
+            limiting[:] = 0
+            budget_start, w_start, t_w, c_w, strikes = done, done, t, time.perf_counter(), 0
+            if used < options.max_steps:  # failed for pace: the next stiffest member may be next
+                strikes, w_len = PACE_STRIKES - 1, max(1, window // 10)
+            continue
         t_stop = t_eval[k_eval] if k_eval < t_eval.size and t_eval[k_eval] < t1 else t1
         h_try = min(h, t_stop - t)
         landing = h_try >= t_stop - t
@@ -153,6 +218,7 @@ def integrate(
         n_rhs += 6
         err[~np.isfinite(err)] = np.inf
         err_max = err.max()
+        limiting[1] += err >= LIMITING * err_max
         if err_max <= 1.0:
             t = t_stop if landing else t + h_try
             y = y_new

@@ -69,9 +69,22 @@ MIN_FACTOR = 0.2  # smallest change after an accepted step
 REJECT_MIN_FACTOR = 0.1  # smallest shrink after a rejected step (and for a non-finite error)
 FIRST_STEP_FRACTION = 1e-3  # first trial step, as a fraction of the segment
 
+# the step budget judged by pace (both solvers): every max_steps // PACE_WINDOWS steps of a
+# member (2,000 by default), the steps it still needs at the pace of that window are projected;
+# a member projected beyond max_steps in PACE_STRIKES windows running is failed without spending
+# the whole budget.  A stiff member crawls at its explicit-stability limit (about 1e-9 h per
+# step for a rate of 1e9 /h: far more steps than any budget, and minutes of shared numpy steps
+# at 1-2 ms each); a member of the shipped scenarios needs a few hundred steps per segment
+PACE_WINDOWS = 100
+PACE_STRIKES = 2
+
 #: failure messages shared by every solver (formatted with the options)
 MESSAGES = {
     "max_steps": "more than {max_steps} steps in one segment",
+    "pace": "would need more than {max_steps} steps in one segment at the pace of its last {window} steps",
+    "pace_seconds": "would exceed the wall-clock limit of {max_seconds:g} s in one segment at the pace of its "
+    "last {window} steps",
+    "max_seconds": "wall-clock limit of {max_seconds:g} s exceeded in one segment",
     "min_step": "step size below {min_step:g} h (error not controlled)",
     "initial": "non-finite initial state",
     "derivative": "non-finite derivative at segment start",
@@ -86,14 +99,20 @@ class SolverOptions:
     ----------
     rtol : relative tolerance per member and component
     atol : absolute tolerance, multiplied by each state's declared scale
-    max_steps : steps per segment before the remaining members are failed
+    max_steps : step budget per member and segment (accepted and rejected steps); a member
+        that needs more, or would need more at its pace (:data:`PACE_WINDOWS`), is failed.
+        The batched numpy solver shares its steps: it fails the members whose error limited
+        the shared step and goes on with the others (:mod:`exosim.simulate.dopri5`)
     min_step : smallest step in h; a member that needs less is failed
+    max_seconds : wall-clock seconds one segment may take; members still being integrated
+        then are failed (a guard against stiff members that explicit steps cannot cross)
     """
 
     rtol: float = 1e-7
     atol: float = 1e-9
     max_steps: int = 200_000
     min_step: float = 1e-10
+    max_seconds: float = 120.0
 
 
 @dataclass
@@ -134,6 +153,9 @@ class Solver(Protocol):
     parameters ``p`` (N, k) held constant, records the states at ``t_eval`` and
     returns a :class:`SegmentResult`; ``h0`` is the previous segment's ``h_last``.
     An optional ``description`` attribute names the method in provenance records.
+    A solver with ``reports_progress = True`` also accepts ``progress``, a callable it
+    calls now and then with the share (0 to 1) of the segment done (the runner's progress
+    line on stderr); the limits of :class:`SolverOptions` apply to every solver.
     """
 
     name: str
