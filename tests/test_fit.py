@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import exosim
-from conftest import SCENARIOS
+from conftest import SCENARIOS, errors_of
 from exosim.analysis import fit as _fit
 from exosim.cli import main
 
@@ -102,7 +102,7 @@ def test_bad_data_files_name_file_row_column(tmp_path, capsys, content, words):
     data.write_text(content)
     out = tmp_path / "out"
     code = main(["fit", str(ICCM), str(data), "--params", PARAM, "--range", f"{PARAM}=0.3:30", "-o", str(out)])
-    err = capsys.readouterr().err
+    err = errors_of(capsys.readouterr().err)
     assert code == 2 and str(data) in err and err.count("\n") == 1
     for w in words:
         assert w in err, (w, err)

@@ -17,7 +17,8 @@ import exosim
 from conftest import SCENARIOS, scenario_from, single_well
 from exosim.cli import main
 from exosim.scenario import runner
-from exosim.scenario.schema import MAX_RUN_BYTES, ScenarioError, with_dose_grid
+from exosim.scenario.load import MAX_RUN_BYTES, with_dose_grid
+from exosim.scenario.schema import ScenarioError
 from exosim.simulate import dopri5
 from exosim.simulate.solver import FAILED, SolverOptions, get_solver, numba_available
 

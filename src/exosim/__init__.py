@@ -33,8 +33,8 @@ from exosim._version import __version__
 #: public name -> module it lives in; imported on first use, so that ``exosim --help`` and
 #: ``exosim run`` do not pay for scipy.optimize, SALib, pandas or sbmlutils
 _PUBLIC = {
-    "load_scenario": "exosim.scenario.schema",
-    "parse_scenario": "exosim.scenario.schema",
+    "load_scenario": "exosim.scenario.load",
+    "parse_scenario": "exosim.scenario.load",
     "Scenario": "exosim.scenario.schema",
     "ScenarioWarning": "exosim.scenario.schema",
     "ScenarioError": "exosim.scenario.schema",

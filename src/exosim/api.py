@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from exosim.scenario.load import load_scenario, with_parameters
 from exosim.scenario.result import RunResult
 from exosim.scenario.runner import run as _run
-from exosim.scenario.schema import Scenario, load_scenario, with_parameters
+from exosim.scenario.schema import Scenario
 from exosim.simulate.solver import Solver
 
 if TYPE_CHECKING:  # pragma: no cover

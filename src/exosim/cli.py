@@ -270,7 +270,7 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
     from exosim.analysis import fit as _fit
     from exosim.io.outputs import OutputError, write_fit
     from exosim.io.provenance import fit_record
-    from exosim.scenario.schema import load_scenario
+    from exosim.scenario.load import load_scenario
     from exosim.util.atomic import claim_output
 
     scenario = load_scenario(args.scenario)
@@ -327,9 +327,9 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_delivery(args: argparse.Namespace) -> int:
+    from exosim.scenario.load import load_scenario
     from exosim.scenario.observables import delivery_rows
     from exosim.scenario.runner import run
-    from exosim.scenario.schema import load_scenario
 
     scenarios = [load_scenario(p) for p in args.scenarios]  # all validated before any output
     print("| scenario | arm | cargo | delivered per cell | / amount for half effect |")
@@ -346,8 +346,8 @@ def _cmd_delivery(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from exosim.io.outputs import OutputError, write_outputs
+    from exosim.scenario.load import load_scenario_with_warnings
     from exosim.scenario.runner import out_of_range, run
-    from exosim.scenario.schema import load_scenario_with_warnings
     from exosim.simulate.solver import FAILED
     from exosim.util.atomic import claim_output
 
@@ -395,8 +395,9 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from exosim.model.assemble import ModelError
+    from exosim.scenario.load import load_scenario_with_warnings
     from exosim.scenario.runner import compile_scenario
-    from exosim.scenario.schema import ScenarioError, load_scenario_with_warnings
+    from exosim.scenario.schema import ScenarioError
 
     failed = 0
     for path in args.scenarios:  # every file is checked, each problem reported as one line
@@ -421,8 +422,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from exosim.scenario.load import load_scenario
     from exosim.scenario.runner import compile_scenario
-    from exosim.scenario.schema import load_scenario
 
     if _missing_extra("sbml", "SBML export"):
         return 2
@@ -464,7 +465,8 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
     from exosim.io.outputs import OutputError, write_analysis
     from exosim.io.provenance import sensitivity_record
     from exosim.model.catalogue import parameter_table
-    from exosim.scenario.schema import ScenarioError, load_scenario, with_dose_grid
+    from exosim.scenario.load import load_scenario, with_dose_grid
+    from exosim.scenario.schema import ScenarioError
     from exosim.util.atomic import claim_output
 
     if args.method != "local" and _missing_extra("sensitivity", f"--method {args.method}"):
@@ -544,8 +546,8 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
 def _cmd_figures(args: argparse.Namespace) -> int:
     from exosim.analysis import fit as _fit
     from exosim.io.figures import plot_fit, plot_survival, plot_timecourses
+    from exosim.scenario.load import load_scenario
     from exosim.scenario.runner import run
-    from exosim.scenario.schema import load_scenario
     from exosim.util.atomic import claim_output, staged_outputs
 
     scenarios = [load_scenario(p) for p in args.scenarios]  # all validated before anything is written

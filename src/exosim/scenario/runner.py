@@ -12,7 +12,7 @@ events), not new runner code.
 A member the solver fails is named in its message with the parameters of its set that
 lie outside their documented range (the usual cause: a rate decades too large makes the
 member too stiff for explicit steps).  A run whose record would exceed
-:data:`~exosim.scenario.schema.MAX_RUN_BYTES` is refused before it starts, and a long run
+:data:`~exosim.scenario.load.MAX_RUN_BYTES` is refused before it starts, and a long run
 can report its progress on stderr (``progress=True``; the CLI does when stderr is a terminal).
 """
 
@@ -31,17 +31,9 @@ from exosim.model.declare import SEP
 from exosim.model.units import parse_quantity
 from exosim.scenario import actions as ev_types
 from exosim.scenario.actions import Action
+from exosim.scenario.load import _ZERO_MEANS_ABSENT, check_run_size, suggest
 from exosim.scenario.result import RunResult
-from exosim.scenario.schema import (
-    _ZERO_MEANS_ABSENT,
-    Arm,
-    Event,
-    Scenario,
-    ScenarioError,
-    check_run_size,
-    parameter_value,
-    suggest,
-)
+from exosim.scenario.schema import Arm, Event, Scenario, ScenarioError, parameter_value
 from exosim.simulate.solver import FAILED, MESSAGES, Solver, SolverOptions, get_solver
 
 __all__ = ["CompiledScenario", "compile_scenario", "run", "out_of_range"]
@@ -288,7 +280,7 @@ class CompiledScenario:
         Raises
         ------
         ScenarioError
-            The record would exceed :data:`~exosim.scenario.schema.MAX_RUN_BYTES`.
+            The record would exceed :data:`~exosim.scenario.load.MAX_RUN_BYTES`.
         """
         sc, m = self.scenario, self.model
         start = _time.perf_counter()

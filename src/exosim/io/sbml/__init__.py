@@ -35,9 +35,10 @@ from exosim.io.sbml.build import export_member
 from exosim.io.sbml.compose import write_models
 from exosim.io.sbml.validate import SBMLExportError, validate, write_validated
 from exosim.model.units import parse_quantity
+from exosim.scenario.load import load_scenario
 from exosim.scenario.observables import member_index
 from exosim.scenario.runner import CompiledScenario, compile_scenario
-from exosim.scenario.schema import Scenario, ScenarioError, load_scenario
+from exosim.scenario.schema import Scenario, ScenarioError
 
 __all__ = ["SBMLExportError", "export", "export_member", "select_member", "validate", "write_models", "write_validated"]
 
