@@ -21,8 +21,9 @@ Rules:
 * A line with a placeholder is a usage synopsis, not an example, and is skipped: a word that is
   UPPER_CASE (``SCENARIO.yaml``, ``DATA.csv``, ``FILE.xml``, ``OUTDIR``, ``KEY``, ``D``; regex
   ``^[A-Z][A-Z0-9_]*(\\.[a-z]+)?$``) or contains ``[`` (``[-o OUTDIR]``, ``KEY[,KEY]``, ``[...]``).
-* ``exosim figures`` regenerates a figure per scenario (slow): there every glob keeps only its
-  first two matches in alphabetical order; explicitly named files are kept.
+* ``exosim figures`` and ``exosim delivery`` run every scenario they are given (slow): there
+  every glob keeps only its first two matches in alphabetical order; explicitly named files are
+  kept (``exosim validate`` globs are expanded in full: validating is fast).
 * Blocks in other languages (yaml, text, none, ...) are not executed.
 """
 
@@ -168,12 +169,12 @@ def plan_bash(code: str) -> list[tuple[str, list[str] | None, str]]:
 
 
 def expand(argv: list[str]) -> list[str]:
-    """Expand globs in the current directory; ``exosim figures`` keeps two matches per glob."""
+    """Expand globs in the current directory; ``figures`` and ``delivery`` keep two matches per glob."""
     out = []
     for word in argv:
         if any(c in word for c in "*?"):
             matches = sorted(glob.glob(word))
-            if argv[1:2] == ["figures"]:
+            if argv[1:2] in (["figures"], ["delivery"]):
                 matches = matches[:FIGURES_PER_GLOB]
             out.extend(matches or [word])
         else:

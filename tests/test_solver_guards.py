@@ -48,8 +48,15 @@ def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 # ------------------------------------------------------------------ stiff members, bounded time
-@pytest.mark.parametrize("value", ["1e9", "1e5"])
-@pytest.mark.parametrize("backend", BACKENDS)
+#: the numpy solver needs 8-25 s to give up on a member at 1e5 (its pace rule waits for two
+#: windows of 2,000 shared steps): marked slow, run by CI as its own step (.ci/run)
+SLOW_NUMPY = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "value,backend",
+    [("1e9", "numpy"), ("1e9", "numba"), ("1e5", "numba"), pytest.param("1e5", "numpy", marks=SLOW_NUMPY)],
+)
 def test_stiff_scenario_fails_cleanly_in_bounded_time(tmp_path, backend, value):
     # before: numpy ran 6.5 min (1e5) and 7 min (1e9, HNSCC scenario) before failing
     data = _iccm(parameters={"internalisation_rate": f"{value} 1/h"}, solver={"backend": backend})
@@ -66,7 +73,7 @@ def test_stiff_scenario_fails_cleanly_in_bounded_time(tmp_path, backend, value):
     assert (tmp_path / "out" / "survival.csv").exists()  # failures are data: the outputs are written
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [pytest.param("numpy", marks=SLOW_NUMPY), "numba"])
 def test_a_stiff_arm_fails_alone_and_the_others_are_unchanged(backend):
     healthy = scenario_from(_iccm(solver={"backend": backend}))
     stiff_arm = {"name": "stiff", "parameters": {"recipients.internalisation_rate": "1e5 1/h"}}
