@@ -12,15 +12,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from exosim.analysis.fit.data import RELATIVE, Observations
-from exosim.analysis.fit.problem import FitProblem
-from exosim.analysis.fit.result import FitResult
-from exosim.analysis.sensitivity import Analysis
 from exosim.model.declare import SEP
 from exosim.model.units import UNITS
 
 if TYPE_CHECKING:  # pragma: no cover
+    from exosim.analysis.fit import FitProblem, FitResult, Observations
+    from exosim.analysis.sensitivity import Analysis
     from exosim.scenario.result import RunResult
+
+# the fit modules (scipy.optimize, ~1 s to import) are imported by the fit panels that use them,
+# so that writing a run's survival figure does not pay for them
 
 __all__ = ["plot_survival", "plot_timecourses", "plot_analysis", "plot_fit"]
 
@@ -174,6 +175,8 @@ def plot_analysis(analysis: Analysis, path) -> None:
 
 
 def _dose_panel(ax, problem: FitProblem, result: FitResult, ds: Observations) -> None:
+    from exosim.analysis.fit import FitProblem, Observations
+
     if ds.kind == "survival":
         obs, err = ds.y, ds.w
         ylabel = {
@@ -247,6 +250,8 @@ def _timecourse_panel(ax, problem: FitProblem, result: FitResult, ds: Observatio
         line = ax.errorbar(ds.time[sel], ds.y[sel], yerr=ds.w[sel], fmt="o", capsize=3, label=label)
         ax.plot(dense, curve[0], "-", color=line[0].get_color())
     ax.set_xlabel("time (h)")
+    from exosim.analysis.fit.data import RELATIVE
+
     units = sorted({"relative (a.u.)" if u.lower() in RELATIVE else u for u in ds.unit})
     ax.set_ylabel(units[0] if len(units) == 1 else "value (" + ", ".join(units) + ")")
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from exosim._version import __version__
-from exosim.analysis.sensitivity import inert_factors
 from exosim.scenario.observables import CONVENTIONS
 from exosim.scenario.result import RunResult, public_name
 from exosim.scenario.schema import Scenario
@@ -117,6 +116,8 @@ def sensitivity_record(
     command: list[str] | None = None,
 ) -> dict:
     """Provenance of a sensitivity analysis: sampling, factors, failures, engine and solver."""
+    from exosim.analysis.sensitivity import inert_factors  # only sensitivity records need it
+
     return {
         **header(scenario, command, packages=("SALib",) + (("numba",) if evaluator.backend == "numba" else ())),
         "method": method,

@@ -10,7 +10,15 @@ from importlib import resources
 
 import yaml
 
-__all__ = ["parameter_table", "cell_lines", "cargo_catalogue", "targets", "agents", "treatments"]
+__all__ = [
+    "parameter_table",
+    "cell_lines",
+    "cargo_catalogue",
+    "targets",
+    "agents",
+    "treatments",
+    "within_documented_range",
+]
 
 
 def _load(name: str) -> dict:
@@ -53,3 +61,14 @@ def agents() -> dict[str, dict]:
 def treatments() -> dict[str, dict]:
     """Medium treatment -> {destroys {cargo kind: [free | vesicular]}, lyses_vesicles, note}."""
     return _cargo_file()["treatments"]
+
+
+#: parameters for which the value 0 removes something (``donors.cells: 0``: an arm without donor
+#: cells) rather than being a value of the documented range
+ZERO_MEANS_ABSENT = frozenset({"cells"})
+
+
+def within_documented_range(key: str, value: float, low: float, high: float) -> bool:
+    """Whether ``value`` of parameter ``key`` lies in its documented range [low, high] (or is
+    a 0 that means absent)."""
+    return low <= value <= high or (value == 0 and key in ZERO_MEANS_ABSENT)

@@ -507,11 +507,6 @@ def _documented(entry: dict) -> tuple[float, float, str]:
     return low, high, origin if len(origin) <= 200 else origin[:197] + "..."
 
 
-#: parameters whose override 0 removes something rather than being a value of the documented range
-#: (``donors.cells: 0``: the arm without donor cells), so it is not warned about
-_ZERO_MEANS_ABSENT = {"cells"}
-
-
 def _check_parameters(sc: Scenario, err, strict: bool = False) -> None:
     """Overrides: known keys, units, finite; negative values only where the documented range
     allows them; outside the documented range a :class:`ScenarioWarning` (``strict``: an error)."""
@@ -535,7 +530,7 @@ def _check_parameters(sc: Scenario, err, strict: bool = False) -> None:
         span = f"[{low:g}, {high:g}]" + (f" {unit}" if unit != "1" else "")
         if q.value < 0 <= low:
             raise err(path, f"expected a non-negative value, got {shown} (documented range {span}; {origin})")
-        if not low <= q.value <= high and not (q.value == 0 and key in _ZERO_MEANS_ABSENT):
+        if not cat.within_documented_range(key, q.value, low, high):
             msg = f"{shown} is outside the documented range {span} ({origin})"
             if strict:
                 raise err(path, msg)

@@ -31,7 +31,7 @@ from exosim.model.declare import SEP
 from exosim.model.units import parse_quantity
 from exosim.scenario import actions as ev_types
 from exosim.scenario.actions import Action
-from exosim.scenario.load import _ZERO_MEANS_ABSENT, check_run_size, suggest
+from exosim.scenario.load import check_run_size, suggest
 from exosim.scenario.result import RunResult
 from exosim.scenario.schema import Arm, Event, Scenario, ScenarioError, parameter_value
 from exosim.simulate.solver import FAILED, MESSAGES, Solver, SolverOptions, get_solver
@@ -51,7 +51,7 @@ def out_of_range(model: Model, row: np.ndarray, limit: int = 3) -> list[str]:
     its documented range [0.1, 5]'``; at most ``limit`` and a last item ``'N more'``."""
     found = []
     for q, value in zip(model.parameters, np.asarray(row, dtype=float)):
-        if q.low <= value <= q.high or (value == 0 and q.key in _ZERO_MEANS_ABSENT):
+        if cat.within_documented_range(q.key, value, q.low, q.high):
             continue
         edge = q.low if value < q.low else q.high
         decades = math.inf if value <= 0 or edge <= 0 else abs(math.log10(value / edge))
