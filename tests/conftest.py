@@ -58,9 +58,64 @@ def single_well(**changes) -> dict:
     return base
 
 
+def as_hypothesis(data: dict, statement: str = "test of the model's mechanics") -> dict:
+    """``data`` with its biological overrides (every parameter the table does not mark
+    ``protocol``, and cargo fields) moved into ``hypothesis:`` blocks, as a scenario file must
+    state them; protocol overrides stay where they are."""
+    from exosim.model.catalogue import is_protocol, parameter_table
+
+    table = parameter_table()
+
+    def biology(key: str) -> bool:
+        key = key.split(".", 1)[-1]
+        return key in table and not is_protocol(key)
+
+    out = dict(data)
+    hyp = dict(out.get("hypothesis") or {"statement": statement})
+    params = dict(hyp.get("parameters", {}))
+    cargo = {c: dict(v) for c, v in hyp.get("cargo", {}).items()}
+    top = dict(out.get("parameters", {}))
+    for k in [k for k in top if biology(k)]:
+        params[k] = top.pop(k)
+    out["parameters"] = top
+    for group in ("populations", "media"):
+        items = {}
+        for name, spec in out.get(group, {}).items():
+            spec = dict(spec)
+            own = dict(spec.get("parameters", {}))
+            for k in [k for k in own if biology(k)]:
+                params[f"{name}.{k}"] = own.pop(k)
+            if "parameters" in spec:
+                spec["parameters"] = own
+            items[name] = spec
+        out[group] = items
+    given = {}
+    for c, fields in out.get("cargo", {}).items():
+        if fields:
+            cargo.setdefault(c, {}).update(fields)
+        given[c] = {}
+    out["cargo"] = given
+    arms = []
+    for arm in out.get("arms", []):
+        arm = dict(arm)
+        own = dict(arm.get("parameters", {}))
+        moved = {k: own.pop(k) for k in [k for k in own if biology(k)]}
+        if moved:
+            arm["parameters"] = own
+            arm["hypothesis"] = {"statement": statement, "parameters": moved}
+        arms.append(arm)
+    if "arms" in out:
+        out["arms"] = arms
+    if params or cargo:
+        hyp["parameters"], hyp["cargo"] = params, cargo
+        out["hypothesis"] = hyp
+    return {k: v for k, v in out.items() if k in data or k == "hypothesis"}
+
+
 def scenario_from(data: dict, source: str = "<test>") -> exosim.Scenario:
-    """Validate a scenario dict (through YAML text, as a file would be)."""
-    return exosim.parse_scenario(yaml.safe_dump(data, sort_keys=False), source=source)
+    """Validate a scenario dict (through YAML text, as a file would be); biological overrides
+    of a test scenario are stated as a hypothesis (:func:`as_hypothesis`)."""
+    return exosim.parse_scenario(yaml.safe_dump(as_hypothesis(data), sort_keys=False), source=source)
 
 
 def errors_of(stderr: str) -> str:

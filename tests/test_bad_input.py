@@ -75,16 +75,16 @@ CASES = [
     ),
     (
         "parameter with wrong unit",
-        "parameters",
-        {"binding_rate_constant": "3e-10 mL/h"},
-        "parameters.binding_rate_constant",
+        "hypothesis",
+        {"statement": "s", "parameters": {"binding_rate_constant": "3e-10 mL/h"}},
+        "hypothesis.parameters.binding_rate_constant",
         ["does not match", "mL/(h*site)"],
     ),
     (
         "unknown parameter",
-        "parameters",
-        {"binding_rate_constant_x": "1 mL/(h*site)"},
-        "parameters.binding_rate_constant_x",
+        "hypothesis",
+        {"statement": "s", "parameters": {"binding_rate_constant_x": "1 mL/(h*site)"}},
+        "hypothesis.parameters.binding_rate_constant_x",
         ["unknown parameter", "binding_rate_constant"],
     ),
     ("negative volume", "media.well.volume", "-2 mL", "media.well.volume", ["non-negative"]),
@@ -93,74 +93,119 @@ CASES = [
     (
         "parameter the medium does not have",
         "media.well.parameters",
-        {"binding_sites": "1e4 sites/cell"},
-        "media.well.parameters.binding_sites",
-        ["'well' has no parameter 'binding_sites'"],
+        {"cells": "1e4"},
+        "media.well.parameters.cells",
+        ["'well' has no parameter 'cells'"],
     ),
     # non-finite and negative parameter overrides, in every place an override can be written
     (
         "NaN parameter",
-        "parameters",
-        {"internalisation_rate": "nan 1/h"},
-        "parameters.internalisation_rate",
+        "hypothesis",
+        {"statement": "s", "parameters": {"internalisation_rate": "nan 1/h"}},
+        "hypothesis.parameters.internalisation_rate",
         ["finite", "'nan 1/h'"],
     ),
     (
         "infinite parameter",
-        "parameters",
-        {"internalisation_rate": "inf 1/h"},
-        "parameters.internalisation_rate",
+        "hypothesis",
+        {"statement": "s", "parameters": {"internalisation_rate": "inf 1/h"}},
+        "hypothesis.parameters.internalisation_rate",
         ["finite", "'inf 1/h'"],
     ),
     (
         "infinite population parameter",
-        "populations.cells.parameters",
-        {"internalisation_rate": "-inf 1/h"},
-        "populations.cells.parameters.internalisation_rate",
+        "hypothesis",
+        {"statement": "s", "parameters": {"cells.internalisation_rate": "-inf 1/h"}},
+        "hypothesis.parameters.cells.internalisation_rate",
         ["finite"],
     ),
     (
         "NaN cargo field",
-        "cargo.mir_22",
-        {"copies_per_particle": "nan copies/particle"},
-        "cargo.mir_22.copies_per_particle",
+        "hypothesis",
+        {"statement": "s", "cargo": {"mir_22": {"copies_per_particle": "nan copies/particle"}}},
+        "hypothesis.cargo.mir_22.copies_per_particle",
         ["finite"],
     ),
     (
         "negative parameter",
-        "parameters",
-        {"internalisation_rate": "-0.5 1/h"},
-        "parameters.internalisation_rate",
+        "hypothesis",
+        {"statement": "s", "parameters": {"internalisation_rate": "-0.5 1/h"}},
+        "hypothesis.parameters.internalisation_rate",
         ["non-negative", "-0.5 1/h", "documented range [0.1, 5] 1/h"],
     ),
     (
         "negative population parameter",
-        "populations.cells.parameters",
-        {"internalisation_rate": "-0.5 1/h"},
-        "populations.cells.parameters.internalisation_rate",
+        "hypothesis",
+        {"statement": "s", "parameters": {"cells.internalisation_rate": "-0.5 1/h"}},
+        "hypothesis.parameters.cells.internalisation_rate",
         ["non-negative"],
     ),
     (
         "negative medium parameter",
-        "media.well.parameters",
-        {"vesicle_decay_rate": "-0.01 1/h"},
-        "media.well.parameters.vesicle_decay_rate",
-        ["non-negative", "[0.005, 0.2] 1/h"],
+        "hypothesis",
+        {"statement": "s", "parameters": {"well.vesicle_decay_rate": "-0.01 1/h"}},
+        "hypothesis.parameters.well.vesicle_decay_rate",
+        ["non-negative", "[0.005, 10] 1/h"],
     ),
     (
         "negative cargo field",
-        "cargo.mir_22",
-        {"copies_per_particle": "-1 copies/particle"},
-        "cargo.mir_22.copies_per_particle",
+        "hypothesis",
+        {"statement": "s", "cargo": {"mir_22": {"copies_per_particle": "-1 copies/particle"}}},
+        "hypothesis.cargo.mir_22.copies_per_particle",
         ["non-negative", "source: Chevillet"],
     ),
     (
         "negative arm parameter",
         "arms",
-        [{"name": "treated", "parameters": {"cells.internalisation_rate": "-1 1/h"}}],
-        "arms[0].parameters.cells.internalisation_rate",
+        [{"name": "treated", "hypothesis": {"statement": "s", "parameters": {"cells.internalisation_rate": "-1 1/h"}}}],
+        "arms[0].hypothesis.parameters.cells.internalisation_rate",
         ["non-negative"],
     ),
+    # biology outside a hypothesis block: named, with the catalogue and the block to use
+    (
+        "biological parameter outside a hypothesis",
+        "populations.cells.parameters",
+        {"internalisation_rate": "0.5 1/h"},
+        "populations.cells.parameters.internalisation_rate",
+        ["is biology, not protocol", "parameter table", "hypothesis", "cells.internalisation_rate"],
+    ),
+    (
+        "cell-line parameter outside a hypothesis",
+        "parameters",
+        {"alpha0": "0.3 1/Gy"},
+        "parameters.alpha0",
+        ["is biology", "cell-line catalogue"],
+    ),
+    (
+        "medium biology outside a hypothesis",
+        "media.well.parameters",
+        {"vesicle_decay_rate": "0.05 1/h"},
+        "media.well.parameters.vesicle_decay_rate",
+        ["media catalogue", "kind"],
+    ),
+    (
+        "cargo field outside a hypothesis",
+        "cargo.mir_22",
+        {"copies_per_particle": "0.1 copies/particle"},
+        "cargo.mir_22.copies_per_particle",
+        ["by name only", "cargo catalogue", "hypothesis: {statement: ..., cargo: {mir_22"],
+    ),
+    (
+        "arm biology outside a hypothesis",
+        "arms",
+        [{"name": "treated", "parameters": {"cells.binding_sites": "2e4 sites/cell"}}],
+        "arms[0].parameters.cells.binding_sites",
+        ["is biology", "arms[0].hypothesis"],
+    ),
+    ("hypothesis without a statement", "hypothesis", {"parameters": {}}, "hypothesis.statement", ["required"]),
+    (
+        "hypothesis naming an unknown population",
+        "hypothesis",
+        {"statement": "s", "parameters": {"cels.binding_sites": "2e4 sites/cell"}},
+        "hypothesis.parameters.cels.binding_sites",
+        ["unknown population or medium 'cels'", "'cells'"],
+    ),
+    ("unknown kind of medium", "media.well.kind", "bloood", "media.well.kind", ["unknown kind", "'blood'"]),
     # doses no clonogenic assay reaches
     ("grid dose above the limit", "dose_grid.values", [0, 2, 150], "dose_grid.values[2]", ["limit of 100 Gy"]),
     (
@@ -407,41 +452,41 @@ RANGE_CASES = [
     # (id, mutation path, value, key path, shown value, parameter key)
     (
         "scenario parameter",
-        "parameters",
-        {"internalisation_rate": "50 1/h"},
-        "parameters.internalisation_rate",
+        "hypothesis",
+        {"statement": "s", "parameters": {"internalisation_rate": "50 1/h"}},
+        "hypothesis.parameters.internalisation_rate",
         "50 1/h",
         "internalisation_rate",
     ),
     (
         "population parameter",
-        "populations.cells.parameters",
-        {"internalisation_rate": "0.01 1/h"},
-        "populations.cells.parameters.internalisation_rate",
+        "hypothesis",
+        {"statement": "s", "parameters": {"cells.internalisation_rate": "0.01 1/h"}},
+        "hypothesis.parameters.cells.internalisation_rate",
         "0.01 1/h",
         "internalisation_rate",
     ),
     (
         "medium parameter",
-        "media.well.parameters",
-        {"vesicle_decay_rate": "5 1/h"},
-        "media.well.parameters.vesicle_decay_rate",
-        "5 1/h",
+        "hypothesis",
+        {"statement": "s", "parameters": {"well.vesicle_decay_rate": "50 1/h"}},
+        "hypothesis.parameters.well.vesicle_decay_rate",
+        "50 1/h",
         "vesicle_decay_rate",
     ),
     (
         "cargo field",
-        "cargo.mir_22",
-        {"copies_per_particle": "10 copies/particle"},
-        "cargo.mir_22.copies_per_particle",
+        "hypothesis",
+        {"statement": "s", "cargo": {"mir_22": {"copies_per_particle": "10 copies/particle"}}},
+        "hypothesis.cargo.mir_22.copies_per_particle",
         "10 copies/particle",
         "copies_per_particle",
     ),
     (
         "arm parameter",
         "arms",
-        [{"name": "treated", "parameters": {"cells.internalisation_rate": "9 1/h"}}],
-        "arms[0].parameters.cells.internalisation_rate",
+        [{"name": "treated", "hypothesis": {"statement": "s", "parameters": {"cells.internalisation_rate": "9 1/h"}}}],
+        "arms[0].hypothesis.parameters.cells.internalisation_rate",
         "9 1/h",
         "internalisation_rate",
     ),
@@ -478,11 +523,11 @@ def test_parameter_outside_its_documented_range_warns_and_strict_makes_it_an_err
 
 def test_run_prints_the_range_warning_and_still_runs(tmp_path, capsys):
     f = tmp_path / "odd.yaml"
-    f.write_text(yaml.safe_dump(mutate("parameters", {"internalisation_rate": "6 1/h"}), sort_keys=False))
+    f.write_text(yaml.safe_dump(mutate("hypothesis", {"statement": "s", "parameters": {"internalisation_rate": "6 1/h"}}), sort_keys=False))
     out = tmp_path / "out"
     assert main(["run", str(f), "-o", str(out), "--no-timecourses", "--no-figure"]) == 0
     err = capsys.readouterr().err
-    assert f"exosim: warning: {f}: parameters.internalisation_rate: 6 1/h is outside" in err, err
+    assert f"exosim: warning: {f}: hypothesis.parameters.internalisation_rate: 6 1/h is outside" in err, err
     assert (out / "survival.csv").exists()
 
 
@@ -491,15 +536,15 @@ def test_the_python_api_warns_about_a_parameter_outside_its_range_and_strict_rai
     from exosim.scenario.schema import ScenarioError, ScenarioWarning
 
     f = tmp_path / "odd.yaml"
-    f.write_text(yaml.safe_dump(mutate("parameters", {"internalisation_rate": "50 1/h"}), sort_keys=False))
-    with pytest.warns(ScenarioWarning, match=r"parameters\.internalisation_rate: 50 1/h is outside"):
+    f.write_text(yaml.safe_dump(mutate("hypothesis", {"statement": "s", "parameters": {"internalisation_rate": "50 1/h"}}), sort_keys=False))
+    with pytest.warns(ScenarioWarning, match=r"hypothesis\.parameters\.internalisation_rate: 50 1/h is outside"):
         exosim.load_scenario(f)
-    with pytest.raises(ScenarioError, match=r"parameters\.internalisation_rate: 50 1/h is outside"):
+    with pytest.raises(ScenarioError, match=r"hypothesis\.parameters\.internalisation_rate: 50 1/h is outside"):
         exosim.load_scenario(f, strict=True)
 
 
 def test_no_warning_for_values_in_range_or_an_arm_without_donor_cells(tmp_path, capsys):
-    data = mutate("parameters", {"internalisation_rate": "0.5 1/h"})
+    data = mutate("hypothesis", {"statement": "s", "parameters": {"internalisation_rate": "0.5 1/h"}})
     data["arms"] = [{"name": "no donors", "parameters": {"donors.cells": "0 cells"}}, {"name": "donors"}]
     f = tmp_path / "fine.yaml"
     f.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -516,7 +561,7 @@ def test_validate_reports_every_bad_file_one_line_each(tmp_path, capsys):
     duplicate = tmp_path / "duplicate.yaml"
     duplicate.write_text(duplicate_block())
     odd = tmp_path / "odd.yaml"
-    odd.write_text(yaml.safe_dump(mutate("parameters", {"internalisation_rate": "50 1/h"}), sort_keys=False))
+    odd.write_text(yaml.safe_dump(mutate("hypothesis", {"statement": "s", "parameters": {"internalisation_rate": "50 1/h"}}), sort_keys=False))
     missing = tmp_path / "missing.yaml"
 
     assert main(["validate", str(unknown), str(good), str(duplicate), str(missing), str(odd)]) == 2
@@ -526,10 +571,10 @@ def test_validate_reports_every_bad_file_one_line_each(tmp_path, capsys):
     assert lines[0].startswith(f"exosim: error: {unknown}: timeline[2].irradiate.doze: unknown key")
     assert lines[1].startswith(f"exosim: error: {duplicate}: media.well: duplicate key 'volume'")
     assert lines[2].startswith(f"exosim: error: {missing}: cannot read")
-    assert lines[3].startswith(f"exosim: warning: {odd}: parameters.internalisation_rate:")
+    assert lines[3].startswith(f"exosim: warning: {odd}: hypothesis.parameters.internalisation_rate:")
     assert f"{good}: ok" in captured.out and f"{odd}: ok" in captured.out
 
     assert main(["validate", str(good), str(odd)]) == 0
     assert main(["validate", "--strict", str(good), str(odd)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines[-1].startswith(f"exosim: error: {odd}: parameters.internalisation_rate:"), lines
+    assert lines[-1].startswith(f"exosim: error: {odd}: hypothesis.parameters.internalisation_rate:"), lines

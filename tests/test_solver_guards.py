@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import exosim
-from conftest import SCENARIOS, scenario_from, single_well
+from conftest import SCENARIOS, as_hypothesis, scenario_from, single_well
 from exosim.cli import main
 from exosim.scenario import runner
 from exosim.scenario.load import MAX_RUN_BYTES, with_dose_grid
@@ -39,7 +39,7 @@ def _iccm(**changes) -> dict:
 
 def _write(tmp_path, data: dict, name: str = "scenario.yaml"):
     path = tmp_path / name
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.write_text(yaml.safe_dump(as_hypothesis(data), sort_keys=False))
     return path
 
 

@@ -19,6 +19,7 @@ EXAMPLES = """examples:
   exosim run scenarios/hnscc_exosome_radioresistance.yaml -o results/hnscc
   exosim validate scenarios/*.yaml
   exosim figures scenarios/*.yaml -o figures
+  exosim evidence -o results/evidence
 """
 
 EXPORT_EXAMPLE = """example:
@@ -77,6 +78,17 @@ recipients.bound_vesicles + recipients.internalised_vesicles); unit the model's 
 (particles/uL), or 'relative' to fit a scale factor (fluorescence in a.u.).
 """
 
+EVIDENCE_EXAMPLE = """examples:
+  exosim evidence -o results/evidence
+  exosim evidence evidence/qi2012.yaml --role calibration -o results/qi
+
+runs every entry of the evidence files (one published observation each) on the catalogue
+parameters and writes scorecard.csv (observed +/- uncertainty, model, ratio, within yes/no),
+scorecard.md (pass rates, every row outside its band), scorecard.png (model vs observed) and
+provenance.json. A run that fails is a failed row. Exit code 2 for a bad evidence file
+(nothing written). See docs/evidence.md.
+"""
+
 VALIDATE_EXAMPLE = """example:
   exosim validate scenarios/*.yaml
 """
@@ -105,6 +117,27 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--strict", action="store_true", help="a parameter outside its documented range is an error, not a warning"
     )
+    run.add_argument(
+        "--no-hypotheses",
+        action="store_true",
+        help="leave out the scenario's hypothesis blocks: run the protocol on catalogue biology alone",
+    )
+    evi = sub.add_parser(
+        "evidence",
+        help="judge the model against published evidence (scorecard)",
+        epilog=EVIDENCE_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evi.add_argument("path", nargs="?", default="evidence", help="evidence folder or file (default: evidence)")
+    evi.add_argument("-o", "--outdir", default="results/evidence", help="output folder (default: results/evidence)")
+    evi.add_argument("--role", choices=["calibration", "validation"], action="append", help="only these roles")
+    evi.add_argument("--entry", action="append", help="only these entry ids (repeatable)")
+    evi.add_argument(
+        "--with-hypotheses",
+        action="store_true",
+        help="apply the protocols' hypothesis blocks (rows flagged and not counted)",
+    )
+    evi.add_argument("--solver", choices=["numpy", "numba", "auto"], help="backend (default: each protocol's)")
     val = sub.add_parser(
         "validate",
         help="check scenario files without running them",
@@ -351,9 +384,13 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from exosim.simulate.solver import FAILED
     from exosim.util.atomic import claim_output
 
-    scenario, found = load_scenario_with_warnings(args.scenario, strict=args.strict)
+    scenario, found = load_scenario_with_warnings(
+        args.scenario, strict=args.strict, hypotheses=not args.no_hypotheses
+    )
     for warning in found:
         print(f"exosim: warning: {warning}", file=sys.stderr)
+    for statement in scenario.hypotheses:
+        print(f"exosim: note: runs a hypothesis (not catalogue biology): {' '.join(statement.split())}", file=sys.stderr)
     outdir = Path(args.outdir) if args.outdir else Path("results") / scenario.name
     claim_output(outdir)  # writable and locked before the run (OutputError: exit 2 in main)
     result = run(scenario, time_courses=not args.no_timecourses, progress=sys.stderr.isatty())
@@ -393,6 +430,41 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     return code
 
 
+def _cmd_evidence(args: argparse.Namespace, argv: list[str]) -> int:
+    import time
+
+    from exosim.analysis.evidence import EvidenceError, load_evidence, pass_rates, run_evidence
+    from exosim.io.outputs import write_scorecard
+    from exosim.io.provenance import evidence_record
+    from exosim.util.atomic import claim_output
+
+    start = time.perf_counter()
+    try:
+        ev = load_evidence(args.path, with_hypotheses=args.with_hypotheses).select(args.role, args.entry)
+    except EvidenceError as exc:
+        print(f"exosim: error: {exc}", file=sys.stderr)
+        return 2
+    outdir = Path(args.outdir)
+    claim_output(outdir)
+    rows = run_evidence(ev, solver=args.solver)
+    rates = pass_rates(rows)
+    record = evidence_record(ev, rates, wall=time.perf_counter() - start, command=["exosim"] + argv)
+    files = write_scorecard(rows, rates, outdir, record)
+    for role, r in rates.items():
+        if r["entries"]:
+            print(
+                f"{role}: {r['passed']}/{r['entries']} within uncertainty ({r['rate']:.0%})"
+                + (f", {r['failed_runs']} failed runs" if r["failed_runs"] else "")
+            )
+    for r in rows:
+        if r["within"] != "yes":
+            shown = "run failed: " + r["message"] if r["status"] == "failed" else f"model {r['model']:.3g}"
+            unit = '' if r['unit'] == '1' else ' ' + r['unit']
+            print(f"  outside: {r['entry']} ({r['role']}): observed {r['observed']:.3g}{unit}, {shown}")
+    print(f"{len(rows)} entries in {time.perf_counter() - start:.1f} s; wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from exosim.model.assemble import ModelError
     from exosim.scenario.load import load_scenario_with_warnings
@@ -416,7 +488,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             continue
         print(
             f"{path}: ok ({sc.name}, {len(sc.arms) or 1} arms, "
-            f"{len(sc.dose_grid.values) if sc.dose_grid else 1} grid doses)"
+            f"{len(sc.dose_grid.values) if sc.dose_grid else 1} grid doses"
+            + (f", {len(sc.hypotheses)} hypothesis block(s)" if sc.hypotheses else "")
+            + ")"
         )
     return 2 if failed else 0
 
@@ -630,6 +704,7 @@ def main(argv: list[str] | None = None) -> int:
                     "export": lambda: _cmd_export(args),
                     "export-sbml": lambda: _cmd_export_models(args),
                     "sensitivity": lambda: _cmd_sensitivity(args, argv),
+                    "evidence": lambda: _cmd_evidence(args, argv),
                 }
                 if args.command in commands:
                     return commands[args.command]()

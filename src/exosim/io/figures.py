@@ -23,7 +23,10 @@ if TYPE_CHECKING:  # pragma: no cover
 # the fit modules (scipy.optimize, ~1 s to import) are imported by the fit panels that use them,
 # so that writing a run's survival figure does not pay for them
 
-__all__ = ["plot_survival", "plot_timecourses", "plot_analysis", "plot_fit"]
+__all__ = ["plot_survival", "plot_timecourses", "plot_analysis", "plot_fit", "plot_scorecard"]
+
+#: colour-blind-safe colours (Okabe & Ito) of the evidence roles
+ROLE_STYLE = {"calibration": ("#0072B2", "o"), "validation": ("#D55E00", "s")}
 
 
 def _canvas(figsize):
@@ -76,7 +79,7 @@ def plot_survival(result: RunResult, rows: list[dict], path: Path) -> None:
     label = sc.dose_grid.label if sc.dose_grid and sc.dose_grid.label else "dose"
     ax.set_xlabel(f"{label[0].upper()}{label[1:]} (Gy)")
     ax.set_ylabel("Surviving fraction (relative to untreated control)")
-    ax.set_title(sc.name.replace("_", " "), fontsize=10)
+    ax.set_title(sc.name.replace("_", " ") + (" (hypothesis)" if sc.hypotheses else ""), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     if "sf_lq" in rows[0]:
@@ -125,7 +128,10 @@ def plot_timecourses(result: RunResult, path: Path) -> None:
             ax.legend(fontsize=6)
     grid_label = sc.dose_grid.label if sc.dose_grid else ""
     fig.suptitle(
-        f"{sc.name.replace('_', ' ')}" + (f" ({grid_label} {top:g} Gy)" if np.isfinite(top) else ""), fontsize=10
+        f"{sc.name.replace('_', ' ')}"
+        + (f" ({grid_label} {top:g} Gy)" if np.isfinite(top) else "")
+        + (" (hypothesis)" if sc.hypotheses else ""),
+        fontsize=10,
     )
     fig.savefig(path, dpi=120)
 
@@ -282,3 +288,63 @@ def plot_fit(problem: FitProblem, result: FitResult, path) -> None:
     axp.set_title("profile likelihood", fontsize=9)
     axp.legend(fontsize=7)
     fig.savefig(path, dpi=120)
+
+
+def plot_scorecard(rows: list[dict], rates: dict, path: Path) -> None:
+    """Model vs observed on log axes, one marker per entry (filled: within its band), error
+    bars the observation's band, coloured by role; the identity line with a factor-2 band.
+    Values at or below zero and failed runs sit on the bottom or left edge, marked."""
+    fig = _canvas((7.2, 6.4))
+    ax = fig.add_subplot()
+    observed = [r["observed"] for r in rows if r["observed"] > 0] + [r["high"] for r in rows if r["high"] > 0]
+    lo, hi = (min(observed) / 10, max(observed) * 10) if observed else (1e-3, 1e3)
+    models = [r["model"] for r in rows if np.isfinite(r["model"]) and r["model"] > 0]
+    lo = min([lo] + [m / 2 for m in models if m > lo / 100])  # far-off models are clipped to the edge
+    hi = max([hi] + [m * 2 for m in models if m < hi * 100])
+    floor = lo * 1.3
+    grid = np.geomspace(lo, hi, 50)
+    ax.fill_between(grid, grid / 2, grid * 2, color="0.9", zorder=0, label="within a factor of 2")
+    ax.plot(grid, grid, color="0.4", lw=1, zorder=1, label="model = observed")
+    for role, (colour, marker) in ROLE_STYLE.items():
+        sel = [r for r in rows if r["role"] == role]
+        if not sel:
+            continue
+        r_ = rates.get(role, {})
+        label = f"{role}: {r_.get('passed', 0)}/{r_.get('entries', 0)} within uncertainty"
+        for i, r in enumerate(sel):
+            x = r["observed"] if r["observed"] > 0 else floor
+            y = float(np.clip(r["model"], floor, hi / 1.3)) if np.isfinite(r["model"]) else floor
+            xerr = np.array([[max(x - max(r["low"], floor * 0.99), 0)], [max(r["high"] - x, 0)]])
+            ax.errorbar(x, y, xerr=xerr, fmt="none", ecolor=colour, elinewidth=0.8, alpha=0.6, zorder=2)
+            ok = r["within"] == "yes"
+            ax.plot(
+                x,
+                y,
+                marker="x" if r["status"] == "failed" else marker,
+                ms=6,
+                color=colour,
+                mfc=colour if ok else "white",
+                ls="none",
+                zorder=3,
+                label=label if i == 0 else None,
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("Observed (published value; bars: band an entry must meet)")
+    ax.set_ylabel("Model (catalogue parameters)")
+    ax.set_title("exosim against published evidence", fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.text(
+        0.99,
+        0.01,
+        "filled: within uncertainty; open: outside; x: run failed\nvalues off the axes, <= 0 or failed: drawn at the edge",
+        transform=ax.transAxes,
+        ha="right",
+        va="bottom",
+        fontsize=6.5,
+        color="0.3",
+    )
+    fig.savefig(path, dpi=150)

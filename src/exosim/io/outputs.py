@@ -37,6 +37,9 @@ __all__ = [
     "RUN_FILES",
     "SENSITIVITY_FILES",
     "FIT_FILES",
+    "EVIDENCE_FILES",
+    "write_scorecard",
+    "scorecard_markdown",
 ]
 
 RUN_FILES = ("survival.csv", "summary.csv", "timecourses.csv", "provenance.json", "survival.png")
@@ -45,6 +48,8 @@ SENSITIVITY_FILES = ("indices.csv", "samples.csv", "provenance.json", "sensitivi
 """Every file ``exosim sensitivity`` (:func:`write_analysis`) can write."""
 FIT_FILES = ("estimates.csv", "fit.json", "fit.png")
 """Every file ``exosim fit`` (:func:`write_fit`) can write."""
+EVIDENCE_FILES = ("scorecard.csv", "scorecard.md", "scorecard.png", "provenance.json")
+"""Every file ``exosim evidence`` (:func:`write_scorecard`) can write."""
 
 
 def _json(doc: dict) -> str:
@@ -148,4 +153,51 @@ def write_fit(problem: FitProblem, result: FitResult, outdir: str | Path, proven
         )
         (tmp / "fit.json").write_text(_json(doc))
         figures.plot_fit(problem, result, tmp / "fit.png")
+    return stage.written
+
+
+def scorecard_markdown(rows: list[dict], rates: dict, title: str = "exosim evidence scorecard") -> str:
+    """The scorecard's short summary: pass rates per role, then every row that did not pass."""
+
+    def pct(r: dict) -> str:
+        return "n/a" if not r["entries"] else f"{r['rate']:.0%} ({r['passed']}/{r['entries']})"
+
+    lines = [
+        f"# {title}",
+        "",
+        "An entry passes when the model value lies in the observation's band (reported interval, "
+        "value +/- 2 SD, or a stated tolerance); a failed run is a failed row.",
+        "",
+        "| role | within uncertainty | failed runs |",
+        "|---|---|---|",
+    ]
+    for role, r in rates.items():
+        lines.append(f"| {role} | {pct(r)} | {r['failed_runs']} |")
+    hyp = [r for r in rows if r["status"] == "hypothesis (not counted)"]
+    if hyp:
+        lines += ["", f"{len(hyp)} entries ran a scenario hypothesis and are not counted."]
+    lines += ["", "## Entries outside their band", "", "| entry | role | observed | band | model | note |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["within"] == "yes":
+            continue
+        model = "failed" if r["status"] == "failed" else f"{r['model']:.3g}"
+        note = r["message"] or r["observable"]
+        lines.append(
+            f"| {r['entry']} | {r['role']} | {r['observed']:.3g} {r['unit']} | [{r['low']:.3g}, {r['high']:.3g}] "
+            f"| {model} | {note} |"
+        )
+    lines += ["", "## All entries", "", "| entry | source | module | role | within |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['entry']} | {r['doi']} | {r['module']} | {r['role']} | {r['within']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_scorecard(rows: list[dict], rates: dict, outdir: str | Path, provenance: dict) -> list[Path]:
+    """scorecard.csv, scorecard.md, scorecard.png and provenance.json of an evidence run."""
+    stage = staged_outputs(outdir, EVIDENCE_FILES)
+    with stage as tmp:
+        (tmp / "scorecard.csv").write_text(tables.rows_csv(rows))
+        (tmp / "scorecard.md").write_text(scorecard_markdown(rows, rates))
+        figures.plot_scorecard(rows, rates, tmp / "scorecard.png")
+        (tmp / "provenance.json").write_text(_json(provenance))
     return stage.written

@@ -21,7 +21,16 @@ from exosim.scenario.observables import CONVENTIONS
 from exosim.scenario.result import RunResult, public_name
 from exosim.scenario.schema import Scenario
 
-__all__ = ["header", "run_record", "file_record", "sensitivity_record", "fit_record"]
+__all__ = [
+    "header",
+    "base_header",
+    "run_record",
+    "file_record",
+    "sensitivity_record",
+    "fit_record",
+    "evidence_record",
+    "catalogue_record",
+]
 
 
 def _version_of(package: str) -> str | None:
@@ -34,6 +43,48 @@ def _version_of(package: str) -> str | None:
 def header(scenario: Scenario, command: list[str] | None = None, *, packages: tuple[str, ...] = ()) -> dict:
     """What every provenance record starts with: version, time, command, scenario file and
     hash, and the numerical environment (plus the versions of ``packages``)."""
+    head = base_header(command, packages=packages)
+    env = head.pop("environment")
+    head["scenario"] = {"name": scenario.name, "file": scenario.source, "sha256": scenario.sha256}
+    head["environment"] = env
+    return head
+
+
+def catalogue_record() -> dict:
+    """SHA-256 of each catalogue file: the parameter set a result was computed with."""
+    from importlib import resources
+
+    data = resources.files("exosim.model").joinpath("data")
+    return {
+        f.name: hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(data.iterdir(), key=lambda x: x.name)
+        if f.name.endswith(".yaml")
+    }
+
+
+def evidence_record(ev, rates: dict, *, wall: float, command: list[str] | None = None, parameters=None) -> dict:
+    """Provenance of a scorecard: versions, evidence and protocol files with their hashes, the
+    catalogue files, parameters changed for the run (a calibration), pass rates."""
+    from exosim.analysis.evidence import evidence_hash
+
+    return {
+        **base_header(command),
+        "evidence_sha256": evidence_hash(ev),
+        "evidence_files": [file_record(f) for f in sorted({e.file for e in ev.entries})],
+        "protocols": [file_record(p) for p in sorted({str(e.protocol) for e in ev.entries})],
+        "catalogue_sha256": catalogue_record(),
+        "hypotheses": "applied, rows flagged and not counted" if ev.with_hypotheses else "left out (catalogue biology)",
+        "parameters_changed": dict(parameters or {}),
+        "entries": len(ev.entries),
+        "pass_rates": rates,
+        "seed": None,
+        "randomness": "none: the simulations are deterministic",
+        "wall_time_s": wall,
+    }
+
+
+def base_header(command: list[str] | None = None, *, packages: tuple[str, ...] = ()) -> dict:
+    """Version, time, command and the numerical environment (plus the versions of ``packages``)."""
     import scipy
 
     env = {
@@ -47,7 +98,6 @@ def header(scenario: Scenario, command: list[str] | None = None, *, packages: tu
         "exosim_version": __version__,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": list(command) if command is not None else ["exosim"] + sys.argv[1:],
-        "scenario": {"name": scenario.name, "file": scenario.source, "sha256": scenario.sha256},
         "environment": env,
     }
 
@@ -79,7 +129,13 @@ def run_record(result: RunResult, command: list[str] | None = None) -> dict:
             entry["value_by_arm"] = by_arm
         params.append(entry)
     head = header(sc, command, packages=("numba",) if result.timing.get("backend") == "numba" else ())
-    head["scenario"].update(type=sc.type, references=sc.references, assumptions=sc.assumptions)
+    head["scenario"].update(
+        type=sc.type,
+        references=sc.references,
+        assumptions=sc.assumptions,
+        hypotheses=sc.hypotheses,
+        biology="catalogue values changed by the hypotheses listed" if sc.hypotheses else "catalogue values only",
+    )
     return {
         **head,
         "seed": None,

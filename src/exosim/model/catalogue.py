@@ -1,4 +1,4 @@
-"""The data exosim ships: parameter table, cell lines, cargo catalogue.
+"""The data exosim ships: parameter table, cell lines, media, cargo catalogue.
 
 All three are YAML files in ``exosim/data``; they are read once and cached.
 """
@@ -17,6 +17,8 @@ __all__ = [
     "targets",
     "agents",
     "treatments",
+    "media",
+    "is_protocol",
     "within_documented_range",
 ]
 
@@ -36,6 +38,22 @@ def parameter_table() -> dict[str, dict]:
 def cell_lines() -> dict[str, dict]:
     """Cell line -> {alpha0 (1/Gy), beta0 (1/Gy^2), repair_half_time (h), source, ...}."""
     return _load("cell_lines.yaml")
+
+
+@cache
+def media() -> dict[str, dict]:
+    """Medium kind -> {description, parameter values, source | assumed}."""
+    return _load("media.yaml")
+
+
+#: fields of a catalogue entry that are not parameter values
+DESCRIPTIVE = frozenset({"description", "source", "assumed", "note", "reason"})
+
+
+def is_protocol(key: str) -> bool:
+    """Whether parameter ``key`` is set by the experiment (cell numbers, volumes, dose rates,
+    intervention factors) rather than by biology; biology changes only in a hypothesis."""
+    return bool(parameter_table()[key].get("protocol", False))
 
 
 @cache

@@ -9,6 +9,12 @@ checked.  Every problem is reported as one :class:`~exosim.scenario.schema.Scena
 naming the file, the key path and what was expected.  A parameter override outside the
 documented range of the parameter table is a
 :class:`~exosim.scenario.schema.ScenarioWarning` (an error with ``strict=True``).
+
+A scenario states protocol only: biology (every parameter the table does not mark
+``protocol``, and every cargo field) comes from the catalogues, and a file changes it only
+in a ``hypothesis:`` block (of the scenario or of one arm).  The loader merges those blocks
+into the places they address and keeps them on the scenario, so runs are flagged; with
+``hypotheses=False`` it leaves them out (catalogue biology, as the evidence scorecard runs).
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ MAX_YAML_NODES = 10_000
 MAX_YAML_DEPTH = 64
 
 
-def load_scenario(path: str | Path, *, strict: bool = False) -> Scenario:
+def load_scenario(path: str | Path, *, strict: bool = False, hypotheses: bool = True) -> Scenario:
     """Read, parse and validate a scenario file.
 
     Parameters
@@ -63,6 +69,8 @@ def load_scenario(path: str | Path, *, strict: bool = False) -> Scenario:
     path : the scenario file
     strict : a parameter override outside its documented range is an error, not a
         :class:`ScenarioWarning`
+    hypotheses : apply the file's ``hypothesis:`` blocks (default); ``False`` runs the
+        protocol on catalogue biology alone (the blocks are still checked)
 
     Raises
     ------
@@ -75,15 +83,17 @@ def load_scenario(path: str | Path, *, strict: bool = False) -> Scenario:
             raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ScenarioError(str(path), "", f"cannot read file: {exc.strerror or exc}") from None
-    return parse_scenario(raw, source=str(path), strict=strict)
+    return parse_scenario(raw, source=str(path), strict=strict, hypotheses=hypotheses)
 
 
-def load_scenario_with_warnings(path: str | Path, *, strict: bool = False) -> tuple[Scenario, list[ScenarioWarning]]:
+def load_scenario_with_warnings(
+    path: str | Path, *, strict: bool = False, hypotheses: bool = True
+) -> tuple[Scenario, list[ScenarioWarning]]:
     """:func:`load_scenario`, returning the :class:`ScenarioWarning` s instead of issuing them
     (for the command line, which prints each as one line)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ScenarioWarning)
-        sc = load_scenario(path, strict=strict)
+        sc = load_scenario(path, strict=strict, hypotheses=hypotheses)
     found = [w.message for w in caught if isinstance(w.message, ScenarioWarning)]
     for w in caught:  # anything else is shown as it would have been
         if not isinstance(w.message, ScenarioWarning):
@@ -91,7 +101,9 @@ def load_scenario_with_warnings(path: str | Path, *, strict: bool = False) -> tu
     return sc, found
 
 
-def parse_scenario(raw: bytes | str, source: str = "<scenario>", *, strict: bool = False) -> Scenario:
+def parse_scenario(
+    raw: bytes | str, source: str = "<scenario>", *, strict: bool = False, hypotheses: bool = True
+) -> Scenario:
     """Parse and validate scenario text (YAML); see :func:`load_scenario`."""
     data_bytes = raw.encode() if isinstance(raw, str) else raw
     if len(data_bytes) > MAX_FILE_BYTES:
@@ -106,8 +118,114 @@ def parse_scenario(raw: bytes | str, source: str = "<scenario>", *, strict: bool
     except ValidationError as exc:
         raise _first_error(exc, source) from None
     sc = sc.model_copy(update={"source": source, "sha256": hashlib.sha256(data_bytes).hexdigest()})
-    _check_consistency(sc, strict=strict)
-    return sc
+    _check_protocol_only(sc)
+    merged, where = _apply_hypotheses(sc)
+    _check_consistency(merged, strict=strict, where=where)
+    if hypotheses:
+        return merged
+    return sc.model_copy(
+        update={"hypothesis": None, "arms": [a.model_copy(update={"hypothesis": None}) for a in sc.arms]}
+    )
+
+
+def _biology_message(key: str, path: str, suggestion: str) -> str:
+    table = cat.parameter_table()
+    entry = table[key]
+    where = {
+        "cell_line": "the cell-line catalogue (cell_lines.yaml) or the parameter table",
+        "cargo": "the cargo catalogue (cargo.yaml)",
+        "cargo_target": "the cargo catalogue (cargo.yaml)",
+        "target": "the cargo catalogue's targets (cargo.yaml)",
+        "medium": "the media catalogue (media.yaml; choose the medium's 'kind')",
+    }.get(str(entry["scope"]), "the parameter table (parameters.yaml)")
+    return (
+        f"{key!r} is biology, not protocol: its value comes from {where}; a scenario states "
+        f"protocol only. To test another value, state it as a hypothesis: {suggestion} "
+        "(docs/evidence.md, 'One parameter set')"
+    )
+
+
+def _check_protocol_only(sc: Scenario) -> None:
+    """Biological parameter or cargo values outside a ``hypothesis:`` block are an error."""
+    table = cat.parameter_table()
+
+    def check(path: str, key: str, hyp_key: str, hyp_path: str) -> None:
+        if key in table and not cat.is_protocol(key):
+            suggestion = f"'{hyp_path}: {{statement: ..., parameters: {{{hyp_key}: ...}}}}'"
+            raise ScenarioError(sc.source, path, _biology_message(key, path, suggestion))
+
+    for k in sc.parameters:
+        check(f"parameters.{k}", k, k, "hypothesis")
+    for group, items in (("populations", sc.populations), ("media", sc.media)):
+        for n, spec in items.items():
+            for k in spec.parameters:
+                check(f"{group}.{n}.parameters.{k}", k, f"{n}.{k}", "hypothesis")
+    for a, arm in enumerate(sc.arms):
+        for k in arm.parameters:
+            check(f"arms[{a}].parameters.{k}", k.split(".", 1)[-1], k, f"arms[{a}].hypothesis")
+    for c, fields in sc.cargo.items():
+        for k in fields:
+            raise ScenarioError(
+                sc.source,
+                f"cargo.{c}.{k}",
+                f"a scenario lists its cargo by name only ({c}: {{}}); {k!r} is biology and comes from "
+                "the cargo catalogue (cargo.yaml). To test another value, state it as a hypothesis: "
+                f"'hypothesis: {{statement: ..., cargo: {{{c}: {{{k}: ...}}}}}}' (docs/evidence.md, "
+                "'One parameter set')",
+            )
+
+
+def _apply_hypotheses(sc: Scenario) -> tuple[Scenario, dict[str, str]]:
+    """``sc`` with its hypothesis blocks merged into the places they address, and a map from
+    those places' key paths to the paths written in the file (for messages)."""
+    where: dict[str, str] = {}
+    top = dict(sc.parameters)
+    pops = {n: dict(p.parameters) for n, p in sc.populations.items()}
+    meds = {n: dict(m.parameters) for n, m in sc.media.items()}
+    cargo = {c: dict(v) for c, v in sc.cargo.items()}
+    if sc.hypothesis is not None:
+        for name, q in sc.hypothesis.parameters.items():
+            ns, key = name.split(".", 1) if "." in name else (None, name)
+            written = f"hypothesis.parameters.{name}"
+            if ns is None:
+                top[key], at = q, f"parameters.{key}"
+            elif ns in pops:
+                pops[ns][key], at = q, f"populations.{ns}.parameters.{key}"
+            elif ns in meds:
+                meds[ns][key], at = q, f"media.{ns}.parameters.{key}"
+            else:
+                raise ScenarioError(
+                    sc.source, written, f"unknown population or medium {ns!r}" + suggest(ns, list(pops) + list(meds))
+                )
+            where[at] = written
+        for c, fields in sc.hypothesis.cargo.items():
+            if c not in cargo:
+                raise ScenarioError(
+                    sc.source,
+                    f"hypothesis.cargo.{c}",
+                    f"cargo {c!r} is not listed under the scenario's 'cargo'" + suggest(c, list(cargo)),
+                )
+            cargo[c].update(fields)
+            where.update({f"cargo.{c}.{k}": f"hypothesis.cargo.{c}.{k}" for k in fields})
+    arms = []
+    for a, arm in enumerate(sc.arms):
+        if arm.hypothesis is not None:
+            params = dict(arm.parameters)
+            for k, q in arm.hypothesis.parameters.items():
+                params[k] = q
+                where[f"arms[{a}].parameters.{k}"] = f"arms[{a}].hypothesis.parameters.{k}"
+            arm = arm.model_copy(update={"parameters": params})
+        arms.append(arm)
+    merged = sc.model_copy(
+        update={
+            "parameters": top,
+            "populations": {n: p.model_copy(update={"parameters": pops[n]}) for n, p in sc.populations.items()},
+            "media": {n: m.model_copy(update={"parameters": meds[n]}) for n, m in sc.media.items()},
+            "cargo": cargo,
+            "arms": arms,
+        }
+    )
+    return merged, where
 
 
 class _YamlLimit(Exception):
@@ -317,13 +435,15 @@ def suggest(name: str, valid: list[str]) -> str:
     return f"; did you mean {near[0]!r}?" if near else f"; expected one of: {', '.join(sorted(valid))}"
 
 
-def _check_consistency(sc: Scenario, strict: bool = False) -> None:
+def _check_consistency(sc: Scenario, strict: bool = False, where: dict[str, str] | None = None) -> None:
     """References, ordering and the dose grid; raises :class:`ScenarioError` (``strict``: also
-    for parameter overrides outside their documented range, otherwise a :class:`ScenarioWarning`)."""
+    for parameter overrides outside their documented range, otherwise a :class:`ScenarioWarning`).
+    ``where`` maps key paths of merged hypothesis values to the paths the file wrote."""
     src = sc.source
+    where = where or {}
 
     def err(path: str, msg: str) -> ScenarioError:
-        return ScenarioError(src, path, msg)
+        return ScenarioError(src, where.get(path, path), msg)
 
     media, pops = list(sc.media), list(sc.populations)
     lines = cat.cell_lines()
@@ -348,11 +468,14 @@ def _check_consistency(sc: Scenario, strict: bool = False) -> None:
                     f"populations.{name}.packages[{i}]",
                     f"cargo {c!r} is not listed under the scenario's 'cargo'" + suggest(c, list(sc.cargo)),
                 )
+    for name, med in sc.media.items():
+        if med.kind not in cat.media():
+            raise err(f"media.{name}.kind", f"unknown kind of medium {med.kind!r}" + suggest(med.kind, list(cat.media())))
     for i, link in enumerate(sc.links):
         for key, m in (("from", link.source), ("to", link.target)):
             if m not in sc.media:
                 raise err(f"links[{i}].{key}", f"unknown medium {m!r}" + suggest(m, media))
-    _check_parameters(sc, err, strict=strict)
+    _check_parameters(sc, err, strict=strict, where=where)
     if sc.dose_grid is not None:
         _check_grid_limit(sc.dose_grid, err)
 
@@ -507,11 +630,12 @@ def _documented(entry: dict) -> tuple[float, float, str]:
     return low, high, origin if len(origin) <= 200 else origin[:197] + "..."
 
 
-def _check_parameters(sc: Scenario, err, strict: bool = False) -> None:
+def _check_parameters(sc: Scenario, err, strict: bool = False, where: dict[str, str] | None = None) -> None:
     """Overrides: known keys, units, finite; negative values only where the documented range
     allows them; outside the documented range a :class:`ScenarioWarning` (``strict``: an error)."""
     table = cat.parameter_table()
     keys = list(table)
+    where = where or {}
 
     def check_value(path: str, key: str, value: Any) -> None:
         unit = str(table[key]["unit"])
@@ -534,7 +658,7 @@ def _check_parameters(sc: Scenario, err, strict: bool = False) -> None:
             msg = f"{shown} is outside the documented range {span} ({origin})"
             if strict:
                 raise err(path, msg)
-            warnings.warn(ScenarioWarning(sc.source, path, msg), stacklevel=2)
+            warnings.warn(ScenarioWarning(sc.source, where.get(path, path), msg), stacklevel=2)
 
     for k, v in sc.parameters.items():
         if k not in table:

@@ -137,6 +137,10 @@ class CompiledScenario:
     def _parameters(self) -> np.ndarray:
         sc, m = self.scenario, self.model
         base = m.default_parameters()
+        for name, med in sc.media.items():  # catalogue values of the medium's kind come first
+            for k, v in cat.media()[med.kind].items():
+                if k not in cat.DESCRIPTIVE:
+                    base[self._columns(k, name, f"media.{name}.kind")] = float(v)
         for k, v in sc.parameters.items():
             base[self.instances(k)] = v.value
         for name, med in sc.media.items():

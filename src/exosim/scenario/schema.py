@@ -26,6 +26,8 @@ __all__ = [
     "ScenarioWarning",
     "Event",
     "Arm",
+    "ArmHypothesis",
+    "Hypothesis",
     "DoseGrid",
     "MAX_DOSE_GY",
     "parameter_value",
@@ -105,9 +107,13 @@ class _Strict(BaseModel):
 
 
 class MediumSpec(_Strict):
-    """A medium: culture well, conditioned-medium tube, blood."""
+    """A medium: culture well, conditioned-medium tube, blood.
+
+    ``kind`` names its entry in the media catalogue (``culture_medium``, ``blood``,
+    ``interstitium``), which sets its biology (vesicle and free-cargo decay)."""
 
     volume: Volume
+    kind: Name = "culture_medium"
     parameters: dict[str, ParameterValue] = {}
 
 
@@ -280,14 +286,35 @@ class Event(_Strict):
         return next(getattr(self, k) for k in ACTIONS if getattr(self, k) is not None)
 
 
+class ArmHypothesis(_Strict):
+    """A biological change one arm tests (``arms[i].hypothesis``): a statement and the
+    parameter changes, written as in the arm's ``parameters``."""
+
+    statement: Annotated[str, Field(min_length=1)]
+    parameters: dict[str, ParameterValue] = {}
+
+
+class Hypothesis(ArmHypothesis):
+    """A biological change the scenario tests: what is claimed, and the parameter and cargo
+    values that differ from the catalogues.  Parameters are written ``key`` (every
+    instance), ``population.key`` or ``medium.key``; ``cargo`` gives catalogue fields of a
+    cargo (or a whole new cargo).  Runs of such a scenario are flagged in their outputs and
+    figures, and the evidence scorecard does not count them."""
+
+    cargo: dict[Name, dict[str, Any]] = {}
+
+
 class Arm(_Strict):
-    """One experimental arm: variable values, parameter changes and extra events."""
+    """One experimental arm: variable values, protocol parameter changes (cell numbers,
+    volumes, intervention factors) and extra events; a biological change goes in its
+    ``hypothesis``."""
 
     name: str
     control: bool = False
     variables: dict[Name, Any] = {}
     parameters: dict[str, ParameterValue] = {}
     events: list[Event] = []
+    hypothesis: ArmHypothesis | None = None
 
 
 class OutputSpec(_Strict):
@@ -351,10 +378,18 @@ class Scenario(_Strict):
     output: OutputSpec = OutputSpec()
     solver: SolverSpec = SolverSpec()
     calibration: CalibrationSpec | None = None
+    hypothesis: Hypothesis | None = None
 
     # filled by the loader, not by the file
     source: str = Field(default="<scenario>", exclude=True)
     sha256: str = Field(default="", exclude=True)
+
+    @property
+    def hypotheses(self) -> list[str]:
+        """The statements of the scenario's and its arms' ``hypothesis`` blocks (empty when
+        the scenario runs on catalogue biology alone)."""
+        out = [self.hypothesis.statement] if self.hypothesis else []
+        return out + [f"{a.name}: {a.hypothesis.statement}" for a in self.arms if a.hypothesis]
 
     @property
     def timeline_start(self) -> float:
