@@ -523,7 +523,11 @@ def test_parameter_outside_its_documented_range_warns_and_strict_makes_it_an_err
 
 def test_run_prints_the_range_warning_and_still_runs(tmp_path, capsys):
     f = tmp_path / "odd.yaml"
-    f.write_text(yaml.safe_dump(mutate("hypothesis", {"statement": "s", "parameters": {"internalisation_rate": "6 1/h"}}), sort_keys=False))
+    f.write_text(
+        yaml.safe_dump(
+            mutate("hypothesis", {"statement": "s", "parameters": {"internalisation_rate": "6 1/h"}}), sort_keys=False
+        )
+    )
     out = tmp_path / "out"
     assert main(["run", str(f), "-o", str(out), "--no-timecourses", "--no-figure"]) == 0
     err = capsys.readouterr().err
@@ -536,7 +540,11 @@ def test_the_python_api_warns_about_a_parameter_outside_its_range_and_strict_rai
     from exosim.scenario.schema import ScenarioError, ScenarioWarning
 
     f = tmp_path / "odd.yaml"
-    f.write_text(yaml.safe_dump(mutate("hypothesis", {"statement": "s", "parameters": {"internalisation_rate": "50 1/h"}}), sort_keys=False))
+    f.write_text(
+        yaml.safe_dump(
+            mutate("hypothesis", {"statement": "s", "parameters": {"internalisation_rate": "50 1/h"}}), sort_keys=False
+        )
+    )
     with pytest.warns(ScenarioWarning, match=r"hypothesis\.parameters\.internalisation_rate: 50 1/h is outside"):
         exosim.load_scenario(f)
     with pytest.raises(ScenarioError, match=r"hypothesis\.parameters\.internalisation_rate: 50 1/h is outside"):
@@ -561,7 +569,11 @@ def test_validate_reports_every_bad_file_one_line_each(tmp_path, capsys):
     duplicate = tmp_path / "duplicate.yaml"
     duplicate.write_text(duplicate_block())
     odd = tmp_path / "odd.yaml"
-    odd.write_text(yaml.safe_dump(mutate("hypothesis", {"statement": "s", "parameters": {"internalisation_rate": "50 1/h"}}), sort_keys=False))
+    odd.write_text(
+        yaml.safe_dump(
+            mutate("hypothesis", {"statement": "s", "parameters": {"internalisation_rate": "50 1/h"}}), sort_keys=False
+        )
+    )
     missing = tmp_path / "missing.yaml"
 
     assert main(["validate", str(unknown), str(good), str(duplicate), str(missing), str(odd)]) == 2

@@ -89,6 +89,15 @@ provenance.json. A run that fails is a failed row. Exit code 2 for a bad evidenc
 (nothing written). See docs/evidence.md.
 """
 
+CALIBRATE_EXAMPLE = """example:
+  exosim calibrate --params iccm_bystander_factor.damage_max_rate -o results/calibration
+
+fits the parameters to every calibration entry of the evidence at once (validation entries are
+never read), profiles each over its range, and writes calibration.yaml (estimates, 95 % profile
+intervals, which parameters the evidence identifies, evidence hash) with the scorecard of all
+entries at the calibrated values: the validation rows are then predictions.
+"""
+
 VALIDATE_EXAMPLE = """example:
   exosim validate scenarios/*.yaml
 """
@@ -138,6 +147,17 @@ def _parser() -> argparse.ArgumentParser:
         help="apply the protocols' hypothesis blocks (rows flagged and not counted)",
     )
     evi.add_argument("--solver", choices=["numpy", "numba", "auto"], help="backend (default: each protocol's)")
+    cal = sub.add_parser(
+        "calibrate",
+        help="fit shared parameters to the calibration entries of the evidence",
+        epilog=CALIBRATE_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cal.add_argument("path", nargs="?", default="evidence", help="evidence folder or file (default: evidence)")
+    cal.add_argument("--params", required=True, help="comma-separated: key, cargo.key or population.key")
+    cal.add_argument("--range", action="append", default=[], help="name=low:high (default: documented range)")
+    cal.add_argument("-o", "--outdir", default="results/calibration", help="output folder")
+    cal.add_argument("--solver", choices=["numpy", "numba", "auto"], help="backend (default: each protocol's)")
     val = sub.add_parser(
         "validate",
         help="check scenario files without running them",
@@ -384,13 +404,13 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from exosim.simulate.solver import FAILED
     from exosim.util.atomic import claim_output
 
-    scenario, found = load_scenario_with_warnings(
-        args.scenario, strict=args.strict, hypotheses=not args.no_hypotheses
-    )
+    scenario, found = load_scenario_with_warnings(args.scenario, strict=args.strict, hypotheses=not args.no_hypotheses)
     for warning in found:
         print(f"exosim: warning: {warning}", file=sys.stderr)
     for statement in scenario.hypotheses:
-        print(f"exosim: note: runs a hypothesis (not catalogue biology): {' '.join(statement.split())}", file=sys.stderr)
+        print(
+            f"exosim: note: runs a hypothesis (not catalogue biology): {' '.join(statement.split())}", file=sys.stderr
+        )
     outdir = Path(args.outdir) if args.outdir else Path("results") / scenario.name
     claim_output(outdir)  # writable and locked before the run (OutputError: exit 2 in main)
     result = run(scenario, time_courses=not args.no_timecourses, progress=sys.stderr.isatty())
@@ -459,9 +479,69 @@ def _cmd_evidence(args: argparse.Namespace, argv: list[str]) -> int:
     for r in rows:
         if r["within"] != "yes":
             shown = "run failed: " + r["message"] if r["status"] == "failed" else f"model {r['model']:.3g}"
-            unit = '' if r['unit'] == '1' else ' ' + r['unit']
+            unit = "" if r["unit"] == "1" else " " + r["unit"]
             print(f"  outside: {r['entry']} ({r['role']}): observed {r['observed']:.3g}{unit}, {shown}")
     print(f"{len(rows)} entries in {time.perf_counter() - start:.1f} s; wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
+    import time
+
+    from exosim.analysis.calibrate import calibrate
+    from exosim.analysis.evidence import EvidenceError, load_evidence, pass_rates, run_evidence
+    from exosim.io.outputs import write_calibration
+    from exosim.io.provenance import evidence_record
+    from exosim.util.atomic import claim_output
+
+    start = time.perf_counter()
+    params = [p.strip() for p in args.params.split(",") if p.strip()]
+    try:
+        ranges = {}
+        for text in args.range:
+            name, _, span = text.partition("=")
+            low, _, high = span.partition(":")
+            try:
+                ranges[name.strip()] = (float(low), float(high))
+            except ValueError:
+                raise EvidenceError("--range", text, "expected name=low:high, e.g. damage_max_rate=0.3:30") from None
+        unknown = sorted(set(ranges) - set(params))
+        if unknown:
+            raise EvidenceError("--range", unknown[0], f"not among --params {params}")
+        ev = load_evidence(args.path)
+        claim_output(Path(args.outdir))
+        result = calibrate(ev, params, ranges=ranges, solver=args.solver)
+    except EvidenceError as exc:
+        print(f"exosim: error: {exc}", file=sys.stderr)
+        return 2
+    rows = run_evidence(ev, parameters=result.estimates, solver=args.solver)
+    rates = pass_rates(rows)
+    record = evidence_record(
+        ev, rates, wall=time.perf_counter() - start, command=["exosim"] + argv, parameters=result.estimates
+    )
+    record["calibration"] = {
+        "objective": result.objective,
+        "objective_at_catalogue_values": result.nominal_objective,
+        "evaluations": result.evaluations,
+        "profiles": result.profiles,
+        "entries": result.entries,
+    }
+    files = write_calibration(result, rows, rates, args.outdir, record)
+    print(
+        f"chi-square over {len(result.entries)} calibration entries: {result.nominal_objective:.3g} at the catalogue "
+        f"values, {result.objective:.3g} calibrated ({result.evaluations} evaluations)"
+    )
+    for n in params:
+        lo, hi = result.intervals[n]
+        print(
+            f"  {n} = {result.estimates[n]:.4g} (catalogue {result.nominal[n]:.4g}; 95 % profile [{lo:.3g}, {hi:.3g}]"
+            + ("" if result.identified[n] else "; NOT identified by the evidence")
+            + ")"
+        )
+    for role, r in rates.items():
+        if r["entries"]:
+            print(f"{role} after calibration: {r['passed']}/{r['entries']} within uncertainty ({r['rate']:.0%})")
+    print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
 
@@ -705,6 +785,7 @@ def main(argv: list[str] | None = None) -> int:
                     "export-sbml": lambda: _cmd_export_models(args),
                     "sensitivity": lambda: _cmd_sensitivity(args, argv),
                     "evidence": lambda: _cmd_evidence(args, argv),
+                    "calibrate": lambda: _cmd_calibrate(args, argv),
                 }
                 if args.command in commands:
                     return commands[args.command]()

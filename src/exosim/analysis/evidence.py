@@ -55,6 +55,7 @@ __all__ = [
     "score_rows",
     "pass_rates",
     "evidence_hash",
+    "parameter_columns",
 ]
 
 ROLES = ("calibration", "validation")
@@ -267,10 +268,10 @@ class Evidence:
         for i in ids or []:
             if i not in known:
                 near = difflib.get_close_matches(i, sorted(known), n=1)
-                raise EvidenceError("evidence", "", f"unknown entry {i!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
-        keep = [
-            e for e in self.entries if (not roles or e.role in roles) and (not ids or e.id in set(ids))
-        ]
+                raise EvidenceError(
+                    "evidence", "", f"unknown entry {i!r}" + (f"; did you mean {near[0]!r}?" if near else "")
+                )
+        keep = [e for e in self.entries if (not roles or e.role in roles) and (not ids or e.id in set(ids))]
         return Evidence(keep, self.protocols, self.compiled, self.with_hypotheses)
 
 
@@ -375,7 +376,11 @@ def _check_entry(ev: Evidence, entry: Entry) -> None:
             continue
         if member.arm is not None and member.arm not in arms:
             near = difflib.get_close_matches(member.arm, arms, n=1)
-            raise fail(f"{key}arm", f"no arm {member.arm!r} in the protocol" + (f"; did you mean {near[0]!r}?" if near else f" (arms: {arms})"))
+            raise fail(
+                f"{key}arm",
+                f"no arm {member.arm!r} in the protocol"
+                + (f"; did you mean {near[0]!r}?" if near else f" (arms: {arms})"),
+            )
         if member.dose is not None and not any(math.isclose(member.dose, g, rel_tol=1e-9, abs_tol=1e-12) for g in grid):
             raise fail(f"{key}dose", f"{member.dose:g} Gy is not a dose of the protocol's grid {grid} Gy")
         if member.at is not None and not start <= member.at <= end:
@@ -393,15 +398,22 @@ def _check_entry(ev: Evidence, entry: Entry) -> None:
                 raise fail("window", f"statistic {obs.statistic!r} needs a window [start, end]")
             lo, hi = obs.window
             if not start <= lo < hi <= end:
-                raise fail("window", f"[{lo:g}, {hi:g}] h must lie inside the protocol's timeline [{start:g}, {end:g}] h")
+                raise fail(
+                    "window", f"[{lo:g}, {hi:g}] h must lie inside the protocol's timeline [{start:g}, {end:g}] h"
+                )
         if obs.statistic in ("time_of_max", "half_time"):
             model_unit = "h"
     if obs.per is not None:
-        if obs.statistic != "value" or obs.per == "survival" or (
-            q.startswith("summary.") != obs.per.startswith("summary.")
+        if (
+            obs.statistic != "value"
+            or obs.per == "survival"
+            or (q.startswith("summary.") != obs.per.startswith("summary."))
         ):
-            raise fail("per", "divide a value by another of the same kind: a summary column by a summary "
-                       "column, a state or rule at 'at' by another")
+            raise fail(
+                "per",
+                "divide a value by another of the same kind: a summary column by a summary "
+                "column, a state or rule at 'at' by another",
+            )
         per_unit = _quantity_unit(compiled, obs.per, lambda msg: fail("per", msg))
         model_unit = "1" if per_unit == model_unit else f"{model_unit}/({per_unit})"
     if obs.relative_to is not None:
@@ -410,7 +422,9 @@ def _check_entry(ev: Evidence, entry: Entry) -> None:
         try:
             conversion_factor(model_unit, obs.unit)
         except QuantityError:
-            raise fail("unit", f"{obs.unit!r} cannot be converted to {model_unit!r}, the unit of the model value") from None
+            raise fail(
+                "unit", f"{obs.unit!r} cannot be converted to {model_unit!r}, the unit of the model value"
+            ) from None
 
 
 def _quantity_unit(compiled: CompiledScenario, q: str, fail) -> str:
@@ -433,6 +447,20 @@ def _quantity_unit(compiled: CompiledScenario, q: str, fail) -> str:
 
 
 # ---------------------------------------------------------------------- running
+def parameter_columns(compiled: CompiledScenario, name: str) -> list[int]:
+    """Columns of the parameter matrix that ``name`` sets: ``key`` (every instance),
+    ``cargo.key`` (that cargo's instances, in every population) or ``population.key``;
+    empty when the protocol has none (the parameter plays no part in it)."""
+    if "." not in name:
+        return compiled.instances(name)
+    prefix, key = name.split(".", 1)
+    return [
+        i
+        for i, q in enumerate(compiled.model.parameters)
+        if q.key == key and (q.name.split(SEP, 1)[0] == prefix or q.name.split(SEP, 1)[-1].startswith(prefix + "_"))
+    ]
+
+
 def _record_times(entries: list[Entry]) -> np.ndarray | None:
     times: set[float] = set()
     for e in entries:
@@ -550,16 +578,14 @@ def run_evidence(
     for path, entries in by_protocol.items():
         compiled = ev.compiled[path]
         p = compiled.parameters.copy()
-        for key, value in (parameters or {}).items():
-            p[:, compiled.instances(key)] = value
+        for name, value in (parameters or {}).items():
+            p[:, parameter_columns(compiled, name)] = value
         times = _record_times(entries)
         try:
             if runner is not None:
                 res = runner(compiled, p, times)
             else:
-                res = compiled.run(
-                    time_courses=times is not None, parameters=p, record_times=times, solver=solver
-                )
+                res = compiled.run(time_courses=times is not None, parameters=p, record_times=times, solver=solver)
             survival, summary = res.survival_rows(), res.summary_rows()
         except Exception as exc:  # a failed protocol fails its entries, it never stops the scorecard
             for e in entries:
@@ -627,7 +653,11 @@ def _describe(obs: ObservableSpec) -> str:
     text = " ".join(parts) + (", " + ", ".join(where) if where else "")
     if obs.relative_to is not None:
         r = obs.relative_to
-        ref = [f"arm {r.arm!r}" if r.arm else "", f"{r.dose:g} Gy" if r.dose is not None else "", f"at {r.at:g} h" if r.at is not None else ""]
+        ref = [
+            f"arm {r.arm!r}" if r.arm else "",
+            f"{r.dose:g} Gy" if r.dose is not None else "",
+            f"at {r.at:g} h" if r.at is not None else "",
+        ]
         text += " / same at " + ", ".join(x for x in ref if x)
     return text
 

@@ -340,7 +340,8 @@ def plot_scorecard(rows: list[dict], rates: dict, path: Path) -> None:
     ax.text(
         0.99,
         0.01,
-        "filled: within uncertainty; open: outside; x: run failed\nvalues off the axes, <= 0 or failed: drawn at the edge",
+        "filled: within uncertainty; open: outside; x: run failed\n"
+        "values off the axes, <= 0 or failed: drawn at the edge",
         transform=ax.transAxes,
         ha="right",
         va="bottom",

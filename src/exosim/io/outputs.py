@@ -40,6 +40,9 @@ __all__ = [
     "EVIDENCE_FILES",
     "write_scorecard",
     "scorecard_markdown",
+    "CALIBRATION_FILES",
+    "write_calibration",
+    "calibration_yaml",
 ]
 
 RUN_FILES = ("survival.csv", "summary.csv", "timecourses.csv", "provenance.json", "survival.png")
@@ -50,6 +53,8 @@ FIT_FILES = ("estimates.csv", "fit.json", "fit.png")
 """Every file ``exosim fit`` (:func:`write_fit`) can write."""
 EVIDENCE_FILES = ("scorecard.csv", "scorecard.md", "scorecard.png", "provenance.json")
 """Every file ``exosim evidence`` (:func:`write_scorecard`) can write."""
+CALIBRATION_FILES = ("calibration.yaml",) + EVIDENCE_FILES
+"""Every file ``exosim calibrate`` (:func:`write_calibration`) can write."""
 
 
 def _json(doc: dict) -> str:
@@ -176,7 +181,13 @@ def scorecard_markdown(rows: list[dict], rates: dict, title: str = "exosim evide
     hyp = [r for r in rows if r["status"] == "hypothesis (not counted)"]
     if hyp:
         lines += ["", f"{len(hyp)} entries ran a scenario hypothesis and are not counted."]
-    lines += ["", "## Entries outside their band", "", "| entry | role | observed | band | model | note |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Entries outside their band",
+        "",
+        "| entry | role | observed | band | model | note |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r["within"] == "yes":
             continue
@@ -198,6 +209,44 @@ def write_scorecard(rows: list[dict], rates: dict, outdir: str | Path, provenanc
     with stage as tmp:
         (tmp / "scorecard.csv").write_text(tables.rows_csv(rows))
         (tmp / "scorecard.md").write_text(scorecard_markdown(rows, rates))
+        figures.plot_scorecard(rows, rates, tmp / "scorecard.png")
+        (tmp / "provenance.json").write_text(_json(provenance))
+    return stage.written
+
+
+def calibration_yaml(result, provenance: dict) -> str:
+    """The calibrated parameter set in the parameter table's terms, with its provenance."""
+    import yaml
+
+    table = cat.parameter_table()
+    doc = {
+        "calibrated_parameters": {
+            n: {
+                "value": result.estimates[n],
+                "unit": str(table[n.split(".", 1)[-1]]["unit"]),
+                "profile_interval_95": list(result.intervals[n]),
+                "identified": result.identified[n],
+                "catalogue_value": result.nominal[n],
+                "searched": list(result.bounds[n]),
+            }
+            for n in result.params
+        },
+        "objective": {"chi_square": result.objective, "at_catalogue_values": result.nominal_objective},
+        "calibration_entries": result.entries,
+        "evidence_sha256": provenance["evidence_sha256"],
+        "created_utc": provenance["created_utc"],
+        "exosim_version": provenance["exosim_version"],
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def write_calibration(result, rows: list[dict], rates: dict, outdir: str | Path, provenance: dict) -> list[Path]:
+    """calibration.yaml and the scorecard of every entry with the calibrated values."""
+    stage = staged_outputs(outdir, CALIBRATION_FILES)
+    with stage as tmp:
+        (tmp / "calibration.yaml").write_text(calibration_yaml(result, provenance))
+        (tmp / "scorecard.csv").write_text(tables.rows_csv(rows))
+        (tmp / "scorecard.md").write_text(scorecard_markdown(rows, rates, "exosim scorecard after calibration"))
         figures.plot_scorecard(rows, rates, tmp / "scorecard.png")
         (tmp / "provenance.json").write_text(_json(provenance))
     return stage.written

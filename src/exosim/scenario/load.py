@@ -470,7 +470,9 @@ def _check_consistency(sc: Scenario, strict: bool = False, where: dict[str, str]
                 )
     for name, med in sc.media.items():
         if med.kind not in cat.media():
-            raise err(f"media.{name}.kind", f"unknown kind of medium {med.kind!r}" + suggest(med.kind, list(cat.media())))
+            raise err(
+                f"media.{name}.kind", f"unknown kind of medium {med.kind!r}" + suggest(med.kind, list(cat.media()))
+            )
     for i, link in enumerate(sc.links):
         for key, m in (("from", link.source), ("to", link.target)):
             if m not in sc.media:

@@ -1,0 +1,193 @@
+"""Calibration of shared parameters to the calibration entries of the evidence, at once.
+
+One objective over every ``calibration`` entry (never a ``validation`` one): the sum of
+squared standardised residuals, each entry's band read as +/- 2 standard deviations
+(:meth:`~exosim.analysis.evidence.Observed.bounds`), so the objective is a chi-square
+and a change of 3.84 marks a 95 % profile interval of one parameter.  A failed run adds
+:data:`FAILED_PENALTY`.  Parameters are searched on a log scale inside their documented
+ranges (or given ranges); each one gets a profile (the others re-optimised) over its range,
+which says whether the evidence identifies it.  A documented range that starts at 0 is
+searched from :data:`LOW_WHEN_ZERO` times its upper end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from exosim.analysis.evidence import Evidence, EvidenceError, parameter_columns, run_evidence
+from exosim.model import catalogue as cat
+
+__all__ = ["CalibrationResult", "calibration_objective", "calibrate", "FAILED_PENALTY", "CHI2_95"]
+
+#: objective added by an entry whose run failed (far above any fit's chi-square)
+FAILED_PENALTY = 1e4
+#: 95 % quantile of chi-square with one degree of freedom
+CHI2_95 = 3.841
+#: a documented range starting at 0 is searched from this fraction of its upper end (log scale)
+LOW_WHEN_ZERO = 1e-3
+
+
+@dataclass
+class CalibrationResult:
+    """Estimates, profile intervals and what the evidence identifies."""
+
+    params: list[str]
+    estimates: dict[str, float]
+    nominal: dict[str, float]
+    bounds: dict[str, tuple[float, float]]
+    objective: float
+    nominal_objective: float
+    intervals: dict[str, tuple[float, float]]
+    identified: dict[str, bool]
+    profiles: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    entries: list[str] = field(default_factory=list)
+    evaluations: int = 0
+
+
+def _key(name: str) -> str:
+    return name.split(".", 1)[-1]
+
+
+def _catalogue_value(name: str, entry: dict) -> float:
+    """The value the catalogues give ``name``: a cargo's own field for ``cargo.key``, the
+    parameter table's default otherwise."""
+    if "." in name:
+        prefix, key = name.split(".", 1)
+        record = cat.cargo_catalogue().get(prefix)
+        if record is not None and key in record:
+            return float(record[key])
+    return float(entry["value"])
+
+
+def calibration_objective(
+    ev: Evidence, params: Sequence[str], *, solver: str | None = None, runner: Callable | None = None
+) -> tuple[Callable[[np.ndarray], float], Evidence]:
+    """The objective of ``params`` (values, not logs) over the calibration entries of ``ev``,
+    and those entries.  Validation entries are dropped here, before anything runs."""
+    cal = ev.select(["calibration"])
+    if not cal.entries:
+        raise EvidenceError("evidence", "", "no calibration entries to calibrate to")
+    table = cat.parameter_table()
+    for name in params:
+        if _key(name) not in table:
+            raise EvidenceError("calibrate", name, f"unknown parameter {_key(name)!r}")
+        if not any(parameter_columns(cal.compiled[e.protocol], name) for e in cal.entries):
+            raise EvidenceError(
+                "calibrate", name, "no calibration protocol has this parameter: it cannot be calibrated"
+            )
+
+    def objective(values: np.ndarray) -> float:
+        rows = run_evidence(cal, parameters=dict(zip(params, map(float, values))), solver=solver, runner=runner)
+        total = 0.0
+        for r in rows:
+            if r["status"] == "failed" or not math.isfinite(r["model"]):
+                total += FAILED_PENALTY
+                continue
+            sd = (r["high"] - r["low"]) / 4.0
+            total += ((r["model"] - r["observed"]) / sd) ** 2
+        return total
+
+    return objective, cal
+
+
+def calibrate(
+    ev: Evidence,
+    params: Sequence[str],
+    *,
+    ranges: dict[str, tuple[float, float]] | None = None,
+    solver: str | None = None,
+    profile_points: int = 7,
+    maxiter: int = 60,
+) -> CalibrationResult:
+    """Fit ``params`` to the calibration entries (log scale, Powell within bounds), then profile
+    each over its range; a parameter is identified when its profile rises by more than
+    :data:`CHI2_95` on both sides of the estimate inside the range."""
+    from scipy.optimize import minimize, minimize_scalar
+
+    table = cat.parameter_table()
+    objective, cal = calibration_objective(ev, params, solver=solver)
+    count = [0]
+
+    def f_log(z: np.ndarray) -> float:
+        count[0] += 1
+        return objective(np.exp(z))
+
+    bounds, nominal = {}, {}
+    for name in params:
+        entry = table[_key(name)]
+        low, high = (float(x) for x in (ranges or {}).get(name, entry["range"]))
+        if name not in (ranges or {}) and low == 0 < high:  # a log search needs a positive start
+            low = high * LOW_WHEN_ZERO
+        if not 0 < low < high:
+            raise EvidenceError("calibrate", name, f"needs a positive range low < high, got [{low:g}, {high:g}]")
+        bounds[name] = (low, high)
+        nominal[name] = _catalogue_value(name, entry)
+    lb = np.log([bounds[n][0] for n in params])
+    ub = np.log([bounds[n][1] for n in params])
+
+    def fit(fixed: dict[int, float]) -> tuple[np.ndarray, float]:
+        free = [i for i in range(len(params)) if i not in fixed]
+
+        def full(zf):
+            z = np.empty(len(params))
+            z[free] = zf
+            for i, v in fixed.items():
+                z[i] = v
+            return z
+
+        if not free:
+            z = full([])
+            return z, f_log(z)
+        if len(free) == 1:
+            i = free[0]
+            res = minimize_scalar(
+                lambda t: f_log(full([t])),
+                bounds=(lb[i], ub[i]),
+                method="bounded",
+                options={"xatol": 1e-3, "maxiter": maxiter},
+            )
+            return full([res.x]), float(res.fun)
+        start = [max(nominal[params[i]], bounds[params[i]][0]) for i in free]  # a catalogue 0 starts at the low end
+        z0 = np.clip(np.log(start), lb[free], ub[free])
+        res = minimize(
+            lambda zf: f_log(full(zf)),
+            z0,
+            method="Powell",
+            bounds=list(zip(lb[free], ub[free])),
+            options={"xtol": 1e-3, "ftol": 1e-6, "maxiter": maxiter},
+        )
+        return full(res.x), float(res.fun)
+
+    nominal_objective = objective(np.array([nominal[n] for n in params]))
+    z_hat, f_hat = fit({})
+    intervals, identified, profiles = {}, {}, {}
+    for i, name in enumerate(params):
+        grid = np.linspace(lb[i], ub[i], profile_points)
+        prof = [(float(np.exp(g)), fit({i: g})[1]) for g in grid]
+        profiles[name] = prof
+        x = np.array([p[0] for p in prof])
+        d = np.array([p[1] for p in prof]) - f_hat
+        inside = x[d <= CHI2_95]
+        est = float(np.exp(z_hat[i]))
+        lo_i = float(inside.min()) if inside.size else est
+        hi_i = float(inside.max()) if inside.size else est
+        intervals[name] = (min(lo_i, est), max(hi_i, est))
+        below, above = d[x < est], d[x > est]
+        identified[name] = bool(below.size and above.size and below.max() > CHI2_95 and above.max() > CHI2_95)
+    return CalibrationResult(
+        params=list(params),
+        estimates={n: float(np.exp(z_hat[i])) for i, n in enumerate(params)},
+        nominal=nominal,
+        bounds=bounds,
+        objective=f_hat,
+        nominal_objective=nominal_objective,
+        intervals=intervals,
+        identified=identified,
+        profiles=profiles,
+        entries=[e.id for e in cal.entries],
+        evaluations=count[0],
+    )

@@ -1,0 +1,256 @@
+"""The evidence scorecard: entries as data, bad input, failed rows, pass rates, calibration
+reading only calibration entries, and the hypothesis rule of scenarios."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+import exosim
+from conftest import ROOT, SCENARIOS
+from exosim.analysis import calibrate as calibrate_module
+from exosim.analysis.calibrate import CHI2_95, calibrate, calibration_objective
+from exosim.analysis.evidence import (
+    MODULES,
+    Observed,
+    load_evidence,
+    pass_rates,
+    run_evidence,
+)
+from exosim.cli import main
+
+EVIDENCE = ROOT / "evidence"
+
+
+@pytest.fixture(scope="module")
+def evidence():
+    return load_evidence(EVIDENCE)
+
+
+# ------------------------------------------------------------------ the shipped evidence
+def test_the_evidence_covers_thirty_entries_from_twelve_papers_a_third_validation(evidence):
+    entries = evidence.entries
+    papers = {e.source.identifier for e in entries}
+    roles = [e.role for e in entries]
+    assert len(entries) >= 30 and len(papers) >= 12
+    assert roles.count("validation") >= len(entries) / 3
+    assert {e.spec.module for e in entries} <= set(MODULES)
+    # every entry says how its number was obtained and runs a protocol file that exists
+    assert all(e.spec.obtained.strip() and e.protocol.is_file() for e in entries)
+
+
+def test_evidence_runs_on_catalogue_biology_even_where_a_scenario_states_a_hypothesis(evidence):
+    iccm = [e for e in evidence.entries if e.protocol.name == "iccm_bystander_medium_transfer.yaml"]
+    assert iccm and all(not evidence.protocols[e.protocol].hypotheses for e in iccm)
+    flagged = load_evidence(EVIDENCE, with_hypotheses=True).select(ids=[e.id for e in iccm])
+    rows = run_evidence(flagged)
+    assert {r["status"] for r in rows} == {"hypothesis (not counted)"}
+    assert all(r["hypothesis"] for r in rows)
+    rates = pass_rates(rows)
+    assert rates["calibration"]["entries"] == 0 and rates["validation"]["entries"] == 0
+
+
+def test_a_subset_runs_from_the_command_line_and_reads_the_catalogue(tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert main(["evidence", str(EVIDENCE / "qi2012.yaml"), "-o", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"scorecard.csv", "scorecard.md", "scorecard.png", "provenance.json"}
+    import csv
+
+    rows = {r["entry"]: r for r in csv.DictReader((out / "scorecard.csv").open())}
+    # no exosomes: alpha_eff is the cell line's alpha0 and alpha/beta its ratio (closed forms)
+    from exosim.model.catalogue import cell_lines
+
+    line = cell_lines()["hnscc_pooled"]
+    assert float(rows["qi2012_alpha_hnscc"]["model"]) == pytest.approx(line["alpha0"], rel=1e-3)
+    assert float(rows["qi2012_alpha_beta_hnscc"]["model"]) == pytest.approx(line["alpha0"] / line["beta0"], rel=1e-3)
+    # one repair class: DSBs halve in the repair half-time (17 min)
+    assert float(rows["qi2012_repair_half_time"]["model"]) == pytest.approx(line["repair_half_time"] * 60, rel=0.02)
+    assert all(r["within"] == "yes" for r in rows.values())
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["entries"] == 3 and len(prov["evidence_sha256"]) == 64 and "parameters.yaml" in prov["catalogue_sha256"]
+    assert "calibration: 3/3 within uncertainty" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ bands and failed rows
+def test_bands_follow_the_reported_uncertainty():
+    assert Observed(value=2.0, sd=0.5).bounds() == (1.0, 3.0)
+    assert Observed(value=2.0, sem=0.1, n=4).bounds() == pytest.approx((1.6, 2.4))  # SD = SEM * sqrt(n)
+    assert Observed(value=2.0, interval=(1.5, 3.0)).bounds() == (1.5, 3.0)
+    assert Observed(value=2.0, tolerance=0.25, tolerance_reason="r").bounds() == (1.5, 2.5)
+
+
+def test_a_failed_run_is_a_failed_row_never_a_dropped_one(evidence):
+    sub = evidence.select(ids=["qi2012_alpha_hnscc", "jbpe_sf2_hela"])
+
+    def broken(compiled, p, times):
+        raise FloatingPointError("solver blew up")
+
+    rows = run_evidence(sub, runner=broken)
+    assert sorted(r["entry"] for r in rows) == ["jbpe_sf2_hela", "qi2012_alpha_hnscc"]
+    assert all(r["status"] == "failed" and r["within"] == "no" and "solver blew up" in r["message"] for r in rows)
+    rates = pass_rates(rows)
+    assert rates["calibration"] == {"entries": 2, "passed": 0, "failed_runs": 2, "rate": 0.0}
+
+
+# ------------------------------------------------------------------ bad input
+GOOD = {
+    "source": {"citation": "A et al. 2020 J 1:1", "doi": "10.1000/xyz"},
+    "entries": [
+        {
+            "id": "a2020_sf2",
+            "measured": "SF2",
+            "cells": "HeLa",
+            "module": "lq",
+            "role": "calibration",
+            "protocol": str(EVIDENCE / "protocols" / "direct_irradiation_hela.yaml"),
+            "observable": {"quantity": "survival", "normalise": "within_arm", "dose": "2 Gy"},
+            "observed": {"value": 0.42, "sd": 0.06},
+            "obtained": "table 1",
+        }
+    ],
+}
+
+
+def _with(path: str, value):
+    data = json.loads(json.dumps(GOOD))
+    keys = path.split(".")
+    target = data
+    for k in keys[:-1]:
+        target = target[int(k)] if k.isdigit() else target[k]
+    if value is None:
+        del target[keys[-1]]
+    else:
+        target[keys[-1]] = value
+    return data
+
+
+BAD = [
+    ("missing field", "entries.0.observed", None, "entries[0].observed", "required"),
+    (
+        "unknown observable",
+        "entries.0.observable.quantity",
+        "cells.dsbb",
+        "entries[0].observable.quantity",
+        "did you mean 'cells.dsb'",
+    ),
+    (
+        "unit that does not convert",
+        "entries.0.observable.unit",
+        "mL",
+        "entries[0].observable.unit",
+        "cannot be converted",
+    ),
+    ("uncertainty not positive", "entries.0.observed.sd", 0, "entries[0].observed.sd", "greater than 0"),
+    ("two uncertainties", "entries.0.observed.sem", 0.01, "entries[0].observed", "exactly one of"),
+    (
+        "tolerance without a reason",
+        "entries.0.observed",
+        {"value": 0.4, "tolerance": 0.1},
+        "entries[0].observed",
+        "tolerance_reason",
+    ),
+    ("unknown role", "entries.0.role", "training", "entries[0].role", "'calibration' or 'validation'"),
+    ("no doi", "source.doi", None, "source", "doi"),
+    (
+        "dose not in the grid",
+        "entries.0.observable.dose",
+        "3 Gy",
+        "entries[0].observable.dose",
+        "not a dose of the protocol",
+    ),
+    ("unknown arm", "entries.0.observable.arm", "treated", "entries[0].observable.arm", "no arm 'treated'"),
+    ("missing protocol file", "entries.0.protocol", "nowhere.yaml", "entries[0].protocol", "no scenario file"),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_bad_evidence_gives_one_clear_error_exit_2_and_writes_nothing(tmp_path, capsys, case):
+    _, path, value, key_path, words = case
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(_with(path, value), sort_keys=False))
+    out = tmp_path / "out"
+    assert main(["evidence", str(f), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(f) in err and key_path in err and words in err, err
+    assert not out.exists()
+
+
+def test_the_good_base_of_the_bad_cases_runs(tmp_path):
+    f = tmp_path / "good.yaml"
+    f.write_text(yaml.safe_dump(GOOD, sort_keys=False))
+    assert main(["evidence", str(f), "-o", str(tmp_path / "out")]) == 0
+
+
+# ------------------------------------------------------------------ calibration
+def test_the_calibration_objective_reads_only_calibration_entries(evidence):
+    seen = []
+
+    def recording(compiled, p, times):
+        seen.append(compiled.scenario.name)
+        return compiled.run(time_courses=times is not None, parameters=p, record_times=times)
+
+    objective, cal = calibration_objective(evidence, ["iccm_bystander_factor.damage_max_rate"], runner=recording)
+    assert {e.role for e in cal.entries} == {"calibration"}
+    validation_ids = {e.id for e in evidence.entries if e.role == "validation"}
+    assert validation_ids and not validation_ids & {e.id for e in cal.entries}
+    value = objective(np.array([2.95]))
+    assert math.isfinite(value)
+    calibration_only = {evidence.protocols[e.protocol].name for e in cal.entries}
+    validation_only = {evidence.protocols[e.protocol].name for e in evidence.entries if e.role == "validation"}
+    assert set(seen) == calibration_only
+    assert validation_only - calibration_only and not (validation_only - calibration_only) & set(seen)
+
+
+def test_calibration_recovers_a_known_value_and_says_what_is_not_identified(evidence, monkeypatch):
+    # a stand-in model: entry 0 reads parameter x directly (observed 2 +- 0.25); the other
+    # parameter y plays no part, so its profile is flat
+    def fake_rows(ev, *, parameters=None, solver=None, runner=None):
+        x = parameters["damage_max_rate"]
+        return [{"status": "ok", "model": x, "observed": 2.0, "low": 1.5, "high": 2.5}]
+
+    monkeypatch.setattr(calibrate_module, "run_evidence", fake_rows)
+    res = calibrate(
+        evidence, ["damage_max_rate", "unbinding_rate"], ranges={"damage_max_rate": (0.1, 10)}, profile_points=9
+    )
+    assert res.estimates["damage_max_rate"] == pytest.approx(2.0, rel=1e-2)
+    assert res.objective == pytest.approx(0.0, abs=1e-3)
+    lo, hi = res.intervals["damage_max_rate"]
+    assert lo <= 2.0 <= hi and res.identified["damage_max_rate"]
+    assert not res.identified["unbinding_rate"]  # chi-square flat in it: the evidence says nothing
+    assert CHI2_95 == pytest.approx(3.841, abs=1e-3)
+
+
+# ------------------------------------------------------------------ hypotheses in scenarios
+def test_run_flags_a_hypothesis_and_no_hypotheses_runs_catalogue_biology(tmp_path, capsys):
+    path = SCENARIOS / "iccm_bystander_medium_transfer.yaml"
+    with_h, without = tmp_path / "h", tmp_path / "c"
+    assert main(["run", str(path), "-o", str(with_h), "--no-timecourses", "--no-figure"]) == 0
+    assert "exosim: note: runs a hypothesis" in capsys.readouterr().err
+    assert main(["run", str(path), "-o", str(without), "--no-timecourses", "--no-figure", "--no-hypotheses"]) == 0
+    assert "runs a hypothesis" not in capsys.readouterr().err
+    ph = json.loads((with_h / "provenance.json").read_text())["scenario"]
+    pc = json.loads((without / "provenance.json").read_text())["scenario"]
+    assert ph["hypotheses"] and "changed by the hypotheses" in ph["biology"]
+    assert pc["hypotheses"] == [] and pc["biology"] == "catalogue values only"
+    import csv
+
+    def plateau(d):
+        rows = [r for r in csv.DictReader((d / "survival.csv").open()) if r["arm"] == "ICCM"]
+        return float(next(r["sf_vs_untreated"] for r in rows if float(r["grid_dose_Gy"]) == 0.05))
+
+    assert plateau(with_h) < 0.7 < 0.95 < plateau(without)  # the plateau needs the hypothesis
+
+
+def test_no_shipped_scenario_changes_biology_outside_a_hypothesis_block():
+    # every shipped scenario loads (the loader refuses biology outside a hypothesis block), and
+    # those that state one say so in their description
+    for path in sorted(SCENARIOS.glob("*.yaml")):
+        sc = exosim.load_scenario(path, hypotheses=False)
+        assert not sc.hypotheses
+        full = exosim.load_scenario(path)
+        if full.hypotheses:
+            assert "hypothesis" in full.description, path.name
