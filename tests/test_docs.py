@@ -2,7 +2,7 @@
 
 Each block is its own test (id ``<file>#<block index>-<language>``, the index counting every
 fenced block of the file).  All blocks run in a fresh temporary working directory in which the
-repository's ``scenarios``, ``examples`` and ``models`` are reachable under the same relative
+repository's ``scenarios``, ``examples``, ``models`` and ``evidence`` are reachable under the same relative
 paths: the directories are recreated there and their files are symlinked, so relative paths in
 the docs work and outputs (written atomically, replacing a link rather than writing through it)
 land in the temporary directory, never in the repository.
@@ -41,7 +41,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
-LINKED = ("scenarios", "examples", "models")
+LINKED = ("scenarios", "examples", "models", "evidence")
 
 PYTHON = {"python", "py", "python3"}
 BASH = {"bash", "sh", "shell", "console"}

@@ -32,17 +32,17 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from exosim.model.declare import SEP
-from exosim.model.units import QuantityError, conversion_factor, parse_quantity
-from exosim.scenario.load import MAX_FILE_BYTES, _load_yaml, load_scenario
+from exosim.model.units import QuantityError, conversion_factor
+from exosim.scenario.load import load_scenario, read_yaml_mapping
 from exosim.scenario.observables import control_arm
 from exosim.scenario.runner import CompiledScenario
-from exosim.scenario.schema import Scenario, ScenarioError, ScenarioWarning
+from exosim.scenario.schema import Scenario, ScenarioError, ScenarioWarning, quantity_validator
 
 __all__ = [
     "EvidenceError",
@@ -76,27 +76,14 @@ MODULES = (
 WINDOW_POINTS = 241
 
 
-class EvidenceError(ValueError):
-    """Invalid evidence input: names the file, the key path and what was expected."""
-
-    def __init__(self, source: str, path: str, message: str):
-        self.source, self.path, self.problem = source, path, message
-        super().__init__(f"{source}: {path}: {message}" if path else f"{source}: {message}")
+class EvidenceError(ScenarioError):
+    """Invalid evidence input: names the file, the key path and what was expected (a kind of
+    :class:`~exosim.scenario.schema.ScenarioError`: bad input, exit code 2)."""
 
 
 # ---------------------------------------------------------------------- schema
-def _quantity(kind: str, allow_negative: bool = False):
-    def convert(v: Any) -> float:
-        try:
-            return parse_quantity(v, kind, allow_negative=allow_negative)
-        except QuantityError as exc:
-            raise ValueError(str(exc)) from None
-
-    return BeforeValidator(convert)
-
-
-Time = Annotated[float, _quantity("time", allow_negative=True)]
-Dose = Annotated[float, _quantity("dose")]
+Time = Annotated[float, quantity_validator("time", allow_negative=True)]
+Dose = Annotated[float, quantity_validator("dose")]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Text = Annotated[str, Field(min_length=1)]
 
@@ -317,15 +304,10 @@ def load_evidence(path: str | Path = "evidence", *, with_hypotheses: bool = Fals
     ev = Evidence(entries, with_hypotheses=with_hypotheses)
     for f in evidence_files(path):
         src = str(f)
-        raw = f.read_bytes()
-        if len(raw) > MAX_FILE_BYTES:
-            raise EvidenceError(src, "", "file too large")
         try:
-            data = _load_yaml(raw, src)
+            data = read_yaml_mapping(f.read_bytes(), src, "'source' and 'entries'")
         except ScenarioError as exc:
             raise EvidenceError(src, exc.path, exc.problem) from None
-        if not isinstance(data, dict):
-            raise EvidenceError(src, "", f"expected a mapping with 'source' and 'entries', got {type(data).__name__}")
         try:
             spec = EvidenceFile.model_validate(data)
         except ValidationError as exc:

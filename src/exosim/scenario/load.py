@@ -47,6 +47,7 @@ __all__ = [
     "parse_scenario",
     "with_parameters",
     "with_dose_grid",
+    "read_yaml_mapping",
     "suggest",
     "check_run_size",
     "MAX_RUN_BYTES",
@@ -106,13 +107,7 @@ def parse_scenario(
 ) -> Scenario:
     """Parse and validate scenario text (YAML); see :func:`load_scenario`."""
     data_bytes = raw.encode() if isinstance(raw, str) else raw
-    if len(data_bytes) > MAX_FILE_BYTES:
-        raise ScenarioError(
-            source, "", f"file too large: more than {MAX_FILE_BYTES / 1e6:g} MB (a scenario is a few kB)"
-        )
-    data = _load_yaml(data_bytes, source)
-    if not isinstance(data, dict):
-        raise ScenarioError(source, "", f"expected a YAML mapping of scenario keys, got {type(data).__name__}")
+    data = read_yaml_mapping(data_bytes, source, "scenario keys")
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
@@ -126,6 +121,19 @@ def parse_scenario(
     return sc.model_copy(
         update={"hypothesis": None, "arms": [a.model_copy(update={"hypothesis": None}) for a in sc.arms]}
     )
+
+
+def read_yaml_mapping(data_bytes: bytes, source: str, what: str) -> dict:
+    """A YAML file of exosim's (scenario, evidence) as a mapping: at most
+    :data:`MAX_FILE_BYTES`, read by the bounded loader; :class:`ScenarioError` otherwise."""
+    if len(data_bytes) > MAX_FILE_BYTES:
+        raise ScenarioError(
+            source, "", f"file too large: more than {MAX_FILE_BYTES / 1e6:g} MB (this file is a few kB)"
+        )
+    data = _load_yaml(data_bytes, source)
+    if not isinstance(data, dict):
+        raise ScenarioError(source, "", f"expected a YAML mapping of {what}, got {type(data).__name__}")
+    return data
 
 
 def _biology_message(key: str, path: str, suggestion: str) -> str:

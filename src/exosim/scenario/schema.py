@@ -31,6 +31,7 @@ __all__ = [
     "DoseGrid",
     "MAX_DOSE_GY",
     "parameter_value",
+    "quantity_validator",
 ]
 
 #: largest dose of one irradiation or grid point (Gy): no clonogenic assay reaches it (with the
@@ -69,7 +70,9 @@ def _dose_limit_problem(gray: float, written: Any) -> str | None:
     return None
 
 
-def _quantity(kind: str, allow_negative: bool = False):
+def quantity_validator(kind: str, allow_negative: bool = False) -> BeforeValidator:
+    """A pydantic validator parsing a quantity of ``kind`` (``2 Gy``, ``30 min``) to base units."""
+
     def convert(v: Any) -> float:
         try:
             return parse_quantity(v, kind, allow_negative=allow_negative)
@@ -79,13 +82,13 @@ def _quantity(kind: str, allow_negative: bool = False):
     return BeforeValidator(convert)
 
 
-Time = Annotated[float, _quantity("time", allow_negative=True)]
-Duration = Annotated[float, _quantity("time")]
-Volume = Annotated[float, _quantity("volume")]
-Cells = Annotated[float, _quantity("cells")]
-Particles = Annotated[float, _quantity("particles")]
-Concentration = Annotated[float, _quantity("concentration")]
-DoseRate = Annotated[float, _quantity("dose_rate")]
+Time = Annotated[float, quantity_validator("time", allow_negative=True)]
+Duration = Annotated[float, quantity_validator("time")]
+Volume = Annotated[float, quantity_validator("volume")]
+Cells = Annotated[float, quantity_validator("cells")]
+Particles = Annotated[float, quantity_validator("particles")]
+Concentration = Annotated[float, quantity_validator("concentration")]
+DoseRate = Annotated[float, quantity_validator("dose_rate")]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
 
@@ -204,7 +207,7 @@ class Add(_Strict):
     medium: Name
     particles: Particles | None = None
     concentration: Concentration | None = None
-    cargo: dict[Name, Annotated[float, _quantity("copies_per_particle")]] = {}
+    cargo: dict[Name, Annotated[float, quantity_validator("copies_per_particle")]] = {}
 
     @model_validator(mode="after")
     def _one_amount(self) -> Add:
