@@ -164,6 +164,15 @@ BAD = [
     ),
     ("unknown arm", "entries.0.observable.arm", "treated", "entries[0].observable.arm", "no arm 'treated'"),
     ("missing protocol file", "entries.0.protocol", "nowhere.yaml", "entries[0].protocol", "no scenario file"),
+    ("dose left out of a grid", "entries.0.observable.dose", None, "entries[0].observable.dose", "name one of"),
+    (
+        "window without a statistic",
+        "entries.0.observable.window",
+        ["0 h", "4 h"],
+        "entries[0].observable.window",
+        "statistic",
+    ),
+    ("survival per something", "entries.0.observable.per", "cells.dsb", "entries[0].observable.per", "same kind"),
 ]
 
 
@@ -209,7 +218,7 @@ def test_calibration_recovers_a_known_value_and_says_what_is_not_identified(evid
     # a stand-in model: entry 0 reads parameter x directly (observed 2 +- 0.25); the other
     # parameter y plays no part, so its profile is flat
     def fake_rows(ev, *, parameters=None, solver=None, runner=None):
-        x = parameters["damage_max_rate"]
+        x = (parameters or {}).get("damage_max_rate", 0.0)  # None: the catalogue values
         return [{"status": "ok", "model": x, "observed": 2.0, "low": 1.5, "high": 2.5}]
 
     monkeypatch.setattr(calibrate_module, "run_evidence", fake_rows)
@@ -254,3 +263,23 @@ def test_no_shipped_scenario_changes_biology_outside_a_hypothesis_block():
         full = exosim.load_scenario(path)
         if full.hypotheses:
             assert "hypothesis" in full.description, path.name
+
+
+def test_a_window_statistic_does_not_depend_on_the_other_entries_of_its_protocol(evidence):
+    # entries sharing a protocol share one run; each window statistic reads its own time grid
+    alone = run_evidence(evidence.select(ids=["sharma2015_peak_time"]))[0]["model"]
+    shared = [e.id for e in evidence.entries if e.protocol.name == "direct_irradiation_hnscc.yaml"]
+    together = {r["entry"]: r["model"] for r in run_evidence(evidence.select(ids=shared))}
+    assert len(shared) > 3 and together["sharma2015_peak_time"] == alone
+
+
+def test_biology_set_through_the_api_is_recorded_in_provenance(tmp_path):
+    from exosim.io.provenance import run_record
+    from exosim.scenario.load import with_parameters
+
+    sc = with_parameters(
+        exosim.load_scenario(SCENARIOS / "mir22_exosome_radiosensitisation.yaml"), {"unbinding_rate": "1 1/h"}
+    )
+    assert sc.biology_changes == ["parameters.unbinding_rate"]
+    record = run_record(exosim.run(sc), ["test"])
+    assert record["scenario"]["biology"] == "catalogue values changed by overrides: parameters.unbinding_rate"

@@ -478,7 +478,7 @@ def _cmd_evidence(args: argparse.Namespace, argv: list[str]) -> int:
             )
     for r in rows:
         if r["within"] != "yes":
-            shown = "run failed: " + r["message"] if r["status"] == "failed" else f"model {r['model']:.3g}"
+            shown = "failed: " + r["message"] if r["status"] == "failed" else f"model {r['model']:.3g}"
             unit = "" if r["unit"] == "1" else " " + r["unit"]
             print(f"  outside: {r['entry']} ({r['role']}): observed {r['observed']:.3g}{unit}, {shown}")
     print(f"{len(rows)} entries in {time.perf_counter() - start:.1f} s; wrote " + ", ".join(str(f) for f in files))
@@ -793,6 +793,11 @@ def main(argv: list[str] | None = None) -> int:
             except (ScenarioError, ModelError, OutputError) as exc:
                 print(f"exosim: error: {exc}", file=sys.stderr)
                 return 2
+    except BrokenPipeError:  # the reader of stdout went away (| head): stop quietly, as a shell tool does
+        import os as _os
+
+        _os.dup2(_os.open(_os.devnull, _os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("exosim: interrupted", file=sys.stderr)
         return 130

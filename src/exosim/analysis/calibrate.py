@@ -80,10 +80,14 @@ def calibration_objective(
                 "calibrate", name, "no calibration protocol has this parameter: it cannot be calibrated"
             )
 
-    def objective(values: np.ndarray) -> float:
-        rows = run_evidence(cal, parameters=dict(zip(params, map(float, values))), solver=solver, runner=runner)
+    def objective(values: np.ndarray | None) -> float:
+        """Chi-square at ``values`` (None: the catalogue values, every instance as it is)."""
+        given = None if values is None else dict(zip(params, map(float, values)))
+        rows = run_evidence(cal, parameters=given, solver=solver, runner=runner)
         total = 0.0
         for r in rows:
+            if r["status"] == "hypothesis (not counted)":
+                continue
             if r["status"] == "failed" or not math.isfinite(r["model"]):
                 total += FAILED_PENALTY
                 continue
@@ -162,7 +166,7 @@ def calibrate(
         )
         return full(res.x), float(res.fun)
 
-    nominal_objective = objective(np.array([nominal[n] for n in params]))
+    nominal_objective = objective(None)
     z_hat, f_hat = fit({})
     intervals, identified, profiles = {}, {}, {}
     for i, name in enumerate(params):

@@ -290,7 +290,7 @@ def plot_fit(problem: FitProblem, result: FitResult, path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def plot_scorecard(rows: list[dict], rates: dict, path: Path) -> None:
+def plot_scorecard(rows: list[dict], rates: dict, path: Path, ylabel: str = "Model (catalogue parameters)") -> None:
     """Model vs observed on log axes, one marker per entry (filled: within its band), error
     bars the observation's band, coloured by role; the identity line with a factor-2 band.
     Values at or below zero and failed runs sit on the bottom or left edge, marked."""
@@ -333,7 +333,7 @@ def plot_scorecard(rows: list[dict], rates: dict, path: Path) -> None:
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_xlabel("Observed (published value; bars: band an entry must meet)")
-    ax.set_ylabel("Model (catalogue parameters)")
+    ax.set_ylabel(ylabel)
     ax.set_title("exosim against published evidence", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")

@@ -247,6 +247,6 @@ def write_calibration(result, rows: list[dict], rates: dict, outdir: str | Path,
         (tmp / "calibration.yaml").write_text(calibration_yaml(result, provenance))
         (tmp / "scorecard.csv").write_text(tables.rows_csv(rows))
         (tmp / "scorecard.md").write_text(scorecard_markdown(rows, rates, "exosim scorecard after calibration"))
-        figures.plot_scorecard(rows, rates, tmp / "scorecard.png")
+        figures.plot_scorecard(rows, rates, tmp / "scorecard.png", ylabel="Model (calibrated parameters)")
         (tmp / "provenance.json").write_text(_json(provenance))
     return stage.written

@@ -134,7 +134,13 @@ def run_record(result: RunResult, command: list[str] | None = None) -> dict:
         references=sc.references,
         assumptions=sc.assumptions,
         hypotheses=sc.hypotheses,
-        biology="catalogue values changed by the hypotheses listed" if sc.hypotheses else "catalogue values only",
+        biology=(
+            "catalogue values changed by the hypotheses listed"
+            if sc.hypotheses
+            else ("catalogue values changed by overrides: " + ", ".join(sc.biology_changes))
+            if sc.biology_changes
+            else "catalogue values only"
+        ),
     )
     return {
         **head,

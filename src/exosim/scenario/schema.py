@@ -395,6 +395,25 @@ class Scenario(_Strict):
         return out + [f"{a.name}: {a.hypothesis.statement}" for a in self.arms if a.hypothesis]
 
     @property
+    def biology_changes(self) -> list[str]:
+        """Biological values this scenario sets beside the catalogues (from its hypothesis
+        blocks, or from overrides given through the API, ``with_parameters``), as ``path``."""
+        from exosim.model.catalogue import is_protocol, parameter_table
+
+        table = parameter_table()
+
+        def bio(key: str) -> bool:
+            key = key.split(".", 1)[-1]
+            return key in table and not is_protocol(key)
+
+        out = [f"parameters.{k}" for k in self.parameters if bio(k)]
+        for group, items in (("populations", self.populations), ("media", self.media)):
+            out += [f"{group}.{n}.parameters.{k}" for n, spec in items.items() for k in spec.parameters if bio(k)]
+        out += [f"arms[{i}].parameters.{k}" for i, arm in enumerate(self.arms) for k in arm.parameters if bio(k)]
+        out += [f"cargo.{c}.{k}" for c, fields in self.cargo.items() for k in fields]
+        return out
+
+    @property
     def timeline_start(self) -> float:
         """Start of the simulation (h): ``start`` or the earliest event (of any arm) or 0."""
         if self.start is not None:
