@@ -206,6 +206,13 @@ CASES = [
         ["unknown population or medium 'cels'", "'cells'"],
     ),
     ("unknown kind of medium", "media.well.kind", "bloood", "media.well.kind", ["unknown kind", "'blood'"]),
+    (
+        "unknown target in a hypothesis",
+        "hypothesis",
+        {"statement": "s", "cargo": {"mir_22": {"effects": {"nope": 0.1}}}},
+        "hypothesis.cargo.mir_22.effects.nope",
+        ["unknown target 'nope'"],
+    ),
     # doses no clonogenic assay reaches
     ("grid dose above the limit", "dose_grid.values", [0, 2, 150], "dose_grid.values[2]", ["limit of 100 Gy"]),
     (

@@ -183,6 +183,17 @@ def _check_protocol_only(sc: Scenario) -> None:
             )
 
 
+def _as_written(path: str, where: dict[str, str]) -> str:
+    """The key path as the file wrote it: a merged hypothesis value (or a key below one, such as
+    ``cargo.c.effects.target``) is named under its ``hypothesis`` block."""
+    if path in where:
+        return where[path]
+    for merged, written in where.items():
+        if path.startswith(merged + "."):
+            return written + path[len(merged) :]
+    return path
+
+
 def _apply_hypotheses(sc: Scenario) -> tuple[Scenario, dict[str, str]]:
     """``sc`` with its hypothesis blocks merged into the places they address, and a map from
     those places' key paths to the paths written in the file (for messages)."""
@@ -451,7 +462,7 @@ def _check_consistency(sc: Scenario, strict: bool = False, where: dict[str, str]
     where = where or {}
 
     def err(path: str, msg: str) -> ScenarioError:
-        return ScenarioError(src, where.get(path, path), msg)
+        return ScenarioError(src, _as_written(path, where), msg)
 
     media, pops = list(sc.media), list(sc.populations)
     lines = cat.cell_lines()
@@ -668,7 +679,7 @@ def _check_parameters(sc: Scenario, err, strict: bool = False, where: dict[str, 
             msg = f"{shown} is outside the documented range {span} ({origin})"
             if strict:
                 raise err(path, msg)
-            warnings.warn(ScenarioWarning(sc.source, where.get(path, path), msg), stacklevel=2)
+            warnings.warn(ScenarioWarning(sc.source, _as_written(path, where), msg), stacklevel=2)
 
     for k, v in sc.parameters.items():
         if k not in table:
