@@ -157,6 +157,12 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--params", required=True, help="comma-separated: key, cargo.key or population.key")
     cal.add_argument("--range", action="append", default=[], help="name=low:high (default: documented range)")
     cal.add_argument("-o", "--outdir", default="results/calibration", help="output folder")
+    cal.add_argument(
+        "--profile-points",
+        type=int,
+        default=7,
+        help="points of each parameter's profile (default 7; 0 skips profiles: no intervals)",
+    )
     cal.add_argument("--solver", choices=["numpy", "numba", "auto"], help="backend (default: each protocol's)")
     val = sub.add_parser(
         "validate",
@@ -510,7 +516,7 @@ def _cmd_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
             raise EvidenceError("--range", unknown[0], f"not among --params {params}")
         ev = load_evidence(args.path)
         claim_output(Path(args.outdir))
-        result = calibrate(ev, params, ranges=ranges, solver=args.solver)
+        result = calibrate(ev, params, ranges=ranges, solver=args.solver, profile_points=args.profile_points)
     except EvidenceError as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
@@ -535,7 +541,13 @@ def _cmd_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
         lo, hi = result.intervals[n]
         print(
             f"  {n} = {result.estimates[n]:.4g} (catalogue {result.nominal[n]:.4g}; 95 % profile [{lo:.3g}, {hi:.3g}]"
-            + ("" if result.identified[n] else "; NOT identified by the evidence")
+            + (
+                ""
+                if result.identified[n]
+                else "; NOT identified by the evidence"
+                if result.profiles
+                else "; not profiled"
+            )
             + ")"
         )
     for role, r in rates.items():

@@ -169,7 +169,7 @@ def calibrate(
     nominal_objective = objective(None)
     z_hat, f_hat = fit({})
     intervals, identified, profiles = {}, {}, {}
-    for i, name in enumerate(params):
+    for i, name in enumerate(params if profile_points else []):
         grid = np.linspace(lb[i], ub[i], profile_points)
         prof = [(float(np.exp(g)), fit({i: g})[1]) for g in grid]
         profiles[name] = prof
@@ -182,6 +182,9 @@ def calibrate(
         intervals[name] = (min(lo_i, est), max(hi_i, est))
         below, above = d[x < est], d[x > est]
         identified[name] = bool(below.size and above.size and below.max() > CHI2_95 and above.max() > CHI2_95)
+    if not profile_points:  # no profiles: no intervals, and nothing said about identifiability
+        intervals = {n: (math.nan, math.nan) for n in params}
+        identified = {n: False for n in params}
     return CalibrationResult(
         params=list(params),
         estimates={n: float(np.exp(z_hat[i])) for i, n in enumerate(params)},
