@@ -217,11 +217,14 @@ def test_the_calibration_objective_reads_only_calibration_entries(evidence):
 def test_calibration_recovers_a_known_value_and_says_what_is_not_identified(evidence, monkeypatch):
     # a stand-in model: entry 0 reads parameter x directly (observed 2 +- 0.25); the other
     # parameter y plays no part, so its profile is flat
-    def fake_rows(ev, *, parameters=None, solver=None, runner=None):
-        x = (parameters or {}).get("damage_max_rate", 0.0)  # None: the catalogue values
-        return [{"status": "ok", "model": x, "observed": 2.0, "low": 1.5, "high": 2.5}]
+    def fake_sets(ev, names, theta, *, solver=None, runner=None):
+        rows = []
+        for row in np.atleast_2d(theta):
+            x = dict(zip(names, row)).get("damage_max_rate", 0.0)  # no names: the catalogue values
+            rows.append([{"status": "ok", "model": x, "observed": 2.0, "low": 1.5, "high": 2.5}])
+        return rows
 
-    monkeypatch.setattr(calibrate_module, "run_evidence", fake_rows)
+    monkeypatch.setattr(calibrate_module, "run_evidence_sets", fake_sets)
     res = calibrate(
         evidence, ["damage_max_rate", "unbinding_rate"], ranges={"damage_max_rate": (0.1, 10)}, profile_points=9
     )

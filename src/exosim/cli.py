@@ -55,11 +55,14 @@ FIGURES_EXAMPLE = """example:
 writes one survival-curve figure per scenario, named after the scenario.
 """
 
-RUN_EXAMPLE = """example:
+RUN_EXAMPLE = """examples:
   exosim run scenarios/hnscc_exosome_radioresistance.yaml -o results/hnscc
+  exosim run scenarios/hnscc_exosome_radioresistance.yaml --bands -o results/hnscc
 
 writes survival.csv (survival vs dose per arm and member), summary.csv (alpha_eff,
-beta_eff, SF2, D10, DMF per arm), timecourses.csv, provenance.json and survival.png.
+beta_eff, SF2, D10, DMF per arm), timecourses.csv, provenance.json and survival.png;
+with --bands also bands.csv and bands_summary.csv (95 % prediction bands from draws of
+the catalogue's posterior, shaded in survival.png).
 """
 
 FIT_EXAMPLE = """examples:
@@ -131,6 +134,17 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave out the scenario's hypothesis blocks: run the protocol on catalogue biology alone",
     )
+    run.add_argument(
+        "--bands",
+        nargs="?",
+        type=int,
+        const=200,
+        default=0,
+        metavar="DRAWS",
+        help="95 %% prediction bands from DRAWS posterior draws (default 200) of the catalogue's calibration",
+    )
+    run.add_argument("--posterior", help="calibration.yaml with a posterior to draw from (default: the catalogue's)")
+    run.add_argument("--seed", type=int, default=0, help="seed that picks the posterior draws (default 0)")
     evi = sub.add_parser(
         "evidence",
         help="judge the model against published evidence (scorecard)",
@@ -164,6 +178,20 @@ def _parser() -> argparse.ArgumentParser:
         help="points of each parameter's profile (default 7; 0 skips profiles: no intervals)",
     )
     cal.add_argument("--solver", choices=["numpy", "numba", "auto"], help="backend (default: each protocol's)")
+    cal.add_argument(
+        "--sample",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="then sample the posterior with emcee for STEPS steps per walker (default 0: no sampling)",
+    )
+    cal.add_argument("--walkers", type=int, default=16, help="emcee walkers, even, >= 2 x parameters (default 16)")
+    cal.add_argument("--seed", type=int, default=0, help="seed of the walkers' start and moves (default 0)")
+    cal.add_argument(
+        "--write-catalogue",
+        action="store_true",
+        help="also write calibration.yaml (with the posterior) into the catalogue, where prediction bands read it",
+    )
     val = sub.add_parser(
         "validate",
         help="check scenario files without running them",
@@ -407,6 +435,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from exosim.io.outputs import OutputError, write_outputs
     from exosim.scenario.load import load_scenario_with_warnings
     from exosim.scenario.runner import out_of_range, run
+    from exosim.scenario.schema import ScenarioError
     from exosim.simulate.solver import FAILED
     from exosim.util.atomic import claim_output
 
@@ -418,10 +447,49 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
             f"exosim: note: runs a hypothesis (not catalogue biology): {' '.join(statement.split())}", file=sys.stderr
         )
     outdir = Path(args.outdir) if args.outdir else Path("results") / scenario.name
+    record = None
+    if args.posterior:
+        from exosim.scenario.load import read_yaml_mapping
+
+        try:
+            data = Path(args.posterior).read_bytes()
+        except OSError as exc:
+            raise ScenarioError(args.posterior, "", f"cannot read the posterior file: {exc.strerror}") from None
+        record = read_yaml_mapping(data, args.posterior, "a calibration record")
+        if "posterior" not in record:
+            raise ScenarioError(args.posterior, "posterior", "no posterior: write one with exosim calibrate --sample")
+    if args.bands < 0:
+        raise ScenarioError("--bands", "", f"expected a positive number of draws, got {args.bands}")
+    if args.bands and record is None:
+        from exosim.model import catalogue as cat
+
+        record = cat.calibration()
+        if not record or "posterior" not in record:
+            print(
+                "exosim: error: the catalogue has no posterior to draw bands from: run "
+                "`exosim calibrate --params ... --sample STEPS --write-catalogue` first",
+                file=sys.stderr,
+            )
+            return 2
     claim_output(outdir)  # writable and locked before the run (OutputError: exit 2 in main)
     result = run(scenario, time_courses=not args.no_timecourses, progress=sys.stderr.isatty())
+    bands = None
+    if args.bands:
+        from exosim.analysis.posterior import BandsError, prediction_bands
+
+        try:
+            bands = prediction_bands(scenario, record, draws=args.bands, seed=args.seed)
+        except BandsError as exc:
+            print(f"exosim: error: {exc}", file=sys.stderr)
+            return 2
+        if not bands.params:
+            print(
+                "exosim: note: no parameter of the posterior "
+                f"({', '.join(bands.absent)}) occurs in this scenario: no bands",
+                file=sys.stderr,
+            )
     try:
-        files = write_outputs(result, outdir, argv=["exosim"] + argv, figure=not args.no_figure)
+        files = write_outputs(result, outdir, argv=["exosim"] + argv, figure=not args.no_figure, bands=bands)
     except OutputError as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
@@ -440,6 +508,17 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
             f"  {r['arm']:<48} alpha {r['alpha_eff_per_Gy']:.4f}/Gy  beta {r['beta_eff_per_Gy2']:.4f}/Gy2"
             f"  SF(0) {r['sf0_vs_untreated']:.3f}{extra}"
         )
+    if bands is not None and bands.params:
+        print(
+            f"  95 % prediction bands from {bands.draws} posterior draws of {', '.join(bands.params)} "
+            f"({bands.seconds:.1f} s)"
+        )
+        for r in bands.summary:
+            if "sf2_within_arm_median" in r:
+                print(
+                    f"  {r['arm']:<48} SF2 {r['sf2_within_arm_median']:.3f} "
+                    f"[{r['sf2_within_arm_low']:.3f}, {r['sf2_within_arm_high']:.3f}]"
+                )
     print("wrote " + ", ".join(str(f) for f in files))
     code = 0
     for a, arm in enumerate(result.arms):  # an arm without a single result is an error (exit 3)
@@ -516,10 +595,35 @@ def _cmd_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
             raise EvidenceError("--range", unknown[0], f"not among --params {params}")
         ev = load_evidence(args.path)
         claim_output(Path(args.outdir))
+        if args.sample < 0 or (args.sample and (args.walkers < 2 * len(params) or args.walkers % 2)):
+            raise EvidenceError(
+                "--walkers", str(args.walkers), f"expected an even number >= {2 * len(params)} (2 x parameters)"
+            )
+        if args.sample:
+            import importlib.util
+
+            if importlib.util.find_spec("emcee") is None:
+                raise EvidenceError("--sample", "", 'needs emcee: pip install "exosim[bayes]"')
+        if args.write_catalogue and not args.sample:
+            raise EvidenceError("--write-catalogue", "", "needs --sample STEPS: the catalogue keeps the posterior")
         result = calibrate(ev, params, ranges=ranges, solver=args.solver, profile_points=args.profile_points)
     except EvidenceError as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
+    posterior = None
+    if args.sample:
+        from exosim.analysis.posterior import TAU_MULTIPLE, sample_posterior
+
+        posterior = sample_posterior(
+            ev,
+            params,
+            ranges=ranges,
+            start=result.estimates,
+            walkers=args.walkers,
+            steps=args.sample,
+            seed=args.seed,
+            solver=args.solver,
+        )
     rows = run_evidence(ev, parameters=result.estimates, solver=args.solver)
     rates = pass_rates(rows)
     record = evidence_record(
@@ -532,7 +636,17 @@ def _cmd_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
         "profiles": result.profiles,
         "entries": result.entries,
     }
-    files = write_calibration(result, rows, rates, args.outdir, record)
+    if posterior is not None:
+        record["posterior"] = posterior.diagnostics()
+    files = write_calibration(result, rows, rates, args.outdir, record, posterior)
+    if args.write_catalogue:
+        from exosim.io.outputs import calibration_yaml
+        from exosim.model import catalogue as cat
+        from exosim.util.atomic import atomic_write
+
+        target = Path(str(cat.calibration_path()))
+        atomic_write(target, calibration_yaml(result, record, posterior))
+        files.append(target)
     print(
         f"chi-square over {len(result.entries)} calibration entries: {result.nominal_objective:.3g} at the catalogue "
         f"values, {result.objective:.3g} calibrated ({result.evaluations} evaluations)"
@@ -550,6 +664,19 @@ def _cmd_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
             )
             + ")"
         )
+    if posterior is not None:
+        d = posterior.diagnostics()
+        print(
+            f"posterior: {posterior.walkers} walkers x {posterior.steps} steps ({posterior.seconds:.0f} s), "
+            f"acceptance {d['acceptance_fraction']:.2f}, "
+            + ("converged" if posterior.converged else f"NOT converged (needs > {TAU_MULTIPLE} x tau steps)")
+        )
+        for n, summary in posterior.summary().items():
+            lo, hi = summary["interval_95"]
+            print(
+                f"  {n}: median {summary['median']:.4g}, 95 % [{lo:.3g}, {hi:.3g}], "
+                f"tau {summary['tau_steps']:.1f} steps, ESS {summary['effective_samples']:.0f}"
+            )
     for role, r in rates.items():
         if r["entries"]:
             print(f"{role} after calibration: {r['passed']}/{r['entries']} within uncertainty ({r['rate']:.0%})")

@@ -33,8 +33,9 @@ class BatchModel:
     Parameters
     ----------
     scenario : the scenario (its solver settings are used as they are)
-    params : parameter-table keys (every instance in the scenario) or
-        ``namespace.key`` (one population or medium)
+    params : parameter-table keys (every instance in the scenario), ``namespace.key``
+        (one population or medium), ``cell_line.key`` or ``cargo.key``
+        (see :meth:`~exosim.scenario.runner.CompiledScenario.columns`)
     strict : a parameter that does not occur in the scenario is an error (fits); with
         ``strict=False`` it sets no column (an inert factor of a sensitivity analysis)
 
@@ -53,11 +54,11 @@ class BatchModel:
         probe = self._compiled[1]
         self.columns: list[list[int]] = []
         for name in self.params:
-            ns, key = name.split(".", 1) if "." in name else (None, name)
+            key = name.split(".", 1)[-1]
             if key not in table:
                 near = difflib.get_close_matches(key, list(table), n=1)
                 raise BatchError(f"unknown parameter {key!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
-            cols = probe.instances(key, ns)
+            cols = probe.columns(name)
             if not cols and strict:
                 raise BatchError(f"parameter {name!r} does not occur in scenario {scenario.name!r}")
             self.columns.append(cols)

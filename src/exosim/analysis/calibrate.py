@@ -14,14 +14,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from exosim.analysis.evidence import Evidence, EvidenceError, parameter_columns, run_evidence
+from exosim.analysis.evidence import Evidence, EvidenceError, run_evidence_sets
 from exosim.model import catalogue as cat
 
-__all__ = ["CalibrationResult", "calibration_objective", "calibrate", "FAILED_PENALTY", "CHI2_95"]
+__all__ = [
+    "CalibrationResult",
+    "CalibrationObjective",
+    "calibration_objective",
+    "calibrate",
+    "search_bounds",
+    "FAILED_PENALTY",
+    "CHI2_95",
+]
 
 #: objective added by an entry whose run failed (far above any fit's chi-square)
 FAILED_PENALTY = 1e4
@@ -53,21 +61,71 @@ def _key(name: str) -> str:
 
 
 def _catalogue_value(name: str, entry: dict) -> float:
-    """The value the catalogues give ``name``: a cargo's own field for ``cargo.key``, the
-    parameter table's default otherwise."""
+    """The value the catalogues give ``name``: a cargo's own field for ``cargo.key``, a cell
+    line's for ``cell_line.key``, the parameter table's default otherwise."""
     if "." in name:
         prefix, key = name.split(".", 1)
-        record = cat.cargo_catalogue().get(prefix)
-        if record is not None and key in record:
-            return float(record[key])
+        for catalogue in (cat.cargo_catalogue(), cat.cell_lines()):
+            record = catalogue.get(prefix)
+            if record is not None and key in record:
+                return float(record[key])
     return float(entry["value"])
+
+
+def _chi_square(rows: list[dict]) -> float:
+    """Sum of squared standardised residuals of scorecard rows (hypothesis rows never count)."""
+    total = 0.0
+    for r in rows:
+        if r["status"] == "hypothesis (not counted)":
+            continue
+        if r["status"] == "failed" or not math.isfinite(r["model"]):
+            total += FAILED_PENALTY
+            continue
+        sd = (r["high"] - r["low"]) / 4.0
+        total += ((r["model"] - r["observed"]) / sd) ** 2
+    return total
+
+
+class CalibrationObjective:
+    """The chi-square of ``params`` over the calibration entries of an evidence set.
+
+    Call it with one vector of values (or None: the catalogue values, every instance as it
+    is); :meth:`batch` takes R parameter sets and runs each protocol once for all of them.
+    Entries whose protocol has none of ``params`` add a constant, computed once.
+    """
+
+    def __init__(self, cal: Evidence, params: Sequence[str], *, solver: str | None = None, runner=None):
+        self.cal, self.params, self.solver, self.runner = cal, list(params), solver, runner
+        moves = [e for e in cal.entries if any(cal.compiled[e.protocol].columns(n) for n in self.params)]
+        self.active = replace(cal, entries=moves)
+        self.fixed = replace(cal, entries=[e for e in cal.entries if e not in moves])
+        self._constant: float | None = None
+        self.evaluations = 0
+
+    def _run(self, ev: Evidence, theta: np.ndarray, names: Sequence[str]) -> list[list[dict]]:
+        return run_evidence_sets(ev, names, theta, solver=self.solver, runner=self.runner)
+
+    def batch(self, theta: np.ndarray) -> np.ndarray:
+        """Chi-square of every parameter set of ``theta`` (R, len(params)), values not logs."""
+        theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        if self._constant is None:
+            self._constant = _chi_square(self._run(self.fixed, np.zeros((1, 0)), [])[0]) if self.fixed.entries else 0.0
+        self.evaluations += theta.shape[0]
+        sets = self._run(self.active, theta, self.params) if self.active.entries else [[]] * theta.shape[0]
+        return np.array([_chi_square(rows) + self._constant for rows in sets])
+
+    def __call__(self, values: np.ndarray | None) -> float:
+        """Chi-square at ``values`` (None: the catalogue values)."""
+        if values is None:
+            return _chi_square(self._run(self.cal, np.zeros((1, 0)), [])[0])
+        return float(self.batch(np.asarray(values, dtype=float)[None, :])[0])
 
 
 def calibration_objective(
     ev: Evidence, params: Sequence[str], *, solver: str | None = None, runner: Callable | None = None
-) -> tuple[Callable[[np.ndarray], float], Evidence]:
-    """The objective of ``params`` (values, not logs) over the calibration entries of ``ev``,
-    and those entries.  Validation entries are dropped here, before anything runs."""
+) -> tuple[CalibrationObjective, Evidence]:
+    """The objective of ``params`` over the calibration entries of ``ev``, and those entries.
+    Validation entries are dropped here, before anything runs."""
     cal = ev.select(["calibration"])
     if not cal.entries:
         raise EvidenceError("evidence", "", "no calibration entries to calibrate to")
@@ -75,27 +133,31 @@ def calibration_objective(
     for name in params:
         if _key(name) not in table:
             raise EvidenceError("calibrate", name, f"unknown parameter {_key(name)!r}")
-        if not any(parameter_columns(cal.compiled[e.protocol], name) for e in cal.entries):
+        if not any(cal.compiled[e.protocol].columns(name) for e in cal.entries):
             raise EvidenceError(
                 "calibrate", name, "no calibration protocol has this parameter: it cannot be calibrated"
             )
+    return CalibrationObjective(cal, params, solver=solver, runner=runner), cal
 
-    def objective(values: np.ndarray | None) -> float:
-        """Chi-square at ``values`` (None: the catalogue values, every instance as it is)."""
-        given = None if values is None else dict(zip(params, map(float, values)))
-        rows = run_evidence(cal, parameters=given, solver=solver, runner=runner)
-        total = 0.0
-        for r in rows:
-            if r["status"] == "hypothesis (not counted)":
-                continue
-            if r["status"] == "failed" or not math.isfinite(r["model"]):
-                total += FAILED_PENALTY
-                continue
-            sd = (r["high"] - r["low"]) / 4.0
-            total += ((r["model"] - r["observed"]) / sd) ** 2
-        return total
 
-    return objective, cal
+def search_bounds(
+    params: Sequence[str], ranges: dict[str, tuple[float, float]] | None = None
+) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+    """The (log-scale) search range and the catalogue value of each parameter: a given range,
+    else the documented one (a documented range starting at 0 starts at :data:`LOW_WHEN_ZERO`
+    times its upper end)."""
+    table = cat.parameter_table()
+    bounds, nominal = {}, {}
+    for name in params:
+        entry = table[_key(name)]
+        low, high = (float(x) for x in (ranges or {}).get(name, entry["range"]))
+        if name not in (ranges or {}) and low == 0 < high:  # a log search needs a positive start
+            low = high * LOW_WHEN_ZERO
+        if not 0 < low < high:
+            raise EvidenceError("calibrate", name, f"needs a positive range low < high, got [{low:g}, {high:g}]")
+        bounds[name] = (low, high)
+        nominal[name] = _catalogue_value(name, entry)
+    return bounds, nominal
 
 
 def calibrate(
@@ -112,7 +174,6 @@ def calibrate(
     :data:`CHI2_95` on both sides of the estimate inside the range."""
     from scipy.optimize import minimize, minimize_scalar
 
-    table = cat.parameter_table()
     objective, cal = calibration_objective(ev, params, solver=solver)
     count = [0]
 
@@ -120,16 +181,7 @@ def calibrate(
         count[0] += 1
         return objective(np.exp(z))
 
-    bounds, nominal = {}, {}
-    for name in params:
-        entry = table[_key(name)]
-        low, high = (float(x) for x in (ranges or {}).get(name, entry["range"]))
-        if name not in (ranges or {}) and low == 0 < high:  # a log search needs a positive start
-            low = high * LOW_WHEN_ZERO
-        if not 0 < low < high:
-            raise EvidenceError("calibrate", name, f"needs a positive range low < high, got [{low:g}, {high:g}]")
-        bounds[name] = (low, high)
-        nominal[name] = _catalogue_value(name, entry)
+    bounds, nominal = search_bounds(params, ranges)
     lb = np.log([bounds[n][0] for n in params])
     ub = np.log([bounds[n][1] for n in params])
 

@@ -52,10 +52,10 @@ __all__ = [
     "MODULES",
     "load_evidence",
     "run_evidence",
+    "run_evidence_sets",
     "score_rows",
     "pass_rates",
     "evidence_hash",
-    "parameter_columns",
 ]
 
 ROLES = ("calibration", "validation")
@@ -248,6 +248,14 @@ class Evidence:
     protocols: dict[Path, Scenario] = field(default_factory=dict)
     compiled: dict[Path, CompiledScenario] = field(default_factory=dict)
     with_hypotheses: bool = False
+    _replicated: dict[tuple[Path, int], CompiledScenario] = field(default_factory=dict, repr=False)
+
+    def replicated(self, protocol: Path, replicates: int) -> CompiledScenario:
+        """The protocol compiled with ``replicates`` copies of its members (built once, reused)."""
+        key = (protocol, replicates)
+        if key not in self._replicated:
+            self._replicated[key] = CompiledScenario(self.protocols[protocol], replicates=replicates)
+        return self._replicated[key]
 
     def select(self, roles: Sequence[str] | None = None, ids: Sequence[str] | None = None) -> Evidence:
         """The entries of some roles and/or ids (unknown ids are an error)."""
@@ -259,7 +267,7 @@ class Evidence:
                     "evidence", "", f"unknown entry {i!r}" + (f"; did you mean {near[0]!r}?" if near else "")
                 )
         keep = [e for e in self.entries if (not roles or e.role in roles) and (not ids or e.id in set(ids))]
-        return Evidence(keep, self.protocols, self.compiled, self.with_hypotheses)
+        return Evidence(keep, self.protocols, self.compiled, self.with_hypotheses, self._replicated)
 
 
 def _first_error(exc: ValidationError, source: str) -> EvidenceError:
@@ -443,20 +451,6 @@ def _quantity_unit(compiled: CompiledScenario, q: str, fail) -> str:
 
 
 # ---------------------------------------------------------------------- running
-def parameter_columns(compiled: CompiledScenario, name: str) -> list[int]:
-    """Columns of the parameter matrix that ``name`` sets: ``key`` (every instance),
-    ``cargo.key`` (that cargo's instances, in every population) or ``population.key``;
-    empty when the protocol has none (the parameter plays no part in it)."""
-    if "." not in name:
-        return compiled.instances(name)
-    prefix, key = name.split(".", 1)
-    return [
-        i
-        for i, q in enumerate(compiled.model.parameters)
-        if q.key == key and (q.name.split(SEP, 1)[0] == prefix or q.name.split(SEP, 1)[-1].startswith(prefix + "_"))
-    ]
-
-
 def _record_times(entries: list[Entry]) -> np.ndarray | None:
     times: set[float] = set()
     for e in entries:
@@ -559,8 +553,9 @@ def run_evidence(
 
     Parameters
     ----------
-    parameters : parameter-table key -> value applied to every instance in every protocol
-        (the shared parameters of a calibration); default the catalogues
+    parameters : parameter name -> value applied in every protocol (the shared parameters of
+        a calibration; names as :meth:`~exosim.scenario.runner.CompiledScenario.columns`
+        reads them); default the catalogues
     solver : backend name; default each protocol's ``solver.backend``
     runner : called as ``runner(compiled, parameters_matrix, record_times)`` instead of
         :meth:`CompiledScenario.run` (tests)
@@ -568,32 +563,64 @@ def run_evidence(
     A protocol whose run raises, or a member the solver fails, makes a failed row
     (``status`` ``failed`` with the message); nothing is dropped.
     """
+    names = list(parameters or {})
+    theta = np.array([[float(parameters[n]) for n in names]]) if names else np.zeros((1, 0))
+    return run_evidence_sets(ev, names, theta, solver=solver, runner=runner)[0]
+
+
+def run_evidence_sets(
+    ev: Evidence,
+    names: Sequence[str],
+    theta: np.ndarray,
+    *,
+    solver: str | None = None,
+    runner: Callable | None = None,
+) -> list[list[dict]]:
+    """The scorecard rows of every parameter set in ``theta`` (R, len(names)).
+
+    Each protocol runs once for all R sets, one replicate per set (walkers of a sampler,
+    posterior draws), so a batch costs little more than one run.  Rows of set ``r`` are
+    those :func:`run_evidence` gives for ``dict(zip(names, theta[r]))``.
+    """
+    theta = np.atleast_2d(np.asarray(theta, dtype=float))
+    n_sets = theta.shape[0]
     by_protocol: dict[Path, list[Entry]] = {}
     for e in ev.entries:
         by_protocol.setdefault(e.protocol, []).append(e)
-    values: dict[str, tuple[float, str]] = {}
+    values: list[dict[str, tuple[float, str]]] = [{} for _ in range(n_sets)]
     for path, entries in by_protocol.items():
-        compiled = ev.compiled[path]
+        base = ev.compiled[path]
+        compiled = base if n_sets == 1 else ev.replicated(path, n_sets)
         p = compiled.parameters.copy()
-        for name, value in (parameters or {}).items():
-            p[:, parameter_columns(compiled, name)] = value
+        for j, name in enumerate(names):
+            cols = base.columns(name)
+            if cols:
+                p[:, cols] = np.repeat(theta[:, j], base.n_members)[:, None]
         times = _record_times(entries)
         try:
             if runner is not None:
                 res = runner(compiled, p, times)
             else:
                 res = compiled.run(time_courses=times is not None, parameters=p, record_times=times, solver=solver)
-            survival, summary = res.survival_rows(), res.summary_rows()
         except Exception as exc:  # a failed protocol fails its entries, it never stops the scorecard
             for e in entries:
-                values[e.id] = (math.nan, f"run failed: {type(exc).__name__}: {exc}")
+                for r in range(n_sets):
+                    values[r][e.id] = (math.nan, f"run failed: {type(exc).__name__}: {exc}")
             continue
-        for e in entries:
+        for r in range(n_sets):
+            one = res if n_sets == 1 else res.replicate(r, base.n_members)
             try:
-                values[e.id] = (_value(e, compiled, res, survival, summary), "")
+                survival, summary = one.survival_rows(), one.summary_rows()
             except Exception as exc:
-                values[e.id] = (math.nan, f"{type(exc).__name__}: {exc}")
-    return score_rows(ev, values)
+                for e in entries:
+                    values[r][e.id] = (math.nan, f"run failed: {type(exc).__name__}: {exc}")
+                continue
+            for e in entries:
+                try:
+                    values[r][e.id] = (_value(e, base, one, survival, summary), "")
+                except Exception as exc:
+                    values[r][e.id] = (math.nan, f"{type(exc).__name__}: {exc}")
+    return [score_rows(ev, v) for v in values]
 
 
 def score_rows(ev: Evidence, values: dict[str, tuple[float, str]]) -> list[dict]:

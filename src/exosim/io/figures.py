@@ -44,8 +44,9 @@ def _colours() -> list[str]:
     return matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
-def plot_survival(result: RunResult, rows: list[dict], path: Path) -> None:
-    """Log survival vs grid dose, one line per arm (control dashed), LQ dotted where defined."""
+def plot_survival(result: RunResult, rows: list[dict], path: Path, bands=None) -> None:
+    """Log survival vs grid dose, one line per arm (control dashed), LQ dotted where defined;
+    95 % prediction ``bands`` (posterior draws) shaded in each arm's colour when given."""
     sc = result.scenario
     fig = _canvas((6.4, 4.6))
     ax = fig.add_subplot()
@@ -66,6 +67,10 @@ def plot_survival(result: RunResult, rows: list[dict], path: Path) -> None:
             label=name,
             zorder=3 if control else 2,
         )
+        if bands is not None and bands.params:
+            lo = np.array([bands.survival[i]["sf_vs_untreated_low"] for i in sel])
+            hi = np.array([bands.survival[i]["sf_vs_untreated_high"] for i in sel])
+            ax.fill_between(x, lo, hi, color=colour, alpha=0.12 if control else 0.18, lw=0, zorder=1)
         if "sf_lq" in rows[sel[0]]:
             lq = np.array([rows[i]["sf_lq"] for i in sel]) * (
                 y[0] / rows[sel[0]]["sf_lq"] if rows[sel[0]]["sf_lq"] > 0 else 1.0
@@ -82,11 +87,15 @@ def plot_survival(result: RunResult, rows: list[dict], path: Path) -> None:
     ax.set_title(sc.name.replace("_", " ") + (" (hypothesis)" if sc.hypotheses else ""), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
-    if "sf_lq" in rows[0]:
+    notes = ["markers: kinetic model; dotted: LQ with alpha_eff, beta_eff"] if "sf_lq" in rows[0] else []
+    if bands is not None and bands.params:
+        notes.append(f"shaded: 95 % prediction band, {bands.draws} posterior draws")
+    if notes:
+        key = "\n".join(notes)
         ax.text(
             0.99,
             0.99,
-            "markers: kinetic model; dotted: LQ with alpha_eff, beta_eff",
+            key,
             transform=ax.transAxes,
             ha="right",
             va="top",

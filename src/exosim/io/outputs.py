@@ -45,7 +45,15 @@ __all__ = [
     "calibration_yaml",
 ]
 
-RUN_FILES = ("survival.csv", "summary.csv", "timecourses.csv", "provenance.json", "survival.png")
+RUN_FILES = (
+    "survival.csv",
+    "summary.csv",
+    "timecourses.csv",
+    "provenance.json",
+    "survival.png",
+    "bands.csv",
+    "bands_summary.csv",
+)
 """Every file ``exosim run`` (:func:`write_outputs`) can write."""
 SENSITIVITY_FILES = ("indices.csv", "samples.csv", "provenance.json", "sensitivity.png")
 """Every file ``exosim sensitivity`` (:func:`write_analysis`) can write."""
@@ -53,7 +61,7 @@ FIT_FILES = ("estimates.csv", "fit.json", "fit.png")
 """Every file ``exosim fit`` (:func:`write_fit`) can write."""
 EVIDENCE_FILES = ("scorecard.csv", "scorecard.md", "scorecard.png", "provenance.json")
 """Every file ``exosim evidence`` (:func:`write_scorecard`) can write."""
-CALIBRATION_FILES = ("calibration.yaml",) + EVIDENCE_FILES
+CALIBRATION_FILES = ("calibration.yaml", "posterior.csv") + EVIDENCE_FILES
 """Every file ``exosim calibrate`` (:func:`write_calibration`) can write."""
 
 
@@ -62,9 +70,11 @@ def _json(doc: dict) -> str:
 
 
 def write_outputs(
-    result: RunResult, outdir: str | Path, *, argv: list[str] | None = None, figure: bool = True
+    result: RunResult, outdir: str | Path, *, argv: list[str] | None = None, figure: bool = True, bands=None
 ) -> list[Path]:
-    """Write survival.csv, summary.csv, timecourses.csv, provenance.json and survival.png.
+    """Write survival.csv, summary.csv, timecourses.csv, provenance.json and survival.png;
+    with prediction ``bands`` (:class:`~exosim.analysis.posterior.Bands`) also bands.csv and
+    bands_summary.csv, the bands' record in the provenance and the bands shaded in the figure.
 
     Files of :data:`RUN_FILES` this call does not write (timecourses.csv without time
     courses, survival.png without ``figure``) are removed from ``outdir``.
@@ -81,9 +91,14 @@ def write_outputs(
         (tmp / "summary.csv").write_text(tables.rows_csv(result.summary_rows(rows)))
         if result.states.shape[1]:
             (tmp / "timecourses.csv").write_text(tables.timecourses_csv(result))
-        (tmp / "provenance.json").write_text(_json(run_record(result, argv)))
+        record = run_record(result, argv)
+        if bands is not None and bands.params:
+            (tmp / "bands.csv").write_text(tables.rows_csv(bands.survival))
+            (tmp / "bands_summary.csv").write_text(tables.rows_csv(bands.summary))
+            record["bands"] = bands.record()
+        (tmp / "provenance.json").write_text(_json(record))
         if figure:
-            figures.plot_survival(result, rows, tmp / "survival.png")
+            figures.plot_survival(result, rows, tmp / "survival.png", bands=bands)
     return stage.written
 
 
@@ -214,8 +229,10 @@ def write_scorecard(rows: list[dict], rates: dict, outdir: str | Path, provenanc
     return stage.written
 
 
-def calibration_yaml(result, provenance: dict) -> str:
-    """The calibrated parameter set in the parameter table's terms, with its provenance."""
+def calibration_yaml(result, provenance: dict, posterior=None) -> str:
+    """The calibrated parameter set in the parameter table's terms, with its provenance, and
+    (when sampled) the posterior: per-parameter summary, sampler diagnostics and the draws.
+    The catalogue's ``calibration.yaml`` is this document (``exosim calibrate --write-catalogue``)."""
     import yaml
 
     table = cat.parameter_table()
@@ -236,15 +253,36 @@ def calibration_yaml(result, provenance: dict) -> str:
         "evidence_sha256": provenance["evidence_sha256"],
         "created_utc": provenance["created_utc"],
         "exosim_version": provenance["exosim_version"],
+        "command": " ".join(provenance.get("command") or []),
     }
-    return yaml.safe_dump(doc, sort_keys=False)
+    if posterior is not None:
+        doc["posterior"] = {
+            "prior": "log-uniform over each parameter's range (searched)",
+            "likelihood": "exp(-chi_square / 2) over the calibration entries, each band +/- 2 SD",
+            "parameters": posterior.summary(),
+            "diagnostics": posterior.diagnostics(),
+            "draws": {
+                "names": list(posterior.params),
+                "values": [[float(f"{v:.6g}") for v in row] for row in posterior.draws],
+            },
+        }
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=200)
 
 
-def write_calibration(result, rows: list[dict], rates: dict, outdir: str | Path, provenance: dict) -> list[Path]:
-    """calibration.yaml and the scorecard of every entry with the calibrated values."""
+def write_calibration(
+    result, rows: list[dict], rates: dict, outdir: str | Path, provenance: dict, posterior=None
+) -> list[Path]:
+    """calibration.yaml and the scorecard of every entry with the calibrated values; with a
+    posterior, posterior.csv (one row per kept draw) too."""
     stage = staged_outputs(outdir, CALIBRATION_FILES)
     with stage as tmp:
-        (tmp / "calibration.yaml").write_text(calibration_yaml(result, provenance))
+        (tmp / "calibration.yaml").write_text(calibration_yaml(result, provenance, posterior))
+        if posterior is not None:
+            draws = [
+                {"draw": i, **dict(zip(posterior.params, map(float, row))), "chi_square": float(c)}
+                for i, (row, c) in enumerate(zip(posterior.draws, posterior.chi_square))
+            ]
+            (tmp / "posterior.csv").write_text(tables.rows_csv(draws))
         (tmp / "scorecard.csv").write_text(tables.rows_csv(rows))
         (tmp / "scorecard.md").write_text(scorecard_markdown(rows, rates, "exosim scorecard after calibration"))
         figures.plot_scorecard(rows, rates, tmp / "scorecard.png", ylabel="Model (calibrated parameters)")

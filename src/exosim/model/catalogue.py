@@ -1,6 +1,6 @@
 """The data exosim ships: parameter table, cell lines, media, cargo catalogue.
 
-All three are YAML files in ``exosim/data``; they are read once and cached.
+The YAML files in ``exosim/model/data``; they are read once and cached.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ __all__ = [
     "agents",
     "treatments",
     "media",
+    "calibration",
+    "calibration_path",
     "is_protocol",
     "within_documented_range",
 ]
@@ -44,6 +46,22 @@ def cell_lines() -> dict[str, dict]:
 def media() -> dict[str, dict]:
     """Medium kind -> {description, parameter values, source | assumed}."""
     return _load("media.yaml")
+
+
+def calibration_path():
+    """Where the catalogue's calibration record lives (``data/calibration.yaml`` of the package)."""
+    return resources.files("exosim.model").joinpath("data").joinpath("calibration.yaml")
+
+
+def calibration() -> dict | None:
+    """The catalogue's calibration record: calibrated values, their posterior draws and the
+    provenance (evidence hash, date, objective); None when no calibration has been written.
+    Written by ``exosim calibrate --sample N --write-catalogue``; read by prediction bands."""
+    path = calibration_path()
+    if not path.is_file():
+        return None
+    with path.open("r", encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
 
 
 #: fields of a catalogue entry that are not parameter values

@@ -170,6 +170,37 @@ class RunResult:
             object.__setattr__(result, name, MappingProxyType(dict(mapping)))
         return result
 
+    def replicate(self, r: int, n_members: int) -> RunResult:
+        """The members of replicate ``r`` (``n_members`` each, replicate-major) as a run of their own.
+
+        A batch over parameter sets (posterior draws, walkers) runs every set as one
+        replicate; its tables are those of replicate ``r`` run alone.
+        """
+        rows = slice(r * n_members, (r + 1) * n_members)
+        per_member = {k: v[rows] for k, v in self.reference.items()}
+        ledger = {k: v[rows] for k, v in self.ledger.items()}
+        return self._frozen(
+            RunResult(
+                self.scenario,
+                self.model,
+                list(self.arms),
+                self.arm_index[rows].copy(),
+                self.grid[rows].copy(),
+                self.surviving_fraction[rows].copy(),
+                self.status[rows].copy(),
+                list(self.messages[rows]),
+                per_member,
+                self.final_states[rows].copy(),
+                self.times.copy(),
+                self.states[rows].copy(),
+                self.observables[rows].copy(),
+                ledger,
+                self.parameters[rows].copy(),
+                dict(self.grid_event),
+                dict(self.timing),
+            )
+        )
+
     # ------------------------------------------------------------------ lookups
     @property
     def also_scored(self) -> list[str]:

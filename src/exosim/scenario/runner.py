@@ -122,6 +122,24 @@ class CompiledScenario:
                 out.append(i)
         return out
 
+    def columns(self, name: str) -> list[int]:
+        """Columns of ``p`` that the parameter ``name`` sets; empty when the scenario has none.
+
+        ``key`` (every instance), ``namespace.key`` (one population or medium),
+        ``cell_line.key`` (every population of that catalogue cell line, e.g.
+        ``hnscc_pooled.alpha0``) or ``cargo.key`` (that cargo's instances in every population).
+        """
+        if "." not in name:
+            return self.instances(name)
+        prefix, key = name.split(".", 1)
+        namespaces = {prefix} | {n for n, pop in self.scenario.populations.items() if pop.cell_line == prefix}
+        return [
+            i
+            for i, q in enumerate(self.model.parameters)
+            if q.key == key
+            and (q.name.split(SEP, 1)[0] in namespaces or q.name.split(SEP, 1)[-1].startswith(prefix + "_"))
+        ]
+
     def _columns(self, key: str, namespace: str, path: str) -> list[int]:
         """Columns of ``key`` in one population or medium; an error naming ``path`` if it has none."""
         cols = self.instances(key, namespace)
