@@ -153,10 +153,10 @@ def test_sensitivity_and_fit_from_python(tmp_path):
     fitted = exosim.fit(
         sc,
         data=[SCENARIOS / "data" / "iccm_relative_survival.csv"],
-        params=["recipients.damage_max_rate"],
-        ranges={"recipients.damage_max_rate": (0.3, 30.0)},
+        params=["recipients.bystander_susceptible_fraction"],
+        ranges={"recipients.bystander_susceptible_fraction": (0.05, 0.6)},
     )
     est = fitted.estimates
-    lo, hi = fitted.intervals["recipients.damage_max_rate"]
-    assert lo < est["estimate"][0] < hi and est["unit"][0] == "DSB/cell/h"
+    lo, hi = fitted.intervals["recipients.bystander_susceptible_fraction"]
+    assert lo < est["estimate"][0] < hi and est["unit"][0] == "1"
     assert fitted.plot(tmp_path / "fit.png").stat().st_size > 0

@@ -43,10 +43,20 @@ def test_the_evidence_covers_thirty_entries_from_twelve_papers_a_third_validatio
     assert all(e.spec.obtained.strip() and e.protocol.is_file() for e in entries)
 
 
-def test_evidence_runs_on_catalogue_biology_even_where_a_scenario_states_a_hypothesis(evidence):
-    iccm = [e for e in evidence.entries if e.protocol.name == "iccm_bystander_medium_transfer.yaml"]
-    assert iccm and all(not evidence.protocols[e.protocol].hypotheses for e in iccm)
-    flagged = load_evidence(EVIDENCE, with_hypotheses=True).select(ids=[e.id for e in iccm])
+def test_evidence_runs_on_catalogue_biology_even_where_a_scenario_states_a_hypothesis(tmp_path):
+    # an entry whose protocol is a shipped scenario with a hypothesis block (survivin loading)
+    doc = json.loads(json.dumps(GOOD))
+    doc["entries"][0].update(
+        protocol=str(SCENARIOS / "survivin_proton_donor_radioresistance.yaml"),
+        observable={"quantity": "survival", "arm": "exosomes from 4 Gy donors", "dose": "4 Gy"},
+        observed={"value": 0.3, "sd": 0.1},
+    )
+    f = tmp_path / "h.yaml"
+    f.write_text(yaml.safe_dump(doc, sort_keys=False))
+    plain = load_evidence(f)
+    assert all(not plain.protocols[e.protocol].hypotheses for e in plain.entries)
+    assert {r["status"] for r in run_evidence(plain)} <= {"ok"}
+    flagged = load_evidence(f, with_hypotheses=True)
     rows = run_evidence(flagged)
     assert {r["status"] for r in rows} == {"hypothesis (not counted)"}
     assert all(r["hypothesis"] for r in rows)
@@ -238,7 +248,7 @@ def test_calibration_recovers_a_known_value_and_says_what_is_not_identified(evid
 
 # ------------------------------------------------------------------ hypotheses in scenarios
 def test_run_flags_a_hypothesis_and_no_hypotheses_runs_catalogue_biology(tmp_path, capsys):
-    path = SCENARIOS / "iccm_bystander_medium_transfer.yaml"
+    path = SCENARIOS / "survivin_proton_donor_radioresistance.yaml"
     with_h, without = tmp_path / "h", tmp_path / "c"
     assert main(["run", str(path), "-o", str(with_h), "--no-timecourses", "--no-figure"]) == 0
     assert "exosim: note: runs a hypothesis" in capsys.readouterr().err
@@ -250,11 +260,12 @@ def test_run_flags_a_hypothesis_and_no_hypotheses_runs_catalogue_biology(tmp_pat
     assert pc["hypotheses"] == [] and pc["biology"] == "catalogue values only"
     import csv
 
-    def plateau(d):
-        rows = [r for r in csv.DictReader((d / "survival.csv").open()) if r["arm"] == "ICCM"]
-        return float(next(r["sf_vs_untreated"] for r in rows if float(r["grid_dose_Gy"]) == 0.05))
+    def dmf(d):
+        rows = csv.DictReader((d / "summary.csv").open())
+        return float(next(r["dmf_at_sf0.1"] for r in rows if r["arm"] == "exosomes from 4 Gy donors"))
 
-    assert plateau(with_h) < 0.7 < 0.95 < plateau(without)  # the plateau needs the hypothesis
+    # DMF below 1: protection; ten survivin copies per vesicle protect more than the catalogue's loading
+    assert dmf(with_h) < dmf(without) <= 1.0
 
 
 def test_no_shipped_scenario_changes_biology_outside_a_hypothesis_block():

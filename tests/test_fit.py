@@ -15,6 +15,8 @@ from exosim.cli import main
 
 ICCM = SCENARIOS / "iccm_bystander_medium_transfer.yaml"
 PARAM = "recipients.damage_max_rate"
+#: what the published plateau identifies: the susceptible share of the all-or-none bystander response
+PLATEAU = "recipients.bystander_susceptible_fraction"
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def synthetic(iccm, kind, truth, rng):
 
 @pytest.mark.parametrize("kind", ["survival", "colonies"])
 def test_synthetic_data_are_recovered_within_the_interval(iccm, kind):
-    truth = 1.5
+    truth = 3.0  # DSB induction on top of the all-or-none plateau: well resolved from about 2 DSB/cell/h
     prob, true_sf = synthetic(iccm, kind, truth, np.random.default_rng(7))
     res = _fit.fit(prob)
     assert res.converged
@@ -75,11 +77,12 @@ def test_cli_fit_writes_estimates_json_figure(tmp_path, capsys):
     data = tmp_path / "d.csv"
     data.write_text("arm,dose,survival,sd\nICCM,0,1.0,0.05\nICCM,0.05,0.6,0.05\nICCM,5,0.6,0.05\n")
     out = tmp_path / "out"
-    code = main(["fit", str(ICCM), str(data), "--params", PARAM, "--range", f"{PARAM}=0.3:30", "-o", str(out)])
+    code = main(["fit", str(ICCM), str(data), "--params", PLATEAU, "--range", f"{PLATEAU}=0.05:0.6", "-o", str(out)])
     assert code == 0
     doc = json.loads((out / "fit.json").read_text())
     est = doc["estimates"][0]
-    assert est["parameter"] == PARAM and est["low"] < est["estimate"] < est["high"]
+    assert est["parameter"] == PLATEAU and est["low"] < est["estimate"] < est["high"]
+    assert est["estimate"] == pytest.approx(0.4, abs=0.02)  # a plateau of 0.6: 40 % of the cells respond
     assert doc["scenario"]["sha256"] and doc["data_files"][0]["sha256"] and doc["exosim_version"]
     assert (out / "fit.png").stat().st_size > 0 and (out / "estimates.csv").exists()
     assert "95% profile" in capsys.readouterr().out

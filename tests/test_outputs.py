@@ -109,8 +109,8 @@ def test_a_numba_scenario_without_numba_is_a_scenario_error(tmp_path, capsys, mo
 
 
 def test_every_command_prints_scenario_warnings_as_one_line(capsys):
-    """The ICCM scenario overrides a parameter outside its documented range: every command says so."""
-    assert main(["delivery", str(SCENARIOS / "iccm_bystander_medium_transfer.yaml")]) == 0
+    """The survivin scenario's hypothesis sets a value outside its documented range: every command says so."""
+    assert main(["delivery", str(SCENARIOS / "survivin_proton_donor_radioresistance.yaml")]) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if line]
     assert warnings and all(w.startswith("exosim: warning: ") for w in warnings), warnings
-    assert any("secretion_drive_half_saturation" in w and "documented range" in w for w in warnings)
+    assert any("copies_per_particle" in w and "documented range" in w for w in warnings)

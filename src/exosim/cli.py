@@ -258,6 +258,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     fig.add_argument("scenarios", nargs="+", help="scenario YAML files")
     fig.add_argument("-o", "--outdir", default="figures", help="folder for the figures (default: figures)")
+    fig.add_argument(
+        "--bands",
+        nargs="?",
+        type=int,
+        const=200,
+        default=0,
+        metavar="DRAWS",
+        help="shade 95 %% prediction bands from DRAWS draws (default 200) of the catalogue's posterior",
+    )
     ft = sub.add_parser(
         "fit",
         help="estimate parameters from survival data, colony counts or time courses",
@@ -852,6 +861,15 @@ def _cmd_figures(args: argparse.Namespace) -> int:
             except _fit.FitError as exc:
                 print(f"exosim: error: {sc.source}: calibration: {exc}", file=sys.stderr)
                 return 2
+    record = None
+    if args.bands:
+        from exosim.analysis.posterior import prediction_bands
+        from exosim.model import catalogue as cat
+
+        record = cat.calibration()
+        if not record or "posterior" not in record:
+            print("exosim: error: the catalogue has no posterior to draw bands from", file=sys.stderr)
+            return 2
     outdir = claim_output(args.outdir)  # writable and locked before any run (OutputError: exit 2 in main)
     # every figure is drawn into one staging folder and all move into place together at the end
     # (an error or a signal leaves the folder as it was); other files in the folder stay untouched
@@ -859,7 +877,8 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     with stage as tmp:
         for sc in scenarios:
             result = run(sc, time_courses=sc.type == "medium_transfer")
-            plot_survival(result, result.survival_rows(), tmp / f"{sc.name}.png")
+            bands = prediction_bands(sc, record, draws=args.bands) if args.bands else None
+            plot_survival(result, result.survival_rows(), tmp / f"{sc.name}.png", bands=bands)
             if sc.type == "medium_transfer":  # time courses of the key states, at the largest grid dose
                 plot_timecourses(result, tmp / f"{sc.name}_timecourses.png")
             if sc.name in problems:

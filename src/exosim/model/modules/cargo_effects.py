@@ -9,6 +9,7 @@ Equations (per cell)::
     mis     = prod_k T_k^w_mis,k                               misrepair factor, (1 - phi) = (1 - phi0)*mis
     a       = prod_k T_k^w_apo,k                               apoptotic propensity
     g       = sum_j g_j*A_j                                    bystander DSB induction
+    S       = sum_j A_j  (j damaging)                          bystander signal
 
 ``r_jk < 0`` is repression by a miRNA (modest, Baek et al. 2008); ``r_jk > 0``
 is activation by protein cargo or an unspecified exosome factor.  The power
@@ -104,6 +105,14 @@ def cargo_effects(
             " + ".join(drive) if drive else "0",
             "DSB/cell/h",
             "g: DSB induction by damaging cargo",
+        )
+    )
+    block.rules.append(
+        Rule(
+            "bystander_signal",
+            " + ".join(f"{c}_activity" for c in damaging) if damaging else "0",
+            "1",
+            "S: summed activity of the damaging cargo, the signal the bystander response reads",
         )
     )
     return block

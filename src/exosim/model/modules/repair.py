@@ -5,7 +5,14 @@ Equations (per cell)::
     dDSB/dt = Y*Ddot + g - lambda*rho*DSB - kappa*DSB^2
     dL/dt   = Y_L*Ddot + (1 - phi)*lambda*rho*DSB + kappa*DSB^2
     dA/dt   = gamma*a*DSB
-    SF      = exp(-(L + A))
+    dC/dt   = k_C*H(S; S*, n_C)                    bystander commitment of the susceptible cells
+    SF      = exp(-(L + A))*(1 - f_s*(1 - exp(-C)))
+
+The bystander response is all-or-none (McMahon et al. 2013): a susceptible share ``f_s`` of
+the cells commits to death at rate ``k_C`` while the signal ``S`` of damaging cargo stays
+above the threshold ``S*`` (a steep Hill function, ``n_C`` large), so the killed share
+saturates at ``f_s`` (the plateau of Seymour & Mothersill 2000) whatever the donor dose
+above threshold.  Without damaging cargo ``C = 0`` and the LQ forms below are unchanged.
 
 With the modifiers frozen and kappa*DSB << lambda*rho these integrate to the
 linear-quadratic form -ln SF = alpha*D + beta*G*D^2 with
@@ -26,6 +33,11 @@ References
    repair, and misrepair. Int J Radiat Biol 72:351-374. doi:10.1080/095530097143149
 .. [3] McMahon SJ, et al. (2016) A mechanistic DNA repair and survival model
    (Medras). Sci Rep 6:33290. doi:10.1038/srep33290
+.. [5] McMahon SJ, et al. (2013) A kinetic-based model of radiation-induced
+   intercellular signalling. PLoS One 8:e54526. doi:10.1371/journal.pone.0054526
+.. [6] Seymour CB, Mothersill C (2000) Relative contribution of bystander and targeted
+   cell killing to the low-dose region of the radiation dose-response curve. Radiat Res
+   153:508.
 .. [4] Qi XS, et al. (2012) Radiobiological parameters of head and neck
    cancer lines. Cancers 4:566. doi:10.3390/cancers4020566
 """
@@ -55,6 +67,10 @@ def repair(population: str) -> Block:
             "apoptotic_share": "apoptotic_share",
             "direct_lethal_yield": "direct_lethal_yield",
             "dose_rate": "dose_rate",
+            "bystander_susceptible_fraction": "bystander_susceptible_fraction",
+            "bystander_threshold": "bystander_threshold",
+            "bystander_response_hill": "bystander_response_hill",
+            "bystander_commitment_rate": "bystander_commitment_rate",
         },
         context={"population": population},
         states=[
@@ -64,6 +80,12 @@ def repair(population: str) -> Block:
             ),
             State("apoptotic_commitment", "1/cell", "mean apoptotic death events per cell", scale=0.1),
             State("dose_received", "Gy", "cumulative absorbed dose", scale=1.0),
+            State(
+                "bystander_commitment",
+                "1/cell",
+                "mean bystander death events per susceptible cell (all-or-none response)",
+                scale=10.0,  # grows to tens while the signal stays above threshold
+            ),
         ],
         derived=[
             Derived("repair_rate", "log(2)/repair_half_time", "1/h", "first-order DSB rejoining rate lambda"),
@@ -95,9 +117,10 @@ def repair(population: str) -> Block:
             ),
             Rule(
                 "surviving_fraction",
-                "exp(-(lethal_lesions + apoptotic_commitment))",
+                "exp(-(lethal_lesions + apoptotic_commitment))"
+                "*(1 - bystander_susceptible_fraction*(1 - exp(-bystander_commitment)))",
                 "1",
-                "Poisson probability of no lethal event",
+                "Poisson probability of no lethal event, and of no bystander death in the susceptible share",
             ),
             Rule(
                 "alpha_eff",
@@ -127,5 +150,9 @@ def repair(population: str) -> Block:
             ),
             Rate("apoptotic_commitment", "apoptosis_constant*apoptotic_propensity*dsb"),
             Rate("dose_received", "dose_rate"),
+            Rate(
+                "bystander_commitment",
+                "bystander_commitment_rate*hill(bystander_signal, bystander_threshold, bystander_response_hill)",
+            ),
         ],
     )
