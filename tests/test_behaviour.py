@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
 
 import exosim
 import exosim.scenario.schema
-from conftest import scenario_from
+from conftest import SCENARIOS, scenario_from
+from exosim.model import catalogue as cat
 
 
 def _arm(res, name):
@@ -183,3 +185,31 @@ def test_no_release_equals_the_no_exosome_control_to_solver_tolerance(runs):
     x = 2 * 0.0272 / 35 * d  # kappa*Y*D/lambda = 2*beta0*D/Y
     kinetic = -np.log(blocked.surviving_fraction[blocked.arm_index == 0])
     assert np.all(np.abs(kinetic - lq) <= x * lq + 1e-12)
+
+
+def test_every_agent_names_its_mechanism_and_an_efficacy_inside_its_range():
+    from exosim.scenario.actions import PROCESS_PARAMETER
+
+    agents = cat.agents()
+    for name in ("heparin", "dynasore", "chlorpromazine", "eipa", "cytochalasin_d", "methyl_beta_cyclodextrin"):
+        assert name in agents
+    for name, a in agents.items():
+        lo, hi = a["efficacy_range"]
+        assert a["process"] in PROCESS_PARAMETER and a["mechanism"] and a["source"], name
+        assert 0 <= lo <= a["efficacy"] <= hi <= 1, name
+
+
+def test_uptake_inhibitors_lower_delivery_in_the_order_of_their_efficacy():
+    """Each inhibitor scales internalisation by 1 - efficacy: delivery to the recipients falls
+    with the catalogue efficacy (EIPA 0.5 > simvastatin 0.3 > none)."""
+    data = yaml.safe_load((SCENARIOS / "hnscc_exosome_radioresistance.yaml").read_text())
+    base = next(a for a in data["arms"] if a["name"] == "exosomes from 6 Gy donors")
+    data["arms"] = [a for a in data["arms"] if a.get("control")] + [dict(base, name="none")]
+    for agent in ("eipa", "simvastatin"):
+        ev = {"at": "24.9 h", "intervene": {"population": "recipients", "agent": agent}}
+        data["arms"].append(dict(base, name=agent, events=[ev]))
+    data["dose_grid"]["values"] = [0, 4]
+    res = exosim.run(scenario_from(data), time_courses=False)
+    key = f"{res.model.cargos[0]}_delivered_at_scoring"
+    delivered = {n: res.reference[key][res.arm_index == i].max() for i, n in enumerate(res.arms)}
+    assert delivered["eipa"] < delivered["simvastatin"] < delivered["none"]
