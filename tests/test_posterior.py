@@ -127,6 +127,17 @@ def test_band_ends_are_the_runs_at_the_alpha_percentiles():
     assert sf2["sf2_within_arm_low"] < sf2["sf2_within_arm_median"] < sf2["sf2_within_arm_high"]
 
 
+def test_the_python_api_draws_bands_from_a_record_file(tmp_path):
+    import exosim
+
+    f = tmp_path / "calibration.yaml"
+    f.write_text(yaml.safe_dump(_record(["hnscc_pooled.alpha0"], [[0.2], [0.25]])))
+    b = exosim.bands(scenario_from(single_well()), posterior=f, draws=2)
+    df = b.to_df()
+    assert b.params == ["hnscc_pooled.alpha0"] and len(df) == 6 and len(b.summary_df()) == 1
+    assert (df["sf_vs_untreated_low"] <= df["sf_vs_untreated_high"]).all()
+
+
 def test_bands_of_a_scenario_without_the_posterior_parameters_are_empty():
     sc = scenario_from(single_well())
     bands = prediction_bands(sc, _record(["hela.alpha0"], [[0.3]]), draws=3)

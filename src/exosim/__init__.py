@@ -47,6 +47,8 @@ _PUBLIC = {
     "SensitivityResult": "exosim.api",
     "fit": "exosim.api",
     "FitOutcome": "exosim.api",
+    "bands": "exosim.api",
+    "Bands": "exosim.analysis.posterior",
     "Model": "exosim.model.assemble",
     "ModelError": "exosim.model.assemble",
     "PopulationSpec": "exosim.model.assemble",

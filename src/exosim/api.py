@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # fit and sensitivity (scipy.optimize, SALib) are imported inside the functions that use them,
 # so that ``exosim.run`` costs no more than the runner
 
-__all__ = ["run", "sensitivity", "fit", "SensitivityResult", "FitOutcome"]
+__all__ = ["run", "bands", "sensitivity", "fit", "SensitivityResult", "FitOutcome"]
 
 
 def _scenario(scenario: Scenario | str | Path) -> Scenario:
@@ -68,6 +68,39 @@ def run(
     if parameters:
         sc = with_parameters(sc, parameters)
     return _run(sc, time_courses=time_courses, solver=solver)
+
+
+def bands(
+    scenario: Scenario | str | Path,
+    *,
+    draws: int = 200,
+    posterior: str | Path | dict | None = None,
+    seed: int = 0,
+    solver: str | None = None,
+):
+    """95 % prediction bands of a scenario's survival from posterior draws (``exosim run --bands``).
+
+    Parameters
+    ----------
+    draws : posterior draws to run, as one batch
+    posterior : a calibration record with a posterior (``calibration.yaml`` of
+        ``exosim calibrate --sample``, as a path or a mapping); default the catalogue's
+    seed : picks the draws
+    solver : backend; default the scenario's
+
+    Returns
+    -------
+    :class:`~exosim.analysis.posterior.Bands`
+        ``.survival`` and ``.summary`` rows (``.to_df()``, ``.summary_df()``), ``.params``.
+    """
+    from exosim.analysis.posterior import prediction_bands
+
+    record = posterior
+    if isinstance(posterior, (str, Path)):
+        from exosim.scenario.load import read_yaml_mapping
+
+        record = read_yaml_mapping(Path(posterior).read_bytes(), str(posterior), "a calibration record")
+    return prediction_bands(_scenario(scenario), record, draws=draws, seed=seed, solver=solver)
 
 
 @dataclass(frozen=True)

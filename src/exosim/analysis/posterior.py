@@ -244,6 +244,18 @@ class Bands:
     source: dict
     seconds: float
 
+    def to_df(self):
+        """bands.csv as a pandas table: one row per member."""
+        import pandas as pd
+
+        return pd.DataFrame(self.survival)
+
+    def summary_df(self):
+        """bands_summary.csv as a pandas table: one row per arm."""
+        import pandas as pd
+
+        return pd.DataFrame(self.summary)
+
     def record(self) -> dict:
         """What provenance keeps of the bands."""
         return {
