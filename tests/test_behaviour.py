@@ -213,3 +213,23 @@ def test_uptake_inhibitors_lower_delivery_in_the_order_of_their_efficacy():
     key = f"{res.model.cargos[0]}_delivered_at_scoring"
     delivered = {n: res.reference[key][res.arm_index == i].max() for i, n in enumerate(res.arms)}
     assert delivered["eipa"] < delivered["simvastatin"] < delivered["none"]
+
+
+def test_only_the_medium_borne_signal_drives_the_all_or_none_response():
+    """The ICCM factor (bystander_signal: true) is the signal; a damaging miRNA (miR-21) acts
+    through DSB induction alone, so its activity is not part of the signal."""
+    import ast
+
+    m = exosim.Model(
+        [
+            exosim.PopulationSpec("donors", "well", "hnscc_pooled", ("mir_21", "iccm_bystander_factor")),
+            exosim.PopulationSpec("recipients", "well", "hela"),
+        ],
+        ["well"],
+        ["mir_21", "iccm_bystander_factor"],
+    )
+    rules = {r.name: r for r in m.rules}
+    names = {n.id for n in ast.walk(rules["recipients__bystander_signal"].expr) if isinstance(n, ast.Name)}
+    assert names == {"recipients__iccm_bystander_factor_activity"}
+    drive = {n.id for n in ast.walk(rules["recipients__bystander_damage_drive"].expr) if isinstance(n, ast.Name)}
+    assert "recipients__mir_21_activity" in drive

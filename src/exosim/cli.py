@@ -527,6 +527,12 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
                 print(
                     f"  {r['arm']:<48} SF2 {r['sf2_within_arm_median']:.3f} "
                     f"[{r['sf2_within_arm_low']:.3f}, {r['sf2_within_arm_high']:.3f}]"
+                    + (
+                        f"  DMF {r['dmf_at_sf0.1_median']:.3f} "
+                        f"[{r['dmf_at_sf0.1_low']:.3f}, {r['dmf_at_sf0.1_high']:.3f}]"
+                        if "dmf_at_sf0.1_median" in r
+                        else ""
+                    )
                 )
     print("wrote " + ", ".join(str(f) for f in files))
     code = 0

@@ -70,7 +70,11 @@ def plot_survival(result: RunResult, rows: list[dict], path: Path, bands=None) -
         if bands is not None and bands.params:
             lo = np.array([bands.survival[i]["sf_vs_untreated_low"] for i in sel])
             hi = np.array([bands.survival[i]["sf_vs_untreated_high"] for i in sel])
-            ax.fill_between(x, lo, hi, color=colour, alpha=0.12 if control else 0.18, lw=0, zorder=1)
+            if control:  # the control's band shaded; the other arms' as bars beside their points
+                ax.fill_between(x, lo, hi, color="0.5", alpha=0.2, lw=0, zorder=1)
+            else:
+                shift = 1.0 + 0.012 * (a - len(result.arms) / 2)  # side by side, on linear and log axes
+                ax.vlines(x * shift, lo, hi, color=colour, lw=1.6, alpha=0.75, zorder=2)
         if "sf_lq" in rows[sel[0]]:
             lq = np.array([rows[i]["sf_lq"] for i in sel]) * (
                 y[0] / rows[sel[0]]["sf_lq"] if rows[sel[0]]["sf_lq"] > 0 else 1.0
@@ -89,7 +93,7 @@ def plot_survival(result: RunResult, rows: list[dict], path: Path, bands=None) -
     ax.legend(fontsize=7, loc="lower left")
     notes = ["markers: kinetic model; dotted: LQ with alpha_eff, beta_eff"] if "sf_lq" in rows[0] else []
     if bands is not None and bands.params:
-        notes.append(f"shaded: 95 % prediction band, {bands.draws} posterior draws")
+        notes.append(f"95 % prediction bands, {bands.draws} posterior draws: shaded (control), bars (other arms)")
     if notes:
         key = "\n".join(notes)
         ax.text(

@@ -241,8 +241,8 @@ def calibration_yaml(result, provenance: dict, posterior=None) -> str:
             n: {
                 "value": result.estimates[n],
                 "unit": str(table[n.split(".", 1)[-1]]["unit"]),
-                "profile_interval_95": list(result.intervals[n]),
-                "identified": result.identified[n],
+                "profile_interval_95": list(result.intervals[n]) if result.profiles else None,
+                "identified": result.identified[n] if result.profiles else None,  # None: not profiled
                 "catalogue_value": result.nominal[n],
                 "searched": list(result.bounds[n]),
             }

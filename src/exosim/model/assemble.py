@@ -163,12 +163,13 @@ class Model:
         blocks += [medium_link(s, t, list(self.cargos)) for s, t in self.links]
         effects = {c: dict(self.cargo_records[c].get("effects", {}) or {}) for c in self.cargos}
         damaging = [c for c in self.cargos if float(self.cargo_records[c].get("damage_max_rate", 0.0)) > 0]
+        signalling = [c for c in self.cargos if self.cargo_records[c].get("bystander_signal", False)]
         for p in self.populations:
             blocks += [
                 repair(p.name),
                 release(p.name, p.medium, list(p.packaged), list(self.cargos)),
                 uptake(p.name, p.medium, list(self.cargos)),
-                cargo_effects(p.name, list(self.cargos), effects, self.target_records, damaging),
+                cargo_effects(p.name, list(self.cargos), effects, self.target_records, damaging, signalling),
             ]
         return blocks
 

@@ -9,7 +9,7 @@ Equations (per cell)::
     mis     = prod_k T_k^w_mis,k                               misrepair factor, (1 - phi) = (1 - phi0)*mis
     a       = prod_k T_k^w_apo,k                               apoptotic propensity
     g       = sum_j g_j*A_j                                    bystander DSB induction
-    S       = sum_j A_j  (j damaging)                          bystander signal
+    S       = sum_j A_j  (j signalling)                        bystander signal
 
 ``r_jk < 0`` is repression by a miRNA (modest, Baek et al. 2008); ``r_jk > 0``
 is activation by protein cargo or an unspecified exosome factor.  The power
@@ -40,6 +40,7 @@ def cargo_effects(
     effects: dict[str, dict[str, float]],
     targets: dict[str, dict[str, float]],
     damaging: list[str],
+    signalling: list[str] = (),
 ) -> Block:
     """Cytosolic cargo, target levels and modifiers of ``population``.
 
@@ -50,6 +51,8 @@ def cargo_effects(
     effects : cargo -> {target: r_jk}; signed fractional change at saturation
     targets : target -> {modifier: weight}; modifiers are :data:`MODIFIERS`
     damaging : cargo species that induce DSBs (bystander damage drive)
+    signalling : cargo species whose activity is the signal of the all-or-none bystander
+        response (cargo catalogue ``bystander_signal: true``; docs/model.md section 3.4)
     """
     block = Block(module="cargo_effects", namespace=population, context={"population": population})
     for c in cargos:
@@ -110,9 +113,9 @@ def cargo_effects(
     block.rules.append(
         Rule(
             "bystander_signal",
-            " + ".join(f"{c}_activity" for c in damaging) if damaging else "0",
+            " + ".join(f"{c}_activity" for c in signalling) if signalling else "0",
             "1",
-            "S: summed activity of the damaging cargo, the signal the bystander response reads",
+            "S: summed activity of the signalling cargo, the signal the bystander response reads",
         )
     )
     return block
