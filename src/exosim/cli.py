@@ -106,6 +106,19 @@ VALIDATE_EXAMPLE = """example:
 """
 
 
+def _bands_option(parser: argparse.ArgumentParser) -> None:
+    """``--bands [DRAWS]``: 95 % prediction bands from posterior draws of the catalogue."""
+    parser.add_argument(
+        "--bands",
+        nargs="?",
+        type=int,
+        const=200,
+        default=0,
+        metavar="DRAWS",
+        help="95 %% prediction bands from DRAWS draws (default 200) of the catalogue's posterior",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exosim",
@@ -134,15 +147,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave out the scenario's hypothesis blocks: run the protocol on catalogue biology alone",
     )
-    run.add_argument(
-        "--bands",
-        nargs="?",
-        type=int,
-        const=200,
-        default=0,
-        metavar="DRAWS",
-        help="95 %% prediction bands from DRAWS posterior draws (default 200) of the catalogue's calibration",
-    )
+    _bands_option(run)
     run.add_argument("--posterior", help="calibration.yaml with a posterior to draw from (default: the catalogue's)")
     run.add_argument("--seed", type=int, default=0, help="seed that picks the posterior draws (default 0)")
     evi = sub.add_parser(
@@ -258,15 +263,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     fig.add_argument("scenarios", nargs="+", help="scenario YAML files")
     fig.add_argument("-o", "--outdir", default="figures", help="folder for the figures (default: figures)")
-    fig.add_argument(
-        "--bands",
-        nargs="?",
-        type=int,
-        const=200,
-        default=0,
-        metavar="DRAWS",
-        help="shade 95 %% prediction bands from DRAWS draws (default 200) of the catalogue's posterior",
-    )
+    _bands_option(fig)
     ft = sub.add_parser(
         "fit",
         help="estimate parameters from survival data, colony counts or time courses",
@@ -487,7 +484,8 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         from exosim.analysis.posterior import BandsError, prediction_bands
 
         try:
-            bands = prediction_bands(scenario, record, draws=args.bands, seed=args.seed)
+            # the draws are one large batch: the compiled backend when installed (auto)
+            bands = prediction_bands(scenario, record, draws=args.bands, seed=args.seed, solver="auto")
         except BandsError as exc:
             print(f"exosim: error: {exc}", file=sys.stderr)
             return 2
@@ -883,7 +881,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     with stage as tmp:
         for sc in scenarios:
             result = run(sc, time_courses=sc.type == "medium_transfer")
-            bands = prediction_bands(sc, record, draws=args.bands) if args.bands else None
+            bands = prediction_bands(sc, record, draws=args.bands, solver="auto") if args.bands else None
             plot_survival(result, result.survival_rows(), tmp / f"{sc.name}.png", bands=bands)
             if sc.type == "medium_transfer":  # time courses of the key states, at the largest grid dose
                 plot_timecourses(result, tmp / f"{sc.name}_timecourses.png")
