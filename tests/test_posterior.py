@@ -85,6 +85,15 @@ def test_the_sampler_recovers_a_known_posterior_and_reports_its_diagnostics():
     assert 0 < post.evaluations <= 16 * 1501 and post.draws.shape[1] == 2
 
 
+def test_the_same_seed_gives_the_same_draws():
+    kw = dict(ranges={"damage_max_rate": (0.5, 8.0), "unbinding_rate": (0.01, 1.0)}, walkers=4, steps=30)
+    a = sample_posterior(None, ["damage_max_rate", "unbinding_rate"], seed=5, objective=_Gaussian(), **kw)
+    b = sample_posterior(None, ["damage_max_rate", "unbinding_rate"], seed=5, objective=_Gaussian(), **kw)
+    c = sample_posterior(None, ["damage_max_rate", "unbinding_rate"], seed=6, objective=_Gaussian(), **kw)
+    np.testing.assert_array_equal(a.draws, b.draws)
+    assert not np.array_equal(a.draws, c.draws)
+
+
 def test_the_sampler_refuses_too_few_walkers():
     with pytest.raises(ValueError, match="walkers"):
         sample_posterior(None, ["damage_max_rate", "unbinding_rate"], walkers=3, objective=_Gaussian())

@@ -165,7 +165,7 @@ def sample_posterior(
         return out
 
     rng = np.random.default_rng(seed)
-    centre = np.log([(start or nominal).get(n, nominal[n]) for n in params])
+    centre = np.log([max((start or nominal).get(n, nominal[n]), bounds[n][0]) for n in params])  # 0: the low end
     centre = np.clip(centre, lb + 1e-6, ub - 1e-6)
     width = 0.02 * (ub - lb)
     z0 = np.clip(centre + width * rng.standard_normal((walkers, k)), lb + 1e-9, ub - 1e-9)
