@@ -466,6 +466,8 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
             raise ScenarioError(args.posterior, "posterior", "no posterior: write one with exosim calibrate --sample")
     if args.bands < 0:
         raise ScenarioError("--bands", "", f"expected a positive number of draws, got {args.bands}")
+    if args.posterior and not args.bands:  # a posterior given is a posterior to draw bands from
+        args.bands = 200
     if args.bands and record is None:
         from exosim.model import catalogue as cat
 
