@@ -48,8 +48,9 @@ def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 # ------------------------------------------------------------------ stiff members, bounded time
-#: the numpy solver needs 8-25 s to give up on a member at 1e5 (its pace rule waits for two
-#: windows of 2,000 shared steps): marked slow, run by CI as its own step (.ci/run)
+#: the numpy solver gives up on a member at 1e5 after two windows of 2,000 shared steps (about
+#: 4 s; 65-75 s before the pace was projected to the end of the run): marked slow, run by CI
+#: as its own step (.ci/run)
 SLOW_NUMPY = pytest.mark.slow
 
 
@@ -89,6 +90,23 @@ def test_a_stiff_arm_fails_alone_and_the_others_are_unchanged(backend):
     assert (res.status[n:] == FAILED).all()
     np.testing.assert_allclose(res.surviving_fraction[:n], ref.surviving_fraction, rtol=1e-7)
     assert all("recipients.internalisation_rate = 100000 1/h" in m for m in res.messages[n:])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_pace_is_projected_to_the_end_of_the_run_not_of_a_short_segment(backend):
+    """A stiff member in a short first segment (5e-4 h, about 1,500 steps of a 20,000 budget) completes it when
+    only the segment counts; projected to a 24 h run it would need ~7e7: failed after two windows of 200 steps."""
+    compiled = runner.compile_scenario(scenario_from(_iccm(parameters={"internalisation_rate": "1e7 1/h"})))
+    m, p = compiled.model, compiled.parameters
+    y0 = m.initial_state(p)
+    scale = np.array([s.scale for s in m.states])
+    solver = get_solver(backend)
+    short = solver.integrate(m, 0.0, 5e-4, y0, p, atol_scale=scale, options=SolverOptions(max_steps=20_000))
+    run = solver.integrate(m, 0.0, 5e-4, y0, p, atol_scale=scale, options=SolverOptions(max_steps=20_000, horizon=24.0))
+    assert np.all(short.status == 0)
+    assert np.all(run.status == FAILED)
+    assert all("before the end of the run" in msg for msg in run.message)
+    assert run.stats["steps"] + run.stats["rejected"] < short.stats["steps"] + short.stats["rejected"]
 
 
 def test_numpy_fails_only_the_member_that_limits_the_shared_step():

@@ -334,7 +334,9 @@ class CompiledScenario:
         obs = np.full((n_mem, n_t, len(m.observable_names)), np.nan)
         status = np.zeros(n_mem, dtype=int)
         messages = [""] * n_mem
-        options = SolverOptions(rtol=sc.solver.rtol, atol=sc.solver.atol, max_seconds=sc.solver.max_seconds)
+        options = SolverOptions(
+            rtol=sc.solver.rtol, atol=sc.solver.atol, max_seconds=sc.solver.max_seconds, horizon=float(t_end)
+        )
         scale = np.array([s.scale for s in m.states])
         reference = None
         if time_courses:

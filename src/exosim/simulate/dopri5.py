@@ -141,6 +141,8 @@ def integrate(
         active, y, pa, f, limiting = active[keep], y[keep], pa[keep], f[keep], limiting[:, keep]
 
     deadline = time.perf_counter() + options.max_seconds
+    # the pace of steps is projected to the end of the run, not only of this segment
+    t_pace = max(t1, options.horizon) if np.isfinite(options.horizon) else t1
     # steps (accepted or rejected) in which each active member's error was within a factor
     # LIMITING of the largest (its own step would be at most 1.6 times the shared one), in the
     # previous (row 0) and the current (row 1) window: the members that hold the shared step down
@@ -176,7 +178,7 @@ def integrate(
             # the steps and the seconds still needed at the pace of this window (shared numpy
             # steps cost about a millisecond, so the wall-clock limit usually comes first)
             rate = (done - w_start) / (t - t_w) if t > t_w else np.inf
-            steps_over = used + (t1 - t) * rate > options.max_steps
+            steps_over = used + (t_pace - t) * rate > options.max_steps
             time_over = now + (t1 - t) * rate * (now - c_w) / (done - w_start) > deadline
             strikes = strikes + 1 if steps_over or time_over else 0
             w_start, t_w, c_w, w_len = done, t, now, window

@@ -78,7 +78,7 @@ def clock():
 
 
 @numba.njit(cache=True, fastmath=set(FASTMATH))
-def integrate(y0, p, t0, t1, t_eval, rtol, atol, h0, max_steps, min_step, deadline):
+def integrate(y0, p, t0, t1, t_eval, rtol, atol, h0, max_steps, min_step, deadline, t_pace):
     N, n = y0.shape
     ne = t_eval.size
     y_out = np.full((N, n), np.nan)
@@ -146,7 +146,7 @@ def integrate(y0, p, t0, t1, t_eval, rtol, atol, h0, max_steps, min_step, deadli
                 status[m] = 1
                 break
             if done - w_start >= window:
-                needed = (t1 - t) * (done - w_start) / (t - t_w) if t > t_w else np.inf
+                needed = (t_pace - t) * (done - w_start) / (t - t_w) if t > t_w else np.inf
                 strikes = strikes + 1 if done + needed > max_steps else 0
                 w_start = done
                 t_w = t
@@ -344,7 +344,8 @@ def integrate_compiled(
 
     def run(a: int, b: int) -> tuple:
         args = (float(t0), float(t1), t_eval, float(options.rtol), atol, h[a:b])
-        return kernel(y0[a:b], p[a:b], *args, int(options.max_steps), float(options.min_step), deadline)
+        t_pace = max(float(t1), float(options.horizon)) if np.isfinite(options.horizon) else float(t1)
+        return kernel(y0[a:b], p[a:b], *args, int(options.max_steps), float(options.min_step), deadline, t_pace)
 
     if progress is None or n_mem == 0:
         y, ys, code, t_failed, h_last, steps, counts = run(0, n_mem)

@@ -81,7 +81,7 @@ PACE_STRIKES = 2
 #: failure messages shared by every solver (formatted with the options)
 MESSAGES = {
     "max_steps": "more than {max_steps} steps in one segment",
-    "pace": "would need more than {max_steps} steps in one segment at the pace of its last {window} steps",
+    "pace": "would need more than {max_steps} steps before the end of the run at the pace of its last {window} steps",
     "pace_seconds": "would exceed the wall-clock limit of {max_seconds:g} s in one segment at the pace of its "
     "last {window} steps",
     "max_seconds": "wall-clock limit of {max_seconds:g} s exceeded in one segment",
@@ -106,6 +106,9 @@ class SolverOptions:
     min_step : smallest step in h; a member that needs less is failed
     max_seconds : wall-clock seconds one segment may take; members still being integrated
         then are failed (a guard against stiff members that explicit steps cannot cross)
+    horizon : end of the run (h); the pace rule projects the steps a member still needs to
+        it, so a stiff member is failed within a few windows even in a short segment (the
+        runner sets the scoring time; NaN: the end of the segment)
     """
 
     rtol: float = 1e-7
@@ -113,6 +116,7 @@ class SolverOptions:
     max_steps: int = 200_000
     min_step: float = 1e-10
     max_seconds: float = 120.0
+    horizon: float = float("nan")
 
 
 @dataclass
