@@ -40,12 +40,14 @@ class PopulationSpec:
     medium : name of the medium it releases into and takes up from
     cell_line : key of the cell-line catalogue
     packaged : cargo species loaded into its vesicles
+    assays : markers scored in it beyond survival (``foci``: gamma-H2AX foci)
     """
 
     name: str
     medium: str
     cell_line: str
     packaged: tuple[str, ...] = ()
+    assays: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ class Model:
         signalling = [c for c in self.cargos if self.cargo_records[c].get("bystander_signal", False)]
         for p in self.populations:
             blocks += [
-                repair(p.name),
+                repair(p.name, foci="foci" in p.assays),
                 release(p.name, p.medium, list(p.packaged), list(self.cargos)),
                 uptake(p.name, p.medium, list(self.cargos)),
                 cargo_effects(p.name, list(self.cargos), effects, self.target_records, damaging, signalling),

@@ -162,8 +162,8 @@ def parse_quantity(value: object, kind: str, *, allow_negative: bool = False) ->
 COUNTS = {"particles", "particle", "copies", "copy", "sites", "site"}
 #: symbol -> (base dimension or None for dimensionless, multiplier to that dimension's base unit).
 #: Base units are SBML's: second, gray, litre, item.  DSBs and lethal lesions are mean numbers
-#: per cell (Poisson means), hence dimensionless, which makes alpha (1/Gy), beta (1/Gy^2) and the
-#: argument of exp(-(L + A)) check out.
+#: per cell (Poisson means), hence dimensionless (gamma-H2AX foci likewise), which makes alpha
+#: (1/Gy), beta (1/Gy^2) and the argument of exp(-(L + A)) check out.
 SYMBOLS = {
     "h": ("second", 3600.0),
     "min": ("second", 60.0),
@@ -176,6 +176,7 @@ SYMBOLS = {
     "cell": (None, 1.0),
     "cells": (None, 1.0),
     "DSB": (None, 1.0),
+    "foci": (None, 1.0),
     "1": (None, 1.0),
 }
 

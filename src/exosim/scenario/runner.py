@@ -93,7 +93,10 @@ class CompiledScenario:
             rec.update({k: (v if k == "effects" else parameter_value(v)) for k, v in (override or {}).items()})
             records[c] = rec
         self.cargo_records = records
-        pops = [PopulationSpec(n, p.medium, p.cell_line, tuple(p.packages)) for n, p in sc.populations.items()]
+        pops = [
+            PopulationSpec(n, p.medium, p.cell_line, tuple(p.packages), tuple(p.assays))
+            for n, p in sc.populations.items()
+        ]
         try:
             self.model = Model(
                 pops, list(sc.media), list(sc.cargo), [(lk.source, lk.target) for lk in sc.links], cargo_records=records

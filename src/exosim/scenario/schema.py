@@ -127,6 +127,8 @@ class PopulationSpecModel(_Strict):
     cells: Cells
     medium: Name
     packages: list[Name] = []
+    #: markers the protocol scores beyond survival: ``foci`` (gamma-H2AX foci per cell)
+    assays: list[Literal["foci"]] = []
     parameters: dict[str, ParameterValue] = {}
 
 

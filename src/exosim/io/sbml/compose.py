@@ -45,11 +45,12 @@ __all__ = [
 ]
 
 #: the configuration of the shipped composed model: donors and recipients sharing one medium
-#: (co-culture), one cargo that exercises targets, modifiers and bystander damage
+#: (co-culture), one cargo that exercises targets, modifiers and bystander damage; the
+#: recipients score gamma-H2AX foci, so the repair module carries the marker
 CANONICAL = {
     "populations": [
         ("donors", "medium", "hnscc_pooled", ("mir_1246_bystander",)),
-        ("recipients", "medium", "hnscc_pooled", ()),
+        ("recipients", "medium", "hnscc_pooled", (), ("foci",)),
     ],
     "media": ["medium"],
     "cargos": ["mir_1246_bystander"],

@@ -7,6 +7,17 @@ Equations (per cell)::
     dA/dt   = gamma*a*DSB
     dC/dt   = k_C*H(S; S*, n_C)                    bystander commitment of the susceptible cells
     SF      = exp(-(L + A))*(1 - f_s*(1 - exp(-C)))
+    dM/dt   = k_f*(DSB - M) - (lambda*rho + kappa*DSB)*M      gamma-H2AX foci on open breaks
+    dR/dt   = (lambda*rho + kappa*DSB)*M - k_r*R               foci left on rejoined breaks
+    foci    = M + R
+
+gamma-H2AX foci are a marker, not a lesion: breaks acquire a focus at ``k_f`` (H2AX
+phosphorylation spreads within minutes, Rogakou et al. 1998), a focus outlives the rejoining
+of its break until the chromatin is dephosphorylated at ``k_r`` (hours), and breaks rejoined
+before they are marked never show one.  The foci states feed nothing: survival and the LQ
+forms below do not depend on them.  They are built only for populations whose scenario
+scores the assay (``assays: [foci]``): the marking step is the fastest rate of the model and
+would otherwise set the step size of every run.
 
 The bystander response is all-or-none (McMahon et al. 2013): a susceptible share ``f_s`` of
 the cells commits to death at rate ``k_C`` while the signal ``S`` of damaging cargo stays
@@ -38,6 +49,9 @@ References
 .. [6] Seymour CB, Mothersill C (2000) Relative contribution of bystander and targeted
    cell killing to the low-dose region of the radiation dose-response curve. Radiat Res
    153:508.
+.. [7] Rogakou EP, Pilch DR, Orr AH, Ivanova VS, Bonner WM (1998) DNA double-stranded
+   breaks induce histone H2AX phosphorylation on serine 139. J Biol Chem 273:5858-5868.
+   doi:10.1074/jbc.273.10.5858
 .. [4] Qi XS, et al. (2012) Radiobiological parameters of head and neck
    cancer lines. Cancers 4:566. doi:10.3390/cancers4020566
 """
@@ -54,9 +68,10 @@ ACUTE_DOSE = {
 }
 
 
-def repair(population: str) -> Block:
-    """DSB kinetics, lethal lesions, apoptotic commitment and survival of ``population``."""
-    return Block(
+def repair(population: str, foci: bool = False) -> Block:
+    """DSB kinetics, lethal lesions, apoptotic commitment and survival of ``population``;
+    with ``foci``, also its gamma-H2AX foci (:func:`foci_marker`)."""
+    block = Block(
         module="repair",
         namespace=population,
         parameters={
@@ -156,3 +171,55 @@ def repair(population: str) -> Block:
             ),
         ],
     )
+    return foci_marker(block) if foci else block
+
+
+def foci_marker(block: Block) -> Block:
+    """``block`` (a repair block) with gamma-H2AX foci: marked open breaks ``M`` and foci
+    left on rejoined breaks ``R`` (module docstring)."""
+    block.parameters.update(
+        {"foci_formation_half_time": "foci_formation_half_time", "foci_clearance_half_time": "foci_clearance_half_time"}
+    )
+    block.states += [
+        State("foci_on_breaks", "foci/cell", "gamma-H2AX foci on breaks not yet rejoined", scale=1.0),
+        State(
+            "foci_after_rejoining",
+            "foci/cell",
+            "gamma-H2AX foci left on rejoined breaks, awaiting dephosphorylation",
+            scale=1.0,
+        ),
+    ]
+    block.derived += [
+        Derived("foci_formation_rate", "log(2)/foci_formation_half_time", "1/h", "marking rate of open breaks, k_f"),
+        Derived(
+            "foci_clearance_rate",
+            "log(2)/foci_clearance_half_time",
+            "1/h",
+            "removal rate of foci from rejoined breaks, k_r",
+        ),
+    ]
+    block.rules += [
+        Rule(
+            "foci",
+            "foci_on_breaks + foci_after_rejoining",
+            "foci/cell",
+            "gamma-H2AX foci per cell (marker of DSBs with formation and removal lags)",
+        ),
+        Rule(
+            "break_rejoining_rate",
+            "repair_rate*repair_capacity + binary_misrepair_constant*dsb",
+            "1/h",
+            "per-break rate at which open breaks are rejoined (correctly, misrepaired or binary)",
+        ),
+    ]
+    block.rates += [
+        Rate(
+            "foci_on_breaks",
+            "foci_formation_rate*(dsb - foci_on_breaks) - break_rejoining_rate*foci_on_breaks",
+        ),
+        Rate(
+            "foci_after_rejoining",
+            "break_rejoining_rate*foci_on_breaks - foci_clearance_rate*foci_after_rejoining",
+        ),
+    ]
+    return block
