@@ -148,6 +148,13 @@ BAD = [
         "did you mean 'cells.dsb'",
     ),
     (
+        "foci of a population without the assay",
+        "entries.0.observable.quantity",
+        "cells.foci",
+        "entries[0].observable.quantity",
+        "add 'assays: [foci]' to population 'cells'",
+    ),
+    (
         "unit that does not convert",
         "entries.0.observable.unit",
         "mL",

@@ -441,6 +441,11 @@ def _quantity_unit(compiled: CompiledScenario, q: str, fail) -> str:
     name = q.replace(".", SEP, 1)
     model = compiled.model
     if name not in model.state_index and name not in model.observable_index:
+        pop, _, local = q.partition(".")
+        if local.startswith("foci") and pop in {p.name for p in model.populations}:
+            raise fail(
+                f"observable {q!r} needs the foci assay: add 'assays: [foci]' to population {pop!r} of the protocol"
+            )
         known = sorted(n.replace(SEP, ".", 1) for n in list(model.state_index) + list(model.observable_index))
         near = difflib.get_close_matches(q, known, n=1)
         raise fail(
