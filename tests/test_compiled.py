@@ -102,3 +102,29 @@ def test_scenario_file_selects_the_backend(tmp_path):
     bad.write_text(yaml.safe_dump(data))
     with pytest.raises(exosim.ScenarioError, match="solver.backend"):
         exosim.load_scenario(bad)
+
+
+def test_generated_kernel_source_is_the_same_in_every_process():
+    """The numba disk cache is keyed by the kernel's source: it must not depend on the hash
+    seed of the process (set iteration), or every new process and Dask worker recompiles."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, exosim;"
+        "from exosim.simulate.dopri5_numba import module_source;"
+        f"c = exosim.compile_scenario(exosim.load_scenario(r'{SCENARIOS / 'iccm_bystander_medium_transfer.yaml'}'));"
+        "print(hashlib.sha256(module_source(c.model).encode()).hexdigest())"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert len(digests) == 1 and len(digests.pop()) == 64

@@ -111,13 +111,18 @@ def test_repair_module_alone_is_the_kinetic_lq_model():
 
 @pytest.fixture(scope="module")
 def tight_runs():
-    """Scenario runs at rtol 1e-10, computed on first use (so a selection runs only its own)."""
+    """Scenario runs at rtol 1e-11, computed on first use (so a selection runs only its own).
+
+    One order tighter than libRoadRunner: the numpy backend shares its steps across the batch,
+    and a member whose state hangs on a steep switch (the bystander response near threshold,
+    partial field with GW4869) then carries a global error of about 1e-6 at rtol 1e-10 when
+    another member's fast foci marking sets the steps (2e-10 at rtol 1e-11; 2e-9 per member)."""
     cache = {}
 
     def get(name: str):
         if name not in cache:
             sc = exosim.load_scenario(SCENARIOS / f"{name}.yaml")
-            sc = sc.model_copy(update={"solver": sc.solver.model_copy(update={"rtol": 1e-10, "atol": 1e-13})})
+            sc = sc.model_copy(update={"solver": sc.solver.model_copy(update={"rtol": 1e-11, "atol": 1e-14})})
             compiled = exosim.compile_scenario(sc)
             cache[name] = (compiled, compiled.run())
         return cache[name]
@@ -145,7 +150,7 @@ CROSSCHECK_EVERY_RUN = {
 )
 def test_exported_scenarios_simulate_identically_in_libroadrunner(tight_runs, name):
     """Every arm at the largest grid dose: states at all non-event output times and the scored
-    survival agree to 1e-6 relative (libRoadRunner CVODE vs exosim DOPRI5, both at rtol 1e-10)."""
+    survival agree to 1e-6 relative (libRoadRunner CVODE at rtol 1e-10 vs exosim DOPRI5 at 1e-11)."""
     compiled, result = tight_runs(name)
     n_grid = int(np.sum(compiled.arm_index == 0))
     for a in range(len(compiled.arms)):
