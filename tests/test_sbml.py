@@ -131,13 +131,15 @@ def tight_runs():
 
 
 #: the scenarios cross-checked in every test run: medium transfer with cargo, bystander factor with
-#: pre-treatment, partial field (two scored populations) and systemic wiring (links between media);
+#: pre-treatment, partial field (two scored populations, foci), systemic wiring (links between
+#: media) and a sponge (repressor titration);
 #: every other shipped scenario is marked slow (``python -m pytest -m slow`` runs them all)
 CROSSCHECK_EVERY_RUN = {
     "hnscc_exosome_radioresistance",
     "iccm_bystander_medium_transfer",
     "partial_field_bystander",
     "systemic_mir208a_abscopal",
+    "circmetrn_gbm_exosome_radioresistance",
 }
 
 

@@ -111,7 +111,8 @@ def plot_survival(result: RunResult, rows: list[dict], path: Path, bands=None) -
 
 def plot_timecourses(result: RunResult, path: Path) -> None:
     """Key states over time, one line per arm, at the largest grid dose: vesicles in each medium,
-    cargo delivered to and present in the cytosol of the scored cells, and their DSBs."""
+    cargo delivered to and present in the cytosol of the scored cells, the targets sponges
+    release from repression, and the cells' DSBs."""
     m, sc = result.model, result.scenario
     scored = sc.timeline[[e.kind for e in sc.timeline].index("score")].score.population
     top = np.nanmax(result.grid) if np.isfinite(result.grid).any() else np.nan
@@ -121,6 +122,9 @@ def plot_timecourses(result: RunResult, path: Path) -> None:
             (f"{scored}{SEP}{c}_delivered", f"{c} delivered to {scored} (per cell)", False),
             (f"{scored}{SEP}{c}_cytosolic", f"{c} in the cytosol of {scored} (per cell)", False),
         ]
+    # targets a sponge releases from an endogenous repressor: the relief is the sponge's whole effect
+    relieved = sorted({k for hits in m.repressor_records.values() for k in hits})
+    panels += [(f"{scored}{SEP}{k}_level", f"{k} in {scored} (relative to baseline)", False) for k in relieved]
     panels.append((f"{scored}{SEP}dsb", f"DSBs per cell, {scored}", False))
     fig = _canvas((11, 2.6 * ((len(panels) + 2) // 3)))
     colours = _colours()

@@ -118,6 +118,7 @@ class Model:
             dict(cargo_records) if cargo_records is not None else {c: cat.cargo_catalogue()[c] for c in self.cargos}
         )
         self._check_names()
+        self.repressor_records = self._repressors()
         self.target_records = self._targets()
         self.blocks = self._blocks()
         self._collect()
@@ -143,6 +144,19 @@ class Model:
             if c not in self.cargo_records:
                 raise ModelError(f"unknown cargo {c!r}")
 
+    def _repressors(self) -> dict[str, dict[str, float]]:
+        """Endogenous repressors some model cargo sponges -> {target: signed effect}."""
+        known = cat.repressors()
+        used: dict[str, dict[str, float]] = {}
+        for c in self.cargos:
+            for r, sites in (self.cargo_records[c].get("sponges") or {}).items():
+                if r not in known:
+                    raise ModelError(f"cargo {c!r} sponges unknown repressor {r!r}; known: {', '.join(sorted(known))}")
+                if not float(sites) > 0:
+                    raise ModelError(f"cargo {c!r}: sponge sites for {r!r} must be positive, got {sites!r}")
+                used[r] = {k: float(v) for k, v in known[r]["represses"].items()}
+        return used
+
     def _targets(self) -> dict[str, dict[str, float]]:
         known = cat.targets()
         used: dict[str, dict[str, float]] = {}
@@ -154,6 +168,11 @@ class Model:
                 bad = set(used[k]) - set(MODIFIERS)
                 if bad:
                     raise ModelError(f"target {k!r} feeds unknown modifiers {sorted(bad)}")
+        for r in self.repressor_records.values():
+            for k in r:
+                if k not in known:
+                    raise ModelError(f"an endogenous repressor acts on unknown target {k!r}")
+                used[k] = dict(known[k]["modifiers"])
         for k in used:
             repression = sum(min(float(self.cargo_records[c].get("effects", {}).get(k, 0.0)), 0.0) for c in self.cargos)
             if repression <= -1.0:
@@ -171,7 +190,16 @@ class Model:
                 repair(p.name, foci="foci" in p.assays),
                 release(p.name, p.medium, list(p.packaged), list(self.cargos)),
                 uptake(p.name, p.medium, list(self.cargos)),
-                cargo_effects(p.name, list(self.cargos), effects, self.target_records, damaging, signalling),
+                cargo_effects(
+                    p.name,
+                    list(self.cargos),
+                    effects,
+                    self.target_records,
+                    damaging,
+                    signalling,
+                    sponges={c: dict(self.cargo_records[c].get("sponges") or {}) for c in self.cargos},
+                    repressors=self.repressor_records,
+                ),
             ]
         return blocks
 
@@ -273,6 +301,20 @@ class Model:
             source, assumed = "cargo catalogue, targets", True
         elif key == "target_turnover_rate" and "turnover_rate" in cat.targets()[context["target"]]:
             value = float(cat.targets()[context["target"]]["turnover_rate"])
+        elif key == "repressor_effect_strength":
+            value = self.repressor_records[context["repressor"]][context["target"]]
+            source, assumed = self._repressor_source(context["repressor"])
+        elif key == "sponge_sites":
+            value = float(self.cargo_records[context["cargo"]]["sponges"][context["repressor"]])
+            source, assumed = self._cargo_source(context["cargo"], self.cargo_records[context["cargo"]])
+        elif "repressor" in context:
+            rec = cat.repressors()[context["repressor"]]
+            field = {"repressor_copies": "copies_per_cell", "repressor_target_sites": "target_sites_per_cell"}.get(
+                key, key
+            )
+            if field in rec:
+                value = float(rec[field])
+                source, assumed = self._repressor_source(context["repressor"])
         elif scope == "cargo" and "cargo" in context:
             rec = self.cargo_records[context["cargo"]]
             if key in rec:
@@ -293,6 +335,11 @@ class Model:
             assumed,
             context,
         )
+
+    @staticmethod
+    def _repressor_source(name: str) -> tuple[str, bool]:
+        rec = cat.repressors()[name]
+        return f"repressor catalogue {name}: {rec.get('source', '')}".strip(), bool(rec.get("assumed"))
 
     @staticmethod
     def _cargo_source(name: str, rec: dict) -> tuple[str, bool]:

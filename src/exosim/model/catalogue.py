@@ -15,6 +15,7 @@ __all__ = [
     "cell_lines",
     "cargo_catalogue",
     "targets",
+    "repressors",
     "agents",
     "treatments",
     "media",
@@ -87,6 +88,12 @@ def cargo_catalogue() -> dict[str, dict]:
 def targets() -> dict[str, dict]:
     """Target -> {modifiers {modifier: weight}, optional turnover_rate}."""
     return _cargo_file()["targets"]
+
+
+def repressors() -> dict[str, dict]:
+    """Endogenous repressor (miRNA or RNA-binding protein of the recipient) -> {kind,
+    copies_per_cell, represses {target: signed change at saturation}, source | assumed}."""
+    return _cargo_file().get("repressors") or {}
 
 
 def agents() -> dict[str, dict]:

@@ -210,14 +210,22 @@ def delivery_rows(result: RunResult) -> list[dict]:
     amount.  Reported is the largest cumulative delivery of any member of the arm at
     scoring and its ratio to that number, so a user sees whether a published effect is
     plausible by exosome delivery alone.
+
+    A sponge (cargo with ``sponges``) is judged against the copies whose sites equal the
+    endogenous site pool of the repressor it competes for (``P_r/s_jr``: the load that halves
+    the occupancy of the repressor's sites under tight binding; Denzler et al. 2014).
     """
-    default = float(cat.parameter_table()["half_effect_copies"]["value"])
+    table = cat.parameter_table()
+    default = float(table["half_effect_copies"]["value"])
     rows = []
     for a, name in enumerate(result.arms):
         sel = result.arm_index == a
         for c in result.model.cargos:
             rec = result.model.cargo_records[c]
             needed = float(rec.get("half_effect_copies", default))
+            for r, sites in (rec.get("sponges") or {}).items():
+                pool = float(cat.repressors()[r].get("target_sites_per_cell", table["repressor_target_sites"]["value"]))
+                needed = min(needed, pool / float(sites)) if rec.get("effects") else pool / float(sites)
             copies = float(np.nanmax(result.reference[f"{c}_delivered_at_scoring"][sel]))
             rows.append(
                 {

@@ -11,11 +11,21 @@ Equations (per cell)::
     g       = sum_j g_j*A_j                                    bystander DSB induction
     S       = sum_j A_j  (j signalling)                        bystander signal
 
-``r_jk < 0`` is repression by a miRNA (modest, Baek et al. 2008); ``r_jk > 0``
-is activation by protein cargo or an unspecified exosome factor.  The power
-form keeps every modifier positive and equal to 1 at baseline.  Which cargo
-acts on which target, and which target feeds which modifier with what weight,
-comes from the cargo catalogue (data), not from code.
+Sponges (competing endogenous RNAs) compete with the target sites of an endogenous repressor
+``r`` of the recipient (a miRNA, or an RNA-binding protein such as PUM1): ``M_r`` repressor
+copies per cell bind ``P_r`` endogenous sites plus the sponge sites ``Z_r``::
+
+    Z_r      = sum_j s_jr*m_j                                  sponge sites per cell
+    N_r      = P_r + Z_r                                       all sites
+    theta_r  = b_r/N_r = 2*M_r/((M_r + N_r + K_D) + sqrt((M_r + N_r + K_D)^2 - 4*M_r*N_r))
+    T_k setpoint *= (1 + e_rk*theta_r)/(1 + e_rk*theta_r0)    theta_r0: theta_r at Z_r = 0
+
+``b_r`` is the bound repressor of the binding equilibrium ``(M_r - b)(N_r - b) = K_D*b``,
+written in its numerically stable root; ``theta_r`` is the occupancy of a site, so of the
+target's own sites, and ``e_rk`` the signed change of target ``k`` at full occupancy.  With
+tight binding and more sites than repressor copies (Denzler et al. 2014) ``theta_r =
+M_r/(P_r + Z_r)``: a sponge relieves repression only when its sites approach the endogenous
+site pool, whatever the repressor's own copy number (the ceRNA threshold).
 
 References
 ----------
@@ -23,13 +33,16 @@ References
    455:64. doi:10.1038/nature07242
 .. [2] Kingston ER, Bartel DP (2019) Global analyses of the dynamics of
    mammalian microRNA metabolism. Genome Res 29:1777. doi:10.1101/gr.251421.119
+.. [4] Denzler R, Agarwal V, Stefano J, Bartel DP, Stoffel M (2014) Assessing the ceRNA
+   hypothesis with quantitative measurements of miRNA and target abundance. Mol Cell 54:766.
+   doi:10.1016/j.molcel.2014.03.045
 .. [3] Chevillet JR, et al. (2014) Quantitative and stoichiometric analysis of
    the microRNA content of exosomes. PNAS 111:14888. doi:10.1073/pnas.1408301111
 """
 
 from __future__ import annotations
 
-from exosim.model.declare import Block, Rate, Rule, State
+from exosim.model.declare import Block, Derived, Rate, Rule, State
 
 MODIFIERS = ("repair_capacity", "misrepair_factor", "apoptotic_propensity")
 
@@ -41,6 +54,8 @@ def cargo_effects(
     targets: dict[str, dict[str, float]],
     damaging: list[str],
     signalling: list[str] = (),
+    sponges: dict[str, dict[str, float]] | None = None,
+    repressors: dict[str, dict[str, float]] | None = None,
 ) -> Block:
     """Cytosolic cargo, target levels and modifiers of ``population``.
 
@@ -53,7 +68,12 @@ def cargo_effects(
     damaging : cargo species that induce DSBs (bystander damage drive)
     signalling : cargo species whose activity is the signal of the all-or-none bystander
         response (cargo catalogue ``bystander_signal: true``; docs/model.md section 3.4)
+    sponges : cargo -> {repressor: binding sites per copy} (cargo catalogue ``sponges``)
+    repressors : endogenous repressor -> {target: e_rk}, signed change of the target at full
+        occupancy of its sites (negative: repression); only repressors some cargo sponges
     """
+    sponges = sponges or {}
+    repressors = repressors or {}
     block = Block(module="cargo_effects", namespace=population, context={"population": population})
     for c in cargos:
         for local, key in (
@@ -73,6 +93,45 @@ def cargo_effects(
                 f"saturating activity of {c}",
             )
         )
+    for r in repressors:
+        for local, key in (
+            (f"{r}_copies", "repressor_copies"),
+            (f"{r}_target_sites", "repressor_target_sites"),
+            (f"{r}_dissociation", "sponge_dissociation_constant"),
+        ):
+            block.parameters[local] = key
+            block.param_context[local] = {"repressor": r}
+        sites = []
+        for c in cargos:
+            if r in sponges.get(c, {}):
+                local = f"{c}_sites_{r}"
+                block.parameters[local] = "sponge_sites"
+                block.param_context[local] = {"cargo": c, "repressor": r}
+                sites.append(f"{local}*{c}_cytosolic")
+        block.rules.append(
+            Rule(f"{r}_sponge_sites", " + ".join(sites) or "0", "sites/cell", f"sponge sites for {r} per cell, Z_r")
+        )
+
+        def occupancy(n: str, r: str = r) -> str:
+            m, kd = f"{r}_copies", f"{r}_dissociation"
+            return f"2*{m}/(({m} + {n} + {kd}) + sqrt(({m} + {n} + {kd})**2 - 4*{m}*{n}))"
+
+        block.rules.append(
+            Rule(
+                f"{r}_occupancy",
+                occupancy(f"({r}_target_sites + {r}_sponge_sites)"),
+                "1",
+                f"share of {r}'s binding sites occupied (binding equilibrium, stable root), theta_r",
+            )
+        )
+        block.derived.append(
+            Derived(
+                f"{r}_occupancy_baseline",
+                occupancy(f"{r}_target_sites"),
+                "1",
+                f"share of {r}'s sites occupied without sponges, theta_r0",
+            )
+        )
     for k in targets:
         block.parameters[f"{k}_turnover_rate"] = "target_turnover_rate"
         block.param_context[f"{k}_turnover_rate"] = {"target": k}
@@ -84,6 +143,15 @@ def cargo_effects(
                 block.param_context[local] = {"cargo": c, "target": k}
                 terms.append(f"{local}*{c}_activity")
         setpoint = "1" + "".join(f" + {t}" for t in terms)
+        relief = []
+        for r, hits in repressors.items():
+            if k in hits:
+                local = f"{r}_on_{k}"
+                block.parameters[local] = "repressor_effect_strength"
+                block.param_context[local] = {"repressor": r, "target": k}
+                relief.append(f"(1 + {local}*{r}_occupancy)/(1 + {local}*{r}_occupancy_baseline)")
+        if relief:
+            setpoint = f"({setpoint})*" + "*".join(relief)
         block.states.append(State(f"{k}_level", "1", f"{k} level relative to baseline", initial="1"))
         block.rules.append(Rule(f"{k}_setpoint", setpoint, "1", f"level {k} relaxes to"))
         block.rates.append(Rate(f"{k}_level", f"{k}_turnover_rate*({k}_setpoint - {k}_level)"))
