@@ -130,6 +130,9 @@ def test_every_event_renders_the_same_change_for_numpy_and_sbml(name):
         for i in range(n):
             env = {s: y0[i, j] for s, j in m.state_index.items()}
             env |= {q: p0[i, j] for q, j in m.parameter_index.items()}
+            # derived constants are SBML assignment rules of the parameters
+            observed = m.observe(y0[i : i + 1], p0[i : i + 1])[0]
+            env |= {d.name: observed[m.observable_index[d.name]] for d in m.derived}
             expected_y, expected_p = y0[i].copy(), p0[i].copy()
             for symbol, formula in action.sbml_assignments(i):
                 value = eval(_python(formula), {}, env)  # noqa: S307 - formulas exosim generated

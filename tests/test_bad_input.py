@@ -222,6 +222,20 @@ CASES = [
         "timeline[0].irradiate.dose",
         ["limit of 100 Gy"],
     ),
+    (
+        "oxygen above the physical range",
+        "populations.cells.parameters",
+        {"oxygen_pressure": "800 mmHg"},
+        "populations.cells.parameters.oxygen_pressure",
+        ["outside the physical range [0, 760] mmHg"],
+    ),
+    (
+        "negative oxygen",
+        "populations.cells.parameters",
+        {"oxygen_pressure": "-1 mmHg"},
+        "populations.cells.parameters.oxygen_pressure",
+        ["outside the physical range"],
+    ),
     ("variable dose above the limit", "variables", {"d": "500 Gy"}, "variables.d", ["limit of 100 Gy"]),
     # unbounded input is not formatted into the message
     ("huge value", "name", ["x" * 20_000] * 10, "name", ["valid string", "..."]),

@@ -9,6 +9,7 @@ import exosim
 from conftest import scenario_from, single_well
 
 Y, ALPHA0, BETA0, T_HALF, SHARE = 35.0, 0.22, 0.0272, 0.28, 0.2  # hnscc_pooled, parameter table
+SHARE_F = 0.1  # ferroptotic share of alpha0, parameter table
 
 
 def calibrated():
@@ -17,18 +18,20 @@ def calibrated():
         "lam": lam,
         "kappa": 2 * lam * BETA0 / Y**2,
         "gamma": SHARE * ALPHA0 * lam / Y,
-        "mis": (1 - SHARE) * ALPHA0 / Y,
+        "mis": (1 - SHARE - SHARE_F) * ALPHA0 / Y,
     }
 
 
 def exact_acute_neg_log_sf(dose):
     """dB/dt = -mu B - k B^2, B(0) = Y D integrates in closed form:
-    int B dt = ln(1 + k B0/mu)/k, so L + A = mis*mu*I + (B0 - mu*I) + gamma*I."""
+    int B dt = ln(1 + k B0/mu)/k, so L + A = mis*mu*I + (B0 - mu*I) + gamma*I; lipid peroxides
+    D*e^{-k_p t} commit F = gamma_F*D/k_p = SHARE_F*alpha0*D to ferroptosis."""
     c = calibrated()
     b0 = Y * np.asarray(dose, float)
     with np.errstate(invalid="ignore", divide="ignore"):
         integral = np.where(b0 > 0, np.log1p(c["kappa"] * b0 / c["lam"]) / c["kappa"], 0.0)
-    return c["mis"] * c["lam"] * integral + (b0 - c["lam"] * integral) + c["gamma"] * integral
+    ferroptosis = SHARE_F * ALPHA0 * np.asarray(dose, float)
+    return c["mis"] * c["lam"] * integral + (b0 - c["lam"] * integral) + c["gamma"] * integral + ferroptosis
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +120,27 @@ def test_monotone_cubic_matches_scipy_pchip():
         y = -np.cumsum(rng.uniform(0.01, 1, n))
         q = np.linspace(x[0], x[-1], 57)
         np.testing.assert_allclose(MonotoneCubic(x, y)(q), PchipInterpolator(x, y)(q), atol=1e-12)
+
+
+def test_ferroptosis_defence_removes_its_share_of_alpha():
+    """alpha = alpha0*(1 - s_F*(1 - 1/g_F)) with the GPX4 defence g_F frozen (docs/model.md 4):
+    a two-fold GPX4 rise removes half of the ferroptotic share, and beta is untouched."""
+    from exosim.model.assemble import Model, PopulationSpec
+
+    m = Model([PopulationSpec("cells", "well", "hn5")], ["well"], ["angptl4"])
+    p = np.repeat(m.default_parameters()[None, :], 3, axis=0)
+    y = m.initial_state(p)
+    g = np.array([1.0, 2.0, 4.0])
+    y[:, m.state_index["cells__GPX4_level"]] = g
+    obs = m.observe(y, p)
+    alpha0, beta0 = 0.289, 0.0289  # hn5, cell-line catalogue
+    np.testing.assert_allclose(obs[:, m.observable_index["cells__alpha_eff"]], alpha0 * (1 - SHARE_F * (1 - 1 / g)))
+    np.testing.assert_allclose(obs[:, m.observable_index["cells__beta_eff"]], beta0)
+
+
+def test_acute_ferroptosis_follows_its_closed_form():
+    """Lipid peroxides D*exp(-k_p t) commit F = s_F*alpha0*D: the ferroptotic state after an
+    acute dose, read at scoring, matches it (the other lesions follow the exact solution above)."""
+    data = single_well(solver={"rtol": 1e-10, "atol": 1e-13})
+    res = exosim.run(scenario_from(data), time_courses=False)
+    np.testing.assert_allclose(res.state("cells.ferroptotic_commitment"), SHARE_F * ALPHA0 * res.grid, rtol=1e-8)

@@ -100,12 +100,14 @@ def test_repair_module_alone_is_the_kinetic_lq_model():
     rr = _rr((MODELS / "exosim_repair.xml").read_text())
     dose = 6.0
     rr.setValue("recipients__dsb", 35 * dose)
+    rr.setValue("recipients__lipid_peroxides", dose)
     rr.simulate(0, 48, 2)
-    lam, beta0, alpha0, share = math.log(2) / 0.28, 0.0272, 0.22, 0.2
-    kappa, gamma, mis = 2 * lam * beta0 / 35**2, share * alpha0 * lam / 35, (1 - share) * alpha0 / 35
+    lam, beta0, alpha0, share, share_f = math.log(2) / 0.28, 0.0272, 0.22, 0.2, 0.1
+    kappa, gamma = 2 * lam * beta0 / 35**2, share * alpha0 * lam / 35
+    mis = (1 - share - share_f) * alpha0 / 35
     b0 = 35 * dose
     integral = math.log1p(kappa * b0 / lam) / kappa
-    expected = math.exp(-(mis * lam * integral + b0 - lam * integral + gamma * integral))
+    expected = math.exp(-(mis * lam * integral + b0 - lam * integral + gamma * integral + share_f * alpha0 * dose))
     assert rr.getValue("recipients__surviving_fraction") == pytest.approx(expected, rel=1e-7)
 
 
@@ -132,7 +134,7 @@ def tight_runs():
 
 #: the scenarios cross-checked in every test run: medium transfer with cargo, bystander factor with
 #: pre-treatment, partial field (two scored populations, foci), systemic wiring (links between
-#: media) and a sponge (repressor titration);
+#: media), a sponge (repressor titration) and hypoxic donors with ferroptosis;
 #: every other shipped scenario is marked slow (``python -m pytest -m slow`` runs them all)
 CROSSCHECK_EVERY_RUN = {
     "hnscc_exosome_radioresistance",
@@ -140,6 +142,7 @@ CROSSCHECK_EVERY_RUN = {
     "partial_field_bystander",
     "systemic_mir208a_abscopal",
     "circmetrn_gbm_exosome_radioresistance",
+    "angptl4_nsclc_hypoxic_exosome_ferroptosis",
 }
 
 

@@ -673,6 +673,9 @@ def _check_parameters(sc: Scenario, err, strict: bool = False, where: dict[str, 
         low, high, origin = _documented(table[key])
         shown = f"{q.value:g} {unit}" if unit != "1" else f"{q.value:g}"
         span = f"[{low:g}, {high:g}]" + (f" {unit}" if unit != "1" else "")
+        physical = table[key].get("physical")
+        if physical and not physical[0] <= q.value <= physical[1]:
+            raise err(path, f"{shown} is outside the physical range [{physical[0]:g}, {physical[1]:g}] {unit}")
         if q.value < 0 <= low:
             raise err(path, f"expected a non-negative value, got {shown} (documented range {span}; {origin})")
         if not cat.within_documented_range(key, q.value, low, high):

@@ -2,14 +2,27 @@
 
 Equations (per cell)::
 
-    dDSB/dt = Y*Ddot + g - lambda*rho*DSB - kappa*DSB^2
-    dL/dt   = Y_L*Ddot + (1 - phi)*lambda*rho*DSB + kappa*DSB^2
+    dDSB/dt = Y*O*Ddot + g - lambda*rho*DSB - kappa*DSB^2
+    dL/dt   = Y_L*O*Ddot + (1 - phi)*lambda*rho*DSB + kappa*DSB^2
     dA/dt   = gamma*a*DSB
+    dLp/dt  = O*Ddot - k_p*g_F*Lp                  lipid peroxides (per Gy of yield)
+    dF/dt   = gamma_F*Lp                           ferroptotic commitment
     dC/dt   = k_C*H(S; S*, n_C)                    bystander commitment of the susceptible cells
-    SF      = exp(-(L + A))*(1 - f_s*(1 - exp(-C)))
+    SF      = exp(-(L + A + F))*(1 - f_s*(1 - exp(-C)))
     dM/dt   = k_f*(DSB - M) - (lambda*rho + kappa*DSB)*M      gamma-H2AX foci on open breaks
     dR/dt   = (lambda*rho + kappa*DSB)*M - k_r*R               foci left on rejoined breaks
     foci    = M + R
+
+Ferroptosis (radiation-induced lipid peroxidation, Lei et al. 2020) is a third way to die:
+peroxides ``Lp`` made in proportion to dose are removed by GPX4-dependent defence at
+``k_p*g_F`` (``g_F``, ``ferroptosis_defence``: 1 at baseline, a modifier of the cargo module,
+GPX4 up -> more defence), and while present commit cells to ferroptotic death.  Integrated,
+``F = gamma_F*O*D/(k_p*g_F)``: linear in dose, a share of alpha.
+
+``O`` is the oxygen modification factor ``OER(p)/OER(p_ref)``, ``OER(p) = (m*p + K)/(p + K)``
+(Alper & Howard-Flanders 1956): radiation makes fewer lesions per Gy in hypoxic cells, so an
+acute dose ``D`` at pO2 ``p`` acts as ``O*D`` at the culture pO2 ``p_ref`` where the cell line's
+alpha0 and beta0 were measured; alpha scales with ``O``, beta with ``O^2``.
 
 gamma-H2AX foci are a marker, not a lesion: breaks acquire a focus at ``k_f`` (H2AX
 phosphorylation spreads within minutes, Rogakou et al. 1998), a focus outlives the rejoining
@@ -27,13 +40,14 @@ above threshold.  Without damaging cargo ``C = 0`` and the LQ forms below are un
 
 With the modifiers frozen and kappa*DSB << lambda*rho these integrate to the
 linear-quadratic form -ln SF = alpha*D + beta*G*D^2 with
-alpha = Y_L + (1 - phi)*Y + gamma*a*Y/(lambda*rho) and
-beta = kappa*Y^2/(2*lambda*rho).  Calibration (convention: apoptotic share s of
-alpha0, direct lethal yield Y_L) inverts these for the control arm::
+alpha = (Y_L + (1 - phi)*Y + gamma*a*Y/(lambda*rho) + gamma_F/(k_p*g_F))*O and
+beta = kappa*(Y*O)^2/(2*lambda*rho).  Calibration (convention: apoptotic share s and
+ferroptotic share s_F of alpha0, direct lethal yield Y_L) inverts these for the control arm::
 
-    kappa = 2*lambda*beta0/Y^2
-    gamma = s*alpha0*lambda/Y
-    1 - phi = ((1 - s)*alpha0 - Y_L)/Y
+    kappa   = 2*lambda*beta0/Y^2
+    gamma   = s*alpha0*lambda/Y
+    gamma_F = s_F*alpha0*k_p
+    1 - phi = ((1 - s - s_F)*alpha0 - Y_L)/Y
 
 References
 ----------
@@ -49,6 +63,14 @@ References
 .. [6] Seymour CB, Mothersill C (2000) Relative contribution of bystander and targeted
    cell killing to the low-dose region of the radiation dose-response curve. Radiat Res
    153:508.
+.. [10] Lei G, Zhang Y, Koppula P et al. (2020) The role of ferroptosis in ionizing
+   radiation-induced cell death and tumor suppression. Cell Res 30:146.
+   doi:10.1038/s41422-019-0263-3
+.. [8] Alper T, Howard-Flanders P (1956) Role of oxygen in modifying the radiosensitivity of
+   E. coli B. Nature 178:978. doi:10.1038/178978a0
+.. [9] Wouters BG, Brown JM (1997) Cells at intermediate oxygen levels can be more important
+   than the "hypoxic fraction" in determining tumor response to fractionated radiotherapy.
+   Radiat Res 147:541. doi:10.2307/3579620
 .. [7] Rogakou EP, Pilch DR, Orr AH, Ivanova VS, Bonner WM (1998) DNA double-stranded
    breaks induce histone H2AX phosphorylation on serine 139. J Biol Chem 273:5858-5868.
    doi:10.1074/jbc.273.10.5858
@@ -62,8 +84,9 @@ from exosim.model.declare import Block, Derived, Rate, Rule, State
 
 #: State increments of an acute (instantaneous) dose ``D`` in Gy, per cell.
 ACUTE_DOSE = {
-    "dsb": "dsb_yield*D",
-    "lethal_lesions": "direct_lethal_yield*D",
+    "dsb": "dsb_yield*oxygen_modification*D",
+    "lethal_lesions": "direct_lethal_yield*oxygen_modification*D",
+    "lipid_peroxides": "oxygen_modification*D",
     "dose_received": "D",
 }
 
@@ -80,8 +103,14 @@ def repair(population: str, foci: bool = False) -> Block:
             "repair_half_time": "repair_half_time",
             "dsb_yield": "dsb_yield",
             "apoptotic_share": "apoptotic_share",
+            "ferroptotic_share": "ferroptotic_share",
+            "lipid_peroxide_turnover_rate": "lipid_peroxide_turnover_rate",
             "direct_lethal_yield": "direct_lethal_yield",
             "dose_rate": "dose_rate",
+            "oxygen_pressure": "oxygen_pressure",
+            "reference_oxygen_pressure": "reference_oxygen_pressure",
+            "oer_max": "oer_max",
+            "oer_half_pressure": "oer_half_pressure",
             "bystander_susceptible_fraction": "bystander_susceptible_fraction",
             "bystander_threshold": "bystander_threshold",
             "bystander_response_hill": "bystander_response_hill",
@@ -94,6 +123,13 @@ def repair(population: str, foci: bool = False) -> Block:
                 "lethal_lesions", "1/cell", "mean lethal lesions per cell (misrepair, binary misrejoining)", scale=0.1
             ),
             State("apoptotic_commitment", "1/cell", "mean apoptotic death events per cell", scale=0.1),
+            State(
+                "lipid_peroxides",
+                "Gy",
+                "lipid peroxides per cell, in units of the yield of 1 Gy in culture",
+                scale=1.0,
+            ),
+            State("ferroptotic_commitment", "1/cell", "mean ferroptotic death events per cell", scale=0.1),
             State("dose_received", "Gy", "cumulative absorbed dose", scale=1.0),
             State(
                 "bystander_commitment",
@@ -103,6 +139,14 @@ def repair(population: str, foci: bool = False) -> Block:
             ),
         ],
         derived=[
+            Derived(
+                "oxygen_modification",
+                "((oer_max*oxygen_pressure + oer_half_pressure)/(oxygen_pressure + oer_half_pressure))"
+                "/((oer_max*reference_oxygen_pressure + oer_half_pressure)"
+                "/(reference_oxygen_pressure + oer_half_pressure))",
+                "1",
+                "OMF = OER(p)/OER(p_ref), OER(p) = (m*p + K)/(p + K): lesion yields per Gy relative to culture",
+            ),
             Derived("repair_rate", "log(2)/repair_half_time", "1/h", "first-order DSB rejoining rate lambda"),
             Derived(
                 "binary_misrepair_constant",
@@ -117,8 +161,14 @@ def repair(population: str, foci: bool = False) -> Block:
                 "gamma, calibrated so apoptosis carries apoptotic_share of alpha0",
             ),
             Derived(
+                "ferroptosis_constant",
+                "ferroptotic_share*alpha0*lipid_peroxide_turnover_rate",
+                "1/(Gy*h)",
+                "gamma_F, calibrated so ferroptosis carries ferroptotic_share of alpha0",
+            ),
+            Derived(
                 "misrepair_fraction_baseline",
-                "((1 - apoptotic_share)*alpha0 - direct_lethal_yield)/dsb_yield",
+                "((1 - apoptotic_share - ferroptotic_share)*alpha0 - direct_lethal_yield)/dsb_yield",
                 "1",
                 "1 - phi at baseline, calibrated so the control arm has alpha0",
             ),
@@ -132,21 +182,23 @@ def repair(population: str, foci: bool = False) -> Block:
             ),
             Rule(
                 "surviving_fraction",
-                "exp(-(lethal_lesions + apoptotic_commitment))"
+                "exp(-(lethal_lesions + apoptotic_commitment + ferroptotic_commitment))"
                 "*(1 - bystander_susceptible_fraction*(1 - exp(-bystander_commitment)))",
                 "1",
                 "Poisson probability of no lethal event, and of no bystander death in the susceptible share",
             ),
             Rule(
                 "alpha_eff",
-                "direct_lethal_yield + misrepair_fraction*dsb_yield"
-                " + apoptosis_constant*apoptotic_propensity*dsb_yield/(repair_rate*repair_capacity)",
+                "(direct_lethal_yield + misrepair_fraction*dsb_yield"
+                " + apoptosis_constant*apoptotic_propensity*dsb_yield/(repair_rate*repair_capacity)"
+                " + ferroptosis_constant/(lipid_peroxide_turnover_rate*ferroptosis_defence))"
+                "*oxygen_modification",
                 "1/Gy",
                 "LQ alpha with the current modifiers frozen (docs/model.md section 4)",
             ),
             Rule(
                 "beta_eff",
-                "binary_misrepair_constant*dsb_yield**2/(2*repair_rate*repair_capacity)",
+                "binary_misrepair_constant*(dsb_yield*oxygen_modification)**2/(2*repair_rate*repair_capacity)",
                 "1/Gy^2",
                 "LQ beta for an acute dose with the current modifiers frozen (docs/model.md section 4)",
             ),
@@ -154,16 +206,21 @@ def repair(population: str, foci: bool = False) -> Block:
         rates=[
             Rate(
                 "dsb",
-                "dsb_yield*dose_rate + bystander_damage_drive"
+                "dsb_yield*oxygen_modification*dose_rate + bystander_damage_drive"
                 " - repair_rate*repair_capacity*dsb - binary_misrepair_constant*dsb**2",
             ),
             Rate(
                 "lethal_lesions",
-                "direct_lethal_yield*dose_rate"
+                "direct_lethal_yield*oxygen_modification*dose_rate"
                 " + misrepair_fraction*repair_rate*repair_capacity*dsb"
                 " + binary_misrepair_constant*dsb**2",
             ),
             Rate("apoptotic_commitment", "apoptosis_constant*apoptotic_propensity*dsb"),
+            Rate(
+                "lipid_peroxides",
+                "oxygen_modification*dose_rate - lipid_peroxide_turnover_rate*ferroptosis_defence*lipid_peroxides",
+            ),
+            Rate("ferroptotic_commitment", "ferroptosis_constant*lipid_peroxides"),
             Rate("dose_received", "dose_rate"),
             Rate(
                 "bystander_commitment",
