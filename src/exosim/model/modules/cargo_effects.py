@@ -76,14 +76,22 @@ def cargo_effects(
     sponges = sponges or {}
     repressors = repressors or {}
     block = Block(module="cargo_effects", namespace=population, context={"population": population})
-    for c in cargos:
-        for local, key in (
-            (f"{c}_half_life", "cytosolic_half_life"),
-            (f"{c}_half_effect_copies", "half_effect_copies"),
-            (f"{c}_hill", "cargo_hill"),
-        ):
+
+    def bind(pairs: tuple[tuple[str, str], ...], context: dict[str, str]) -> None:
+        """Declare local parameters -> table keys, resolved in ``context`` (cargo, repressor)."""
+        for local, key in pairs:
             block.parameters[local] = key
-            block.param_context[local] = {"cargo": c}
+            block.param_context[local] = dict(context)
+
+    for c in cargos:
+        bind(
+            (
+                (f"{c}_half_life", "cytosolic_half_life"),
+                (f"{c}_half_effect_copies", "half_effect_copies"),
+                (f"{c}_hill", "cargo_hill"),
+            ),
+            {"cargo": c},
+        )
         block.states.append(State(f"{c}_cytosolic", "copies/cell", f"functional {c} in the cytosol", scale=1e-2))
         block.rates.append(Rate(f"{c}_cytosolic", f"-log(2)/{c}_half_life*{c}_cytosolic"))
         block.rules.append(
@@ -95,13 +103,14 @@ def cargo_effects(
             )
         )
     for r in repressors:
-        for local, key in (
-            (f"{r}_copies", "repressor_copies"),
-            (f"{r}_target_sites", "repressor_target_sites"),
-            (f"{r}_dissociation", "sponge_dissociation_constant"),
-        ):
-            block.parameters[local] = key
-            block.param_context[local] = {"repressor": r}
+        bind(
+            (
+                (f"{r}_copies", "repressor_copies"),
+                (f"{r}_target_sites", "repressor_target_sites"),
+                (f"{r}_dissociation", "sponge_dissociation_constant"),
+            ),
+            {"repressor": r},
+        )
         sites = []
         for c in cargos:
             if r in sponges.get(c, {}):
