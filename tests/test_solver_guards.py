@@ -206,7 +206,8 @@ def test_a_run_larger_than_the_memory_limit_is_refused_before_it_starts():
     from exosim.scenario.runner import CompiledScenario
 
     m = CompiledScenario(sc).model
-    assert f"50000 members x 74 recorded times x ({m.n_states} states + {len(m.observable_names)} observables)" in str(
+    # 74 hourly samples from 0 to 73 h, plus one just after each of the two acute irradiations
+    assert f"50000 members x 76 recorded times x ({m.n_states} states + {len(m.observable_names)} observables)" in str(
         info.value
     )
     assert f"above the limit of {MAX_RUN_BYTES / 1024**3:g} GiB" in str(info.value)

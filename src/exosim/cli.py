@@ -882,7 +882,9 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     stage = staged_outputs(outdir)
     with stage as tmp:
         for sc in scenarios:
-            result = run(sc, time_courses=sc.type == "medium_transfer")
+            # time courses for medium transfer (their own figure) and for protocols without a dose
+            # grid (the survival figure is then the scored cells' survival over the protocol)
+            result = run(sc, time_courses=sc.type == "medium_transfer" or sc.dose_grid is None)
             bands = prediction_bands(sc, record, draws=args.bands, solver="auto") if args.bands else None
             plot_survival(result, result.survival_rows(), tmp / f"{sc.name}.png", bands=bands)
             if sc.type == "medium_transfer":  # time courses of the key states, at the largest grid dose

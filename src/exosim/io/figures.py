@@ -7,6 +7,7 @@ staged folder, so a figure appears complete or not at all.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,8 +26,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["plot_survival", "plot_timecourses", "plot_analysis", "plot_fit", "plot_scorecard"]
 
-#: colour-blind-safe colours (Okabe & Ito) of the evidence roles
-ROLE_STYLE = {"calibration": ("#0072B2", "o"), "validation": ("#D55E00", "s")}
+# ---------------------------------------------------------------------- style, in one place
+#: colour-blind-safe colours (Okabe & Ito 2008, "Color universal design"); the control arm is
+#: black, the others take these in order (yellow last: low contrast on white)
+OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442"]
+#: markers and line styles per arm, so arms that overlap stay distinguishable in print
+ARM_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+ARM_LINES = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)), (0, (5, 1, 1, 1))]
+#: colours of the evidence roles
+ROLE_STYLE = {"calibration": (OKABE_ITO[3], "o"), "validation": (OKABE_ITO[4], "s")}
 
 
 def _canvas(figsize):
@@ -39,37 +47,101 @@ def _canvas(figsize):
 
 
 def _colours() -> list[str]:
-    import matplotlib
+    return list(OKABE_ITO)
 
-    return matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+
+def arm_style(a: int, control: bool) -> dict:
+    """Line, marker and colour of the ``a``-th non-control arm (any ``a`` for the control).
+
+    The control is black and dashed with small filled dots; the others take Okabe-Ito colours,
+    each its own marker and line style, with hollow markers that shrink with the arm index so
+    coinciding points show as nested outlines."""
+    if control:
+        return {"color": "black", "linestyle": "--", "marker": "o", "ms": 3.5, "zorder": 4}
+    k = a
+    return {
+        "color": OKABE_ITO[k % len(OKABE_ITO)],
+        "linestyle": ARM_LINES[k % len(ARM_LINES)],
+        "marker": ARM_MARKERS[(k + 1) % len(ARM_MARKERS)],
+        "ms": max(8.0 - 1.0 * k, 4.0),
+        "markerfacecolor": "none",
+        "markeredgewidth": 1.2,
+        "zorder": 3,
+    }
+
+
+def _grid_ticks(ax, values) -> None:
+    """Ticks of a symlog dose axis at the doses themselves, plain numbers, no minor ticks: the
+    default "0" next to 10^-2 collides, and decades say little for a dose grid."""
+    from matplotlib.ticker import NullLocator
+
+    ticks = sorted({float(v) for v in np.asarray(values, float) if np.isfinite(v)})
+    ax.set_xticks(ticks, [f"{v:g}" for v in ticks], fontsize=7)
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def _plain_log_ticks(axis) -> None:
+    """Decimal labels on a log axis at 1, 2 and 5 per decade; unlabelled minor ticks."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def scenario_title(sc) -> str:
+    """The scenario's ``title``, or its name with spaces; flagged when it states a hypothesis."""
+    title = sc.title or sc.name.replace("_", " ")
+    return title + (" (hypothesis)" if sc.hypotheses else "")
+
+
+def _readable_survival_axis(ax, values: np.ndarray) -> None:
+    """Log survival axis with readable ticks: plain decimals when the data span less than a
+    decade, a linear axis when they span less than half of one (bystander effects of 10^-4)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, ScalarFormatter
+
+    v = values[np.isfinite(values) & (values > 0)]
+    if not v.size:
+        return
+    span = v.max() / v.min()
+    if span < 1.5:
+        ax.set_yscale("linear")
+        fmt = ScalarFormatter(useOffset=False)
+        fmt.set_scientific(False)
+        ax.yaxis.set_major_formatter(fmt)
+    elif span < 10:
+        ax.yaxis.set_major_locator(LogLocator(subs=tuple(range(1, 10))))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_survival(result: RunResult, rows: list[dict], path: Path, bands=None) -> None:
-    """Log survival vs grid dose, one line per arm (control dashed), LQ dotted where defined;
-    95 % prediction ``bands`` (posterior draws) shaded in each arm's colour when given."""
+    """Log survival vs grid dose, one line per arm (control black and dashed), LQ dotted where
+    defined; 95 % prediction ``bands`` (posterior draws): the control's shaded, the other arms'
+    as bars.  A scenario without a dose grid (a fractionated course) gets its survival over the
+    protocol instead (:func:`_plot_course`)."""
     sc = result.scenario
+    if not np.isfinite(result.grid).any():
+        _plot_course(result, rows, path)
+        return
     fig = _canvas((6.4, 4.6))
     ax = fig.add_subplot()
-    colours = _colours()
+    rank = 0
+    drawn = []
     for a, name in enumerate(result.arms):
         sel = np.flatnonzero(result.arm_index == a)
         x = result.grid[sel]
         y = np.array([rows[i]["sf_vs_untreated"] for i in sel])
-        control = rows[sel[0]]["control"]
-        colour = "black" if control else colours[a % len(colours)]
-        ax.plot(
-            x,
-            y,
-            "--" if control else "-",
-            marker="o",
-            ms=3 if control else 4,
-            color=colour,
-            label=name,
-            zorder=3 if control else 2,
-        )
+        drawn.append(y)
+        control = bool(rows[sel[0]]["control"])
+        style = arm_style(rank, control)
+        rank += 0 if control else 1
+        colour = style["color"]
+        ax.plot(x, y, label=name, lw=1.4, **style)
         if bands is not None and bands.params:
             lo = np.array([bands.survival[i]["sf_vs_untreated_low"] for i in sel])
             hi = np.array([bands.survival[i]["sf_vs_untreated_high"] for i in sel])
+            drawn += [lo, hi]
             if control:  # the control's band shaded; the other arms' as bars beside their points
                 ax.fill_between(x, lo, hi, color="0.5", alpha=0.2, lw=0, zorder=1)
             else:
@@ -79,16 +151,18 @@ def plot_survival(result: RunResult, rows: list[dict], path: Path, bands=None) -
             lq = np.array([rows[i]["sf_lq"] for i in sel]) * (
                 y[0] / rows[sel[0]]["sf_lq"] if rows[sel[0]]["sf_lq"] > 0 else 1.0
             )
-            ax.plot(x, lq, ":", color=colour, lw=1)
+            ax.plot(x, lq, ":", color=colour, lw=1.6, alpha=0.9, zorder=2)
     ax.set_yscale("log")
+    _readable_survival_axis(ax, np.concatenate(drawn))
     positive = result.grid[result.grid > 0]
     if positive.size and positive.max() / positive.min() > 100:  # mGy to Gy: keep both ends readable
         ax.set_xscale("symlog", linthresh=float(positive.min()), linscale=0.5)
         ax.set_xlim(0, float(positive.max()) * 1.3)
+        _grid_ticks(ax, result.grid)
     label = sc.dose_grid.label if sc.dose_grid and sc.dose_grid.label else "dose"
     ax.set_xlabel(f"{label[0].upper()}{label[1:]} (Gy)")
     ax.set_ylabel("Surviving fraction (relative to untreated control)")
-    ax.set_title(sc.name.replace("_", " ") + (" (hypothesis)" if sc.hypotheses else ""), fontsize=10)
+    ax.set_title(scenario_title(sc), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     notes = ["markers: kinetic model; dotted: LQ with alpha_eff, beta_eff"] if "sf_lq" in rows[0] else []
@@ -106,6 +180,45 @@ def plot_survival(result: RunResult, rows: list[dict], path: Path, bands=None) -
             fontsize=7,
             color="0.3",
         )
+    fig.savefig(path, dpi=150)
+
+
+def _plot_course(result: RunResult, rows: list[dict], path: Path) -> None:
+    """Survival of the scored population over a protocol without a dose grid (a fractionated
+    course): the time course of its surviving fraction per arm when time courses were recorded,
+    with the final value and its ratio to the control in the legend."""
+    sc, m = result.scenario, result.model
+    scored = sc.timeline[[e.kind for e in sc.timeline].index("score")].score.population
+    fig = _canvas((6.4, 4.6))
+    ax = fig.add_subplot()
+    ctrl = next((i for i, r in enumerate(rows) if r["control"]), 0)
+    idx = m.observable_index.get(f"{scored}{SEP}surviving_fraction")
+    have_course = result.observables.size and idx is not None and result.times.size > 1
+    rank = 0
+    for a, name in enumerate(result.arms):
+        i = int(np.flatnonzero(result.arm_index == a)[0])
+        control = bool(rows[i]["control"])
+        style = arm_style(rank, control)
+        rank += 0 if control else 1
+        final = rows[i]["sf"]
+        label = f"{name}: SF {final:.3g}" + ("" if control else f" ({final / rows[ctrl]['sf']:.3g} x control)")
+        if have_course:
+            style = {k: v for k, v in style.items() if k not in ("marker", "ms", "markerfacecolor", "markeredgewidth")}
+            ax.plot(result.times, result.observables[i, :, idx], label=label, lw=1.4, **style)
+        else:
+            ax.bar(a, final, color=style["color"], label=label)
+    ax.set_yscale("log")
+    if not have_course:  # bars grow from well below the smallest value
+        ax.set_ylim(bottom=min(r["sf"] for r in rows if r["sf"] > 0) / 10)
+    if have_course:
+        ax.set_xlabel("Time (h)")
+    else:
+        ax.set_xticks([])
+    ax.set_ylabel(f"Surviving fraction of {scored}")
+    first = next((e for e in sc.timeline if e.kind == "irradiate"), None)
+    ax.set_title(scenario_title(sc) + (f"\n{first.label}" if first is not None and first.label else ""), fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
     fig.savefig(path, dpi=150)
 
 
@@ -127,27 +240,31 @@ def plot_timecourses(result: RunResult, path: Path) -> None:
     panels += [(f"{scored}{SEP}{k}_level", f"{k} in {scored} (relative to baseline)", False) for k in relieved]
     panels.append((f"{scored}{SEP}dsb", f"DSBs per cell, {scored}", False))
     fig = _canvas((11, 2.6 * ((len(panels) + 2) // 3)))
-    colours = _colours()
+    units = {s.name: s.unit for s in m.states}
+    controls = [bool(a.control) for a in sc.arms] if sc.arms else [True]
     for k, (state, title, log) in enumerate(panels):
         ax = fig.add_subplot((len(panels) + 2) // 3, 3, k + 1)
+        rank = 0
         for a, name in enumerate(result.arms):
+            style = arm_style(rank, controls[a] if a < len(controls) else False)
+            rank += 0 if style["color"] == "black" else 1
             sel = np.flatnonzero((result.arm_index == a) & ((result.grid == top) | np.isnan(result.grid)))
             if not sel.size:
                 continue
             y = result.states[sel[0], :, m.state_index[state]]
-            ax.plot(result.times, y, color=colours[a % len(colours)], lw=1.2, label=name)
+            ax.plot(result.times, y, color=style["color"], linestyle=style["linestyle"], lw=1.2, label=name)
         if log and np.nanmax(result.states[:, :, m.state_index[state]]) > 0:
             ax.set_yscale("symlog", linthresh=1.0)
-        ax.set_title(title, fontsize=8)
+        unit = units.get(state, "")
+        ax.set_ylabel("relative to baseline" if unit == "1" else unit, fontsize=7)
+        ax.set_title(textwrap.fill(title, 48), fontsize=8)  # long cargo names: two lines, no overlap
         ax.set_xlabel("time (h)", fontsize=8)
         ax.tick_params(labelsize=7)
         if k == 0:
             ax.legend(fontsize=6)
     grid_label = sc.dose_grid.label if sc.dose_grid else ""
     fig.suptitle(
-        f"{sc.name.replace('_', ' ')}"
-        + (f" ({grid_label} {top:g} Gy)" if np.isfinite(top) else "")
-        + (" (hypothesis)" if sc.hypotheses else ""),
+        scenario_title(sc) + (f", {grid_label} {top:g} Gy" if np.isfinite(top) else ""),
         fontsize=10,
     )
     fig.savefig(path, dpi=120)
@@ -248,6 +365,7 @@ def _dose_panel(ax, problem: FitProblem, result: FitResult, ds: Observations) ->
     ax.set_ylabel(ylabel)
     if logscale:
         ax.set_xscale("symlog", linthresh=max(positive.min() / scale, 1e-6))
+        _grid_ticks(ax, np.unique(ds.dose) / scale)
 
 
 def _timecourse_panel(ax, problem: FitProblem, result: FitResult, ds: Observations, members: np.ndarray) -> None:
@@ -289,7 +407,7 @@ def plot_fit(problem: FitProblem, result: FitResult, path) -> None:
             _timecourse_panel(ax, problem, result, ds, members)
         else:
             _dose_panel(ax, problem, result, ds)
-        ax.set_title(f"{problem.scenario.name}: {Path(ds.source).name}", fontsize=9)
+        ax.set_title(f"{scenario_title(problem.scenario)}: {Path(ds.source).name}", fontsize=9)
         ax.legend(fontsize=6)
     axp = axes[-1]
     from scipy import stats
@@ -299,6 +417,7 @@ def plot_fit(problem: FitProblem, result: FitResult, path) -> None:
         axp.plot(10.0 ** np.array(prof["log10_value"]), prof["statistic"], label=name)
     axp.axhline(crit, color="k", lw=0.8, ls="--", label="95% threshold")
     axp.set_xscale("log")
+    _plain_log_ticks(axp.xaxis)
     axp.set_ylim(0, max(4 * crit, 1))
     axp.set_xlabel("parameter value")
     axp.set_ylabel("2 (NLL - NLL_min)" + (" (counts / dispersion)" if result.dispersion > 1 else ""))

@@ -44,6 +44,10 @@ PROGRESS_EVERY = 3.0
 #: failures the parameters cannot explain (the state or its derivative was already non-finite)
 _NOT_STIFF = (MESSAGES["initial"], MESSAGES["derivative"])
 
+#: h: time-course sample just after each acute irradiation (3.6 ms: the post-event values), so peaks
+#: are drawn; tiny, so that the integrator's steps, and its accuracy, stay as without it
+AFTER_IRRADIATION = 1.0e-6
+
 
 def out_of_range(model: Model, row: np.ndarray, limit: int = 3) -> list[str]:
     """The parameters of one parameter set (a row of ``p``) outside their documented range,
@@ -328,7 +332,15 @@ class CompiledScenario:
                 raise ValueError(f"record_times must lie within the timeline [{t0:g}, {t_end:g}] h")
             times, time_courses = np.unique(np.append(record_times, t0)), True
         elif time_courses:
-            times = np.unique(np.append(np.arange(t0, t_end, sc.output.time_step), t_end))
+            # plus a sample just after each acute irradiation, so the peaks of DSBs and of
+            # what follows them are drawn (the value at an event time is the one just before it)
+            after = [
+                a.time + AFTER_IRRADIATION
+                for a in self.actions
+                if a.kind == "irradiate" and any(x.symbol.endswith(f"{SEP}dsb") for x in a.assignments)
+            ]
+            after = [t for t in after if t0 <= t < t_end]
+            times = np.unique(np.concatenate([np.arange(t0, t_end, sc.output.time_step), after, [t_end]]))
         else:
             times = np.array([t0])
         n_t = times.size if time_courses else 0

@@ -363,6 +363,8 @@ class Scenario(_Strict):
 
     exosim: Literal[1] = 1
     name: str
+    #: a human title for figures and reports (default: the name, underscores as spaces)
+    title: str | None = None
     type: Literal["medium_transfer", "coculture", "partial_field", "systemic", "custom"]
     description: str
     references: list[str] = []
