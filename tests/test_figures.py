@@ -53,3 +53,54 @@ def test_narrow_survival_ranges_get_decimal_ticks(tmp_path):
     assert ax.get_yscale() == "linear"
     labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
     assert labels and all("10^" not in t and "times" not in t for t in labels)
+
+
+def test_figures_command_writes_the_requested_formats(tmp_path, capsys):
+    from exosim.cli import main
+
+    out = tmp_path / "figs"
+    args = ["figures", str(SCENARIOS / "mir22_exosome_radiosensitisation.yaml"), "-o", str(out)]
+    assert main([*args, "--format", "svg,pdf", "--dpi", "90"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"mir22_exosome_radiosensitisation.svg", "mir22_exosome_radiosensitisation.pdf"} <= names
+    assert not any(n.endswith(".png") for n in names)
+    assert (out / "mir22_exosome_radiosensitisation.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_figures_command_refuses_an_unknown_format_and_writes_nothing(tmp_path, capsys):
+    from exosim.cli import main
+
+    out = tmp_path / "figs"
+    args = ["figures", str(SCENARIOS / "mir22_exosome_radiosensitisation.yaml"), "-o", str(out)]
+    assert main([*args, "--format", "png,tiff"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--format" in err and "'tiff'" in err and "png, pdf, svg" in err
+    assert not out.exists()
+    assert main([*args, "--dpi", "0"]) == 2
+    assert "--dpi" in capsys.readouterr().err and not out.exists()
+
+
+def test_sensitivity_panels_say_when_an_output_is_undefined_or_unmoved(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    captured = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path, dpi: captured.setdefault("fig", fig))
+    rows = [
+        {"output": "sf2", "parameter": "a", "coefficient": 0.3},
+        {"output": "sf2", "parameter": "b", "coefficient": -0.1},
+        {"output": "bystander_survival", "parameter": "a", "coefficient": 0.0},
+        {"output": "bystander_survival", "parameter": "b", "coefficient": 0.0},
+        {"output": "dmf_at_sf0.1", "parameter": "a", "coefficient": float("nan")},
+        {"output": "dmf_at_sf0.1", "parameter": "b", "coefficient": float("nan")},
+    ]
+    analysis = SimpleNamespace(
+        method="local",
+        outputs=["sf2", "bystander_survival", "dmf_at_sf0.1"],
+        indices=rows,
+        space=SimpleNamespace(names=["a", "b"]),
+    )
+    figures.plot_analysis(analysis, tmp_path / "s.png")
+    texts = {ax.get_title(): [t.get_text() for t in ax.texts] for ax in captured["fig"].axes}
+    assert texts["sf2"] == []
+    assert "every index is 0" in texts["bystander_survival"][0]
+    assert texts["dmf_at_sf0.1"] == ["not defined for this scenario"]

@@ -49,10 +49,13 @@ writes indices.csv, samples.csv, provenance.json and sensitivity.png. Needs the 
 extra (and 'dask' for --scheduler). The environment variable EXOSIM_SENSITIVITY_MAX_N caps N.
 """
 
-FIGURES_EXAMPLE = """example:
-  exosim figures scenarios/*.yaml -o figures
+FIGURES_EXAMPLE = """examples:
+  exosim figures scenarios/*.yaml -o results/figures            # PNG and PDF
+  exosim figures scenarios/*.yaml -o figures --format png       # the gallery of this repository
+  exosim figures scenarios/partial_field_bystander.yaml --format svg --dpi 300
 
-writes one survival-curve figure per scenario, named after the scenario.
+writes one survival-curve figure per scenario, named after the scenario, plus time courses of
+medium-transfer scenarios and the fit of scenarios with a calibration block.
 """
 
 RUN_EXAMPLE = """examples:
@@ -263,6 +266,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     fig.add_argument("scenarios", nargs="+", help="scenario YAML files")
     fig.add_argument("-o", "--outdir", default="figures", help="folder for the figures (default: figures)")
+    fig.add_argument(
+        "--format",
+        default="png,pdf",
+        help="comma-separated file formats, png, pdf, svg (default png,pdf: a raster to look at, a vector "
+        "for a journal)",
+    )
+    fig.add_argument("--dpi", type=int, default=None, help="resolution of raster figures (default: 120-150)")
     _bands_option(fig)
     ft = sub.add_parser(
         "fit",
@@ -853,11 +863,24 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _cmd_figures(args: argparse.Namespace) -> int:
     from exosim.analysis import fit as _fit
-    from exosim.io.figures import plot_fit, plot_survival, plot_timecourses
+    from exosim.io.figures import FORMATS as FIGURE_FORMATS
+    from exosim.io.figures import plot_fit, plot_survival, plot_timecourses, save_options
     from exosim.scenario.load import load_scenario
     from exosim.scenario.runner import run
     from exosim.util.atomic import claim_output, staged_outputs
 
+    formats = tuple(f.strip().lower() for f in args.format.split(",") if f.strip())
+    bad = [f for f in formats if f not in FIGURE_FORMATS] or ([] if formats else [args.format])
+    if bad:
+        print(
+            f"exosim: error: --format: unknown format {bad[0]!r}; expected a comma-separated list of "
+            f"{', '.join(FIGURE_FORMATS)}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.dpi is not None and args.dpi <= 0:
+        print(f"exosim: error: --dpi: expected a positive integer, got {args.dpi}", file=sys.stderr)
+        return 2
     scenarios = [load_scenario(p) for p in args.scenarios]  # all validated before anything is written
     problems = {}
     for sc in scenarios:
@@ -880,7 +903,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     # every figure is drawn into one staging folder and all move into place together at the end
     # (an error or a signal leaves the folder as it was); other files in the folder stay untouched
     stage = staged_outputs(outdir)
-    with stage as tmp:
+    with stage as tmp, save_options(formats, args.dpi):
         for sc in scenarios:
             # time courses for medium transfer (their own figure) and for protocols without a dose
             # grid (the survival figure is then the scored cells' survival over the protocol)

@@ -8,6 +8,7 @@ staged folder, so a figure appears complete or not at all.
 from __future__ import annotations
 
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # the fit modules (scipy.optimize, ~1 s to import) are imported by the fit panels that use them,
 # so that writing a run's survival figure does not pay for them
 
-__all__ = ["plot_survival", "plot_timecourses", "plot_analysis", "plot_fit", "plot_scorecard"]
+__all__ = ["plot_survival", "plot_timecourses", "plot_analysis", "plot_fit", "plot_scorecard", "save_options"]
 
 # ---------------------------------------------------------------------- style, in one place
 #: colour-blind-safe colours (Okabe & Ito 2008, "Color universal design"); the control arm is
@@ -35,6 +36,33 @@ ARM_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 ARM_LINES = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)), (0, (5, 1, 1, 1))]
 #: colours of the evidence roles
 ROLE_STYLE = {"calibration": (OKABE_ITO[3], "o"), "validation": (OKABE_ITO[4], "s")}
+
+
+#: formats and resolution of every saved figure (``exosim figures --format/--dpi``; see
+#: :func:`save_options`); the default is a PNG at each figure's own resolution
+_SAVE: dict = {"formats": ("png",), "dpi": None}
+FORMATS = ("png", "pdf", "svg")
+
+
+@contextmanager
+def save_options(formats: tuple[str, ...] = ("png",), dpi: int | None = None):
+    """Save the figures drawn inside the block in ``formats`` (png, pdf, svg: one file each,
+    the suffix of the path replaced) at ``dpi`` (raster formats; None: each figure's own)."""
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ValueError(f"unknown figure format {bad[0] if bad else ''!r}: expected {', '.join(FORMATS)}")
+    old = dict(_SAVE)
+    _SAVE.update(formats=tuple(formats), dpi=dpi)
+    try:
+        yield
+    finally:
+        _SAVE.update(old)
+
+
+def _save(fig, path, dpi: int) -> None:
+    path = Path(path)
+    for fmt in _SAVE["formats"]:
+        fig.savefig(path.with_suffix(f".{fmt}"), dpi=_SAVE["dpi"] or dpi, format=fmt)
 
 
 def _canvas(figsize):
@@ -180,7 +208,7 @@ def plot_survival(result: RunResult, rows: list[dict], path: Path, bands=None) -
             fontsize=7,
             color="0.3",
         )
-    fig.savefig(path, dpi=150)
+    _save(fig, path, 150)
 
 
 def _plot_course(result: RunResult, rows: list[dict], path: Path) -> None:
@@ -219,7 +247,7 @@ def _plot_course(result: RunResult, rows: list[dict], path: Path) -> None:
     ax.set_title(scenario_title(sc) + (f"\n{first.label}" if first is not None and first.label else ""), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
-    fig.savefig(path, dpi=150)
+    _save(fig, path, 150)
 
 
 def plot_timecourses(result: RunResult, path: Path) -> None:
@@ -267,7 +295,7 @@ def plot_timecourses(result: RunResult, path: Path) -> None:
         scenario_title(sc) + (f", {grid_label} {top:g} Gy" if np.isfinite(top) else ""),
         fontsize=10,
     )
-    fig.savefig(path, dpi=120)
+    _save(fig, path, 120)
 
 
 def plot_analysis(analysis: Analysis, path) -> None:
@@ -281,6 +309,19 @@ def plot_analysis(analysis: Analysis, path) -> None:
     for k, out in enumerate(outs):
         ax = fig.add_subplot(nrow, ncol, k + 1)
         rows = [r for r in analysis.indices if r["output"] == out]
+        keys = {"local": ("coefficient",), "morris": ("mu_star",)}.get(analysis.method, ("S1", "ST"))
+        values = np.array([float(r[key]) for r in rows for key in keys])
+        empty = None
+        if not np.isfinite(values).any():
+            empty = "not defined for this scenario"
+        elif np.all(values[np.isfinite(values)] == 0):
+            empty = "no parameter moves this output\n(every index is 0)"
+        if empty:
+            ax.text(0.5, 0.5, empty, ha="center", va="center", fontsize=8, color="0.4", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(out, fontsize=8)
+            continue
         if analysis.method == "local":
             coef = np.array([r["coefficient"] for r in rows])
             order = np.argsort(np.nan_to_num(np.abs(coef), nan=-1))
@@ -311,7 +352,7 @@ def plot_analysis(analysis: Analysis, path) -> None:
         ax.set_title(out, fontsize=8)
         ax.tick_params(labelsize=6)
     fig.suptitle(f"{analysis.method} sensitivity", fontsize=9)
-    fig.savefig(path, dpi=130)
+    _save(fig, path, 130)
 
 
 def _dose_panel(ax, problem: FitProblem, result: FitResult, ds: Observations) -> None:
@@ -423,7 +464,7 @@ def plot_fit(problem: FitProblem, result: FitResult, path) -> None:
     axp.set_ylabel("2 (NLL - NLL_min)" + (" (counts / dispersion)" if result.dispersion > 1 else ""))
     axp.set_title("profile likelihood", fontsize=9)
     axp.legend(fontsize=7)
-    fig.savefig(path, dpi=120)
+    _save(fig, path, 120)
 
 
 def plot_scorecard(rows: list[dict], rates: dict, path: Path, ylabel: str = "Model (catalogue parameters)") -> None:
@@ -484,4 +525,4 @@ def plot_scorecard(rows: list[dict], rates: dict, path: Path, ylabel: str = "Mod
         fontsize=6.5,
         color="0.3",
     )
-    fig.savefig(path, dpi=150)
+    _save(fig, path, 150)
