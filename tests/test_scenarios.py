@@ -17,7 +17,7 @@ from exosim.model import catalogue as cat
 FILES = sorted(SCENARIOS.glob("*.yaml"))
 #: arm-name fragments of interventions that remove the effect (published controls)
 REMOVING = ("heated", "RNase with detergent", "destabilised", "heparin", "GW4869")
-SIGN = {"resistance": 1.0, "sensitisation": -1.0, "bystander damage": -1.0}
+SIGN = {"resistance": 1.0, "sensitisation": -1.0, "bystander damage": -1.0, "bystander autophagy": 1.0}
 #: published controls the model does NOT reproduce, each stated in its scenario's description:
 #: GW4869 (95 %) leaves enough signal above the all-or-none threshold at 5 Gy donors
 NOT_REPRODUCED = {("iccm_bystander_medium_transfer", "GW4869")}
@@ -41,11 +41,17 @@ def results():
     return out
 
 
-def effects(sc, dose, res):
-    """ln(SF_arm / SF_control) at the evaluated grid dose, per arm name."""
+#: directions read from another readout than survival: the scored cells' reported modifier
+READOUT = {"bystander autophagy": "autophagy"}
+
+
+def effects(sc, dose, res, readout: str | None = None):
+    """ln(SF_arm / SF_control) at the evaluated grid dose, per arm name (or ln of the ratio of the
+    scored cells' ``readout`` modifier, for directions published as that readout)."""
     ctrl = next(i for i, a in enumerate(sc.arms) if a.control)
     at = (res.grid == dose) if dose is not None else np.ones(res.grid.size, bool)
-    sf = {a.name: res.surviving_fraction[(res.arm_index == i) & at][0] for i, a in enumerate(sc.arms)}
+    values = res.surviving_fraction if readout is None else np.array([r[readout] for r in res.survival_rows()])
+    sf = {a.name: values[(res.arm_index == i) & at][0] for i, a in enumerate(sc.arms)}
     return {k: float(np.log(v / sf[sc.arms[ctrl].name])) for k, v in sf.items()}, sc.arms[ctrl].name
 
 
@@ -55,7 +61,7 @@ def test_scenario_runs_and_has_the_published_direction(path, results):
     assert np.all(res.status == 0), res.messages
     cargo = res.model.cargos[0]
     direction = cat.cargo_catalogue()[cargo]["direction"]
-    eff, control = effects(sc, dose, res)
+    eff, control = effects(sc, dose, res, READOUT.get(direction))
     main = max((k for k in eff if k != control), key=lambda k: abs(eff[k]))
     delivered = res.reference[f"{cargo}_delivered_at_scoring"][res.arm_index == [a.name for a in sc.arms].index(main)]
     if abs(eff[main]) < 1e-5:

@@ -153,6 +153,8 @@ def survival_rows(result: RunResult) -> list[dict]:
                 "repair_capacity": ref["repair_capacity"][i],
                 "misrepair_factor": ref["misrepair_factor"][i],
                 "apoptotic_propensity": ref["apoptotic_propensity"][i],
+                "ferroptosis_defence": ref["ferroptosis_defence"][i],
+                "autophagy": ref["autophagy"][i],
                 "bystander_dsb_per_h": ref["bystander_damage_drive"][i],
             }
         )

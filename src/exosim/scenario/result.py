@@ -264,6 +264,8 @@ class RunResult:
                 "repair_capacity",
                 "misrepair_factor",
                 "apoptotic_propensity",
+                "ferroptosis_defence",
+                "autophagy",
                 "bystander_damage_drive",
                 "surviving_fraction",
             ]:

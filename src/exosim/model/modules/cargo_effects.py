@@ -9,6 +9,7 @@ Equations (per cell)::
     mis     = prod_k T_k^w_mis,k                               misrepair factor, (1 - phi) = (1 - phi0)*mis
     a       = prod_k T_k^w_apo,k                               apoptotic propensity
     g_F     = prod_k T_k^w_fer,k                               ferroptosis defence (GPX4)
+    u       = prod_k T_k^w_aut,k                               autophagy (1 at baseline)
     g       = sum_j g_j*A_j                                    bystander DSB induction
     S       = sum_j A_j  (j signalling)                        bystander signal
 
@@ -45,7 +46,7 @@ from __future__ import annotations
 
 from exosim.model.declare import Block, Derived, Rate, Rule, State
 
-MODIFIERS = ("repair_capacity", "misrepair_factor", "apoptotic_propensity", "ferroptosis_defence")
+MODIFIERS = ("repair_capacity", "misrepair_factor", "apoptotic_propensity", "ferroptosis_defence", "autophagy")
 
 
 def cargo_effects(

@@ -7,8 +7,9 @@ Equations (per cell)::
     dA/dt   = gamma*a*DSB
     dLp/dt  = O*Ddot - k_p*g_F*Lp                  lipid peroxides (per Gy of yield)
     dF/dt   = gamma_F*Lp                           ferroptotic commitment
+    dAu/dt  = k_u*pos(u - 1)                       autophagic commitment (lethal autophagy)
     dC/dt   = k_C*H(S; S*, n_C)                    bystander commitment of the susceptible cells
-    SF      = exp(-(L + A + F))*(1 - f_s*(1 - exp(-C)))
+    SF      = exp(-(L + A + F + Au))*(1 - f_s*(1 - exp(-C)))
     dM/dt   = k_f*(DSB - M) - (lambda*rho + kappa*DSB)*M      gamma-H2AX foci on open breaks
     dR/dt   = (lambda*rho + kappa*DSB)*M - k_r*R               foci left on rejoined breaks
     foci    = M + R
@@ -18,6 +19,12 @@ peroxides ``Lp`` made in proportion to dose are removed by GPX4-dependent defenc
 ``k_p*g_F`` (``g_F``, ``ferroptosis_defence``: 1 at baseline, a modifier of the cargo module,
 GPX4 up -> more defence), and while present commit cells to ferroptotic death.  Integrated,
 ``F = gamma_F*O*D/(k_p*g_F)``: linear in dose, a share of alpha.
+
+Autophagy ``u`` (a modifier of the cargo module, 1 at baseline) is protective or lethal per
+system, as its evidence says: protective autophagy acts through the weights of the targets that
+raise it (on apoptosis or repair); lethal autophagy kills at ``k_u`` per unit of autophagy above
+baseline (``autophagic_death_rate``, 0 unless a system's evidence reports autophagic death).
+Like the bystander response it does not depend on dose and is not part of alpha or beta.
 
 ``O`` is the oxygen modification factor ``OER(p)/OER(p_ref)``, ``OER(p) = (m*p + K)/(p + K)``
 (Alper & Howard-Flanders 1956): radiation makes fewer lesions per Gy in hypoxic cells, so an
@@ -104,6 +111,7 @@ def repair(population: str, foci: bool = False) -> Block:
             "dsb_yield": "dsb_yield",
             "apoptotic_share": "apoptotic_share",
             "ferroptotic_share": "ferroptotic_share",
+            "autophagic_death_rate": "autophagic_death_rate",
             "lipid_peroxide_turnover_rate": "lipid_peroxide_turnover_rate",
             "direct_lethal_yield": "direct_lethal_yield",
             "dose_rate": "dose_rate",
@@ -130,6 +138,7 @@ def repair(population: str, foci: bool = False) -> Block:
                 scale=1.0,
             ),
             State("ferroptotic_commitment", "1/cell", "mean ferroptotic death events per cell", scale=0.1),
+            State("autophagic_commitment", "1/cell", "mean autophagic death events per cell", scale=0.1),
             State("dose_received", "Gy", "cumulative absorbed dose", scale=1.0),
             State(
                 "bystander_commitment",
@@ -182,7 +191,7 @@ def repair(population: str, foci: bool = False) -> Block:
             ),
             Rule(
                 "surviving_fraction",
-                "exp(-(lethal_lesions + apoptotic_commitment + ferroptotic_commitment))"
+                "exp(-(lethal_lesions + apoptotic_commitment + ferroptotic_commitment + autophagic_commitment))"
                 "*(1 - bystander_susceptible_fraction*(1 - exp(-bystander_commitment)))",
                 "1",
                 "Poisson probability of no lethal event, and of no bystander death in the susceptible share",
@@ -221,6 +230,7 @@ def repair(population: str, foci: bool = False) -> Block:
                 "oxygen_modification*dose_rate - lipid_peroxide_turnover_rate*ferroptosis_defence*lipid_peroxides",
             ),
             Rate("ferroptotic_commitment", "ferroptosis_constant*lipid_peroxides"),
+            Rate("autophagic_commitment", "autophagic_death_rate*pos(autophagy - 1)"),
             Rate("dose_received", "dose_rate"),
             Rate(
                 "bystander_commitment",
