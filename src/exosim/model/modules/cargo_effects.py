@@ -79,7 +79,8 @@ def cargo_effects(
     block = Block(module="cargo_effects", namespace=population, context={"population": population})
 
     def bind(pairs: tuple[tuple[str, str], ...], context: dict[str, str]) -> None:
-        """Declare local parameters -> table keys, resolved in ``context`` (cargo, repressor)."""
+        """Declare local parameters -> table keys, resolved in ``context`` (cargo, repressor,
+        target, modifier)."""
         for local, key in pairs:
             block.parameters[local] = key
             block.param_context[local] = dict(context)
@@ -115,10 +116,8 @@ def cargo_effects(
         sites = []
         for c in cargos:
             if r in sponges.get(c, {}):
-                local = f"{c}_sites_{r}"
-                block.parameters[local] = "sponge_sites"
-                block.param_context[local] = {"cargo": c, "repressor": r}
-                sites.append(f"{local}*{c}_cytosolic")
+                bind(((f"{c}_sites_{r}", "sponge_sites"),), {"cargo": c, "repressor": r})
+                sites.append(f"{c}_sites_{r}*{c}_cytosolic")
         block.rules.append(
             Rule(f"{r}_sponge_sites", " + ".join(sites) or "0", "sites/cell", f"sponge sites for {r} per cell, Z_r")
         )
@@ -144,22 +143,18 @@ def cargo_effects(
             )
         )
     for k in targets:
-        block.parameters[f"{k}_turnover_rate"] = "target_turnover_rate"
-        block.param_context[f"{k}_turnover_rate"] = {"target": k}
+        bind(((f"{k}_turnover_rate", "target_turnover_rate"),), {"target": k})
         terms = []
         for c in cargos:
             if k in effects.get(c, {}):
-                local = f"{c}_on_{k}"
-                block.parameters[local] = "cargo_effect_strength"
-                block.param_context[local] = {"cargo": c, "target": k}
-                terms.append(f"{local}*{c}_activity")
+                bind(((f"{c}_on_{k}", "cargo_effect_strength"),), {"cargo": c, "target": k})
+                terms.append(f"{c}_on_{k}*{c}_activity")
         setpoint = "1" + "".join(f" + {t}" for t in terms)
         relief = []
         for r, hits in repressors.items():
             if k in hits:
                 local = f"{r}_on_{k}"
-                block.parameters[local] = "repressor_effect_strength"
-                block.param_context[local] = {"repressor": r, "target": k}
+                bind(((local, "repressor_effect_strength"),), {"repressor": r, "target": k})
                 relief.append(f"(1 + {local}*{r}_occupancy)/(1 + {local}*{r}_occupancy_baseline)")
         if relief:
             setpoint = f"({setpoint})*" + "*".join(relief)
@@ -171,15 +166,13 @@ def cargo_effects(
         for k, weights in targets.items():
             if weights.get(mod, 0.0) != 0.0:
                 local = f"{k}_weight_{mod}"
-                block.parameters[local] = "target_modifier_weight"
-                block.param_context[local] = {"target": k, "modifier": mod}
+                bind(((local, "target_modifier_weight"),), {"target": k, "modifier": mod})
                 factors.append(f"{k}_level**{local}")
         block.rules.append(Rule(mod, "*".join(factors) if factors else "1", "1", f"{mod.replace('_', ' ')}"))
     drive = []
     for c in damaging:
         local = f"{c}_damage_rate"
-        block.parameters[local] = "damage_max_rate"
-        block.param_context[local] = {"cargo": c}
+        bind(((local, "damage_max_rate"),), {"cargo": c})
         drive.append(f"{local}*{c}_activity")
     block.rules.append(
         Rule(
