@@ -52,6 +52,22 @@ def test_models_validate_without_errors_and_have_units_and_sbo(name):
         assert c.isSetUnits() and c.getSBOTermID() == "SBO:0000290", c.getId()
 
 
+@pytest.mark.parametrize("name", FILES)
+def test_display_names_are_unique_and_name_their_population(name):
+    """COPASI builds its names from display names: duplicates would show as alpha0_2. Every
+    parameter and species of a population or medium says which, and the model declares length
+    and area units (COPASI warns on import otherwise)."""
+    model = libsbml.readSBMLFromFile(str(MODELS / f"{name}.xml")).getModel()
+    items = list(model.getListOfParameters()) + list(model.getListOfSpecies())
+    names = [x.getName() for x in items]
+    assert len(set(names)) == len(names)
+    for x in items:
+        namespace = x.getId().split("__", 1)[0]
+        if "__" in x.getId():
+            assert namespace in x.getName(), (x.getId(), x.getName())
+    assert model.isSetLengthUnits() and model.isSetAreaUnits()
+
+
 def test_parameter_notes_carry_sources():
     model = libsbml.readSBMLFromFile(str(MODELS / "exosim_composed_flat.xml")).getModel()
     notes = model.getParameter("recipients__alpha0").getNotesString()

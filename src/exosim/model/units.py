@@ -172,6 +172,7 @@ SYMBOLS = {
     "mL": ("litre", 1e-3),
     "L": ("litre", 1.0),
     "uL": ("litre", 1e-6),
+    "um": ("metre", 1e-6),
     "µL": ("litre", 1e-6),
     "cell": (None, 1.0),
     "cells": (None, 1.0),

@@ -103,6 +103,13 @@ def variable(
     return Parameter(sid, value, unit=unit_id(unit), constant=constant, sboTerm=sbo, notes=notes, name=name)
 
 
+def display_name(sid: str, text: str) -> str:
+    """A display name that carries its population or medium (``alpha0 (recipients)``), so tools
+    that build names from display names (COPASI) show no ``alpha0_2``."""
+    namespace, sep, _ = sid.partition(SEP)
+    return f"{text} ({namespace})" if sep else text
+
+
 def _notes(q) -> str:
     """Notes of a model parameter: key, unit, range and source or assumption."""
     return f"{q.key}: {q.unit}, range [{q.low:g}, {q.high:g}]. {'Assumed. ' if q.assumed else ''}Source: {q.source}"
@@ -209,7 +216,7 @@ def build_flat(model: Model, spec: FlatSpec):
                 q.name,
                 float(values[j]),
                 q.unit,
-                name=q.key,
+                name=display_name(q.name, q.name.split(SEP, 1)[-1]),
                 notes=_notes(q),
                 constant=is_const,
                 sbo=_sbo_for(q.key, q.unit),
@@ -220,14 +227,23 @@ def build_flat(model: Model, spec: FlatSpec):
         # a constant of constant parameters is an initial assignment; of event-changed ones, a rule
         constant_deps = all(constant.get(n, True) for n in _expr.names(d.expr))
         parameters.append(
-            variable(d.name, None, d.unit, name=d.name.split(SEP, 1)[-1], notes=d.description, constant=constant_deps)
+            variable(
+                d.name,
+                None,
+                d.unit,
+                name=display_name(d.name, d.name.split(SEP, 1)[-1]),
+                notes=d.description,
+                constant=constant_deps,
+            )
         )
         target = assignments if constant_deps else rules
         kind = InitialAssignment if constant_deps else AssignmentRule
         target.append(kind(d.name, sf(d.expr), unit=unit_id(d.unit), name=d.description))
     for r in model.rules:
         units.add(r.unit)
-        parameters.append(variable(r.name, None, r.unit, name=r.name.split(SEP, 1)[-1], notes=r.description))
+        parameters.append(
+            variable(r.name, None, r.unit, name=display_name(r.name, r.name.split(SEP, 1)[-1]), notes=r.description)
+        )
         rules.append(AssignmentRule(r.name, sf(r.expr), unit=unit_id(r.unit), name=r.description))
     for s in model.states:
         units.add(s.unit)
@@ -244,12 +260,14 @@ def build_flat(model: Model, spec: FlatSpec):
                     hasOnlySubstanceUnits=True,
                     constant=False,
                     boundaryCondition=False,
-                    name=s.description,
+                    name=display_name(s.name, s.description),
                     sboTerm=SBO_MATERIAL,
                 )
             )
         else:
-            parameters.append(variable(s.name, value, s.unit, name=s.description, notes=s.description))
+            parameters.append(
+                variable(s.name, value, s.unit, name=display_name(s.name, s.description), notes=s.description)
+            )
         if not numeric:
             assignments.append(
                 InitialAssignment(s.name, sf(init), unit=unit_id(s.unit), name=f"initial {s.description}")
@@ -353,9 +371,13 @@ def export_member(compiled, member: int):
         for sym, _ in assigns:
             if sym in m.parameter_index:
                 event_params.add(sym)
-        events.append(
+        events.append(  # consecutive ids over the events this member has; priority keeps timeline order
             SBMLEvent(
-                f"event_{k}", action.time - t0, assigns, priority=n_actions - k, name=f"{action.kind} ({action.path})"
+                f"event_{len(events)}",
+                action.time - t0,
+                assigns,
+                priority=n_actions - k,
+                name=f"{action.kind} ({action.path})",
             )
         )
     arm = compiled.arms[compiled.arm_index[member]].name

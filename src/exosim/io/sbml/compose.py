@@ -24,6 +24,7 @@ from exosim.io.sbml.build import (
     _describe,
     _notes,
     _sbo_for,
+    display_name,
     to_document,
     variable,
 )
@@ -210,11 +211,13 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
                         substanceUnit=unit_id(s.unit),
                         hasOnlySubstanceUnits=True,
                         sboTerm=SBO_MATERIAL,
-                        name=s.description,
+                        name=display_name(name, s.description),
                     )
                 )
             else:
-                parameters.append(variable(name, value, s.unit, name=s.description, notes=s.description))
+                parameters.append(
+                    variable(name, value, s.unit, name=display_name(name, s.description), notes=s.description)
+                )
             if not placeholder and not numeric:
                 assigns.append(
                     InitialAssignment(
@@ -232,7 +235,7 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
                     name,
                     float(values[j]),
                     q.unit,
-                    name=q.key,
+                    name=display_name(name, name.split(SEP, 1)[-1]),
                     notes=_notes(q),
                     constant=q.key not in ("dose_rate",) and not q.key.endswith("_factor"),
                     sbo=_sbo_for(q.key, q.unit),
@@ -246,7 +249,7 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
                     name,
                     float(baseline[name]) if placeholder else None,
                     item.unit,
-                    name=name.split(SEP, 1)[-1],
+                    name=display_name(name, name.split(SEP, 1)[-1]),
                     notes=item.description,
                     constant=name in derived and not placeholder,
                 )
@@ -419,7 +422,7 @@ def composed_document(model: Model | None = None):
                     substanceUnit=unit_id(states[n].unit),
                     hasOnlySubstanceUnits=True,
                     sboTerm=SBO_MATERIAL,
-                    name=states[n].description,
+                    name=display_name(n, states[n].description),
                 )
             )
         else:
@@ -440,7 +443,7 @@ def composed_document(model: Model | None = None):
                     n,
                     val,
                     unit,
-                    name=info.key if info else n.split(SEP, 1)[-1],
+                    name=display_name(n, n.split(SEP, 1)[-1]),
                     notes=_notes(info) if info else _describe(model, n),
                     sbo=_sbo_for(info.key, info.unit) if info else SBO_PARAMETER,
                 )

@@ -34,12 +34,18 @@ def unit_id(text: str) -> str:
     return "u_" + ("dimensionless" if text == "1" else sid)
 
 
+#: model length and area units (exosim has no lengths or areas; set so that tools that expect
+#: them, such as COPASI, import without warnings): micrometre and square micrometre
+LENGTH, AREA = "um", "um^2"
+
+
 def _unit_definitions(texts: set[str]) -> list:
-    """sbmlutils UnitDefinitions of the unit strings, sorted by string."""
+    """sbmlutils UnitDefinitions of the unit strings (and the model's length and area units),
+    sorted by string."""
     from sbmlutils.factory import Unit, UnitDefinition
 
     out = []
-    for text in sorted(texts):
+    for text in sorted(set(texts) | {LENGTH, AREA}):
         kinds, mult = unit_kinds(text)
         if not kinds:
             units = [Unit("dimensionless", 1.0, 0, mult)]
@@ -69,5 +75,10 @@ def model_units():
     from sbmlutils.factory import ModelUnits
 
     return ModelUnits(
-        time=unit_id("h"), extent=unit_id("particles"), substance=unit_id("particles"), volume=unit_id("mL")
+        time=unit_id("h"),
+        extent=unit_id("particles"),
+        substance=unit_id("particles"),
+        volume=unit_id("mL"),
+        length=unit_id(LENGTH),
+        area=unit_id(AREA),
     )
