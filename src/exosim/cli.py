@@ -863,20 +863,15 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _cmd_figures(args: argparse.Namespace) -> int:
     from exosim.analysis import fit as _fit
-    from exosim.io.figures import FORMATS as FIGURE_FORMATS
-    from exosim.io.figures import plot_fit, plot_survival, plot_timecourses, save_options
+    from exosim.io.figures import parse_formats, plot_fit, plot_survival, plot_timecourses, save_options
     from exosim.scenario.load import load_scenario
     from exosim.scenario.runner import run
     from exosim.util.atomic import claim_output, staged_outputs
 
-    formats = tuple(f.strip().lower() for f in args.format.split(",") if f.strip())
-    bad = [f for f in formats if f not in FIGURE_FORMATS] or ([] if formats else [args.format])
-    if bad:
-        print(
-            f"exosim: error: --format: unknown format {bad[0]!r}; expected a comma-separated list of "
-            f"{', '.join(FIGURE_FORMATS)}",
-            file=sys.stderr,
-        )
+    try:
+        formats = parse_formats(args.format)
+    except ValueError as exc:
+        print(f"exosim: error: --format: {exc}", file=sys.stderr)
         return 2
     if args.dpi is not None and args.dpi <= 0:
         print(f"exosim: error: --dpi: expected a positive integer, got {args.dpi}", file=sys.stderr)

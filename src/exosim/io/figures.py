@@ -44,13 +44,20 @@ _SAVE: dict = {"formats": ("png",), "dpi": None}
 FORMATS = ("png", "pdf", "svg")
 
 
+def parse_formats(text: str) -> tuple[str, ...]:
+    """``"png,pdf"`` -> ``("png", "pdf")``; ValueError naming the first unknown format."""
+    formats = tuple(f.strip().lower() for f in text.split(",") if f.strip())
+    bad = [f for f in formats if f not in FORMATS] or ([] if formats else [text])
+    if bad:
+        raise ValueError(f"unknown format {bad[0]!r}; expected a comma-separated list of {', '.join(FORMATS)}")
+    return formats
+
+
 @contextmanager
 def save_options(formats: tuple[str, ...] = ("png",), dpi: int | None = None):
     """Save the figures drawn inside the block in ``formats`` (png, pdf, svg: one file each,
     the suffix of the path replaced) at ``dpi`` (raster formats; None: each figure's own)."""
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        raise ValueError(f"unknown figure format {bad[0] if bad else ''!r}: expected {', '.join(FORMATS)}")
+    formats = parse_formats(",".join(formats))
     old = dict(_SAVE)
     _SAVE.update(formats=tuple(formats), dpi=dpi)
     try:
@@ -80,6 +87,12 @@ def _colours() -> list[str]:
     return list(OKABE_ITO)
 
 
+def arm_styles(controls: list[bool]) -> list[dict]:
+    """:func:`arm_style` of every arm, numbering the non-control arms in order."""
+    rank = np.cumsum([not c for c in controls]) - 1
+    return [arm_style(int(r), bool(c)) for r, c in zip(rank, controls)]
+
+
 def arm_style(a: int, control: bool) -> dict:
     """Line, marker and colour of the ``a``-th non-control arm (any ``a`` for the control).
 
@@ -88,12 +101,11 @@ def arm_style(a: int, control: bool) -> dict:
     coinciding points show as nested outlines."""
     if control:
         return {"color": "black", "linestyle": "--", "marker": "o", "ms": 3.5, "zorder": 4}
-    k = a
     return {
-        "color": OKABE_ITO[k % len(OKABE_ITO)],
-        "linestyle": ARM_LINES[k % len(ARM_LINES)],
-        "marker": ARM_MARKERS[(k + 1) % len(ARM_MARKERS)],
-        "ms": max(8.0 - 1.0 * k, 4.0),
+        "color": OKABE_ITO[a % len(OKABE_ITO)],
+        "linestyle": ARM_LINES[a % len(ARM_LINES)],
+        "marker": ARM_MARKERS[(a + 1) % len(ARM_MARKERS)],
+        "ms": max(8.0 - 1.0 * a, 4.0),
         "markerfacecolor": "none",
         "markeredgewidth": 1.2,
         "zorder": 3,
@@ -157,16 +169,17 @@ def plot_survival(result: RunResult, rows: list[dict], path: Path, bands=None) -
     fig = _canvas((6.4, 4.6), layout=None)
     fig.subplots_adjust(left=0.13, right=0.975, bottom=0.11, top=0.93)
     ax = fig.add_subplot()
-    rank = 0
     drawn = []
+    styles = arm_styles(
+        [bool(rows[int(np.flatnonzero(result.arm_index == a)[0])]["control"]) for a in range(len(result.arms))]
+    )
     for a, name in enumerate(result.arms):
         sel = np.flatnonzero(result.arm_index == a)
         x = result.grid[sel]
         y = np.array([rows[i]["sf_vs_untreated"] for i in sel])
         drawn.append(y)
         control = bool(rows[sel[0]]["control"])
-        style = arm_style(rank, control)
-        rank += 0 if control else 1
+        style = styles[a]
         colour = style["color"]
         ax.plot(x, y, label=name, lw=1.4, **style)
         if bands is not None and bands.params:
@@ -225,12 +238,12 @@ def _plot_course(result: RunResult, rows: list[dict], path: Path) -> None:
     ctrl = next((i for i, r in enumerate(rows) if r["control"]), 0)
     idx = m.observable_index.get(f"{scored}{SEP}surviving_fraction")
     have_course = result.observables.size and idx is not None and result.times.size > 1
-    rank = 0
+    first = [int(np.flatnonzero(result.arm_index == a)[0]) for a in range(len(result.arms))]
+    styles = arm_styles([bool(rows[i]["control"]) for i in first])
     for a, name in enumerate(result.arms):
-        i = int(np.flatnonzero(result.arm_index == a)[0])
+        i = first[a]
         control = bool(rows[i]["control"])
-        style = arm_style(rank, control)
-        rank += 0 if control else 1
+        style = styles[a]
         final = rows[i]["sf"]
         label = f"{name}: SF {final:.3g}" + ("" if control else f" ({final / rows[ctrl]['sf']:.3g} x control)")
         if have_course:
@@ -272,13 +285,11 @@ def plot_timecourses(result: RunResult, path: Path) -> None:
     panels.append((f"{scored}{SEP}dsb", f"DSBs per cell, {scored}", False))
     fig = _canvas((11, 2.6 * ((len(panels) + 2) // 3)))
     units = {s.name: s.unit for s in m.states}
-    controls = [bool(a.control) for a in sc.arms] if sc.arms else [True]
+    styles = arm_styles([bool(a.control) for a in sc.arms] if sc.arms else [True])
     for k, (state, title, log) in enumerate(panels):
         ax = fig.add_subplot((len(panels) + 2) // 3, 3, k + 1)
-        rank = 0
         for a, name in enumerate(result.arms):
-            style = arm_style(rank, controls[a] if a < len(controls) else False)
-            rank += 0 if style["color"] == "black" else 1
+            style = styles[a]
             sel = np.flatnonzero((result.arm_index == a) & ((result.grid == top) | np.isnan(result.grid)))
             if not sel.size:
                 continue
