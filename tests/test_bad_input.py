@@ -337,7 +337,7 @@ _SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 _SLOW = str(_SCENARIOS / "fractionated_course_exosome_buildup.yaml")  # several seconds of simulation
 _ICCM = str(_SCENARIOS / "iccm_bystander_medium_transfer.yaml")
 _ICCM_DATA = str(_SCENARIOS / "data" / "iccm_relative_survival.csv")
-_ICCM_RANGE = "recipients.damage_max_rate=0.3:30"
+_ICCM_RANGE = "recipients.bystander_susceptible_fraction=0.03:0.9"
 
 
 @pytest.mark.parametrize(
@@ -346,7 +346,7 @@ _ICCM_RANGE = "recipients.damage_max_rate=0.3:30"
         ["run", _SLOW],
         ["figures", _SLOW, _SLOW],
         ["sensitivity", _SLOW, "--method", "local", "--group", "uptake"],
-        ["fit", _ICCM, _ICCM_DATA, "--params", "recipients.damage_max_rate", "--range", _ICCM_RANGE],
+        ["fit", _ICCM, _ICCM_DATA, "--params", "recipients.bystander_susceptible_fraction", "--range", _ICCM_RANGE],
     ],
     ids=lambda a: a[0],
 )

@@ -219,11 +219,11 @@ def test_the_calibration_objective_reads_only_calibration_entries(evidence):
         seen.append(compiled.scenario.name)
         return compiled.run(time_courses=times is not None, parameters=p, record_times=times)
 
-    objective, cal = calibration_objective(evidence, ["iccm_bystander_factor.damage_max_rate"], runner=recording)
+    objective, cal = calibration_objective(evidence, ["bystander_susceptible_fraction"], runner=recording)
     assert {e.role for e in cal.entries} == {"calibration"}
     validation_ids = {e.id for e in evidence.entries if e.role == "validation"}
     assert validation_ids and not validation_ids & {e.id for e in cal.entries}
-    value = objective(np.array([2.95]))
+    value = objective(np.array([0.4]))
     assert math.isfinite(value)
     calibration_only = {evidence.protocols[e.protocol].name for e in cal.entries}
     validation_only = {evidence.protocols[e.protocol].name for e in evidence.entries if e.role == "validation"}
@@ -237,18 +237,21 @@ def test_calibration_recovers_a_known_value_and_says_what_is_not_identified(evid
     def fake_sets(ev, names, theta, *, solver=None, runner=None):
         rows = []
         for row in np.atleast_2d(theta):
-            x = dict(zip(names, row)).get("damage_max_rate", 0.0)  # no names: the catalogue values
+            x = dict(zip(names, row)).get("bystander_commitment_rate", 0.0)  # no names: the catalogue values
             rows.append([{"status": "ok", "model": x, "observed": 2.0, "low": 1.5, "high": 2.5}])
         return rows
 
     monkeypatch.setattr(calibrate_module, "run_evidence_sets", fake_sets)
     res = calibrate(
-        evidence, ["damage_max_rate", "unbinding_rate"], ranges={"damage_max_rate": (0.1, 10)}, profile_points=9
+        evidence,
+        ["bystander_commitment_rate", "unbinding_rate"],
+        ranges={"bystander_commitment_rate": (0.1, 10)},
+        profile_points=9,
     )
-    assert res.estimates["damage_max_rate"] == pytest.approx(2.0, rel=1e-2)
+    assert res.estimates["bystander_commitment_rate"] == pytest.approx(2.0, rel=1e-2)
     assert res.objective == pytest.approx(0.0, abs=1e-3)
-    lo, hi = res.intervals["damage_max_rate"]
-    assert lo <= 2.0 <= hi and res.identified["damage_max_rate"]
+    lo, hi = res.intervals["bystander_commitment_rate"]
+    assert lo <= 2.0 <= hi and res.identified["bystander_commitment_rate"]
     assert not res.identified["unbinding_rate"]  # chi-square flat in it: the evidence says nothing
     assert CHI2_95 == pytest.approx(3.841, abs=1e-3)
 

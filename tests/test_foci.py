@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
+import yaml
 
 import exosim
-from conftest import as_hypothesis, scenario_from
+from conftest import SCENARIOS, as_hypothesis, scenario_from
 from conftest import single_well as _single_well
 
 Y, T_HALF = 35.0, 0.28  # hnscc_pooled, parameter table
@@ -73,8 +76,18 @@ def test_foci_feed_nothing_back():
 
     from exosim.model.modules.repair import repair
 
-    block = repair("cells")
-    marker = {"foci", "foci_on_breaks", "foci_after_rejoining", "foci_formation_rate", "foci_clearance_rate"}
+    block = repair("cells", foci=True)
+    marker = {
+        "foci",
+        "foci_on_breaks",
+        "foci_after_rejoining",
+        "foci_formation_rate",
+        "foci_clearance_rate",
+        "break_rejoining_rate",
+        "bystander_lesions",
+        "bystander_damage_rate",
+    }
+    assert {"foci_on_breaks", "bystander_lesions"} <= {s.name for s in block.states}
     for item in [*block.rates, *block.rules]:
         name = getattr(item, "state", None) or item.name
         if name in marker:
@@ -103,3 +116,33 @@ def test_foci_are_built_only_where_the_assay_is_scored():
     names = {s.name for s in plain.model.states}
     assert "cells__dsb" in names and "cells__foci_on_breaks" not in names
     assert "cells__foci_on_breaks" in {s.name for s in scored.model.states}
+
+
+def test_bystander_foci_share_the_plateau_of_bystander_survival():
+    """Out-of-field cells respond all-or-none (docs/model.md section 3.4): their foci do not
+    depend on the in-field dose above threshold (Yang et al. 2005), they scale with the lesion
+    rate of responding cells, and that rate changes no survival (the lesions are a marker)."""
+    path = SCENARIOS / "partial_field_bystander.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["dose_grid"]["values"] = [0, 0.5, 8]
+    keep = ("in-field release blocked (GW4869)", "half the flask in field")
+    data["arms"] = [a for a in data["arms"] if a["name"] in keep]
+    data["solver"] = {"rtol": 1e-9, "atol": 1e-12}
+    doubled = copy.deepcopy(data)
+    doubled["populations"]["out_of_field"]["parameters"] = {"bystander_damage_rate": "1.0 lesions/cell/h"}
+    runs = [exosim.run(scenario_from(d, str(path)), time_courses=True) for d in (data, doubled)]
+    peaks = []
+    for res in runs:
+        j = res.model.observable_index["out_of_field__foci"]
+        half = np.array(res.arms)[res.arm_index] == "half the flask in field"
+        blocked = ~half
+        peak = res.observables[:, :, j].max(axis=1)
+        peaks.append(peak)
+        assert peak[half & (res.grid == 8)][0] == pytest.approx(peak[half & (res.grid == 0.5)][0], rel=0.02)
+        assert peak[half & (res.grid == 8)][0] > 1.0  # a few foci per responding cell
+        assert np.all(peak[blocked] < 0.01 * peak[half & (res.grid == 8)][0])  # no signal, no response
+    np.testing.assert_allclose(runs[0].surviving_fraction, runs[1].surviving_fraction, rtol=1e-7)
+    responding = runs[0].grid > 0
+    ratio = peaks[1][responding] / peaks[0][responding]
+    half = (np.array(runs[0].arms)[runs[0].arm_index] == "half the flask in field")[responding]
+    np.testing.assert_allclose(ratio[half], 2.0, rtol=0.02)

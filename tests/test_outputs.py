@@ -60,8 +60,8 @@ def test_a_dose_between_grid_points_is_simulated_exactly(tmp_path):
     problem = _fit.FitProblem(
         sc,
         _fit.read_observations(data, sc),
-        ["recipients.damage_max_rate"],
-        ranges={"recipients.damage_max_rate": (0.3, 30)},
+        ["recipients.bystander_susceptible_fraction"],
+        ranges={"recipients.bystander_susceptible_fraction": (0.03, 0.9)},
     )
     predicted = problem.predict(problem.nominal[None, :])[0, 0]
     grid = sc.dose_grid.model_copy(update={"values": [0, 0.3]})

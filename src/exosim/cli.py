@@ -70,7 +70,8 @@ the catalogue's posterior, shaded in survival.png).
 
 FIT_EXAMPLE = """examples:
   exosim fit scenarios/iccm_bystander_medium_transfer.yaml scenarios/data/iccm_relative_survival.csv \\
-      --params recipients.damage_max_rate --range recipients.damage_max_rate=0.3:30 -o results/iccm-fit
+      --params recipients.bystander_susceptible_fraction \\
+      --range recipients.bystander_susceptible_fraction=0.05:0.6 -o results/iccm-fit
   exosim fit SCENARIO colonies.csv --params endosomal_escape_rate,half_effect_copies --likelihood quasipoisson
   exosim fit SCENARIO nta.csv uptake.csv survival.csv --params baseline_release_rate,internalisation_rate
 data files (several are fitted jointly): a header row, one observation per row, '#' lines ignored,
@@ -96,7 +97,7 @@ provenance.json. A run that fails is a failed row. Exit code 2 for a bad evidenc
 """
 
 CALIBRATE_EXAMPLE = """example:
-  exosim calibrate --params iccm_bystander_factor.damage_max_rate -o results/calibration
+  exosim calibrate --params foci_formation_half_time,foci_clearance_half_time -o results/calibration
 
 fits the parameters to every calibration entry of the evidence at once (validation entries are
 never read), profiles each over its range, and writes calibration.yaml (estimates, 95 % profile
@@ -614,7 +615,9 @@ def _cmd_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
             try:
                 ranges[name.strip()] = (float(low), float(high))
             except ValueError:
-                raise EvidenceError("--range", text, "expected name=low:high, e.g. damage_max_rate=0.3:30") from None
+                raise EvidenceError(
+                    "--range", text, "expected name=low:high, e.g. foci_clearance_half_time=0.5:8"
+                ) from None
         unknown = sorted(set(ranges) - set(params))
         if unknown:
             raise EvidenceError("--range", unknown[0], f"not among --params {params}")

@@ -178,6 +178,7 @@ SYMBOLS = {
     "cells": (None, 1.0),
     "DSB": (None, 1.0),
     "foci": (None, 1.0),
+    "lesions": (None, 1.0),
     # pO2 enters only as ratios p/(p + K): a dimensionless pressure scale in the SBML units
     "mmHg": (None, 1.0),
     "1": (None, 1.0),

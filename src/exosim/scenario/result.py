@@ -267,10 +267,13 @@ class RunResult:
                 "ferroptosis_defence",
                 "autophagy",
                 "bystander_damage_drive",
+                "bystander_response",
+                "foci",  # populations that score the foci assay only
                 "surviving_fraction",
             ]:
                 name = f"{ns}{SEP}{local}"
-                cols.append((name, units[name], "obs", m.observable_index[name]))
+                if name in m.observable_index:
+                    cols.append((name, units[name], "obs", m.observable_index[name]))
         for med in m.media:
             name = f"{med}{SEP}vesicle_concentration"
             cols.append((name, units[name], "obs", m.observable_index[name]))

@@ -9,8 +9,10 @@ Equations (per cell)::
     dF/dt   = gamma_F*Lp                           ferroptotic commitment
     dAu/dt  = k_u*pos(u - 1)                       autophagic commitment (lethal autophagy)
     dC/dt   = k_C*H(S; S*, n_C)                    bystander commitment of the susceptible cells
+    H(S; S*, n_C)                                  bystander response (0: none, 1: responding)
     SF      = exp(-(L + A + F + Au))*(1 - f_s*(1 - exp(-C)))
-    dM/dt   = k_f*(DSB - M) - (lambda*rho + kappa*DSB)*M      gamma-H2AX foci on open breaks
+    dX/dt   = g_b*H(S; S*, n_C) - lambda*rho*X                 lesions of responding bystander cells
+    dM/dt   = k_f*(DSB + X - M) - (lambda*rho + kappa*DSB)*M  gamma-H2AX foci on open lesions
     dR/dt   = (lambda*rho + kappa*DSB)*M - k_r*R               foci left on rejoined breaks
     foci    = M + R
 
@@ -39,11 +41,19 @@ forms below do not depend on them.  They are built only for populations whose sc
 scores the assay (``assays: [foci]``): the marking step is the fastest rate of the model and
 would otherwise set the step size of every run.
 
-The bystander response is all-or-none (McMahon et al. 2013): a susceptible share ``f_s`` of
-the cells commits to death at rate ``k_C`` while the signal ``S`` of damaging cargo stays
-above the threshold ``S*`` (a steep Hill function, ``n_C`` large), so the killed share
-saturates at ``f_s`` (the plateau of Seymour & Mothersill 2000) whatever the donor dose
-above threshold.  Without damaging cargo ``C = 0`` and the LQ forms below are unchanged.
+The bystander response is all-or-none (McMahon et al. 2013): while the signal ``S`` of the
+signalling cargo stays above the threshold ``S*`` (a steep Hill function, ``n_C`` large) the
+cells respond, and a susceptible share ``f_s`` commits to death at rate ``k_C``, so the
+killed share saturates at ``f_s`` (the plateau of Seymour & Mothersill 2000) whatever the
+donor dose above threshold.  Responding cells also show gamma-H2AX foci: lesions ``X`` made
+at ``g_b`` (``bystander_damage_rate``) while the response lasts and resolved at the DSB
+rejoining rate (assumed).  Bystander foci arise from replication stress, ATR-dependent and in
+S-phase cells (Burdak-Rothkamm et al. 2007; Smolarz et al. 2022), not from two-ended breaks
+that misrejoin: ``X`` is a marker of the response, like the foci it feeds nothing, and the
+lethality of the response is the commitment ``C``.  Like the response, the foci are then
+independent of the donor dose above threshold (Yang et al. 2005).  Damaging cargo with a
+graded action (``g``, miR-21 and miR-1246 repressing repair genes) adds DSBs in proportion
+to its activity.  Without signal ``C = 0`` and the LQ forms below are unchanged.
 
 With the modifiers frozen and kappa*DSB << lambda*rho these integrate to the
 linear-quadratic form -ln SF = alpha*D + beta*G*D^2 with
@@ -78,6 +88,18 @@ References
 .. [9] Wouters BG, Brown JM (1997) Cells at intermediate oxygen levels can be more important
    than the "hypoxic fraction" in determining tumor response to fractionated radiotherapy.
    Radiat Res 147:541. doi:10.2307/3579620
+.. [13] Burdak-Rothkamm S, Short SC, Folkard M, Rothkamm K, Prise KM (2007) ATR-dependent
+   radiation-induced gamma H2AX foci in bystander primary human astrocytes and glioma cells.
+   Oncogene 26:993-1002.
+.. [14] Smolarz M, Skoczylas L, Gawin M et al. (2022) Radiation-induced bystander effect
+   mediated by exosomes involves the replication stress in recipient cells. Int J Mol Sci
+   23:4169. doi:10.3390/ijms23084169
+.. [11] Sokolov MV, Smilenov LB, Hall EJ, Panyutin IG, Bonner WM, Sedelnikova OA (2005)
+   Ionizing radiation induces DNA double-strand breaks in bystander primary human
+   fibroblasts. Oncogene 24:7257-7265.
+.. [12] Yang H, Asaad N, Held KD (2005) Medium-mediated intercellular communication is
+   involved in bystander responses of X-ray-irradiated normal human fibroblasts.
+   Oncogene 24:2096-2103. PMID 15688009.
 .. [7] Rogakou EP, Pilch DR, Orr AH, Ivanova VS, Bonner WM (1998) DNA double-stranded
    breaks induce histone H2AX phosphorylation on serine 139. J Biol Chem 273:5858-5868.
    doi:10.1074/jbc.273.10.5858
@@ -184,6 +206,12 @@ def repair(population: str, foci: bool = False) -> Block:
         ],
         rules=[
             Rule(
+                "bystander_response",
+                "hill(bystander_signal, bystander_threshold, bystander_response_hill)",
+                "1",
+                "all-or-none bystander response: 0 below the signal threshold, 1 above",
+            ),
+            Rule(
                 "misrepair_fraction",
                 "misrepair_fraction_baseline*misrepair_factor",
                 "1",
@@ -234,7 +262,7 @@ def repair(population: str, foci: bool = False) -> Block:
             Rate("dose_received", "dose_rate"),
             Rate(
                 "bystander_commitment",
-                "bystander_commitment_rate*hill(bystander_signal, bystander_threshold, bystander_response_hill)",
+                "bystander_commitment_rate*bystander_response",
             ),
         ],
     )
@@ -245,10 +273,20 @@ def foci_marker(block: Block) -> Block:
     """``block`` (a repair block) with gamma-H2AX foci: marked open breaks ``M`` and foci
     left on rejoined breaks ``R`` (module docstring)."""
     block.parameters.update(
-        {"foci_formation_half_time": "foci_formation_half_time", "foci_clearance_half_time": "foci_clearance_half_time"}
+        {
+            "foci_formation_half_time": "foci_formation_half_time",
+            "foci_clearance_half_time": "foci_clearance_half_time",
+            "bystander_damage_rate": "bystander_damage_rate",
+        }
     )
     block.states += [
-        State("foci_on_breaks", "foci/cell", "gamma-H2AX foci on breaks not yet rejoined", scale=1.0),
+        State(
+            "bystander_lesions",
+            "lesions/cell",
+            "gamma-H2AX-marked lesions of responding bystander cells (replication stress)",
+            scale=1.0,
+        ),
+        State("foci_on_breaks", "foci/cell", "gamma-H2AX foci on lesions not yet resolved", scale=1.0),
         State(
             "foci_after_rejoining",
             "foci/cell",
@@ -281,8 +319,12 @@ def foci_marker(block: Block) -> Block:
     ]
     block.rates += [
         Rate(
+            "bystander_lesions",
+            "bystander_damage_rate*bystander_response - repair_rate*repair_capacity*bystander_lesions",
+        ),
+        Rate(
             "foci_on_breaks",
-            "foci_formation_rate*(dsb - foci_on_breaks) - break_rejoining_rate*foci_on_breaks",
+            "foci_formation_rate*(dsb + bystander_lesions - foci_on_breaks) - break_rejoining_rate*foci_on_breaks",
         ),
         Rate(
             "foci_after_rejoining",
