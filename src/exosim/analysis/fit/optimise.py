@@ -50,7 +50,25 @@ def minimise(problem: FitProblem, x0: np.ndarray, free: np.ndarray, fixed: np.nd
     )
     x = fixed.copy()
     x[free] = res.x
+    if not res.success and _is_local_minimum(problem, x, float(res.fun), free):
+        res.success = True
+        res.message = f"{res.message} (line search stopped at a minimum: no lower value {PROBE} away in log10)"
     return x, float(res.fun), res
+
+
+#: step in log10 units of the stationarity probe after a failed line search
+PROBE = 1e-3
+
+
+def _is_local_minimum(problem: FitProblem, x: np.ndarray, f: float, free: np.ndarray) -> bool:
+    """True when no free coordinate moved by :data:`PROBE` (log10) in either direction lowers
+    the objective (one batch).  L-BFGS-B stops with ABNORMAL_TERMINATION_IN_LNSRCH when the
+    objective is flat to its finite-difference noise, e.g. at an exact fit of summary values."""
+    lo, hi = problem.log_bounds
+    steps = np.eye(x.size)[free] * PROBE
+    xs = np.clip(np.vstack([x + steps, x - steps]), lo, hi)
+    vals = problem.nll(problem.predict(10.0**xs))
+    return bool(np.all(np.isfinite(vals)) and np.all(vals >= f - 1e-9 * max(1.0, abs(f))))
 
 
 def check_level(level: float) -> None:
