@@ -147,7 +147,8 @@ def test_heat_removes_medium_transfer_killing_and_release_inhibition_moves_the_t
     gw = _arm(res, "ICCM from donors with GW4869")
     np.testing.assert_allclose(heated, 1.0, rtol=1e-9)
     low, high = (donor > 0) & (donor <= 0.05), donor >= 0.5
-    assert np.all(1 - iccm[low & (donor >= 0.01)] > 0.35)  # untreated ICCM: on the plateau from 10 mGy
+    # untreated ICCM: on the plateau from 30 mGy (reached at 30-60 mGy, Seymour & Mothersill 2000)
+    assert np.all(1 - iccm[low & (donor >= 0.03)] > 0.35)
     assert np.all(1 - gw[low] < 0.01)  # GW4869: below threshold up to 50 mGy
     np.testing.assert_allclose(gw[high], iccm[high], rtol=0.02)  # above it again from 0.5 Gy
     assert np.all(np.diff(gw) <= 1e-9)

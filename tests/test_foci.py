@@ -13,6 +13,7 @@ from conftest import SCENARIOS, as_hypothesis, scenario_from
 from conftest import single_well as _single_well
 
 Y, T_HALF = 35.0, 0.28  # hnscc_pooled, parameter table
+S_C, T_SLOW = 0.1, 2.68  # complex share of the DSBs and their rejoining half-time, parameter table
 T_FORM, T_CLEAR = 0.057, 3.4  # foci formation and clearance half-times, parameter table
 
 
@@ -23,15 +24,14 @@ def single_well(**changes) -> dict:
     return data
 
 
-def foci_closed_form(dose: float, t: float) -> tuple[float, float]:
-    """Acute dose, first-order rejoining at lam (binary misrepair negligible at small doses):
-    DSB = B0 e^{-lam t}; M' = kf (DSB - M) - lam M; R' = lam M - kr R, M(0) = R(0) = 0.
+def foci_one_class(b0: float, lam: float, t: float) -> tuple[float, float]:
+    """Breaks B0 e^{-lam t} of one class (binary misrepair negligible at small doses):
+    M' = kf (DSB - M) - lam M; R' = lam M - kr R, M(0) = R(0) = 0.
 
     M = B0 e^{-lam t} (1 - e^{-kf t});
     R = lam B0 [(e^{-lam t} - e^{-kr t})/(kr - lam) - (e^{-(kf + lam) t} - e^{-kr t})/(kr - kf - lam)].
     """
-    lam, kf, kr = (np.log(2) / h for h in (T_HALF, T_FORM, T_CLEAR))
-    b0 = Y * dose
+    kf, kr = (np.log(2) / h for h in (T_FORM, T_CLEAR))
     m = b0 * np.exp(-lam * t) * (1 - np.exp(-kf * t))
     r = (
         lam
@@ -44,6 +44,14 @@ def foci_closed_form(dose: float, t: float) -> tuple[float, float]:
     return m, r
 
 
+def foci_closed_form(dose: float, t: float) -> tuple[float, float, float]:
+    """Foci on open breaks, on open complex breaks, and after rejoining: the system is linear
+    without binary misrepair, so the two repair classes add (simple: Y D (1 - s), complex: Y D s)."""
+    m_f, r_f = foci_one_class(Y * dose * (1 - S_C), np.log(2) / T_HALF, t)
+    m_s, r_s = foci_one_class(Y * dose * S_C, np.log(2) / T_SLOW, t)
+    return m_f + m_s, m_s, r_f + r_s
+
+
 @pytest.mark.parametrize("t", [0.1, 0.5, 2.0, 8.0])
 def test_foci_after_an_acute_dose_follow_the_closed_form(t):
     dose = 0.01  # kappa*DSB/lambda ~ 2e-5: the binary term is below the tolerance
@@ -51,8 +59,9 @@ def test_foci_after_an_acute_dose_follow_the_closed_form(t):
     data["dose_grid"] = {"values": [dose], "unit": "Gy"}
     data["timeline"][1]["at"] = f"{t} h"
     res = exosim.run(scenario_from(data), time_courses=False)
-    m, r = foci_closed_form(dose, t)
+    m, m_s, r = foci_closed_form(dose, t)
     np.testing.assert_allclose(res.state("cells.foci_on_breaks")[0], m, rtol=1e-4)
+    np.testing.assert_allclose(res.state("cells.foci_on_complex_breaks")[0], m_s, rtol=1e-4)
     np.testing.assert_allclose(res.state("cells.foci_after_rejoining")[0], r, rtol=1e-4)
 
 
@@ -60,9 +69,9 @@ def test_foci_peak_after_the_breaks_and_outlive_them():
     """The marker lags: DSBs are highest at the irradiation, foci some minutes later, and foci
     remain hours after the breaks are rejoined."""
     t = np.linspace(0, 12, 12001)
-    m, r = foci_closed_form(1.0, t)
+    m, _, r = foci_closed_form(1.0, t)
     foci = m + r
-    dsb = Y * np.exp(-np.log(2) / T_HALF * t)
+    dsb = Y * ((1 - S_C) * np.exp(-np.log(2) / T_HALF * t) + S_C * np.exp(-np.log(2) / T_SLOW * t))
     peak = t[np.argmax(foci)]
     assert 0.1 < peak < 0.7  # 6-40 min, the range of the published peaks
     assert foci[t == 4.0][0] > 5 * dsb[t == 4.0][0]
@@ -84,6 +93,8 @@ def test_foci_feed_nothing_back():
         "foci_formation_rate",
         "foci_clearance_rate",
         "break_rejoining_rate",
+        "complex_break_rejoining_rate",
+        "foci_on_complex_breaks",
         "bystander_lesions",
         "bystander_damage_rate",
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -111,9 +112,13 @@ def test_flattened_comp_model_simulates_like_the_directly_assembled_model():
 
 
 def test_repair_module_alone_is_the_kinetic_lq_model():
-    """The standalone repair file (modifiers at baseline): SF after an acute dose equals the
-    closed form of dB/dt = -mu B - k B^2 (see test_lq_closed_forms)."""
-    rr = _rr((MODELS / "exosim_repair.xml").read_text())
+    """The standalone repair file (modifiers at baseline) with one repair class (its complex
+    share set to 0 in the file): SF after an acute dose equals the closed form of
+    dB/dt = -mu B - k B^2 (see test_lq_closed_forms)."""
+    text = (MODELS / "exosim_repair.xml").read_text()
+    one_class = re.sub(r'(id="recipients__slow_repair_share"[^>]*value=")[^"]*"', r'\g<1>0"', text)
+    assert one_class != text
+    rr = _rr(one_class)
     dose = 6.0
     rr.setValue("recipients__dsb", 35 * dose)
     rr.setValue("recipients__lipid_peroxides", dose)

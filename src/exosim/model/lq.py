@@ -20,21 +20,50 @@ import numpy as np
 __all__ = ["lea_catcheside", "lq_neg_log_survival", "dose_at_survival", "survival_at_dose", "MonotoneCubic"]
 
 
-def lea_catcheside(mu: np.ndarray | float, duration: np.ndarray | float) -> np.ndarray:
+def lea_catcheside(
+    mu: np.ndarray | float,
+    duration: np.ndarray | float,
+    slow_mu: np.ndarray | float | None = None,
+    slow_share: np.ndarray | float = 0.0,
+) -> np.ndarray:
     """Lea-Catcheside factor G for a constant dose rate over ``duration``.
 
     Parameters
     ----------
     mu : float or ndarray, 1/h
-        First-order repair rate (``lambda*rho``).
+        First-order repair rate (``lambda*rho``; of the simple breaks with two classes).
     duration : float or ndarray, h
         Irradiation time; 0 gives the acute value G = 1.
+    slow_mu : float or ndarray, 1/h, optional
+        Repair rate of the complex breaks (``lambda_s*rho``), with ``slow_share`` of the breaks.
+    slow_share : float or ndarray
+        Share of the breaks in the slow class (0: one class).
 
     Returns
     -------
     ndarray
-        ``G = 2*(x - 1 + exp(-x))/x^2`` with ``x = mu*duration``.
+        One class: ``G = 2*(x - 1 + exp(-x))/x^2`` with ``x = mu*duration``.  Two classes with
+        shares ``w = (1 - s, s)`` and rates ``mu_i``: breaks of classes i and j made over T meet
+        for ``D^2*(G_i + G_j)/(2*(mu_i + mu_j))`` (``G_i`` the one-class factor of ``mu_i``), so
+        ``G = sum_ij w_i*w_j*(G_i + G_j)/(2*(mu_i + mu_j)) / sum_ij w_i*w_j/(mu_i + mu_j)``.
     """
+    g_fast = _lea_catcheside_one(mu, duration)
+    if slow_mu is None:
+        return g_fast
+    g_slow = _lea_catcheside_one(slow_mu, duration)
+    w = np.asarray(slow_share, dtype=float)
+    mf, ms = np.asarray(mu, dtype=float), np.asarray(slow_mu, dtype=float)
+    pairs = (
+        ((1 - w) ** 2, g_fast, 2 * mf),
+        (2 * w * (1 - w), (g_fast + g_slow) / 2, mf + ms),
+        (w**2, g_slow, 2 * ms),
+    )
+    num = sum(weight * g / rate for weight, g, rate in pairs)
+    den = sum(weight / rate for weight, _, rate in pairs)
+    return num / den
+
+
+def _lea_catcheside_one(mu, duration) -> np.ndarray:
     x = np.asarray(mu, dtype=float) * np.asarray(duration, dtype=float)
     small = x < 1e-4
     xs = np.where(small, 1.0, x)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from exosim.model import catalogue as cat
+from exosim.model.declare import SEP
 from exosim.model.lq import dose_at_survival, lea_catcheside, lq_neg_log_survival, survival_at_dose
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -141,8 +142,17 @@ def survival_rows(result: RunResult) -> list[dict]:
         if lq_ok:
             n = ge["fractions"]
             d = result.grid[i] / n
-            mu = ref["repair_rate"][i] * ref["repair_capacity"][i]
-            g = lea_catcheside(mu, d / ge["dose_rate"]) if ge.get("dose_rate") else 1.0
+            rho = ref["repair_capacity"][i]
+            g = (
+                lea_catcheside(
+                    ref["repair_rate"][i] * rho,
+                    d / ge["dose_rate"],
+                    ref["slow_repair_rate"][i] * rho,
+                    result.parameters[i, result.model.parameter_index[f"{ge['population']}{SEP}slow_repair_share"]],
+                )
+                if ge.get("dose_rate")
+                else 1.0
+            )
             nls = lq_neg_log_survival(ref["alpha_eff"][i], ref["beta_eff"][i], d, n, g)
             row["sf_lq"] = float(sf0 * np.exp(-nls)) if i0 is not None else float(np.exp(-nls))
             row["lq_vs_kinetic_rel"] = row["sf_lq"] / sf - 1.0 if sf > 0 else np.nan

@@ -2,8 +2,10 @@
 
 Equations (per cell)::
 
-    dDSB/dt = Y*O*Ddot + g - lambda*rho*DSB - kappa*DSB^2
-    dL/dt   = Y_L*O*Ddot + (1 - phi)*lambda*rho*DSB + kappa*DSB^2
+    dDSB/dt = Y*O*Ddot + g - J - kappa*DSB^2                    all DSBs
+    dDc/dt  = s_c*Y*O*Ddot - lambda_s*rho*Dc - kappa*DSB*Dc     complex DSBs (part of DSB)
+    J       = rho*(lambda*(DSB - Dc) + lambda_s*Dc)             rejoining flux
+    dL/dt   = Y_L*O*Ddot + (1 - phi)*J + kappa*DSB^2
     dA/dt   = gamma*a*DSB
     dLp/dt  = O*Ddot - k_p*g_F*Lp                  lipid peroxides (per Gy of yield)
     dF/dt   = gamma_F*Lp                           ferroptotic commitment
@@ -12,9 +14,18 @@ Equations (per cell)::
     H(S; S*, n_C)                                  bystander response (0: none, 1: responding)
     SF      = exp(-(L + A + F + Au))*(1 - f_s*(1 - exp(-C)))
     dX/dt   = g_b*H(S; S*, n_C) - lambda*rho*X                 lesions of responding bystander cells
-    dM/dt   = k_f*(DSB + X - M) - (lambda*rho + kappa*DSB)*M  gamma-H2AX foci on open lesions
-    dR/dt   = (lambda*rho + kappa*DSB)*M - k_r*R               foci left on rejoined breaks
+    dM/dt   = k_f*(DSB + X - M) - r*(M - Mc) - r_c*Mc          gamma-H2AX foci on open lesions
+    dMc/dt  = k_f*(Dc - Mc) - r_c*Mc                           ... of them on complex DSBs
+    dR/dt   = r*(M - Mc) + r_c*Mc - k_r*R                      foci left on rejoined breaks
+    r       = lambda*rho + kappa*DSB,  r_c = lambda_s*rho + kappa*DSB
     foci    = M + R
+
+Two repair classes (MEDRAS, McMahon et al. 2016): a share ``s_c`` of the breaks radiation makes
+is complex and rejoined slowly at ``lambda_s`` (``slow_repair_share``, ``slow_repair_half_time``:
+about 10 % of DSBs need the slow ATM/Artemis pathway, Riballo et al. 2004; slow half-times of
+1.5-5.1 h in tumour lines, Nunez et al. 1995), the rest at the cell line's ``lambda``.  ``Dc``
+counts the complex breaks among ``DSB``; misrepair, binary misrejoining and apoptosis read all
+breaks alike.  Breaks made by cargo (``g``) are simple.
 
 Ferroptosis (radiation-induced lipid peroxidation, Lei et al. 2020) is a third way to die:
 peroxides ``Lp`` made in proportion to dose are removed by GPX4-dependent defence at
@@ -55,16 +66,23 @@ independent of the donor dose above threshold (Yang et al. 2005).  Damaging carg
 graded action (``g``, miR-21 and miR-1246 repressing repair genes) adds DSBs in proportion
 to its activity.  Without signal ``C = 0`` and the LQ forms below are unchanged.
 
-With the modifiers frozen and kappa*DSB << lambda*rho these integrate to the
-linear-quadratic form -ln SF = alpha*D + beta*G*D^2 with
-alpha = (Y_L + (1 - phi)*Y + gamma*a*Y/(lambda*rho) + gamma_F/(k_p*g_F))*O and
-beta = kappa*(Y*O)^2/(2*lambda*rho).  Calibration (convention: apoptotic share s and
+With the modifiers frozen and kappa*DSB << lambda_s*rho these integrate to the
+linear-quadratic form -ln SF = alpha*D + beta*G*D^2.  After an acute dose the breaks decay as
+``Y*D*((1 - s_c)*exp(-lambda*rho*t) + s_c*exp(-lambda_s*rho*t))``, so with the mean break
+lifetime ``tau = (1 - s_c)/lambda + s_c/lambda_s`` and the pair time
+``T_b = (1 - s_c)^2/(2*lambda) + 2*s_c*(1 - s_c)/(lambda + lambda_s) + s_c^2/(2*lambda_s)``
+(``int DSB^2 dt = (Y*D)^2*T_b/rho``):
+alpha = (Y_L + (1 - phi)*Y + gamma*a*Y*tau/rho + gamma_F/(k_p*g_F))*O and
+beta = kappa*(Y*O)^2*T_b/rho.  Calibration (convention: apoptotic share s and
 ferroptotic share s_F of alpha0, direct lethal yield Y_L) inverts these for the control arm::
 
-    kappa   = 2*lambda*beta0/Y^2
-    gamma   = s*alpha0*lambda/Y
+    kappa   = beta0/(Y^2*T_b)
+    gamma   = s*alpha0/(Y*tau)
     gamma_F = s_F*alpha0*k_p
     1 - phi = ((1 - s - s_F)*alpha0 - Y_L)/Y
+
+With one class (``s_c = 0``) ``tau = 1/lambda`` and ``T_b = 1/(2*lambda)``, the forms of
+Sachs et al. 1997.
 
 References
 ----------
@@ -103,6 +121,11 @@ References
 .. [7] Rogakou EP, Pilch DR, Orr AH, Ivanova VS, Bonner WM (1998) DNA double-stranded
    breaks induce histone H2AX phosphorylation on serine 139. J Biol Chem 273:5858-5868.
    doi:10.1074/jbc.273.10.5858
+.. [15] Riballo E, Kuhne M, Rief N et al. (2004) A pathway of double-strand break rejoining
+   dependent upon ATM, Artemis, and proteins locating to gamma-H2AX foci. Mol Cell 16:715-724.
+   doi:10.1016/j.molcel.2004.10.029
+.. [16] Nunez MI, Villalobos M, Olea N et al. (1995) Radiation-induced DNA double-strand break
+   rejoining in human tumour cells. Br J Cancer 71:311-316. PMID 7841046.
 .. [4] Qi XS, et al. (2012) Radiobiological parameters of head and neck
    cancer lines. Cancers 4:566. doi:10.3390/cancers4020566
 """
@@ -114,6 +137,7 @@ from exosim.model.declare import Block, Derived, Rate, Rule, State
 #: State increments of an acute (instantaneous) dose ``D`` in Gy, per cell.
 ACUTE_DOSE = {
     "dsb": "dsb_yield*oxygen_modification*D",
+    "complex_dsb": "slow_repair_share*dsb_yield*oxygen_modification*D",
     "lethal_lesions": "direct_lethal_yield*oxygen_modification*D",
     "lipid_peroxides": "oxygen_modification*D",
     "dose_received": "D",
@@ -130,6 +154,8 @@ def repair(population: str, foci: bool = False) -> Block:
             "alpha0": "alpha0",
             "beta0": "beta0",
             "repair_half_time": "repair_half_time",
+            "slow_repair_share": "slow_repair_share",
+            "slow_repair_half_time": "slow_repair_half_time",
             "dsb_yield": "dsb_yield",
             "apoptotic_share": "apoptotic_share",
             "ferroptotic_share": "ferroptotic_share",
@@ -149,6 +175,7 @@ def repair(population: str, foci: bool = False) -> Block:
         context={"population": population},
         states=[
             State("dsb", "DSB/cell", "double-strand breaks per cell", scale=1.0),
+            State("complex_dsb", "DSB/cell", "complex DSBs per cell (slow repair class, part of dsb)", scale=1.0),
             State(
                 "lethal_lesions", "1/cell", "mean lethal lesions per cell (misrepair, binary misrejoining)", scale=0.1
             ),
@@ -178,16 +205,38 @@ def repair(population: str, foci: bool = False) -> Block:
                 "1",
                 "OMF = OER(p)/OER(p_ref), OER(p) = (m*p + K)/(p + K): lesion yields per Gy relative to culture",
             ),
-            Derived("repair_rate", "log(2)/repair_half_time", "1/h", "first-order DSB rejoining rate lambda"),
+            Derived(
+                "repair_rate", "log(2)/repair_half_time", "1/h", "first-order rejoining rate of simple DSBs, lambda"
+            ),
+            Derived(
+                "slow_repair_rate",
+                "log(2)/slow_repair_half_time",
+                "1/h",
+                "first-order rejoining rate of complex DSBs, lambda_s",
+            ),
+            Derived(
+                "mean_break_lifetime",
+                "(1 - slow_repair_share)/repair_rate + slow_repair_share/slow_repair_rate",
+                "h",
+                "tau: mean time a radiation-induced break stays open (rho = 1, no binary term)",
+            ),
+            Derived(
+                "break_pair_time",
+                "(1 - slow_repair_share)**2/(2*repair_rate)"
+                " + 2*slow_repair_share*(1 - slow_repair_share)/(repair_rate + slow_repair_rate)"
+                " + slow_repair_share**2/(2*slow_repair_rate)",
+                "h",
+                "T_b: int DSB^2 dt/(Y*D)^2 after an acute dose (rho = 1, no binary term)",
+            ),
             Derived(
                 "binary_misrepair_constant",
-                "2*repair_rate*beta0/dsb_yield**2",
+                "beta0/(dsb_yield**2*break_pair_time)",
                 "cell/(DSB*h)",
                 "kappa, calibrated so the control arm has beta0",
             ),
             Derived(
                 "apoptosis_constant",
-                "apoptotic_share*alpha0*repair_rate/dsb_yield",
+                "apoptotic_share*alpha0/(dsb_yield*mean_break_lifetime)",
                 "cell/(DSB*h)",
                 "gamma, calibrated so apoptosis carries apoptotic_share of alpha0",
             ),
@@ -212,6 +261,12 @@ def repair(population: str, foci: bool = False) -> Block:
                 "all-or-none bystander response: 0 below the signal threshold, 1 above",
             ),
             Rule(
+                "rejoining_flux",
+                "repair_capacity*(repair_rate*(dsb - complex_dsb) + slow_repair_rate*complex_dsb)",
+                "DSB/cell/h",
+                "J: breaks rejoined per cell and hour by the two classes (correctly or misrepaired)",
+            ),
+            Rule(
                 "misrepair_fraction",
                 "misrepair_fraction_baseline*misrepair_factor",
                 "1",
@@ -227,7 +282,7 @@ def repair(population: str, foci: bool = False) -> Block:
             Rule(
                 "alpha_eff",
                 "(direct_lethal_yield + misrepair_fraction*dsb_yield"
-                " + apoptosis_constant*apoptotic_propensity*dsb_yield/(repair_rate*repair_capacity)"
+                " + apoptosis_constant*apoptotic_propensity*dsb_yield*mean_break_lifetime/repair_capacity"
                 " + ferroptosis_constant/(lipid_peroxide_turnover_rate*ferroptosis_defence))"
                 "*oxygen_modification",
                 "1/Gy",
@@ -235,7 +290,7 @@ def repair(population: str, foci: bool = False) -> Block:
             ),
             Rule(
                 "beta_eff",
-                "binary_misrepair_constant*(dsb_yield*oxygen_modification)**2/(2*repair_rate*repair_capacity)",
+                "binary_misrepair_constant*(dsb_yield*oxygen_modification)**2*break_pair_time/repair_capacity",
                 "1/Gy^2",
                 "LQ beta for an acute dose with the current modifiers frozen (docs/model.md section 4)",
             ),
@@ -244,12 +299,17 @@ def repair(population: str, foci: bool = False) -> Block:
             Rate(
                 "dsb",
                 "dsb_yield*oxygen_modification*dose_rate + bystander_damage_drive"
-                " - repair_rate*repair_capacity*dsb - binary_misrepair_constant*dsb**2",
+                " - rejoining_flux - binary_misrepair_constant*dsb**2",
+            ),
+            Rate(
+                "complex_dsb",
+                "slow_repair_share*dsb_yield*oxygen_modification*dose_rate"
+                " - slow_repair_rate*repair_capacity*complex_dsb - binary_misrepair_constant*dsb*complex_dsb",
             ),
             Rate(
                 "lethal_lesions",
                 "direct_lethal_yield*oxygen_modification*dose_rate"
-                " + misrepair_fraction*repair_rate*repair_capacity*dsb"
+                " + misrepair_fraction*rejoining_flux"
                 " + binary_misrepair_constant*dsb**2",
             ),
             Rate("apoptotic_commitment", "apoptosis_constant*apoptotic_propensity*dsb"),
@@ -287,6 +347,7 @@ def foci_marker(block: Block) -> Block:
             scale=1.0,
         ),
         State("foci_on_breaks", "foci/cell", "gamma-H2AX foci on lesions not yet resolved", scale=1.0),
+        State("foci_on_complex_breaks", "foci/cell", "gamma-H2AX foci on complex DSBs not yet rejoined", scale=1.0),
         State(
             "foci_after_rejoining",
             "foci/cell",
@@ -314,7 +375,13 @@ def foci_marker(block: Block) -> Block:
             "break_rejoining_rate",
             "repair_rate*repair_capacity + binary_misrepair_constant*dsb",
             "1/h",
-            "per-break rate at which open breaks are rejoined (correctly, misrepaired or binary)",
+            "per-break rate at which simple breaks are rejoined (correctly, misrepaired or binary)",
+        ),
+        Rule(
+            "complex_break_rejoining_rate",
+            "slow_repair_rate*repair_capacity + binary_misrepair_constant*dsb",
+            "1/h",
+            "per-break rate at which complex breaks are rejoined",
         ),
     ]
     block.rates += [
@@ -324,11 +391,19 @@ def foci_marker(block: Block) -> Block:
         ),
         Rate(
             "foci_on_breaks",
-            "foci_formation_rate*(dsb + bystander_lesions - foci_on_breaks) - break_rejoining_rate*foci_on_breaks",
+            "foci_formation_rate*(dsb + bystander_lesions - foci_on_breaks)"
+            " - break_rejoining_rate*(foci_on_breaks - foci_on_complex_breaks)"
+            " - complex_break_rejoining_rate*foci_on_complex_breaks",
+        ),
+        Rate(
+            "foci_on_complex_breaks",
+            "foci_formation_rate*(complex_dsb - foci_on_complex_breaks)"
+            " - complex_break_rejoining_rate*foci_on_complex_breaks",
         ),
         Rate(
             "foci_after_rejoining",
-            "break_rejoining_rate*foci_on_breaks - foci_clearance_rate*foci_after_rejoining",
+            "break_rejoining_rate*(foci_on_breaks - foci_on_complex_breaks)"
+            " + complex_break_rejoining_rate*foci_on_complex_breaks - foci_clearance_rate*foci_after_rejoining",
         ),
     ]
     return block
