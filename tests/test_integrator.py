@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy.integrate import solve_ivp
 
 import exosim
+import exosim.model.expr
+from conftest import SCENARIOS
 from exosim.simulate.dopri5 import integrate
 from exosim.simulate.solver import SolverOptions
 
@@ -77,3 +80,21 @@ def test_scenario_failure_names_scenario_arm_member_and_time(runs):
     others = np.delete(np.arange(out.status.size), 3)
     assert np.all(out.status[others] == 0)
     np.testing.assert_allclose(out.surviving_fraction[others], res.surviving_fraction[others], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name", ["hnscc_exosome_radioresistance", "partial_field_bystander", "angptl4_nsclc_hypoxic_exosome_ferroptosis"]
+)
+def test_prepared_rhs_equals_the_reference_rhs(name):
+    """The numpy solver reads the parameter-only constants once per segment (Model.prepare):
+    the same derivatives as Model.rhs, and the prepared columns depend on parameters alone."""
+    model = exosim.compile_scenario(exosim.load_scenario(SCENARIOS / f"{name}.yaml")).model
+    rng = np.random.default_rng(3)
+    p = model.default_parameters()[None, :] * rng.uniform(0.5, 2.0, (4, model.n_parameters))
+    y = model.initial_state(p) + rng.uniform(0.0, 5.0, (4, model.n_states))
+    prepared = model.prepare(p)
+    static, dynamic = model.rate_dependencies()
+    assert prepared.shape == (4, model.n_parameters + len(static)) and static
+    np.testing.assert_array_equal(prepared[:, : model.n_parameters], p)
+    assert all(model.kinds[n] != "state" for s in static for n in exosim.model.expr.names(s.expr))
+    np.testing.assert_allclose(model.rhs_prepared(0.0, y, prepared), model.rhs(0.0, y, p), rtol=1e-14, atol=0)

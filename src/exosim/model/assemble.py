@@ -386,15 +386,59 @@ class Model:
             tree = ast.BinOp(left=tree, op=ast.Add(), right=t)
         return tree
 
+    def rate_dependencies(self) -> tuple[list[SymbolInfo], list[SymbolInfo]]:
+        """The derived constants and rules the rates need, in evaluation order, split into the
+        static ones (parameters only, transitively: constant over a segment) and the rest."""
+        rates = [self.rate_expression(s.name) for s in self.states]
+        needed = set().union(*(_expr.names(t) for t in rates))
+        for sym in reversed(self.derived + self.rules):  # reverse topological order
+            if sym.name in needed:
+                needed |= _expr.names(sym.expr)
+        static_names = {q.name for q in self.parameters}
+        static, dynamic = [], []
+        for sym in self.derived + self.rules:
+            if sym.name not in needed:
+                continue
+            if _expr.names(sym.expr) <= static_names:
+                static_names.add(sym.name)
+                static.append(sym)
+            else:
+                dynamic.append(sym)
+        return static, dynamic
+
     def _compile(self) -> None:
+        static, dynamic = self.rate_dependencies()
+        k = len(self.parameters)
+        rate_lines = [
+            f"    dy[:, {i}] = {_expr.to_numpy(self.rate_expression(s.name))}" for i, s in enumerate(self.states)
+        ]
+        # rhs(t, y, p): the reference form, every needed constant computed from p
         lines = ["def rhs(t, y, p):"]
         lines += [f"    {s.name} = y[:, {i}]" for i, s in enumerate(self.states)]
         lines += [f"    {q.name} = p[:, {i}]" for i, q in enumerate(self.parameters)]
-        lines += [f"    {d.name} = {_expr.to_numpy(d.expr)}" for d in self.derived]
-        lines += [f"    {r.name} = {_expr.to_numpy(r.expr)}" for r in self.rules]
+        lines += [f"    {d.name} = {_expr.to_numpy(d.expr)}" for d in static + dynamic]
         lines.append("    dy = np.empty_like(y)")
-        for i, s in enumerate(self.states):
-            lines.append(f"    dy[:, {i}] = {_expr.to_numpy(self.rate_expression(s.name))}")
+        lines += rate_lines
+        lines.append("    return dy")
+        # prepare(p) -> P: p with the static constants appended as columns (once per segment);
+        # rhs_prepared(t, y, P) reads them instead of recomputing them at every stage
+        lines.append("def prepare(p):")
+        lines += [f"    {q.name} = p[:, {i}]" for i, q in enumerate(self.parameters)]
+        lines += [f"    {d.name} = {_expr.to_numpy(d.expr)}" for d in static]
+        lines.append(f"    out = np.empty((p.shape[0], {k + len(static)}))")
+        lines.append(f"    out[:, :{k}] = p")
+        lines += [f"    out[:, {k + j}] = {d.name}" for j, d in enumerate(static)]
+        lines.append("    return out")
+        used = set().union(
+            *(_expr.names(self.rate_expression(s.name)) for s in self.states), *(_expr.names(d.expr) for d in dynamic)
+        )
+        lines.append("def rhs_prepared(t, y, p):")
+        lines += [f"    {s.name} = y[:, {i}]" for i, s in enumerate(self.states) if s.name in used]
+        lines += [f"    {q.name} = p[:, {i}]" for i, q in enumerate(self.parameters) if q.name in used]
+        lines += [f"    {d.name} = p[:, {k + j}]" for j, d in enumerate(static) if d.name in used]
+        lines += [f"    {d.name} = {_expr.to_numpy(d.expr)}" for d in dynamic]
+        lines.append("    dy = np.empty_like(y)")
+        lines += rate_lines
         lines.append("    return dy")
         # observables: derived constants and rules, stacked
         lines.append("def observe(y, p):")
@@ -421,6 +465,8 @@ class Model:
         namespace: dict = {"np": np, "_hill": _hill}
         exec(compile(self.source, "<exosim model>", "exec"), namespace)  # noqa: S102 - generated from declarations
         self._rhs: Callable = namespace["rhs"]
+        self._prepare: Callable = namespace["prepare"]
+        self._rhs_prepared: Callable = namespace["rhs_prepared"]
         self._observe: Callable = namespace["observe"]
         self._initial: Callable = namespace["initial"]
         self.observable_names = names
@@ -483,6 +529,16 @@ class Model:
             dy/dt in state units per hour.
         """
         return self._rhs(t, y, p)
+
+    def prepare(self, p: np.ndarray) -> np.ndarray:
+        """``p`` (N, k) with the constants the rates need that depend on parameters only
+        appended as columns: the argument of :meth:`rhs_prepared` for one segment."""
+        return self._prepare(p)
+
+    def rhs_prepared(self, t: float, y: np.ndarray, prepared: np.ndarray) -> np.ndarray:
+        """:meth:`rhs` with the parameter-only constants read from ``prepared`` (:meth:`prepare`)
+        instead of computed at every call; the same values, from the same expression trees."""
+        return self._rhs_prepared(t, y, prepared)
 
     def initial_state(self, p: np.ndarray) -> np.ndarray:
         """Initial states (N, n) for parameters (N, k): unperturbed steady state."""

@@ -64,7 +64,8 @@ class NumpyDopri5:
 
     def integrate(self, model, t0: float, t1: float, y0: np.ndarray, p: np.ndarray, **options) -> SegmentResult:
         """Integrate one segment of ``model``'s batch (keyword options of :func:`integrate`)."""
-        return integrate(model.rhs, t0, t1, y0, p, **options)
+        # parameter-only constants once per segment, not at every stage of every step
+        return integrate(model.rhs_prepared, t0, t1, y0, model.prepare(p), **options)
 
 
 def integrate(
