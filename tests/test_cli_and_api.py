@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 
 import exosim
 from conftest import SCENARIOS
@@ -99,3 +100,20 @@ def test_model_source_is_generated_from_the_declarations():
     assert np.allclose(dy[cell_states], 0.0)  # cells start at their unperturbed steady state
     # the empty medium fills at N*J0 (parameter table: 1e5 cells, 60 particles/cell/h)
     assert dy[m.state_index["well__vesicles"]] == pytest.approx(1e5 * 60)
+
+
+def test_run_backend_comes_from_the_scenario_or_the_command_line(tmp_path):
+    """``solver: {backend: auto}`` picks numba where installed; ``exosim run --backend`` overrides
+    the scenario's choice, and provenance names the backend that ran."""
+    from conftest import single_well
+    from exosim.simulate.solver import numba_available
+
+    data = single_well(solver={"backend": "auto"}, dose_grid={"values": [0, 2], "unit": "Gy"})
+    path = tmp_path / "auto.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    used = {}
+    for flag in ([], ["--backend", "numpy"]):
+        out = tmp_path / ("cli" if flag else "scenario")
+        assert main(["run", str(path), "-o", str(out), "--no-figure", "--no-timecourses", *flag]) == 0
+        used[bool(flag)] = json.loads((out / "provenance.json").read_text())["solver"]["backend"]
+    assert used == {False: "numba" if numba_available() else "numpy", True: "numpy"}

@@ -331,14 +331,16 @@ class OutputSpec(_Strict):
 class SolverSpec(_Strict):
     """Integrator tolerances (per member, per component) and backend.
 
-    ``backend``: ``numpy`` (batched, shared steps; no compilation) or ``numba``
+    ``backend``: ``numpy`` (batched, shared steps; no compilation), ``numba``
     (compiled, per-member steps; needs ``exosim[fast]``, ~5 s compile once per model
-    structure, cached on disk). Both use the same method and tolerances.
+    structure, cached on disk) or ``auto`` (numba when installed, else numpy: for long
+    protocols, where the numpy solver's per-step overhead dominates). Both use the same
+    method and tolerances.
     """
 
     rtol: Annotated[float, Field(gt=0, lt=1)] = 1e-7
     atol: Annotated[float, Field(gt=0)] = 1e-9
-    backend: Literal["numpy", "numba"] = "numpy"
+    backend: Literal["numpy", "numba", "auto"] = "numpy"
     #: wall-clock seconds one segment (the time between two events) may take; members still
     #: being integrated then fail (e.g. a stiff member whose rate is far outside its range)
     max_seconds: Annotated[float, Field(gt=0)] = 120.0
