@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +27,20 @@ def test_run_writes_tables_provenance_and_figure(tmp_path, capsys):
     assert prov["exosim_version"] == exosim.__version__
     assert prov["scenario"]["sha256"] == hashlib.sha256(scenario.read_bytes()).hexdigest()
     assert prov["seed"] is None and prov["solver"]["rtol"] > 0
+    # every dependency's version (None: not installed), and the commit of a checkout
+    from importlib.metadata import version
+
+    from exosim.io.provenance import DEPENDENCIES
+
+    assert {"python", "platform", *DEPENDENCIES} <= set(prov["environment"])
+    assert prov["environment"]["numpy"] == version("numpy") and prov["environment"]["pydantic"] == version("pydantic")
+    checkout = Path(exosim.__file__).resolve().parents[2]
+    if (checkout / ".git").exists():
+        head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True)
+        assert prov["source"]["git_commit"] == head.stdout.strip()
+        assert isinstance(prov["source"]["uncommitted_changes"], bool)
+    else:  # an installed wheel: no commit to name
+        assert prov["source"] is None
     units = {p["key"]: p["unit"] for p in prov["parameters"]}
     assert units["alpha0"] == "1/Gy" and units["binding_rate_constant"] == "mL/(h*site)"
     assert all(p["source"] for p in prov["parameters"])
