@@ -188,3 +188,22 @@ def test_acute_ferroptosis_follows_its_closed_form():
     data = single_well(solver={"rtol": 1e-10, "atol": 1e-13})
     res = exosim.run(scenario_from(data), time_courses=False)
     np.testing.assert_allclose(res.state("cells.ferroptotic_commitment"), SHARE_F * ALPHA0 * res.grid, rtol=1e-8)
+
+
+def test_row_summaries_equal_the_scalar_helpers():
+    """Sensitivity summarises every sample's curve at once (lq.*_rows): the same numbers as the
+    scalar helpers, including curves that never reach 10 % and curves with a missing point."""
+    from exosim.model.lq import dose_at_survival_rows, survival_at_dose_rows
+
+    rng = np.random.default_rng(1)
+    grid = np.array([0, 1, 2, 4, 6, 8.0])
+    a, b = rng.uniform(0.05, 0.6, 200), rng.uniform(0.005, 0.08, 200)
+    sf = np.exp(-(a[:, None] * grid + b[:, None] * grid**2))
+    sf[3, 2] = np.nan  # a failed member: the scalar path
+    sf[5] = np.exp(-0.01 * grid)  # never reaches 10 %
+    d10 = np.array([exosim.dose_at_survival(grid, row, 0.1) for row in sf])
+    np.testing.assert_array_equal(dose_at_survival_rows(grid, sf, 0.1), d10)
+    assert np.isnan(d10[5]) and np.isfinite(d10[3])
+    for dose in (2.0, 3.0, 9.0):
+        expected = np.array([exosim.survival_at_dose(grid, row, dose) for row in sf])
+        np.testing.assert_array_equal(survival_at_dose_rows(grid, sf, dose), expected)

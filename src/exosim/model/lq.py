@@ -17,7 +17,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["lea_catcheside", "lq_neg_log_survival", "dose_at_survival", "survival_at_dose", "MonotoneCubic"]
+__all__ = [
+    "lea_catcheside",
+    "lq_neg_log_survival",
+    "dose_at_survival",
+    "survival_at_dose",
+    "dose_at_survival_rows",
+    "survival_at_dose_rows",
+    "MonotoneCubic",
+]
 
 
 def lea_catcheside(
@@ -171,3 +179,102 @@ def dose_at_survival(doses: np.ndarray, sf: np.ndarray, level: float = 0.1) -> f
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if f(mid) - target > 0 else (lo, mid)
     return float(0.5 * (lo + hi))
+
+
+# ---------------------------------------------------------------------- many curves at once
+def _row_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Fritsch-Carlson slopes of :class:`MonotoneCubic` for every row of ``y`` (M, G) on one
+    grid ``x`` (G,): the same formulas, applied to all rows at once."""
+    h = np.diff(x)
+    delta = np.diff(y, axis=1) / h
+    d = np.zeros_like(y)
+    if x.size == 2:
+        d[:] = delta[:, :1]
+        return d
+    w1, w2 = 2 * h[1:] + h[:-1], h[1:] + 2 * h[:-1]
+    same = np.sign(delta[:, 1:]) * np.sign(delta[:, :-1]) > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        harmonic = (w1 + w2) / (w1 / delta[:, :-1] + w2 / delta[:, 1:])
+    d[:, 1:-1] = np.where(same, harmonic, 0.0)
+
+    def end(h0, h1, m0, m1):
+        e = ((2 * h0 + h1) * m0 - h0 * m1) / (h0 + h1)
+        e = np.where(np.sign(e) != np.sign(m0), 0.0, e)
+        return np.where((np.sign(m0) != np.sign(m1)) & (np.abs(e) > np.abs(3 * m0)), 3 * m0, e)
+
+    d[:, 0] = end(h[0], h[1], delta[:, 0], delta[:, 1])
+    d[:, -1] = end(h[-1], h[-2], delta[:, -1], delta[:, -2])
+    return d
+
+
+def _row_eval(x: np.ndarray, y: np.ndarray, d: np.ndarray, xq: np.ndarray) -> np.ndarray:
+    """The interpolants of every row at ``xq``: (Q,) points shared by all rows -> (M, Q); (M, 1),
+    one point per row -> (M, 1)."""
+    i = np.clip(np.searchsorted(x, xq, side="right") - 1, 0, x.size - 2)
+    h = np.diff(x)[i]
+    t = (xq - x[i]) / h
+    h00, h10 = (1 + 2 * t) * (1 - t) ** 2, t * (1 - t) ** 2
+    h01, h11 = t**2 * (3 - 2 * t), t**2 * (t - 1)
+    if xq.ndim == 2:  # one point per row: (M, 1)
+        rows = np.arange(y.shape[0])[:, None]
+        return h00 * y[rows, i] + h10 * h * d[rows, i] + h01 * y[rows, i + 1] + h11 * h * d[rows, i + 1]
+    return h00 * y[:, i] + h10 * h * d[:, i] + h01 * y[:, i + 1] + h11 * h * d[:, i + 1]
+
+
+def _regular(doses: np.ndarray, sf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted grid, and which rows the vectorised path serves (every value finite and > 0)."""
+    doses, sf = np.asarray(doses, float), np.atleast_2d(np.asarray(sf, float))
+    if doses.size < 2 or np.any(np.diff(doses) <= 0):
+        return doses, np.zeros(sf.shape[0], dtype=bool)
+    return doses, np.all(np.isfinite(sf) & (sf > 0), axis=1)
+
+
+def survival_at_dose_rows(doses: np.ndarray, sf: np.ndarray, dose: float) -> np.ndarray:
+    """:func:`survival_at_dose` of every row of ``sf`` (M, G) on the grid ``doses`` (G,), at once."""
+    sf = np.atleast_2d(np.asarray(sf, float))
+    doses, fast = _regular(doses, sf)
+    out = np.array([survival_at_dose(doses, row, dose) for row in sf[~fast]]) if (~fast).any() else None
+    result = np.full(sf.shape[0], np.nan)
+    if out is not None:
+        result[~fast] = out
+    if fast.any():
+        hit = np.isclose(doses, dose, rtol=0, atol=1e-12)
+        if hit.any():
+            result[fast] = sf[fast][:, np.flatnonzero(hit)[0]]
+        elif doses[0] <= dose <= doses[-1]:
+            y = np.log(sf[fast])
+            result[fast] = np.exp(_row_eval(doses, y, _row_slopes(doses, y), np.array([dose]))[:, 0])
+    return result
+
+
+def dose_at_survival_rows(doses: np.ndarray, sf: np.ndarray, level: float = 0.1) -> np.ndarray:
+    """:func:`dose_at_survival` of every row of ``sf`` (M, G) on the grid ``doses`` (G,): the
+    same fine scan and bisection, done for all rows at once."""
+    sf = np.atleast_2d(np.asarray(sf, float))
+    doses, fast = _regular(doses, sf)
+    result = np.full(sf.shape[0], np.nan)
+    for r in np.flatnonzero(~fast):
+        result[r] = dose_at_survival(doses, sf[r], level)
+    if not fast.any():
+        return result
+    y = np.log(sf[fast])
+    d = _row_slopes(doses, y)
+    target = np.log(level)
+    fine = np.linspace(doses[0], doses[-1], 2001)
+    below = _row_eval(doses, y, d, fine) - target <= 0
+    reached = below.any(axis=1)
+    j = np.argmax(below, axis=1)
+    out = np.full(y.shape[0], np.nan)
+    first = reached & (j == 0)
+    out[first] = fine[0]
+    todo = reached & (j > 0)
+    if todo.any():
+        lo, hi = fine[j[todo] - 1], fine[j[todo]]
+        yt, dt = y[todo], d[todo]
+        for _ in range(60):  # bisection on a monotone cubic piece
+            mid = 0.5 * (lo + hi)
+            above = _row_eval(doses, yt, dt, mid[:, None])[:, 0] - target > 0
+            lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+        out[todo] = 0.5 * (lo + hi)
+    result[fast] = out
+    return result

@@ -22,7 +22,14 @@ import numpy as np
 
 from exosim.model import catalogue as cat
 from exosim.model.declare import SEP
-from exosim.model.lq import dose_at_survival, lea_catcheside, lq_neg_log_survival, survival_at_dose
+from exosim.model.lq import (
+    dose_at_survival,
+    dose_at_survival_rows,
+    lea_catcheside,
+    lq_neg_log_survival,
+    survival_at_dose,
+    survival_at_dose_rows,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from exosim.scenario.result import RunResult
@@ -282,18 +289,15 @@ def sample_outputs(
     arm_of = np.repeat(np.arange(n_arms), n_grid)
     within = normalise(sf.reshape(m_samples, -1), arm_of, np.tile(grid, n_arms), "within_arm", control)
     within = within.reshape(m_samples, n_arms, n_grid)
-    for s in range(m_samples):
-        if failed[s]:
-            continue
-        arm = sf[s, target]
-        if curve and i0.size:
-            out[s, 0] = survival_at_dose(grid, within[s, target], 2.0)
-            if control is not None:
-                out[s, 1] = dose_at_survival(grid, within[s, control], 0.1) / dose_at_survival(
-                    grid, within[s, target], 0.1
-                )
-        out[s, 2] = arm[at] / sf[s, control][at] if control is not None else arm[at]
-        out[s, 3] = ref["alpha_eff"][s, target, 0]
-        out[s, 4] = ref["beta_eff"][s, target, 0]
-        out[s, 5] = delivered[s, target, 0]
+    ok = ~failed  # every curve summarised at once (lq.*_rows: the scalar helpers' arithmetic)
+    if curve and i0.size:
+        out[ok, 0] = survival_at_dose_rows(grid, within[ok, target], 2.0)
+        if control is not None:
+            out[ok, 1] = dose_at_survival_rows(grid, within[ok, control], 0.1) / dose_at_survival_rows(
+                grid, within[ok, target], 0.1
+            )
+    out[ok, 2] = sf[ok, target, at] / sf[ok, control, at] if control is not None else sf[ok, target, at]
+    out[ok, 3] = ref["alpha_eff"][ok, target, 0]
+    out[ok, 4] = ref["beta_eff"][ok, target, 0]
+    out[ok, 5] = delivered[ok, target, 0]
     return out, failed, messages
