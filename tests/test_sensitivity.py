@@ -239,3 +239,26 @@ def test_sobol_bootstrap_intervals_are_reproducible_for_every_seed(seed):
     two = sa.sobol(sa.ishigami, ISHIGAMI, ("y",), 64, seed=seed, resamples=100)
     assert [r["S1_conf"] for r in one.indices] == [r["S1_conf"] for r in two.indices]
     assert all(np.isfinite(r["S1_conf"]) and r["S1_conf"] > 0 for r in one.indices)
+
+
+def test_compiled_chunks_are_cut_for_the_workers_without_changing_results(mir22, monkeypatch):
+    """With per-member steps (numba) a sample's result does not depend on its chunk: a pool of
+    two workers gets four tasks each instead of one chunk, and the values equal the serial run's."""
+    pytest.importorskip("numba")
+    space = sa.ParameterSpace.from_table(names=["binding_rate_constant", "endosomal_escape_rate"])
+    serial = sa.sobol(sa.ScenarioEvaluator(mir22, backend="numba"), space, sa.OUTPUTS, 4, seed=3, resamples=20)
+    tasks = []
+
+    class Recording(SerialEngine):
+        workers = 2
+
+        def map(self, func, batch):
+            batch = list(batch)
+            tasks.append(len(batch))
+            return super().map(func, batch)
+
+    pooled = sa.sobol(
+        sa.ScenarioEvaluator(mir22, backend="numba", engine=Recording()), space, sa.OUTPUTS, 4, seed=3, resamples=20
+    )
+    assert tasks and min(tasks) == 8  # 24 samples, default chunk of 8192 members: 8 tasks, not 1
+    np.testing.assert_array_equal(serial.values, pooled.values)

@@ -20,6 +20,9 @@ class EngineError(RuntimeError):
 class Engine:
     """Run ``func`` over ``tasks``; yield results in task order."""
 
+    #: processes that run tasks at once (callers size their tasks to keep them all busy)
+    workers: int = 1
+
     def map(self, func: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
         """Apply ``func`` to every task, yielding results in order."""
         raise NotImplementedError
@@ -30,6 +33,10 @@ class Engine:
     def describe(self) -> str:
         """One line for provenance."""
         return type(self).__name__
+
+    def record(self) -> dict:
+        """What provenance records of the engine."""
+        return {"engine": self.describe(), "workers": self.workers}
 
 
 class SerialEngine(Engine):
@@ -76,6 +83,17 @@ class DaskEngine(Engine):
             self._client = Client(address, timeout=timeout)
         except (OSError, TimeoutError) as exc:
             raise EngineError(f"cannot reach the Dask scheduler at {address!r}: {exc}") from None
+        # every worker must compute what this process would: same exosim, same numba
+        self.worker_versions = self._client.run(_versions)
+        self.workers = max(1, len(self.worker_versions))
+        here = _versions()
+        for worker, theirs in self.worker_versions.items():
+            if theirs != here:
+                self._client.close()
+                raise EngineError(
+                    f"Dask worker {worker} runs exosim {theirs['exosim']} / numba {theirs['numba']}, this process "
+                    f"exosim {here['exosim']} / numba {here['numba']}: install the same versions on every worker"
+                )
 
     def map(self, func, tasks):
         """Submit all tasks; gather results in task order."""
@@ -89,7 +107,29 @@ class DaskEngine(Engine):
 
     def describe(self) -> str:
         """Engine and scheduler address."""
-        return f"DaskEngine(scheduler={self.address!r})"
+        return f"DaskEngine(scheduler={self.address!r}, workers={self.workers})"
+
+    def record(self) -> dict:
+        """Engine, scheduler, workers and their (checked) versions."""
+        return {
+            "engine": "DaskEngine",
+            "scheduler": self.address,
+            "workers": self.workers,
+            "worker_versions": self.worker_versions,
+        }
+
+
+def _versions() -> dict:
+    """exosim and numba versions of this process (run on every Dask worker)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from exosim._version import __version__
+
+    try:
+        numba = version("numba")
+    except PackageNotFoundError:
+        numba = None
+    return {"exosim": __version__, "numba": numba}
 
 
 def make_engine(workers: int | None = None, scheduler: str | None = None) -> Engine:

@@ -241,6 +241,12 @@ class ScenarioEvaluator:
         values = np.atleast_2d(np.asarray(values, float))
         m = values.shape[0]
         per_chunk = max(1, self.chunk_members // self.members_per_sample)
+        workers = getattr(self.engine, "workers", 1)
+        if self.backend == "numba" and workers > 1:
+            # per-member steps: a member's result does not depend on its chunk, so chunks can be
+            # cut finer to keep every worker busy (four tasks per worker) at no change of results;
+            # the numpy backend shares steps within a chunk, so its chunks stay as the serial run's
+            per_chunk = min(per_chunk, max(1, -(-m // (4 * workers))))
         tasks = [
             (self.scenario, tuple(keys), values[i : i + per_chunk], self.target, self.control)
             for i in range(0, m, per_chunk)

@@ -232,7 +232,7 @@ def sensitivity_record(
         "containing one are dropped before analysis and counted here",
         "failures": analysis.messages[:100],
         "inert_factors": inert_factors(evaluator.scenario, space.names),
-        "engine": engine.describe(),
+        "engine": engine.record() if hasattr(engine, "record") else engine.describe(),
         "chunk_members": chunk_members,
         "wall_time_s": wall,
         "solver": {"backend": evaluator.backend, "rtol": scenario.solver.rtol, "atol": scenario.solver.atol},
