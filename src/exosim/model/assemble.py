@@ -386,14 +386,20 @@ class Model:
             tree = ast.BinOp(left=tree, op=ast.Add(), right=t)
         return tree
 
-    def rate_dependencies(self) -> tuple[list[SymbolInfo], list[SymbolInfo]]:
-        """The derived constants and rules the rates need, in evaluation order, split into the
-        static ones (parameters only, transitively: constant over a segment) and the rest."""
+    def _rate_symbols(self) -> tuple[list[ast.expr], set[str]]:
+        """The rate trees and every name they need, directly or through derived constants and
+        rules (observables that no rate reads are left out)."""
         rates = [self.rate_expression(s.name) for s in self.states]
         needed = set().union(*(_expr.names(t) for t in rates))
         for sym in reversed(self.derived + self.rules):  # reverse topological order
             if sym.name in needed:
                 needed |= _expr.names(sym.expr)
+        return rates, needed
+
+    def rate_dependencies(self) -> tuple[list[SymbolInfo], list[SymbolInfo]]:
+        """The derived constants and rules the rates need, in evaluation order, split into the
+        static ones (parameters only, transitively: constant over a segment) and the rest."""
+        _, needed = self._rate_symbols()
         static_names = {q.name for q in self.parameters}
         static, dynamic = [], []
         for sym in self.derived + self.rules:
@@ -409,9 +415,8 @@ class Model:
     def _compile(self) -> None:
         static, dynamic = self.rate_dependencies()
         k = len(self.parameters)
-        rate_lines = [
-            f"    dy[:, {i}] = {_expr.to_numpy(self.rate_expression(s.name))}" for i, s in enumerate(self.states)
-        ]
+        rates, _ = self._rate_symbols()
+        rate_lines = [f"    dy[:, {i}] = {_expr.to_numpy(tree)}" for i, tree in enumerate(rates)]
         # rhs(t, y, p): the reference form, every needed constant computed from p
         lines = ["def rhs(t, y, p):"]
         lines += [f"    {s.name} = y[:, {i}]" for i, s in enumerate(self.states)]
@@ -429,9 +434,7 @@ class Model:
         lines.append(f"    out[:, :{k}] = p")
         lines += [f"    out[:, {k + j}] = {d.name}" for j, d in enumerate(static)]
         lines.append("    return out")
-        used = set().union(
-            *(_expr.names(self.rate_expression(s.name)) for s in self.states), *(_expr.names(d.expr) for d in dynamic)
-        )
+        used = set().union(*(_expr.names(t) for t in rates), *(_expr.names(d.expr) for d in dynamic))
         lines.append("def rhs_prepared(t, y, p):")
         lines += [f"    {s.name} = y[:, {i}]" for i, s in enumerate(self.states) if s.name in used]
         lines += [f"    {q.name} = p[:, {i}]" for i, q in enumerate(self.parameters) if q.name in used]
@@ -478,12 +481,8 @@ class Model:
         Generated from the same expression trees as :meth:`rhs`, for the compiled
         backend (:mod:`exosim.simulate.dopri5_numba`); it uses ``np`` and ``_hill``.
         """
-        rates = [self.rate_expression(s.name) for s in self.states]
         # only the derived constants and rules the rates need (observables are evaluated elsewhere)
-        needed = set().union(*(_expr.names(t) for t in rates))
-        for sym in reversed(self.derived + self.rules):  # reverse topological order
-            if sym.name in needed:
-                needed |= _expr.names(sym.expr)
+        rates, needed = self._rate_symbols()
         lines = [f"def {name}(y, p, dy):"]
         lines += [f"    {s.name} = y[{i}]" for i, s in enumerate(self.states) if s.name in needed]
         lines += [f"    {q.name} = p[{i}]" for i, q in enumerate(self.parameters) if q.name in needed]

@@ -101,48 +101,19 @@ class MonotoneCubic:
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
         self.x, self.y = np.asarray(x, float), np.asarray(y, float)
-        h = np.diff(self.x)
-        delta = np.diff(self.y) / h
-        d = np.zeros_like(self.y)
-        if self.x.size == 2:
-            d[:] = delta[0]
-        else:
-            w1, w2 = 2 * h[1:] + h[:-1], h[1:] + 2 * h[:-1]
-            same = np.sign(delta[1:]) * np.sign(delta[:-1]) > 0
-            with np.errstate(divide="ignore", invalid="ignore"):
-                harmonic = (w1 + w2) / (w1 / delta[:-1] + w2 / delta[1:])
-            d[1:-1] = np.where(same, harmonic, 0.0)
-            d[0] = self._end(h[0], h[1], delta[0], delta[1])
-            d[-1] = self._end(h[-1], h[-2], delta[-1], delta[-2])
-        self.d, self.h = d, h
-
-    @staticmethod
-    def _end(h0: float, h1: float, m0: float, m1: float) -> float:
-        d = ((2 * h0 + h1) * m0 - h0 * m1) / (h0 + h1)
-        if np.sign(d) != np.sign(m0):
-            return 0.0
-        if np.sign(m0) != np.sign(m1) and abs(d) > abs(3 * m0):
-            return 3 * m0
-        return d
+        self.d = _row_slopes(self.x, self.y[None, :])[0]
 
     def __call__(self, xq: np.ndarray | float) -> np.ndarray:
         xq = np.asarray(xq, float)
-        i = np.clip(np.searchsorted(self.x, xq, side="right") - 1, 0, self.x.size - 2)
-        h = self.h[i]
-        t = (xq - self.x[i]) / h
-        h00, h10 = (1 + 2 * t) * (1 - t) ** 2, t * (1 - t) ** 2
-        h01, h11 = t**2 * (3 - 2 * t), t**2 * (t - 1)
-        return h00 * self.y[i] + h10 * h * self.d[i] + h01 * self.y[i + 1] + h11 * h * self.d[i + 1]
+        return _row_eval(self.x, self.y[None, :], self.d[None, :], xq.reshape(-1))[0].reshape(xq.shape)
 
 
-def _ln_curve(doses: np.ndarray, sf: np.ndarray):
+def _ln_curve(doses: np.ndarray, sf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The curve's doses, sorted, and ln SF where SF is finite and positive."""
     order = np.argsort(doses)
     d, s = doses[order], sf[order]
     ok = np.isfinite(s) & (s > 0)
-    d, s = d[ok], s[ok]
-    if d.size < 2:
-        return None, d
-    return MonotoneCubic(d, np.log(s)), d
+    return d[ok], np.log(s[ok])
 
 
 def survival_at_dose(doses: np.ndarray, sf: np.ndarray, dose: float) -> float:
@@ -154,31 +125,18 @@ def survival_at_dose(doses: np.ndarray, sf: np.ndarray, dose: float) -> float:
     hit = np.isclose(doses, dose, rtol=0, atol=1e-12)
     if hit.any():
         return float(sf[hit][0])
-    f, d = _ln_curve(doses, sf)
-    if f is None or dose < d[0] or dose > d[-1]:
+    d, y = _ln_curve(doses, sf)
+    if d.size < 2 or dose < d[0] or dose > d[-1]:
         return float("nan")
-    return float(np.exp(f(dose)))
+    return float(np.exp(MonotoneCubic(d, y)(dose)))
 
 
 def dose_at_survival(doses: np.ndarray, sf: np.ndarray, level: float = 0.1) -> float:
     """Smallest dose (Gy) at which the curve reaches ``level`` (D10 for 0.1); NaN if never on the grid."""
-    f, d = _ln_curve(np.asarray(doses, float), np.asarray(sf, float))
-    if f is None:
+    d, y = _ln_curve(np.asarray(doses, float), np.asarray(sf, float))
+    if d.size < 2:
         return float("nan")
-    target = np.log(level)
-    fine = np.linspace(d[0], d[-1], 2001)
-    vals = f(fine) - target
-    idx = np.flatnonzero(vals <= 0)
-    if idx.size == 0:
-        return float("nan")
-    j = idx[0]
-    if j == 0:
-        return float(fine[0])
-    lo, hi = fine[j - 1], fine[j]
-    for _ in range(60):  # bisection on a monotone cubic piece
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if f(mid) - target > 0 else (lo, mid)
-    return float(0.5 * (lo + hi))
+    return float(_dose_at_level(d, y[None, :], level)[0])
 
 
 # ---------------------------------------------------------------------- many curves at once
@@ -233,10 +191,9 @@ def survival_at_dose_rows(doses: np.ndarray, sf: np.ndarray, dose: float) -> np.
     """:func:`survival_at_dose` of every row of ``sf`` (M, G) on the grid ``doses`` (G,), at once."""
     sf = np.atleast_2d(np.asarray(sf, float))
     doses, fast = _regular(doses, sf)
-    out = np.array([survival_at_dose(doses, row, dose) for row in sf[~fast]]) if (~fast).any() else None
     result = np.full(sf.shape[0], np.nan)
-    if out is not None:
-        result[~fast] = out
+    for r in np.flatnonzero(~fast):
+        result[r] = survival_at_dose(doses, sf[r], dose)
     if fast.any():
         hit = np.isclose(doses, dose, rtol=0, atol=1e-12)
         if hit.any():
@@ -248,33 +205,35 @@ def survival_at_dose_rows(doses: np.ndarray, sf: np.ndarray, dose: float) -> np.
 
 
 def dose_at_survival_rows(doses: np.ndarray, sf: np.ndarray, level: float = 0.1) -> np.ndarray:
-    """:func:`dose_at_survival` of every row of ``sf`` (M, G) on the grid ``doses`` (G,): the
-    same fine scan and bisection, done for all rows at once."""
+    """:func:`dose_at_survival` of every row of ``sf`` (M, G) on the grid ``doses`` (G,), at once."""
     sf = np.atleast_2d(np.asarray(sf, float))
     doses, fast = _regular(doses, sf)
     result = np.full(sf.shape[0], np.nan)
     for r in np.flatnonzero(~fast):
         result[r] = dose_at_survival(doses, sf[r], level)
-    if not fast.any():
-        return result
-    y = np.log(sf[fast])
-    d = _row_slopes(doses, y)
+    if fast.any():
+        result[fast] = _dose_at_level(doses, np.log(sf[fast]), level)
+    return result
+
+
+def _dose_at_level(x: np.ndarray, y: np.ndarray, level: float) -> np.ndarray:
+    """Smallest dose at which each row's interpolant of ln SF ``y`` (M, G) on ``x`` (G,) reaches
+    ln ``level``: a scan of 2001 points, then 60 bisections on the first piece that reaches it."""
+    d = _row_slopes(x, y)
     target = np.log(level)
-    fine = np.linspace(doses[0], doses[-1], 2001)
-    below = _row_eval(doses, y, d, fine) - target <= 0
+    fine = np.linspace(x[0], x[-1], 2001)
+    below = _row_eval(x, y, d, fine) - target <= 0
     reached = below.any(axis=1)
     j = np.argmax(below, axis=1)
     out = np.full(y.shape[0], np.nan)
-    first = reached & (j == 0)
-    out[first] = fine[0]
+    out[reached & (j == 0)] = fine[0]
     todo = reached & (j > 0)
     if todo.any():
         lo, hi = fine[j[todo] - 1], fine[j[todo]]
         yt, dt = y[todo], d[todo]
         for _ in range(60):  # bisection on a monotone cubic piece
             mid = 0.5 * (lo + hi)
-            above = _row_eval(doses, yt, dt, mid[:, None])[:, 0] - target > 0
+            above = _row_eval(x, yt, dt, mid[:, None])[:, 0] - target > 0
             lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
         out[todo] = 0.5 * (lo + hi)
-    result[fast] = out
-    return result
+    return out
