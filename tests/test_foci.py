@@ -94,6 +94,7 @@ def test_foci_feed_nothing_back():
         "foci_clearance_rate",
         "break_rejoining_rate",
         "complex_break_rejoining_rate",
+        "marked_rejoining_flux",
         "foci_on_complex_breaks",
         "bystander_lesions",
         "bystander_damage_rate",

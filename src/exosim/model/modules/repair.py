@@ -14,10 +14,10 @@ Equations (per cell)::
     H(S; S*, n_C)                                  bystander response (0: none, 1: responding)
     SF      = exp(-(L + A + F + Au))*(1 - f_s*(1 - exp(-C)))
     dX/dt   = g_b*H(S; S*, n_C) - lambda*rho*X                 lesions of responding bystander cells
-    dM/dt   = k_f*(DSB + X - M) - r*(M - Mc) - r_c*Mc          gamma-H2AX foci on open lesions
+    dM/dt   = k_f*(DSB + X - M) - J_M                          gamma-H2AX foci on open lesions
     dMc/dt  = k_f*(Dc - Mc) - r_c*Mc                           ... of them on complex DSBs
-    dR/dt   = r*(M - Mc) + r_c*Mc - k_r*R                      foci left on rejoined breaks
-    r       = lambda*rho + kappa*DSB,  r_c = lambda_s*rho + kappa*DSB
+    dR/dt   = J_M - k_r*R                                      foci left on rejoined breaks
+    J_M     = r*(M - Mc) + r_c*Mc,  r = lambda*rho + kappa*DSB,  r_c = lambda_s*rho + kappa*DSB
     foci    = M + R
 
 Two repair classes (MEDRAS, McMahon et al. 2016): a share ``s_c`` of the breaks radiation makes
@@ -383,6 +383,13 @@ def foci_marker(block: Block) -> Block:
             "1/h",
             "per-break rate at which complex breaks are rejoined",
         ),
+        Rule(
+            "marked_rejoining_flux",
+            "break_rejoining_rate*(foci_on_breaks - foci_on_complex_breaks)"
+            " + complex_break_rejoining_rate*foci_on_complex_breaks",
+            "foci/cell/h",
+            "marked lesions rejoined per cell and hour: their foci move from open to rejoined",
+        ),
     ]
     block.rates += [
         Rate(
@@ -391,9 +398,7 @@ def foci_marker(block: Block) -> Block:
         ),
         Rate(
             "foci_on_breaks",
-            "foci_formation_rate*(dsb + bystander_lesions - foci_on_breaks)"
-            " - break_rejoining_rate*(foci_on_breaks - foci_on_complex_breaks)"
-            " - complex_break_rejoining_rate*foci_on_complex_breaks",
+            "foci_formation_rate*(dsb + bystander_lesions - foci_on_breaks) - marked_rejoining_flux",
         ),
         Rate(
             "foci_on_complex_breaks",
@@ -402,8 +407,7 @@ def foci_marker(block: Block) -> Block:
         ),
         Rate(
             "foci_after_rejoining",
-            "break_rejoining_rate*(foci_on_breaks - foci_on_complex_breaks)"
-            " + complex_break_rejoining_rate*foci_on_complex_breaks - foci_clearance_rate*foci_after_rejoining",
+            "marked_rejoining_flux - foci_clearance_rate*foci_after_rejoining",
         ),
     ]
     return block
