@@ -253,7 +253,14 @@ class RunResult:
         for pop in m.populations:
             ns = pop.name
             for local in (
-                ["dsb", "secretion_drive", "bound_vesicles", "internalised_vesicles"]
+                [
+                    "dsb",
+                    "secretion_drive",
+                    "bound_vesicles",
+                    "internalised_vesicles",
+                    "uptake_enhancement",
+                    "dead_share",
+                ]
                 + [f"{c}_cytosolic" for c in m.cargos]
                 + [f"{c}_delivered" for c in m.cargos]
             ):

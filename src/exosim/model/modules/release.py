@@ -6,12 +6,24 @@ Equations (per cell)::
     dM/dt = k_ilv*f_ilv*(1 + E_rel*H(P) + e_h*X) - (k_fuse*f_fuse + k_lys)*M
     J     = k_fuse*f_fuse*M                            particles/cell/h
     q_j   = q_j0*(1 + E_j*H(P) + e_hj*X)               copies/particle
+    dW/dt = k_z*pos(1 - SF - W - Z) - k_z*W             doomed cells past their first stage
+    dZ/dt = k_z*W                                       share of the cells that have died
+    medium gains N*((1 - Z)*J + b_z*dZ/dt) vesicles
     H(x)  = x^n/(K^n + x^n)
     X     = (h(p) - h(p_ref))/(1 - h(p_ref)),  h(p) = K_h^n_h/(K_h^n_h + p^n_h)
 
 ``X`` is hypoxia signalling (HIF-1-like) at the cells' pO2 ``p``: 0 in standard culture
 (``p_ref``), 1 in anoxia, half-maximal near 1.5-2 % O2 (Jiang et al. 1996).  Hypoxic cells
 release more vesicles (King et al. 2012) and load hypoxia-enriched cargo (``e_hj`` per cargo).
+
+Doomed cells stop secreting when they die: the share ``1 - SF`` of a population that will
+not survive (its surviving fraction, repair module) dies through two stages at ``k_z`` each,
+a mean time ``2/k_z`` after the damage (``doomed_cell_death_time``; most cells attempt one
+or more divisions and die by mitotic catastrophe, few by early apoptosis: Eriksson &
+Stigbrand 2010), so donor release falls with donor survival after a lag, and each dying cell sheds a burst of ``b_z``
+vesicles with its current cargo loading (apoptotic vesicles, Poon et al. 2019).  Uptake by
+the population keeps its plated number (corpses still bind vesicles), which keeps the
+particle balance exact.
 
 ``k_ilv`` is set so that the unperturbed release equals the measured baseline
 secretion rate; ``f_ilv`` and ``f_fuse`` are 1 until an intervention (GW4869,
@@ -32,6 +44,11 @@ References
 .. [6] Jiang BH, Semenza GL, Bauer C, Marti HH (1996) Hypoxia-inducible factor 1 levels vary
    exponentially over a physiologically relevant range of O2 tension. Am J Physiol
    271:C1172. doi:10.1152/ajpcell.1996.271.4.C1172
+.. [7] Eriksson D, Stigbrand T (2010) Radiation-induced cell death mechanisms. Tumour Biol
+   31:363. doi:10.1007/s13277-010-0042-8
+.. [8] Poon IKH, et al. (2019) Moving beyond size and phosphatidylserine exposure: evidence
+   for a diversity of apoptotic cell-derived extracellular vesicles in vitro. J Extracell
+   Vesicles 8:1608786. doi:10.1080/20013078.2019.1608786
 """
 
 from __future__ import annotations
@@ -68,6 +85,8 @@ def release(population: str, medium: str, packaged: list[str], cargos: list[str]
             "hif_half_pressure": "hif_half_pressure",
             "hif_hill": "hif_hill",
             "release_hypoxia_enhancement": "release_hypoxia_enhancement",
+            "doomed_cell_death_time": "doomed_cell_death_time",
+            "dying_cell_burst": "dying_cell_burst",
         },
         context={"population": population},
         states=[
@@ -80,6 +99,8 @@ def release(population: str, medium: str, packaged: list[str], cargos: list[str]
                 initial="ilv_formation_rate*(1 + release_hypoxia_enhancement*hypoxia_signal)"
                 "/(mvb_fusion_rate + mvb_degradation_rate)",
             ),
+            State("dying_share", "1", "share of the cells doomed and past their first stage of dying, W", scale=0.1),
+            State("dead_share", "1", "share of the population's cells that have died, Z", scale=0.1),
         ],
         derived=[
             Derived(
@@ -96,8 +117,21 @@ def release(population: str, medium: str, packaged: list[str], cargos: list[str]
                 "particles/cell/h",
                 "ILV formation k_ilv giving the baseline release at steady state",
             ),
+            Derived(
+                "doomed_cell_death_rate",
+                "2/doomed_cell_death_time",
+                "1/h",
+                "k_z: rate of each of the two stages of dying",
+            ),
         ],
         rules=[
+            Rule(
+                "death_flux",
+                "doomed_cell_death_rate*dying_share",
+                "1/h",
+                "share of the population's cells dying per hour",
+            ),
+            Rule("secreting_cells", "cells*(1 - dead_share)", "cells", "cells still alive and secreting"),
             Rule(
                 "secretion_activation",
                 "hill(secretion_drive, secretion_drive_half_saturation, secretion_drive_hill)",
@@ -110,6 +144,12 @@ def release(population: str, medium: str, packaged: list[str], cargos: list[str]
                 "particles/cell/h",
                 "exosome release per cell J",
             ),
+            Rule(
+                "vesicle_output",
+                "secreting_cells*release_flux + cells*dying_cell_burst*death_flux",
+                "particles/h",
+                "vesicles the population adds to its medium: living cells' release and dying cells' bursts",
+            ),
         ],
         rates=[
             Rate("secretion_drive", "secretion_drive_per_dsb*dsb - secretion_drive_decay_rate*secretion_drive"),
@@ -119,8 +159,13 @@ def release(population: str, medium: str, packaged: list[str], cargos: list[str]
                 "*(1 + release_radiation_enhancement*secretion_activation + release_hypoxia_enhancement*hypoxia_signal)"
                 " - (mvb_fusion_rate*fusion_factor + mvb_degradation_rate)*mvb_pool",
             ),
-            Rate(f"{m}vesicles", "cells*release_flux"),
-            Rate(f"{m}released_particles", "cells*release_flux"),
+            Rate(
+                "dying_share",
+                "doomed_cell_death_rate*pos(1 - surviving_fraction - dying_share - dead_share) - death_flux",
+            ),
+            Rate("dead_share", "death_flux"),
+            Rate(f"{m}vesicles", "vesicle_output"),
+            Rate(f"{m}released_particles", "vesicle_output"),
         ],
     )
     for c in packaged:
@@ -156,8 +201,11 @@ def release(population: str, medium: str, packaged: list[str], cargos: list[str]
             ),
         ]
         block.rates += [
-            Rate(f"{m}{c}_vesicular", f"cells*release_flux*{c}_loading"),
-            Rate(f"{m}{c}_released", f"cells*(release_flux*{c}_loading + {c}_free_release)"),
-            Rate(f"{m}{c}_free", f"cells*{c}_free_release"),
+            Rate(f"{m}{c}_vesicular", f"vesicle_output*{c}_loading"),
+            Rate(
+                f"{m}{c}_released",
+                f"vesicle_output*{c}_loading + secreting_cells*{c}_free_release",
+            ),
+            Rate(f"{m}{c}_free", f"secreting_cells*{c}_free_release"),
         ]
     return block

@@ -4,12 +4,17 @@ Medium (amounts, particles or copies, in volume V)::
 
     dE/dt = sum_pop N*(J - b + k_off*B) - k_dec*E + links
     b     = k_on*f_bind*R_free*E/V                       binding per cell
-    R_free = max(R_tot*u - B, 0),  u = 1 + E_up*D/(D + D50)
+    R_free = max(R_tot*u - B, 0)
+    du/dt  = k_u*(1 + E_up*D/(D + D50) - u)              u = 1 before any dose
 
 Recipient (per cell)::
 
     dB/dt = b - (k_off + k_int*f_int)*B
     dI/dt = k_int*f_int*B - (k_esc + k_deg)*I
+
+Irradiation raises the binding capacity (CD29/CD81 complexes, Hazawa et al. 2014) with a lag:
+``u`` approaches its level for the received dose ``D`` at ``k_u``, so vesicles added right
+after irradiation meet unchanged cells.
 
 Cargo copies travel with their vesicles: each vesicle flux carries the cargo
 of the pool it leaves (cargo binding = k_on*f_bind*R_free*Q/V), and escape
@@ -37,7 +42,7 @@ References
 
 from __future__ import annotations
 
-from exosim.model.declare import SEP, Block, Rate, Rule, State
+from exosim.model.declare import SEP, Block, Derived, Rate, Rule, State
 
 
 def medium(name: str, cargos: list[str]) -> Block:
@@ -116,6 +121,7 @@ def uptake(population: str, medium_name: str, cargos: list[str]) -> Block:
             "endosomal_degradation_rate": "endosomal_degradation_rate",
             "uptake_radiation_enhancement": "uptake_radiation_enhancement",
             "uptake_enhancement_half_dose": "uptake_enhancement_half_dose",
+            "uptake_enhancement_onset_half_time": "uptake_enhancement_onset_half_time",
             "free_cargo_uptake_clearance": "free_cargo_uptake_clearance",
             "binding_factor": "binding_factor",
             "internalisation_factor": "internalisation_factor",
@@ -128,13 +134,28 @@ def uptake(population: str, medium_name: str, cargos: list[str]) -> Block:
                 "escaped_vesicles", "particles/cell", "cumulative vesicles whose content reached the cytosol", scale=1.0
             ),
             State("degraded_vesicles", "particles/cell", "cumulative vesicles degraded in lysosomes", scale=1.0),
+            State(
+                "uptake_enhancement",
+                "1",
+                "u: radiation-enhanced binding capacity relative to unirradiated cells (CD29/CD81)",
+                scale=1.0,
+                initial="1",
+            ),
+        ],
+        derived=[
+            Derived(
+                "uptake_enhancement_onset_rate",
+                "log(2)/uptake_enhancement_onset_half_time",
+                "1/h",
+                "k_u: rate at which the binding capacity follows the received dose",
+            ),
         ],
         rules=[
             Rule(
-                "uptake_enhancement",
+                "uptake_enhancement_target",
                 "1 + uptake_radiation_enhancement*dose_received/(dose_received + uptake_enhancement_half_dose)",
                 "1",
-                "u: radiation-enhanced binding capacity (CD29/CD81)",
+                "u*: binding capacity the received dose leads to (CD29/CD81)",
             ),
             Rule(
                 "free_sites",
@@ -167,6 +188,9 @@ def uptake(population: str, medium_name: str, cargos: list[str]) -> Block:
             Rate(
                 "internalised_vesicles",
                 "internalisation_flux - (endosomal_escape_rate + endosomal_degradation_rate)*internalised_vesicles",
+            ),
+            Rate(
+                "uptake_enhancement", "uptake_enhancement_onset_rate*(uptake_enhancement_target - uptake_enhancement)"
             ),
             Rate("escaped_vesicles", "escape_flux"),
             Rate("degraded_vesicles", "endosomal_degradation_rate*internalised_vesicles"),
