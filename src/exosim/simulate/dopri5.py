@@ -225,7 +225,9 @@ def integrate(
         if err_max <= 1.0:
             t = t_stop if landing else t + h_try
             y = y_new
-            f = k[6]
+            f = k[
+                6
+            ].copy()  # FSAL; a copy: the next trial overwrites k[6], and a rejected trial must restart from f(t, y)
             n_steps += 1
             if landing and t_stop < t1:
                 ys[active, k_eval] = y
