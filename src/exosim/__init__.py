@@ -14,6 +14,7 @@ linear-quadratic survival model.  The public API::
     exosim.sensitivity(s, method="sobol", group="uptake", N=1024).to_df()
     exosim.fit(s, data=["a.csv"], params=["internalisation_rate"]).estimates
     exosim.sbml.export(s, arm="exosomes from 6 Gy donors", dose=4, path="member.xml")
+    exosim.export_petab(s, data=["a.csv"], params=["internalisation_rate"], outdir="petab")
 
 The package is organised by stage (imports only downward):
 ``model`` (declarations, catalogues, units, LQ) <- ``simulate`` (solvers) <-
@@ -47,6 +48,7 @@ _PUBLIC = {
     "SensitivityResult": "exosim.api",
     "fit": "exosim.api",
     "FitOutcome": "exosim.api",
+    "export_petab": "exosim.api",
     "bands": "exosim.api",
     "Bands": "exosim.analysis.posterior",
     "Model": "exosim.model.assemble",

@@ -29,11 +29,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from exosim.analysis.fit import FitProblem, FitResult
     from exosim.analysis.sensitivity import Analysis
+    from exosim.io.petab import PetabExport
 
 # fit and sensitivity (scipy.optimize, SALib) are imported inside the functions that use them,
 # so that ``exosim.run`` costs no more than the runner
 
-__all__ = ["run", "bands", "sensitivity", "fit", "SensitivityResult", "FitOutcome"]
+__all__ = ["run", "bands", "sensitivity", "fit", "export_petab", "SensitivityResult", "FitOutcome"]
 
 
 def _scenario(scenario: Scenario | str | Path) -> Scenario:
@@ -266,3 +267,57 @@ def fit(
         sc, datasets, list(params), likelihood=lik, normalise=normalise, ranges=dict(ranges or {}), backend=backend
     )
     return FitOutcome(problem, _fit.fit(problem, level=level))
+
+
+def export_petab(
+    scenario: Scenario | str | Path,
+    *,
+    data: Sequence[str | Path],
+    params: Sequence[str],
+    outdir: str | Path,
+    likelihood: str = "auto",
+    normalise: str = "control",
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+    backend: str = "auto",
+) -> PetabExport:
+    """Write the fit problem of :func:`fit` as a PEtab v1 problem (``exosim export-petab``).
+
+    One SBML model serves every arm and dose the data use (what differs between them is a
+    parameter the condition table sets); the tables are checked with PEtab's linter before
+    anything is written. What PEtab v1 cannot express (survival relative to another member,
+    Poisson colony counts) is described in :mod:`exosim.io.petab` and in the problem's README.md.
+
+    Parameters
+    ----------
+    scenario : scenario or path
+    data : CSV files in the formats of :func:`fit`
+    params : parameter keys (every instance) or ``population.key``
+    outdir : folder for the problem (its earlier export files are replaced as a whole)
+    likelihood, normalise : as for :func:`fit`
+    ranges : bounds (default: the parameter table's documented range; log10 scale where positive)
+    backend : integrator of the reference-survival check
+
+    Returns
+    -------
+    :class:`exosim.io.petab.PetabExport`
+        The tables (pandas), the SBML text, the exosim fit problem and ``files`` written.
+
+    Examples
+    --------
+    >>> exosim.export_petab("scenarios/iccm_bystander_medium_transfer.yaml",  # doctest: +SKIP
+    ...     data=["scenarios/data/iccm_relative_survival.csv"],
+    ...     params=["recipients.bystander_susceptible_fraction"], outdir="iccm-petab",
+    ...     ranges={"recipients.bystander_susceptible_fraction": (0.05, 0.6)})
+    """
+    from exosim.io.petab import export_petab as _export
+
+    return _export(
+        _scenario(scenario),
+        data,
+        params,
+        outdir,
+        likelihood=likelihood,
+        normalise=normalise,
+        ranges=ranges,
+        backend=backend,
+    )

@@ -1,4 +1,5 @@
-"""Command-line interface: ``exosim run | validate | figures | export | export-sbml | sensitivity | fit | delivery``.
+"""Command-line interface: ``exosim run | validate | figures | export | export-sbml | export-petab |
+sensitivity | fit | evidence | calibrate | delivery``.
 
 Exit codes: 0 success (failed members are reported in the outputs and on
 stderr, never an abort), 2 bad input or unwritable output, 3 (``run``) every
@@ -83,6 +84,21 @@ time courses: time in h or with a unit ('30 min'), on the scenario's timeline; o
 rule 'namespace.name' or a sum 'a + b' (e.g. donor_flask.vesicle_concentration,
 recipients.bound_vesicles + recipients.internalised_vesicles); unit the model's or a convertible one
 (particles/uL), or 'relative' to fit a scale factor (fluorescence in a.u.).
+"""
+
+PETAB_EXAMPLE = """example:
+  exosim export-petab scenarios/iccm_bystander_medium_transfer.yaml scenarios/data/iccm_relative_survival.csv \\
+      --params recipients.bystander_susceptible_fraction \\
+      --range recipients.bystander_susceptible_fraction=0.05:0.6 -o results/iccm-petab
+
+writes the fit problem (same data files, parameters and options as exosim fit) as a PEtab v1
+problem for pyPESTO, AMICI, COPASI or Data2Dynamics: model.xml (one SBML model for every arm and
+dose the data use; what differs between them is a parameter), conditions.tsv, measurements.tsv,
+observables.tsv, parameters.tsv (bounds: the parameter table's range or --range; log10 where
+positive), problem.yaml, parameter_map.csv (exosim keys -> SBML ids) and README.md (what PEtab v1
+cannot express: survival relative to another arm is a fixed reference, colony counts are normal
+with the Poisson variance). Checked with petab's linter before anything is written. Needs the
+'petab' extra: pip install "exosim[petab]".
 """
 
 EVIDENCE_EXAMPLE = """examples:
@@ -227,6 +243,43 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("-o", "--output", required=True, help="SBML file to write")
     exp.add_argument("--arm", help="arm name (default: the first arm)")
     exp.add_argument("--dose", type=float, help="grid dose in the grid's unit (default: the largest)")
+    pet = sub.add_parser(
+        "export-petab",
+        help="write a fit problem (scenario, data, parameters) as a PEtab v1 problem",
+        epilog=PETAB_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pet.add_argument("scenario", help="scenario YAML file")
+    pet.add_argument("data", nargs="+", help="CSV data files in the formats of exosim fit (see exosim fit --help)")
+    pet.add_argument(
+        "--params", required=True, help="comma-separated parameter keys, or population.key for one population"
+    )
+    pet.add_argument(
+        "--likelihood",
+        choices=["auto", "normal", "poisson", "quasipoisson"],
+        default="auto",
+        help="as for exosim fit; colony counts are exported as normal with the Poisson variance",
+    )
+    pet.add_argument(
+        "--normalise",
+        choices=["control", "within_arm", "none"],
+        default="control",
+        help="survival data relative to the control arm at dose 0 (default), to the same arm, or absolute",
+    )
+    pet.add_argument(
+        "--range",
+        action="append",
+        default=[],
+        metavar="KEY=LOW:HIGH",
+        help="bounds of an estimated parameter (default: the parameter table's range; log10 scale if LOW > 0)",
+    )
+    pet.add_argument(
+        "--backend",
+        choices=["auto", "numpy", "numba"],
+        default="auto",
+        help="integrator of the check that reference survivals do not depend on the estimated parameters",
+    )
+    pet.add_argument("-o", "--outdir", help="output folder (default: results/<scenario>-petab)")
     mod = sub.add_parser(
         "export-sbml",
         help="regenerate the SBML files in models/",
@@ -337,7 +390,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 #: optional extras and the modules each provides
-EXTRAS = {"sbml": ("sbmlutils", "libsbml"), "sensitivity": ("SALib",), "fast": ("numba",)}
+EXTRAS = {
+    "sbml": ("sbmlutils", "libsbml"),
+    "petab": ("sbmlutils", "libsbml", "petab"),
+    "sensitivity": ("SALib",),
+    "fast": ("numba",),
+}
 
 
 def _missing_extra(extra: str, what: str) -> bool:
@@ -769,6 +827,42 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_petab(args: argparse.Namespace) -> int:
+    if _missing_extra("petab", "PEtab export"):
+        return 2
+    from exosim.analysis.fit import FitError
+    from exosim.io.petab import PetabExportError, export_petab
+    from exosim.io.sbml import SBMLExportError
+    from exosim.scenario.load import load_scenario
+    from exosim.util.atomic import claim_output
+
+    scenario = load_scenario(args.scenario)  # ScenarioError: exit 2 in main
+    outdir = args.outdir or f"results/{scenario.name}-petab"
+    claim_output(outdir)  # writable and locked before any work (OutputError: exit 2 in main)
+    try:
+        params = [p.strip() for p in args.params.split(",") if p.strip()]
+        export = export_petab(
+            scenario,
+            args.data,
+            params,
+            outdir,
+            likelihood=args.likelihood,
+            normalise=args.normalise,
+            ranges=_ranges(args.range, FitError),
+            backend=args.backend,
+        )
+    except (FitError, PetabExportError, SBMLExportError) as exc:
+        print(f"exosim: error: {exc}", file=sys.stderr)
+        return 2
+    n_obs = len(export.measurements)
+    print(
+        f"PEtab problem of {scenario.name!r}: {len(export.members)} conditions, {n_obs} measurements, "
+        f"estimated {', '.join(f'{k} ({v})' for k, v in export.petab_ids.items())}; petab lint passed"
+    )
+    print("wrote " + ", ".join(str(f) for f in export.files))
+    return 0
+
+
 def _cmd_export_models(args: argparse.Namespace) -> int:
     if _missing_extra("sbml", "SBML export"):
         return 2
@@ -976,6 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
                     "fit": lambda: _cmd_fit(args, argv),
                     "export": lambda: _cmd_export(args),
                     "export-sbml": lambda: _cmd_export_models(args),
+                    "export-petab": lambda: _cmd_export_petab(args),
                     "sensitivity": lambda: _cmd_sensitivity(args, argv),
                     "evidence": lambda: _cmd_evidence(args, argv),
                     "calibrate": lambda: _cmd_calibrate(args, argv),

@@ -34,7 +34,7 @@ from exosim.model import expr as _expr
 from exosim.model.assemble import Model
 from exosim.model.declare import SEP
 
-__all__ = ["FlatSpec", "SBMLEvent", "build_flat", "export_member", "flat_document", "to_document"]
+__all__ = ["FlatSpec", "SBMLConstant", "SBMLEvent", "build_flat", "export_member", "flat_document", "to_document"]
 
 #: function definitions every model carries: id -> SBML lambda
 _FUNCTIONS = {"hill": _expr.hill_sbml_lambda()}
@@ -61,6 +61,9 @@ class SBMLEvent:
         SBML priority; simultaneous events run in decreasing priority.
     name : str
         Human-readable name (empty: none).
+    trigger : str, optional
+        SBML infix trigger formula replacing ``time >= <time>`` (e.g. a trigger time that is
+        a parameter, or a condition that switches the event off); default: the literal time.
     """
 
     sid: str
@@ -68,6 +71,33 @@ class SBMLEvent:
     assignments: list[tuple[str, str]]
     priority: int
     name: str = ""
+    trigger: str | None = None
+
+
+@dataclass
+class SBMLConstant:
+    """A constant parameter that is not a model parameter (an event's trigger time or dose, or
+    a switch), so that one document can serve several members with different values.
+
+    Attributes
+    ----------
+    sid : str
+        SBML id.
+    value : float
+        Default value.
+    unit : str
+        exosim unit string (``h``, ``Gy``, ``1``).
+    name : str
+        Display name.
+    notes : str
+        What the value is and where it is used.
+    """
+
+    sid: str
+    value: float
+    unit: str
+    name: str
+    notes: str
 
 
 def _compartment_of(model: Model, state: str) -> str:
@@ -129,6 +159,8 @@ class FlatSpec:
         Timed events.
     event_parameters : set of str
         Parameters the events assign to (made non-constant).
+    constants : list of SBMLConstant
+        Further constant parameters, declared after the model parameters (default none).
     """
 
     sid: str
@@ -137,6 +169,7 @@ class FlatSpec:
     parameters: np.ndarray
     events: list[SBMLEvent] = field(default_factory=list)
     event_parameters: set[str] = field(default_factory=set)
+    constants: list[SBMLConstant] = field(default_factory=list)
 
 
 def _describe(model: Model, name: str) -> str:
@@ -222,6 +255,9 @@ def build_flat(model: Model, spec: FlatSpec):
                 sbo=_sbo_for(q.key, q.unit),
             )
         )
+    for c in spec.constants:
+        units.add(c.unit)
+        parameters.append(variable(c.sid, float(c.value), c.unit, name=c.name, notes=c.notes, constant=True))
     for d in model.derived:
         units.add(d.unit)
         # a constant of constant parameters is an initial assignment; of event-changed ones, a rule
@@ -280,7 +316,7 @@ def build_flat(model: Model, spec: FlatSpec):
     events = [
         Event(
             e.sid,
-            trigger=f"time >= {e.time!r}",
+            trigger=e.trigger if e.trigger is not None else f"time >= {e.time!r}",
             trigger_initialValue=False,
             trigger_persistent=True,
             useValuesFromTriggerTime=False,
