@@ -237,6 +237,17 @@ CASES = [
         ["outside the physical range"],
     ),
     ("variable dose above the limit", "variables", {"d": "500 Gy"}, "variables.d", ["limit of 100 Gy"]),
+    # tumours and the immune arm
+    ("zero tumour volume", "populations.cells.tumour_volume", "0 mm3", "populations.cells.tumour_volume", ["positive"]),
+    ("immune arm without tumours", "immune", {"medium": "well"}, "immune", ["distant tumour", "tumour_volume"]),
+    ("immune arm in an unknown medium", "immune", {"medium": "blood"}, "immune.medium", ["unknown medium"]),
+    (
+        "checkpoint blockade without an immune arm",
+        "arms",
+        [{"name": "blocked", "events": [{"at": "0 h", "intervene": {"population": "cells", "agent": "anti_pd_l1"}}]}],
+        "arms[0].events[0].intervene.population",
+        ["tumour population", "immune arm"],
+    ),
     # unbounded input is not formatted into the message
     ("huge value", "name", ["x" * 20_000] * 10, "name", ["valid string", "..."]),
 ]

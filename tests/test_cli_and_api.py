@@ -91,15 +91,21 @@ def test_every_model_parameter_has_unit_and_source_or_assumption():
 
 
 def test_every_catalogue_cargo_moves_its_declared_modifiers():
-    """Catalogue consistency: each cargo acts (effects, DSB induction, a sponge or the bystander
-    signal) and every
+    """Catalogue consistency: each cargo acts (effects, DSB induction, a sponge, the bystander
+    signal or a role in the immune arm) and every
     target it reaches, directly or through a sponged repressor, feeds at least one modifier."""
     from exosim.model.catalogue import cargo_catalogue, repressors, targets
 
     for name, rec in cargo_catalogue().items():
         effects = rec.get("effects") or {}
         sponged = rec.get("sponges") or {}
-        assert effects or sponged or rec.get("damage_max_rate", 0) > 0 or rec.get("bystander_signal"), name
+        assert (
+            effects
+            or sponged
+            or rec.get("damage_max_rate", 0) > 0
+            or rec.get("bystander_signal")
+            or rec.get("immune_role") in ("sting_agonist", "checkpoint_ligand")
+        ), name
         reached = list(effects) + [t for r in sponged for t in repressors()[r]["represses"]]
         for t in reached:
             assert any(w != 0 for w in targets()[t]["modifiers"].values()), (name, t)

@@ -155,7 +155,8 @@ def tight_runs():
 
 #: the scenarios cross-checked in every test run: medium transfer with cargo, bystander factor with
 #: pre-treatment, partial field (two scored populations, foci), systemic wiring (links between
-#: media), a sponge (repressor titration) and hypoxic donors with ferroptosis;
+#: media), a sponge (repressor titration), hypoxic donors with ferroptosis and the immune arm
+#: (tumour volumes, dendritic and T cells);
 #: every other shipped scenario is marked slow (``python -m pytest -m slow`` runs them all)
 CROSSCHECK_EVERY_RUN = {
     "hnscc_exosome_radioresistance",
@@ -164,6 +165,7 @@ CROSSCHECK_EVERY_RUN = {
     "systemic_mir208a_abscopal",
     "circmetrn_gbm_exosome_radioresistance",
     "angptl4_nsclc_hypoxic_exosome_ferroptosis",
+    "exosomal_dsdna_abscopal_immune",
 }
 
 

@@ -59,6 +59,12 @@ def effects(sc, dose, res, readout: str | None = None):
 def test_scenario_runs_and_has_the_published_direction(path, results):
     sc, dose, res = results[path.stem]
     assert np.all(res.status == 0), res.messages
+    if sc.immune is not None:
+        # the endpoint is tumour volume (growth delay), not survival: its published directions
+        # (radiotherapy and PD-L1 blockade delay the distant tumour) are tested in test_immune.py
+        volumes = [v for r in res.summary_rows() for k, v in r.items() if k.endswith("_volume_at_scoring_mm3")]
+        assert volumes and np.all(np.isfinite(volumes)) and min(volumes) > 0
+        return
     cargo = res.model.cargos[0]
     direction = cat.cargo_catalogue()[cargo]["direction"]
     eff, control = effects(sc, dose, res, READOUT.get(direction))

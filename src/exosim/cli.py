@@ -10,6 +10,7 @@ names the arm and its parameters outside their documented range.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -588,9 +589,16 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
             if "d10_Gy" in r
             else ""
         )
+        sf = f"SF {r['sf_at_scoring']:.3g}" if "sf_at_scoring" in r else f"SF(0) {r['sf0_vs_untreated']:.3f}"
+        volumes = ""
+        for k, v in r.items():
+            if k.endswith("_volume_at_scoring_mm3"):
+                pop = k.removesuffix("_volume_at_scoring_mm3")
+                days = r.get(f"{pop}_days_to_4x_volume", float("nan"))
+                volumes += f"  {pop} {v:.0f} mm3" + (f" (4x in {days:.1f} d)" if math.isfinite(days) else "")
         print(
             f"  {r['arm']:<48} alpha {r['alpha_eff_per_Gy']:.4f}/Gy  beta {r['beta_eff_per_Gy2']:.4f}/Gy2"
-            f"  SF(0) {r['sf0_vs_untreated']:.3f}{extra}"
+            f"  {sf}{extra}{volumes}"
         )
     if bands is not None and bands.params:
         print(

@@ -16,6 +16,7 @@ import numpy as np
 
 from exosim.model.declare import SEP
 from exosim.model.units import UNITS
+from exosim.scenario.observables import GROWTH_MULTIPLE, time_to_multiple
 
 if TYPE_CHECKING:  # pragma: no cover
     from exosim.analysis.fit import FitProblem, FitResult, Observations
@@ -164,7 +165,10 @@ def plot_survival(result: RunResult, rows: list[dict], path: Path, bands=None) -
     protocol instead (:func:`_plot_course`)."""
     sc = result.scenario
     if not np.isfinite(result.grid).any():
-        _plot_course(result, rows, path)
+        if any(p.tumour for p in result.model.populations) and result.times.size > 1:
+            _plot_tumours(result, rows, path)
+        else:
+            _plot_course(result, rows, path)
         return
     fig = _canvas((6.4, 4.6), layout=None)
     fig.subplots_adjust(left=0.13, right=0.975, bottom=0.11, top=0.93)
@@ -266,6 +270,39 @@ def _plot_course(result: RunResult, rows: list[dict], path: Path) -> None:
     _save(fig, path, 150)
 
 
+def _plot_tumours(result: RunResult, rows: list[dict], path: Path) -> None:
+    """Tumour volume over the protocol, one panel per tumour and one line per arm (the endpoint
+    of scenarios with an immune arm: growth delay), with the volume at scoring in the legend."""
+    sc, m = result.scenario, result.model
+    tumours = [p.name for p in m.populations if p.tumour]
+    fig = _canvas((5.2 * len(tumours), 4.4))
+    first = [int(np.flatnonzero(result.arm_index == a)[0]) for a in range(len(result.arms))]
+    styles = arm_styles([bool(rows[i]["control"]) for i in first])
+    days = (result.times - result.times[0]) / 24.0
+    for k, pop in enumerate(tumours):
+        ax = fig.add_subplot(1, len(tumours), k + 1)
+        idx = m.observable_index[f"{pop}{SEP}tumour_volume"]
+        for a, name in enumerate(result.arms):
+            style = {
+                key: v
+                for key, v in styles[a].items()
+                if key not in ("marker", "ms", "markerfacecolor", "markeredgewidth")
+            }
+            v = 1000.0 * result.observables[first[a], :, idx]  # mL -> mm3
+            t4 = time_to_multiple(result.times, v, GROWTH_MULTIPLE) / 24.0
+            reach = f"{GROWTH_MULTIPLE:g}x in {t4:.1f} d" if np.isfinite(t4) else f"not {GROWTH_MULTIPLE:g}x by the end"
+            ax.plot(days, v, lw=1.5, label=f"{name}: {reach}", **style)
+        ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
+        ax.set_xlabel("Time (days)")
+        ax.set_ylabel("Tumour volume (mm$^3$)")
+        ax.set_title(f"{pop.replace('_', ' ')} (legend: time to {GROWTH_MULTIPLE:g}x the initial volume)", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(scenario_title(sc), fontsize=10)
+    _save(fig, path, 150)
+
+
 def plot_timecourses(result: RunResult, path: Path) -> None:
     """Key states over time, one line per arm, at the largest grid dose: vesicles in each medium,
     cargo delivered to and present in the cytosol of the scored cells, the targets sponges
@@ -283,6 +320,11 @@ def plot_timecourses(result: RunResult, path: Path) -> None:
     relieved = sorted({k for hits in m.repressor_records.values() for k in hits})
     panels += [(f"{scored}{SEP}{k}_level", f"{k} in {scored} (relative to baseline)", False) for k in relieved]
     panels.append((f"{scored}{SEP}dsb", f"DSBs per cell, {scored}", False))
+    if f"immune{SEP}effector_t_cells" in m.state_index:  # the immune arm
+        panels += [
+            (f"immune{SEP}dc_activation", "dendritic cells activated through STING (share)", False),
+            (f"immune{SEP}effector_t_cells", "effector T cells primed against the tumours", False),
+        ]
     fig = _canvas((11, 2.6 * ((len(panels) + 2) // 3)))
     units = {s.name: s.unit for s in m.states}
     styles = arm_styles([bool(a.control) for a in sc.arms] if sc.arms else [True])
@@ -298,7 +340,9 @@ def plot_timecourses(result: RunResult, path: Path) -> None:
         if log and np.nanmax(result.states[:, :, m.state_index[state]]) > 0:
             ax.set_yscale("symlog", linthresh=1.0)
         unit = units.get(state, "")
-        ax.set_ylabel("relative to baseline" if unit == "1" else unit, fontsize=7)
+        ax.set_ylabel(
+            "share" if state.endswith("dc_activation") else "relative to baseline" if unit == "1" else unit, fontsize=7
+        )
         ax.set_title(textwrap.fill(title, 48), fontsize=8)  # long cargo names: two lines, no overlap
         ax.set_xlabel("time (h)", fontsize=8)
         ax.tick_params(labelsize=7)

@@ -20,7 +20,7 @@ import numpy as np
 from exosim.model import catalogue as cat
 from exosim.model import expr as _expr
 from exosim.model.declare import SEP, Block
-from exosim.model.modules import cargo_effects, medium, medium_link, release, repair, uptake
+from exosim.model.modules import cargo_effects, immune, medium, medium_link, release, repair, tumour, uptake
 from exosim.model.modules.cargo_effects import MODIFIERS
 
 __all__ = ["PopulationSpec", "ParameterInfo", "Model", "ModelError"]
@@ -41,6 +41,7 @@ class PopulationSpec:
     cell_line : key of the cell-line catalogue
     packaged : cargo species loaded into its vesicles
     assays : markers scored in it beyond survival (``foci``: gamma-H2AX foci)
+    tumour : a tumour whose volume is followed (module ``immune``)
     """
 
     name: str
@@ -48,6 +49,7 @@ class PopulationSpec:
     cell_line: str
     packaged: tuple[str, ...] = ()
     assays: tuple[str, ...] = ()
+    tumour: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Model:
     links : (source, target) medium pairs with first-order vesicle transfer
     cargo_records : cargo catalogue entries, possibly overridden by a scenario;
         defaults to the shipped catalogue
+    immune_medium : medium whose tumour dsDNA the immune arm senses; ``None``: no immune arm
 
     Notes
     -----
@@ -109,6 +112,7 @@ class Model:
         cargos: Iterable[str] = (),
         links: Iterable[tuple[str, str]] = (),
         cargo_records: Mapping[str, dict] | None = None,
+        immune_medium: str | None = None,
     ):
         self.populations = tuple(populations)
         self.media = tuple(media)
@@ -117,6 +121,7 @@ class Model:
         self.cargo_records = (
             dict(cargo_records) if cargo_records is not None else {c: cat.cargo_catalogue()[c] for c in self.cargos}
         )
+        self.immune_medium = immune_medium
         self._check_names()
         self.repressor_records = self._repressors()
         self.target_records = self._targets()
@@ -132,6 +137,8 @@ class Model:
                 raise ModelError(f"name {n!r} must be an identifier without '__' and no leading '_'")
         if len(set(names)) != len(names):
             raise ModelError(f"population and medium names must be distinct: {names}")
+        if "immune" in names:
+            raise ModelError("'immune' is the namespace of the immune arm; name the population or medium otherwise")
         for p in self.populations:
             if p.medium not in self.media:
                 raise ModelError(f"population {p.name!r} lives in unknown medium {p.medium!r}")
@@ -143,6 +150,19 @@ class Model:
         for c in self.cargos:
             if c not in self.cargo_records:
                 raise ModelError(f"unknown cargo {c!r}")
+        if self.immune_medium is not None:
+            if self.immune_medium not in self.media:
+                raise ModelError(f"the immune arm senses unknown medium {self.immune_medium!r}")
+            if sum(p.tumour for p in self.populations) < 2:
+                raise ModelError(
+                    "the immune arm needs an irradiated and a distant tumour: two populations with a tumour_volume"
+                )
+            if not self._immune_cargo("sting_agonist"):
+                raise ModelError("the immune arm needs a cargo with immune_role: sting_agonist (tumour_dsdna)")
+
+    def _immune_cargo(self, role: str) -> list[str]:
+        """Model cargo with ``immune_role`` ``role`` in its catalogue entry."""
+        return [c for c in self.cargos if self.cargo_records[c].get("immune_role") == role]
 
     def _repressors(self) -> dict[str, dict[str, float]]:
         """Endogenous repressors some model cargo sponges -> {target: signed effect}."""
@@ -188,7 +208,16 @@ class Model:
         for p in self.populations:
             blocks += [
                 repair(p.name, foci="foci" in p.assays),
-                release(p.name, p.medium, list(p.packaged), list(self.cargos)),
+                release(
+                    p.name,
+                    p.medium,
+                    list(p.packaged),
+                    list(self.cargos),
+                    tumour=p.tumour,
+                    lesion_loaded=tuple(
+                        c for c in p.packaged if float(self.cargo_records[c].get("loading_per_lethal_lesion", 0.0)) > 0
+                    ),
+                ),
                 uptake(p.name, p.medium, list(self.cargos)),
                 cargo_effects(
                     p.name,
@@ -201,6 +230,11 @@ class Model:
                     repressors=self.repressor_records,
                 ),
             ]
+            if p.tumour:
+                ligands = self._immune_cargo("checkpoint_ligand")
+                blocks.append(tumour(p.name, p.medium, ligands, immune=self.immune_medium is not None))
+        if self.immune_medium is not None:
+            blocks.append(immune(self.immune_medium, self._immune_cargo("sting_agonist")))
         return blocks
 
     def _collect(self) -> None:

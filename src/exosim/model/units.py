@@ -72,7 +72,7 @@ UNITS: dict[str, dict[str, float]] = {
     },
     "dose": {"Gy": 1.0, "cGy": 0.01, "mGy": 0.001},
     "dose_rate": {"Gy/h": 1.0, "Gy/min": 60.0, "cGy/min": 0.6, "mGy/h": 0.001, "mGy/min": 0.06},
-    "volume": {"mL": 1.0, "L": 1000.0, "uL": 0.001, "µL": 0.001},
+    "volume": {"mL": 1.0, "L": 1000.0, "uL": 0.001, "µL": 0.001, "mm3": 0.001},
     "particles": {"particles": 1.0},
     "concentration": {"particles/mL": 1.0, "particles/L": 0.001, "particles/uL": 1000.0},
     "cells": {"cells": 1.0},

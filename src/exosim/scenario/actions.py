@@ -56,6 +56,7 @@ PROCESS_PARAMETER = {
     "fusion": "fusion_factor",
     "binding": "binding_factor",
     "internalisation": "internalisation_factor",
+    "checkpoint": "checkpoint_factor",
 }
 
 

@@ -496,6 +496,25 @@ def _check_consistency(sc: Scenario, strict: bool = False, where: dict[str, str]
         for key, m in (("from", link.source), ("to", link.target)):
             if m not in sc.media:
                 raise err(f"links[{i}].{key}", f"unknown medium {m!r}" + suggest(m, media))
+    tumours = [n for n, pop in sc.populations.items() if pop.tumour_volume is not None]
+    for n in tumours:
+        if not sc.populations[n].tumour_volume > 0:
+            raise err(f"populations.{n}.tumour_volume", "expected a positive tumour volume, e.g. '100 mm3'")
+    if sc.immune is not None:
+        if sc.immune.medium not in sc.media:
+            raise err("immune.medium", f"unknown medium {sc.immune.medium!r}" + suggest(sc.immune.medium, media))
+        if len(tumours) < 2:
+            raise err(
+                "immune",
+                "the immune arm needs an irradiated and a distant tumour: two populations with a "
+                f"tumour_volume (found {len(tumours)})",
+            )
+        agonists = [c for c in sc.cargo if catalogue.get(c, {}).get("immune_role") == "sting_agonist"]
+        if not agonists:
+            raise err(
+                "immune",
+                "the immune arm senses tumour dsDNA: list a cargo with immune_role sting_agonist (tumour_dsdna)",
+            )
     _check_parameters(sc, err, strict=strict, where=where)
     if sc.dose_grid is not None:
         _check_grid_limit(sc.dose_grid, err)
@@ -536,6 +555,16 @@ def _check_consistency(sc: Scenario, strict: bool = False, where: dict[str, str]
                     )
         if kind == "intervene" and act.agent not in cat.agents():
             raise err(f"{p}.agent", f"unknown agent {act.agent!r}" + suggest(act.agent, list(cat.agents())))
+        if (
+            kind == "intervene"
+            and cat.agents()[act.agent]["process"] == "checkpoint"
+            and (sc.immune is None or act.population not in tumours)
+        ):
+            raise err(
+                f"{p}.population",
+                f"checkpoint blockade ({act.agent}) acts on the T cells at a tumour: expected a tumour population "
+                "of a scenario with an immune arm" + (f" ({', '.join(tumours)})" if tumours else ""),
+            )
         if kind == "treat" and act.treatment not in cat.treatments():
             raise err(
                 f"{p}.treatment",

@@ -186,8 +186,29 @@ def survival_rows(result: RunResult) -> list[dict]:
     return rows
 
 
+#: tumour growth delay endpoint: the time a tumour takes to reach this multiple of its volume
+#: at the start (quadrupling, a common endpoint of tumour growth-delay assays)
+GROWTH_MULTIPLE = 4.0
+
+
+def time_to_multiple(times: np.ndarray, volume: np.ndarray, multiple: float = GROWTH_MULTIPLE) -> float:
+    """First time (h, after ``times[0]``) at which ``volume`` reaches ``multiple`` times its first
+    value, interpolated linearly in log volume between samples; NaN if it never does."""
+    target = multiple * volume[0]
+    above = np.flatnonzero(volume >= target)
+    if not above.size or not volume[0] > 0:
+        return float("nan")
+    j = int(above[0])
+    if j == 0:
+        return 0.0
+    v0, v1 = np.log(volume[j - 1]), np.log(volume[j])
+    frac = (np.log(target) - v0) / (v1 - v0) if v1 > v0 else 1.0
+    return float(times[j - 1] + frac * (times[j] - times[j - 1]) - times[0])
+
+
 def summary_rows(result: RunResult, rows: list[dict] | None = None) -> list[dict]:
-    """One row per arm: alpha_eff, beta_eff, SF2, D10, DMF and bystander survival at 0 Gy (summary.csv)."""
+    """One row per arm: alpha_eff, beta_eff, SF2, D10, DMF and bystander survival at 0 Gy, or the
+    scored survival of a protocol without a dose grid, and tumour volumes at scoring (summary.csv)."""
     rows = rows if rows is not None else survival_rows(result)
     ge = result.grid_event
     curve = bool(ge) and ge.get("scored", False)
@@ -210,6 +231,16 @@ def summary_rows(result: RunResult, rows: list[dict] | None = None) -> list[dict
             rec["sf2_within_arm"] = survival_at_dose(doses, within, 2.0)
             d10[a] = dose_at_survival(doses, within, 0.1)
             rec["d10_Gy"] = d10[a]
+        else:  # one protocol, no dose grid: the scored survival itself
+            rec["sf_at_scoring"] = rows[sel[0]]["sf"]
+        for pop in (p for p in result.model.populations if p.tumour):  # volume endpoint (immune arm)
+            idx = result.model.observable_index[f"{pop.name}{SEP}tumour_volume"]
+            obs = result.model.observe(result.final_states[sel[:1]], result.parameters[sel[:1]])
+            rec[f"{pop.name}_volume_at_scoring_mm3"] = 1000.0 * float(obs[0, idx])
+            if result.times.size > 1:
+                rec[f"{pop.name}_days_to_{GROWTH_MULTIPLE:g}x_volume"] = (
+                    time_to_multiple(result.times, result.observables[sel[0], :, idx], GROWTH_MULTIPLE) / 24.0
+                )
         for c in result.model.cargos:
             rec[f"{c}_delivered_copies_per_cell"] = rows[sel[0]][f"{c}_delivered_copies_per_cell"]
         rec["failed_members"] = int(np.sum(result.status[sel]))
@@ -233,6 +264,7 @@ def delivery_rows(result: RunResult) -> list[dict]:
     A sponge (cargo with ``sponges``) is judged against the copies whose sites equal the
     endogenous site pool of the repressor it competes for (``P_r/s_jr``: the load that halves
     the occupancy of the repressor's sites under tight binding; Denzler et al. 2014).
+    Cargo of the immune arm (``immune_role``) is sensed in the medium, not delivered: it has no row.
     """
     table = cat.parameter_table()
     default = float(table["half_effect_copies"]["value"])
@@ -241,6 +273,8 @@ def delivery_rows(result: RunResult) -> list[dict]:
         sel = result.arm_index == a
         for c in result.model.cargos:
             rec = result.model.cargo_records[c]
+            if rec.get("immune_role"):  # acts through the immune arm, not by delivery into the cells
+                continue
             needed = float(rec.get("half_effect_copies", default))
             for r, sites in (rec.get("sponges") or {}).items():
                 pool = float(cat.repressors()[r].get("target_sites_per_cell", table["repressor_target_sites"]["value"]))

@@ -277,10 +277,17 @@ class RunResult:
                 "bystander_response",
                 "foci",  # populations that score the foci assay only
                 "surviving_fraction",
+                "tumour_volume",  # tumours only (immune arm)
+                "clonogenic_volume",
+                "immune_kill_rate",
             ]:
                 name = f"{ns}{SEP}{local}"
                 if name in m.observable_index:
                     cols.append((name, units[name], "obs", m.observable_index[name]))
+        for local in ("dc_activation", "effector_t_cells"):  # the immune arm, where there is one
+            name = f"immune{SEP}{local}"
+            if name in m.state_index:
+                cols.append((name, units[name], "state", m.state_index[name]))
         for med in m.media:
             name = f"{med}{SEP}vesicle_concentration"
             cols.append((name, units[name], "obs", m.observable_index[name]))

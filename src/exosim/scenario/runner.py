@@ -98,12 +98,17 @@ class CompiledScenario:
             records[c] = rec
         self.cargo_records = records
         pops = [
-            PopulationSpec(n, p.medium, p.cell_line, tuple(p.packages), tuple(p.assays))
+            PopulationSpec(n, p.medium, p.cell_line, tuple(p.packages), tuple(p.assays), p.tumour_volume is not None)
             for n, p in sc.populations.items()
         ]
         try:
             self.model = Model(
-                pops, list(sc.media), list(sc.cargo), [(lk.source, lk.target) for lk in sc.links], cargo_records=records
+                pops,
+                list(sc.media),
+                list(sc.cargo),
+                [(lk.source, lk.target) for lk in sc.links],
+                cargo_records=records,
+                immune_medium=sc.immune.medium if sc.immune is not None else None,
             )
         except ModelError as exc:
             raise ScenarioError(sc.source, "cargo", str(exc)) from None
@@ -174,6 +179,8 @@ class CompiledScenario:
                 base[self._columns(k, name, f"media.{name}.parameters.{k}")] = v.value
         for name, pop in sc.populations.items():
             base[self.instances("cells", name)] = pop.cells
+            if pop.tumour_volume is not None:
+                base[self.instances("tumour_initial_volume", name)] = pop.tumour_volume
             for k, v in pop.parameters.items():
                 base[self._columns(k, name, f"populations.{name}.parameters.{k}")] = v.value
         for lk in sc.links:

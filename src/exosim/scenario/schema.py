@@ -129,7 +129,16 @@ class PopulationSpecModel(_Strict):
     packages: list[Name] = []
     #: markers the protocol scores beyond survival: ``foci`` (gamma-H2AX foci per cell)
     assays: list[Literal["foci"]] = []
+    #: a tumour whose volume is followed from this initial volume (``100 mm3``; immune arm)
+    tumour_volume: Volume | None = None
     parameters: dict[str, ParameterValue] = {}
+
+
+class ImmuneSpec(_Strict):
+    """The immune arm of a systemic scenario: dendritic cells sense the tumour dsDNA of
+    ``medium`` and prime T cells that act on every tumour (docs/model.md section 3.5)."""
+
+    medium: Name
 
 
 class LinkSpec(_Strict):
@@ -374,6 +383,7 @@ class Scenario(_Strict):
     media: dict[Name, MediumSpec]
     populations: dict[Name, PopulationSpecModel]
     links: list[LinkSpec] = []
+    immune: ImmuneSpec | None = None
     cargo: dict[Name, dict[str, Any]] = {}
     parameters: dict[str, ParameterValue] = {}
     variables: dict[Name, Any] = {}

@@ -5,12 +5,16 @@ Equations (per cell)::
     dP/dt = k_act*DSB - k_off*P                       secretion drive
     dM/dt = k_ilv*f_ilv*(1 + E_rel*H(P) + e_h*X) - (k_fuse*f_fuse + k_lys)*M
     J     = k_fuse*f_fuse*M                            particles/cell/h
-    q_j   = q_j0*(1 + E_j*H(P) + e_hj*X)               copies/particle
+    q_j   = q_j0*(1 + E_j*H(P) + e_hj*X + e_Lj*L)      copies/particle
     dW/dt = k_z*pos(1 - SF - W - Z) - k_z*W             doomed cells past their first stage
     dZ/dt = k_z*W                                       share of the cells that have died
     medium gains N*((1 - Z)*J + b_z*dZ/dt) vesicles
     H(x)  = x^n/(K^n + x^n)
     X     = (h(p) - h(p_ref))/(1 - h(p_ref)),  h(p) = K_h^n_h/(K_h^n_h + p^n_h)
+
+``L`` is the cell's lethal lesions (repair module): cargo from damaged chromatin (tumour dsDNA,
+which sits in micronuclei formed from misrepaired breaks; Harding et al. 2017) loads in
+proportion to them for as long as the cell lives (``e_Lj``, 0 for every other cargo).
 
 ``X`` is hypoxia signalling (HIF-1-like) at the cells' pO2 ``p``: 0 in standard culture
 (``p_ref``), 1 in anoxia, half-maximal near 1.5-2 % O2 (Jiang et al. 1996).  Hypoxic cells
@@ -49,6 +53,8 @@ References
 .. [8] Poon IKH, et al. (2019) Moving beyond size and phosphatidylserine exposure: evidence
    for a diversity of apoptotic cell-derived extracellular vesicles in vitro. J Extracell
    Vesicles 8:1608786. doi:10.1080/20013078.2019.1608786
+.. [9] Harding SM, et al. (2017) Mitotic progression following DNA damage enables pattern
+   recognition within micronuclei. Nature 548:466. doi:10.1038/nature23470
 """
 
 from __future__ import annotations
@@ -56,7 +62,14 @@ from __future__ import annotations
 from exosim.model.declare import SEP, Block, Derived, Rate, Rule, State
 
 
-def release(population: str, medium: str, packaged: list[str], cargos: list[str]) -> Block:
+def release(
+    population: str,
+    medium: str,
+    packaged: list[str],
+    cargos: list[str],
+    tumour: bool = False,
+    lesion_loaded: tuple[str, ...] = (),
+) -> Block:
     """Secretion drive, MVB pool, release flux and cargo loading of ``population``.
 
     Parameters
@@ -65,6 +78,10 @@ def release(population: str, medium: str, packaged: list[str], cargos: list[str]
     medium : namespace of the medium the population releases into
     packaged : cargo species this population loads into its vesicles
     cargos : all cargo species of the model (medium states exist for each)
+    tumour : the population is a tumour whose living cells expand (module ``immune``): its
+        release scales with the expansion
+    lesion_loaded : cargo whose loading also rises with the cell's lethal lesions (tumour
+        dsDNA from micronuclei)
     """
     m = f"{medium}{SEP}"
     block = Block(
@@ -131,7 +148,12 @@ def release(population: str, medium: str, packaged: list[str], cargos: list[str]
                 "1/h",
                 "share of the population's cells dying per hour",
             ),
-            Rule("secreting_cells", "cells*(1 - dead_share)", "cells", "cells still alive and secreting"),
+            Rule(
+                "secreting_cells",
+                "cells*tumour_expansion*(1 - dead_share)" if tumour else "cells*(1 - dead_share)",
+                "cells",
+                "cells still alive and secreting",
+            ),
             Rule(
                 "secretion_activation",
                 "hill(secretion_drive, secretion_drive_half_saturation, secretion_drive_hill)",
@@ -184,11 +206,16 @@ def release(population: str, medium: str, packaged: list[str], cargos: list[str]
             f"{c}_free_release_rate",
         ):
             block.param_context[local] = {"cargo": c}
+        lesions = ""
+        if c in lesion_loaded:
+            block.parameters[f"{c}_lesion_loading"] = "loading_per_lethal_lesion"
+            block.param_context[f"{c}_lesion_loading"] = {"cargo": c}
+            lesions = f" + {c}_lesion_loading*lethal_lesions"
         block.rules += [
             Rule(
                 f"{c}_loading",
                 f"{c}_copies_per_particle"
-                f"*(1 + {c}_loading_enhancement*secretion_activation + {c}_hypoxic_loading*hypoxia_signal)",
+                f"*(1 + {c}_loading_enhancement*secretion_activation + {c}_hypoxic_loading*hypoxia_signal{lesions})",
                 "copies/particle",
                 f"{c} copies per released vesicle",
             ),
