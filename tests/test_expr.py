@@ -97,6 +97,13 @@ def _parse_l3(formula: str):
 
 
 def sbml_hill():
+    """``hill(x, K, n)`` as the SBML export writes a call (``hill(max(x, 0), K, n)``), evaluated
+    with the function definition ``hill`` (from hill_sbml_lambda) by libsbml's parse."""
+    call = expr.to_sbml_formula(expr.parse("hill(x, K, n)"))
+    return lambda x, K, n: sbml_value(call, {"x": x, "K": K, "n": n})
+
+
+def sbml_hill_definition():
     """The SBML function definition ``hill`` (from hill_sbml_lambda), evaluated by libsbml's parse."""
     lam = _parse_l3(expr.hill_sbml_lambda())
     assert lam.getType() == _libsbml().AST_LAMBDA
@@ -107,7 +114,7 @@ def sbml_hill():
 
 
 def sbml_value(formula: str, values: dict[str, float]) -> float:
-    return _sbml_eval(_parse_l3(formula), values, {"hill": sbml_hill()})
+    return _sbml_eval(_parse_l3(formula), values, {"hill": sbml_hill_definition()})
 
 
 # -- parse: accepted ------------------------------------------------------------------------
@@ -350,6 +357,9 @@ def test_hill_numpy_broadcasts_per_member_parameters():
 
 def test_hill_renderings_come_from_the_one_declared_body():
     assert expr.names(expr.parse(expr.HILL_BODY)) == {"x", "K", "n"}
-    assert expr.to_sbml_formula(expr.parse(expr.HILL_BODY)) in expr.hill_sbml_lambda()
+    assert expr.to_sbml_formula(expr.parse(expr.HILL_CORE)) in expr.hill_sbml_lambda()
+    # the SBML calls clip x at 0, as HILL_BODY does inside the numpy and compiled functions
+    assert expr.HILL_BODY == expr.HILL_CORE.replace("x", "pos(x)")
+    assert expr.to_sbml_formula(expr.parse("hill(a, b, c)")) == "hill(max(a, 0), b, c)"
     assert "def _hill(x, K, n):" in expr.hill_scalar_source()
     assert "def my_hill(x, K, n):" in expr.hill_scalar_source("my_hill")

@@ -22,6 +22,7 @@ from exosim.io.sbml.build import flat_document  # noqa: E402
 from exosim.io.sbml.compose import MODULE_FILES  # noqa: E402
 from exosim.io.sbml.crosscheck import crosscheck_member  # noqa: E402
 from exosim.io.sbml.units import unit_kinds  # noqa: E402
+from exosim.scenario.runner import compile_scenario  # noqa: E402
 from exosim.scenario.schema import ScenarioError  # noqa: E402
 from exosim.util.atomic import atomic_write  # noqa: E402
 
@@ -42,8 +43,8 @@ def test_models_validate_without_errors_and_have_units_and_sbo(name):
     assert doc.getLevel() == 3 and doc.getVersion() == 2
     result = validate(doc)
     assert result.errors == []
-    # remaining unit warnings are only "cannot verify" (literal numbers carry no units)
-    assert {w.split()[0] for w in result.warnings} <= {"99505", "1090106"}, result.warnings[:3]
+    # every literal carries its unit (sbml:units), so libsbml checks the units of every formula
+    assert result.warnings == [], result.warnings[:3]
     model = doc.getModel()
     for p in model.getListOfParameters():
         assert p.isSetUnits(), p.getId()
@@ -320,3 +321,52 @@ def test_a_failing_atomic_write_leaves_the_old_file_and_no_temporary_file(tmp_pa
 def test_unit_strings_map_to_sbml_base_units(text, kinds, mult):
     got, m = unit_kinds(text)
     assert got == kinds and m == pytest.approx(mult)
+
+
+@pytest.mark.parametrize("name", [f.stem for f in sorted(SCENARIOS.glob("*.yaml"))])
+def test_scenario_exports_have_consistent_units_and_no_unverifiable_literal(name):
+    """Units of every literal are inferred from its context (exosim.io.sbml.literals): libsbml
+    then verifies the units of every rule, rate, event assignment and trigger of each arm,
+    finding neither an inconsistency (10513, 10563, ...) nor an undeclared unit (99505)."""
+    compiled = compile_scenario(exosim.load_scenario(SCENARIOS / f"{name}.yaml"))
+    for a in range(len(compiled.arms)):
+        member = int(np.flatnonzero(compiled.arm_index == a)[-1])
+        doc, _ = export_member(compiled, member)
+        result = validate(doc)
+        assert result.errors == [] and result.warnings == [], (compiled.arms[a].name, result.warnings[:3])
+
+
+@pytest.mark.parametrize(
+    "text, declared, literals",
+    [
+        ("log(2)/T", "1/h", [()]),  # inside log: dimensionless
+        ("1 - s", "1", [()]),
+        ("dsb + y*8", "DSB/cell", [(("gray", 1.0),)]),  # the dose of an irradiation event
+        ("x + 8", "Gy", [(("gray", 1.0),)]),
+        ("2/T", "1/h", [()]),  # 2/T must be 1/h with T in h
+        ("(1 - s)**2/(2*k)", "h", [(), (), ()]),  # k in 1/h; the exponent is dimensionless
+        ("v*1.5", "particles", [()]),
+    ],
+)
+def test_literal_units_follow_from_their_context(text, declared, literals):
+    import ast
+
+    from exosim.io.sbml.literals import infer_literal_units, kinds_of
+    from exosim.model.expr import parse
+
+    units = {"T": "h", "x": "Gy", "y": "DSB/cell/Gy", "s": "1", "dsb": "DSB/cell", "k": "1/h", "v": "particles"}
+    tree = parse(text)
+    found = infer_literal_units(tree, kinds_of(declared), lambda n: kinds_of(units[n]) if n in units else None)
+    got = [found[id(n)][0] for n in ast.walk(tree) if isinstance(n, ast.Constant)]
+    assert sorted(got) == sorted(literals)
+
+
+def test_the_zero_of_pos_and_hill_carries_the_unit_of_their_argument():
+    from exosim.io.sbml.literals import infer_literal_units, kinds_of
+    from exosim.model.expr import parse
+
+    units = {"x": "particles", "K": "particles", "n": "1"}
+    for text in ("pos(x - K)", "hill(x, K, n)"):
+        tree = parse(text)
+        found = infer_literal_units(tree, None, lambda n: kinds_of(units[n]))
+        assert found[id(tree)] == kinds_of("particles")

@@ -19,6 +19,7 @@ from collections.abc import Callable
 __all__ = [
     "FUNCTIONS",
     "HILL_BODY",
+    "HILL_CORE",
     "ExpressionError",
     "parse",
     "names",
@@ -32,8 +33,12 @@ __all__ = [
 ]
 
 #: the Hill function x^n/(K^n + x^n) of max(x, 0) (docs/model.md section 2), declared once: the numpy
-#: implementation and the SBML function definition are both generated from this body
-HILL_BODY = "pos(x)**n/(K**n + pos(x)**n)"
+#: and compiled implementations (HILL_BODY) and the SBML function definition (HILL_CORE, its
+#: calls clipping x at 0) are generated from it
+HILL_CORE = "x**n/(K**n + x**n)"
+#: in SBML the clipping is at the call site (``hill(max(x, 0 u), K, n)``), so that the function
+#: definition has no literal and libsbml can tell the units of every call
+HILL_BODY = HILL_CORE.replace("x", "pos(x)")
 
 
 class ExpressionError(ValueError):
@@ -47,7 +52,7 @@ FUNCTIONS: dict[str, tuple[int, Callable[..., str], Callable[..., str]]] = {
     "sqrt": (1, lambda a: f"np.sqrt({a})", lambda a: f"sqrt({a})"),
     "pos": (1, lambda a: f"np.maximum({a}, 0.0)", lambda a: f"max({a}, 0)"),
     # Hill function x^n / (K^n + x^n) of a non-negative argument (docs/model.md section 2).
-    "hill": (3, lambda x, k, n: f"_hill({x}, {k}, {n})", lambda x, k, n: f"hill({x}, {k}, {n})"),
+    "hill": (3, lambda x, k, n: f"_hill({x}, {k}, {n})", lambda x, k, n: f"hill(max({x}, 0), {k}, {n})"),
 }
 
 #: renderings for scalar (per-member, compiled) code where they differ from numpy's
@@ -103,10 +108,16 @@ def rename(tree: ast.expr, mapping: Callable[[str], str]) -> ast.expr:
     return _Renamer().visit(copy.deepcopy(tree))
 
 
-def _render(node: ast.expr, fmt: str, name: Callable[[str], str]) -> str:
+def _render(
+    node: ast.expr,
+    fmt: str,
+    name: Callable[[str], str],
+    literal_unit: Callable[[ast.Constant], str | None] | None = None,
+) -> str:
     def go(n: ast.expr, parent_prec: int = 0, right: bool = False) -> str:
         if isinstance(n, ast.Constant):
-            return repr(float(n.value))
+            unit = literal_unit(n) if literal_unit is not None else None
+            return repr(float(n.value)) + (f" {unit}" if unit else "")
         if isinstance(n, ast.Name):
             return name(n.id)
         if isinstance(n, ast.UnaryOp):
@@ -127,6 +138,10 @@ def _render(node: ast.expr, fmt: str, name: Callable[[str], str]) -> str:
             return f"({s})" if needs else s
         if isinstance(n, ast.Call):
             args = [go(a) for a in n.args]
+            if fmt == "sbml" and n.func.id in ("pos", "hill") and literal_unit is not None and literal_unit(n):
+                # max(x, 0) with the zero in the units of x
+                clipped = f"max({args[0]}, 0 {literal_unit(n)})"
+                return clipped if n.func.id == "pos" else f"hill({clipped}, {args[1]}, {args[2]})"
             _, np_r, sbml_r = FUNCTIONS[n.func.id]
             if fmt == "scalar":
                 return _SCALAR.get(n.func.id, np_r)(*args)
@@ -146,9 +161,12 @@ def to_scalar(tree: ast.expr, name: Callable[[str], str] = str) -> str:
     return _render(tree, "scalar", name)
 
 
-def to_sbml_formula(tree: ast.expr, name: Callable[[str], str] = str) -> str:
-    """SBML Level 3 infix formula (libsbml ``parseL3Formula`` syntax) for ``tree``."""
-    return _render(tree, "sbml", name)
+def to_sbml_formula(
+    tree: ast.expr, name: Callable[[str], str] = str, literal_unit: Callable[[ast.Constant], str | None] | None = None
+) -> str:
+    """SBML Level 3 infix formula (libsbml ``parseL3Formula`` syntax) for ``tree``; ``literal_unit``
+    gives the unit id a numeric literal carries (``2 u_dimensionless``), or None for none."""
+    return _render(tree, "sbml", name, literal_unit)
 
 
 def hill_numpy():
@@ -166,5 +184,6 @@ def hill_scalar_source(name: str = "_hill") -> str:
 
 
 def hill_sbml_lambda() -> str:
-    """SBML ``lambda`` of :data:`HILL_BODY` for the function definition ``hill``."""
-    return f"lambda(x, K, n, {to_sbml_formula(parse(HILL_BODY))})"
+    """SBML ``lambda`` of :data:`HILL_CORE` for the function definition ``hill`` (its calls
+    clip ``x`` at 0)."""
+    return f"lambda(x, K, n, {to_sbml_formula(parse(HILL_CORE))})"

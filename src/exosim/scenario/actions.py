@@ -22,6 +22,7 @@ is booked in a ledger from the same assignments, so conservation is checkable.
 from __future__ import annotations
 
 import ast
+import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -124,6 +125,19 @@ class Action:
             else:  # pragma: no cover - the builders only assign states and parameters
                 raise ValueError(f"event assigns {kind} {a.symbol!r}")
         _book(model, ledger, rows, old, y[rows])
+
+    def sbml_trees(self, member: int) -> list[tuple[str, ast.expr]]:
+        """The assignments of one member as (symbol, expression of pre-event values), the
+        per-member constants replaced by their numbers."""
+        if not self.acts[member]:
+            return []
+        numbers = {k: float(v[member]) for k, v in self.constants.items()}
+
+        class _Numbers(ast.NodeTransformer):
+            def visit_Name(self, node: ast.Name) -> ast.expr:
+                return ast.Constant(numbers[node.id]) if node.id in numbers else node
+
+        return [(a.symbol, _Numbers().visit(copy.deepcopy(a.expr))) for a in self.assignments]
 
     def sbml_assignments(self, member: int) -> list[tuple[str, str]]:
         """The assignments of one member as (symbol, SBML formula of pre-event values)."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from exosim.io.sbml.literals import LiteralUnits
 from exosim.io.sbml.units import _is_species, _unit_definitions, model_units, rate_unit, unit_id
 from exosim.model import expr as _expr
 from exosim.model.assemble import Model
@@ -55,8 +56,9 @@ class SBMLEvent:
         SBML id of the event.
     time : float
         Trigger time, h of SBML time.
-    assignments : list of (str, str)
-        (symbol, SBML infix formula) pairs, evaluated at execution time.
+    assignments : list of (str, str or ast.expr)
+        (symbol, SBML infix formula) pairs, evaluated at execution time; an expression tree is
+        rendered with units on its literals (those of the symbol it assigns).
     priority : int
         SBML priority; simultaneous events run in decreasing priority.
     name : str
@@ -68,7 +70,7 @@ class SBMLEvent:
 
     sid: str
     time: float
-    assignments: list[tuple[str, str]]
+    assignments: list[tuple[str, str | ast.expr]]
     priority: int
     name: str = ""
     trigger: str | None = None
@@ -208,9 +210,9 @@ def build_flat(model: Model, spec: FlatSpec):
         Model as SbModel,
     )
 
-    sf = lambda tree: _expr.to_sbml_formula(tree)  # noqa: E731
     values = np.asarray(spec.parameters, dtype=float)
     units: set[str] = {"h", "mL", "1", "particles"}
+    sf = LiteralUnits(model, spec.constants)
     compartments, species, parameters, assignments, rules, rate_rules = [], [], [], [], [], []
     for med in model.media:
         v = values[model.parameter_index[f"{med}{SEP}volume"]]
@@ -274,13 +276,13 @@ def build_flat(model: Model, spec: FlatSpec):
         )
         target = assignments if constant_deps else rules
         kind = InitialAssignment if constant_deps else AssignmentRule
-        target.append(kind(d.name, sf(d.expr), unit=unit_id(d.unit), name=d.description))
+        target.append(kind(d.name, sf(d.expr, d.unit), unit=unit_id(d.unit), name=d.description))
     for r in model.rules:
         units.add(r.unit)
         parameters.append(
             variable(r.name, None, r.unit, name=display_name(r.name, r.name.split(SEP, 1)[-1]), notes=r.description)
         )
-        rules.append(AssignmentRule(r.name, sf(r.expr), unit=unit_id(r.unit), name=r.description))
+        rules.append(AssignmentRule(r.name, sf(r.expr, r.unit), unit=unit_id(r.unit), name=r.description))
     for s in model.states:
         units.add(s.unit)
         init = s.initial
@@ -306,22 +308,25 @@ def build_flat(model: Model, spec: FlatSpec):
             )
         if not numeric:
             assignments.append(
-                InitialAssignment(s.name, sf(init), unit=unit_id(s.unit), name=f"initial {s.description}")
+                InitialAssignment(s.name, sf(init, s.unit), unit=unit_id(s.unit), name=f"initial {s.description}")
             )
         rate = rate_unit(s.unit)
         units.add(rate)
         rate_rules.append(
-            RateRule(s.name, sf(model.rate_expression(s.name)), unit=unit_id(rate), name=f"d/dt {s.description}")
+            RateRule(s.name, sf(model.rate_expression(s.name), rate), unit=unit_id(rate), name=f"d/dt {s.description}")
         )
     events = [
         Event(
             e.sid,
-            trigger=e.trigger if e.trigger is not None else f"time >= {e.time!r}",
+            trigger=e.trigger if e.trigger is not None else f"time >= {e.time!r} {unit_id('h')}",
             trigger_initialValue=False,
             trigger_persistent=True,
             useValuesFromTriggerTime=False,
-            priority=str(e.priority),
-            assignments=dict(e.assignments),
+            priority=f"{e.priority} {unit_id('1')}",
+            assignments={
+                symbol: formula if isinstance(formula, str) else sf(formula, sf.unit_of_symbol(symbol))
+                for symbol, formula in e.assignments
+            },
             name=e.name or None,
         )
         for e in spec.events
@@ -330,7 +335,7 @@ def build_flat(model: Model, spec: FlatSpec):
         spec.sid,
         name=spec.name,
         notes=spec.notes,
-        units=_unit_definitions(units),
+        units=_unit_definitions(units | sf.texts, sf.extra),
         model_units=model_units(),
         functions=[Function(k, v, name="Hill function of max(x, 0)") for k, v in _FUNCTIONS.items()],
         compartments=compartments,
@@ -401,7 +406,7 @@ def export_member(compiled, member: int):
     events, event_params = [], set()
     n_actions = len(compiled.actions)
     for k, action in enumerate(compiled.actions):
-        assigns = action.sbml_assignments(member)
+        assigns = action.sbml_trees(member)
         if not assigns:
             continue
         for sym, _ in assigns:

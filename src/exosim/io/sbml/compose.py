@@ -28,6 +28,7 @@ from exosim.io.sbml.build import (
     to_document,
     variable,
 )
+from exosim.io.sbml.literals import LiteralUnits
 from exosim.io.sbml.units import _is_species, _unit_definitions, model_units, unit_id
 from exosim.io.sbml.units import rate_unit as _rate_unit
 from exosim.io.sbml.validate import SBMLExportError, Validation, validate, write_validated
@@ -127,9 +128,9 @@ class _Ownership:
         return [i for i, c in self.contrib.items() if state in c and self.owner[state] != i]
 
 
-def _sum(trees: list) -> str:
-    """SBML formula of the sum of expression trees (``0`` for none)."""
-    return " + ".join(f"({_expr.to_sbml_formula(t)})" for t in trees) if trees else "0"
+def _sum(trees: list, sf: LiteralUnits, unit: str) -> str:
+    """SBML formula of the sum of expression trees in ``unit`` (``0`` for none)."""
+    return " + ".join(f"({sf(t, unit)})" for t in trees) if trees else f"0 {unit_id(unit)}"
 
 
 def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray, *, standalone: bool):
@@ -177,6 +178,7 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
     derived = {d.name: d for d in model.derived}
     rules = {r.name: r for r in model.rules}
     units: set[str] = {"h", "mL", "1", "particles"}
+    sf = LiteralUnits(model)
     comps, species, parameters, assigns, arules, rrules, ports = {}, [], [], [], [], [], []
 
     def port(x: str) -> None:
@@ -220,9 +222,7 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
                 )
             if not placeholder and not numeric:
                 assigns.append(
-                    InitialAssignment(
-                        name, _expr.to_sbml_formula(init), unit=unit_id(s.unit), name=f"initial {s.description}"
-                    )
+                    InitialAssignment(name, sf(init, s.unit), unit=unit_id(s.unit), name=f"initial {s.description}")
                 )
         elif name in params:
             j, q = params[name]
@@ -258,14 +258,12 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
                 if name in derived:
                     assigns.append(
                         InitialAssignment(
-                            name, _expr.to_sbml_formula(item.expr), unit=unit_id(item.unit), name=item.description
+                            name, sf(item.expr, item.unit), unit=unit_id(item.unit), name=item.description
                         )
                     )
                 else:
                     arules.append(
-                        AssignmentRule(
-                            name, _expr.to_sbml_formula(item.expr), unit=unit_id(item.unit), name=item.description
-                        )
+                        AssignmentRule(name, sf(item.expr, item.unit), unit=unit_id(item.unit), name=item.description)
                     )
         if name not in comps:
             port(name)
@@ -279,7 +277,7 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
         rate_unit = _rate_unit(unit)
         units.add(rate_unit)
         if own.owner[target] == i:
-            terms = _sum(trees)
+            terms = _sum(trees, sf, rate_unit)
             if own.external_contributors(target):
                 inflow = f"{target}_inflow"
                 parameters.append(
@@ -305,7 +303,11 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
                     notes=f"this module's rate terms for {target}",
                 )
             )
-            arules.append(AssignmentRule(flux, _sum(trees), unit=unit_id(rate_unit), name=f"{sid} terms of {target}"))
+            arules.append(
+                AssignmentRule(
+                    flux, _sum(trees, sf, rate_unit), unit=unit_id(rate_unit), name=f"{sid} terms of {target}"
+                )
+            )
             port(flux)
     # owned states without any rate term of their own still need their inflow
     for name in own.owned(i):
@@ -319,7 +321,7 @@ def _module_definition(model: Model, own: _Ownership, i: int, values: np.ndarray
             rrules.append(RateRule(name, inflow, unit=unit_id(rate_unit), name=f"d/dt {name}"))
     cls = SbModel if standalone else ModelDefinition
     kwargs = dict(
-        units=_unit_definitions(units),
+        units=_unit_definitions(units | sf.texts, sf.extra),
         model_units=model_units(),
         functions=[Function(k, v) for k, v in _FUNCTIONS.items()],
         compartments=list(comps.values()),
@@ -518,7 +520,9 @@ def flatten(doc):
     if status != libsbml.LIBSBML_OPERATION_SUCCESS:
         msgs = [clone.getError(i).getMessage() for i in range(clone.getNumErrors())]
         raise SBMLExportError("comp flattening failed: " + "; ".join(msgs[:5]))
-    return clone
+    # read back from text: the converter's in-memory result misses the units of the literals in
+    # the function calls it renamed (libsbml then warns of 99505 that the written file has not)
+    return libsbml.readSBMLFromString(libsbml.writeSBMLToString(clone))
 
 
 def module_documents() -> dict[str, object]:

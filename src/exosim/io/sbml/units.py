@@ -39,23 +39,30 @@ def unit_id(text: str) -> str:
 LENGTH, AREA = "um", "um^2"
 
 
-def _unit_definitions(texts: set[str]) -> list:
+def _units_of(kinds: dict[str, float], mult: float) -> list:
+    """sbmlutils Units of base-unit exponents and a multiplier."""
+    from sbmlutils.factory import Unit
+
+    if not kinds:
+        return [Unit("dimensionless", 1.0, 0, mult)]
+    items = sorted(kinds.items())
+    # the multiplier goes to the first unit, raised to 1/exponent
+    first, e0 = items[0]
+    return [Unit(first, e0, 0, mult ** (1.0 / e0))] + [Unit(k, e, 0, 1.0) for k, e in items[1:]]
+
+
+def _unit_definitions(texts: set[str], extra: dict[str, tuple] | None = None) -> list:
     """sbmlutils UnitDefinitions of the unit strings (and the model's length and area units),
-    sorted by string."""
-    from sbmlutils.factory import Unit, UnitDefinition
+    sorted by string, then of ``extra`` units of literals (id -> (exponent pairs, multiplier))
+    that no unit string has."""
+    from sbmlutils.factory import UnitDefinition
 
     out = []
     for text in sorted(set(texts) | {LENGTH, AREA}):
-        kinds, mult = unit_kinds(text)
-        if not kinds:
-            units = [Unit("dimensionless", 1.0, 0, mult)]
-        else:
-            items = sorted(kinds.items())
-            # the multiplier goes to the first unit, raised to 1/exponent
-            first, e0 = items[0]
-            units = [Unit(first, e0, 0, mult ** (1.0 / e0))]
-            units += [Unit(k, e, 0, 1.0) for k, e in items[1:]]
-        out.append(UnitDefinition(unit_id(text), name=text, units=units))
+        out.append(UnitDefinition(unit_id(text), name=text, units=_units_of(*unit_kinds(text))))
+    for uid, (pairs, mult) in sorted((extra or {}).items()):
+        name = " ".join(f"{k}^{e:g}" for k, e in pairs) + (f" x {mult:g}" if mult != 1.0 else "")
+        out.append(UnitDefinition(uid, name=f"unit of a literal: {name}", units=_units_of(dict(pairs), mult)))
     return out
 
 
