@@ -234,3 +234,22 @@ def test_only_the_medium_borne_signal_drives_the_all_or_none_response():
     assert names == {"recipients__iccm_bystander_factor_activity"}
     drive = {n.id for n in ast.walk(rules["recipients__bystander_damage_drive"].expr) if isinstance(n, ast.Name)}
     assert "recipients__mir_21_activity" in drive
+
+
+def test_macrophage_secretome_follows_m1_polarisation_set_by_mir9():
+    """Tong et al. 2020: exosomal miR-9 represses PPARdelta in macrophages, which polarise to M1;
+    the free release of the M1 secretome is its catalogue rate times the polarisation, and the
+    polarisation is PPARdelta's level to the power of its weight (-1)."""
+    sc = exosim.load_scenario(SCENARIOS / "mir9_hpv_hnscc_macrophage_radiosensitisation.yaml")
+    res = exosim.run(sc)
+    m = res.model
+    m1 = res.observables[:, :, m.observable_index["macrophages__m1_polarisation"]]
+    ppard = res.states[:, :, m.state_index["macrophages__PPARD_level"]]
+    np.testing.assert_allclose(m1, ppard**-1.0, rtol=1e-12)
+    rate = float(cat.cargo_catalogue()["m1_secretome"]["free_release_rate"])
+    release = res.observables[:, :, m.observable_index["macrophages__m1_secretome_free_release"]]
+    np.testing.assert_allclose(release, rate * m1, rtol=1e-12)
+    hpv = _arm(res, "exosomes of HPV+ cells (miR-9 enriched)")
+    control = _arm(res, "M0 macrophages, no exosomes")
+    assert m1[res.arm_index == res.arms.index("exosomes of HPV+ cells (miR-9 enriched)")].max() > 1.1
+    assert np.all(hpv[1:] < control[1:])  # sensitisation at every dose above 0

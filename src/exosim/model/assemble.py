@@ -150,6 +150,11 @@ class Model:
         for c in self.cargos:
             if c not in self.cargo_records:
                 raise ModelError(f"unknown cargo {c!r}")
+            scaled_by = self.cargo_records[c].get("free_release_with")
+            if scaled_by is not None and scaled_by not in MODIFIERS:
+                raise ModelError(
+                    f"cargo {c!r}: free_release_with {scaled_by!r} is not a modifier ({', '.join(MODIFIERS)})"
+                )
         if self.immune_medium is not None:
             if self.immune_medium not in self.media:
                 raise ModelError(f"the immune arm senses unknown medium {self.immune_medium!r}")
@@ -217,6 +222,11 @@ class Model:
                     lesion_loaded=tuple(
                         c for c in p.packaged if float(self.cargo_records[c].get("loading_per_lethal_lesion", 0.0)) > 0
                     ),
+                    free_release_with={
+                        c: self.cargo_records[c]["free_release_with"]
+                        for c in p.packaged
+                        if self.cargo_records[c].get("free_release_with")
+                    },
                 ),
                 uptake(p.name, p.medium, list(self.cargos)),
                 cargo_effects(

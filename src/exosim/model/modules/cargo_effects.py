@@ -10,6 +10,9 @@ Equations (per cell)::
     a       = prod_k T_k^w_apo,k                               apoptotic propensity
     g_F     = prod_k T_k^w_fer,k                               ferroptosis defence (GPX4)
     u       = prod_k T_k^w_aut,k                               autophagy (1 at baseline)
+    M1      = prod_k T_k^w_m1,k                                M1 polarisation of macrophages (1: M0);
+                                                               scales the free release of cargo marked
+                                                               free_release_with: m1_polarisation
     g       = sum_j g_j*A_j                                    bystander DSB induction
     S       = sum_j A_j  (j signalling)                        bystander signal
 
@@ -46,7 +49,14 @@ from __future__ import annotations
 
 from exosim.model.declare import Block, Derived, Rate, Rule, State
 
-MODIFIERS = ("repair_capacity", "misrepair_factor", "apoptotic_propensity", "ferroptosis_defence", "autophagy")
+MODIFIERS = (
+    "repair_capacity",
+    "misrepair_factor",
+    "apoptotic_propensity",
+    "ferroptosis_defence",
+    "autophagy",
+    "m1_polarisation",
+)
 
 
 def cargo_effects(

@@ -16,6 +16,10 @@ Equations (per cell)::
 which sits in micronuclei formed from misrepaired breaks; Harding et al. 2017) loads in
 proportion to them for as long as the cell lives (``e_Lj``, 0 for every other cargo).
 
+Free release may follow a modifier of the releasing cells (cargo catalogue
+``free_release_with``): the TNF-alpha/NO secretome of macrophages scales with their M1
+polarisation.
+
 ``X`` is hypoxia signalling (HIF-1-like) at the cells' pO2 ``p``: 0 in standard culture
 (``p_ref``), 1 in anoxia, half-maximal near 1.5-2 % O2 (Jiang et al. 1996).  Hypoxic cells
 release more vesicles (King et al. 2012) and load hypoxia-enriched cargo (``e_hj`` per cargo).
@@ -69,6 +73,7 @@ def release(
     cargos: list[str],
     tumour: bool = False,
     lesion_loaded: tuple[str, ...] = (),
+    free_release_with: dict[str, str] | None = None,
 ) -> Block:
     """Secretion drive, MVB pool, release flux and cargo loading of ``population``.
 
@@ -82,7 +87,10 @@ def release(
         release scales with the expansion
     lesion_loaded : cargo whose loading also rises with the cell's lethal lesions (tumour
         dsDNA from micronuclei)
+    free_release_with : cargo -> modifier of the population (cargo module) its free release
+        is proportional to (the secretome of M1-polarised macrophages)
     """
+    free_release_with = free_release_with or {}
     m = f"{medium}{SEP}"
     block = Block(
         module="release",
@@ -222,7 +230,8 @@ def release(
             Rule(
                 f"{c}_free_release",
                 f"{c}_free_release_rate"
-                f"*(1 + {c}_loading_enhancement*secretion_activation + {c}_hypoxic_loading*hypoxia_signal)",
+                f"*(1 + {c}_loading_enhancement*secretion_activation + {c}_hypoxic_loading*hypoxia_signal)"
+                + (f"*{free_release_with[c]}" if c in free_release_with else ""),
                 "copies/cell/h",
                 f"non-vesicular {c} release per cell",
             ),
