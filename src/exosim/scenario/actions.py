@@ -8,8 +8,8 @@ rendered
 
 * for the numpy batch (:meth:`Action.apply`): every expression evaluated on the
   pre-event batch, then written to the members the event acts on; and
-* for SBML (:meth:`Action.sbml_assignments`): event assignments of one member,
-  its constants written as numbers,
+* for SBML (:meth:`Action.sbml_trees`, :meth:`Action.sbml_assignments`): event
+  assignments of one member, its constants written as numbers,
 
 so the simulator and the exported SBML cannot drift apart.  A new event type is
 a new function here returning assignments (and a schema class in
@@ -140,14 +140,9 @@ class Action:
         return [(a.symbol, _Numbers().visit(copy.deepcopy(a.expr))) for a in self.assignments]
 
     def sbml_assignments(self, member: int) -> list[tuple[str, str]]:
-        """The assignments of one member as (symbol, SBML formula of pre-event values)."""
-        if not self.acts[member]:
-            return []
-        numbers = {k: float(v[member]) for k, v in self.constants.items()}
-        return [
-            (a.symbol, _expr.to_sbml_formula(a.expr, lambda n: f"({numbers[n]!r})" if n in numbers else n))
-            for a in self.assignments
-        ]
+        """The assignments of one member as (symbol, SBML formula of pre-event values); the
+        export renders :meth:`sbml_trees` itself, to put units on the numbers."""
+        return [(symbol, _expr.to_sbml_formula(tree)) for symbol, tree in self.sbml_trees(member)]
 
 
 def medium_content(model: Model, medium: str) -> list[tuple[str, str | None, str]]:
