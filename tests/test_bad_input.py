@@ -240,6 +240,13 @@ CASES = [
     # tumours and the immune arm
     ("zero tumour volume", "populations.cells.tumour_volume", "0 mm3", "populations.cells.tumour_volume", ["positive"]),
     ("immune arm without tumours", "immune", {"medium": "well"}, "immune", ["distant tumour", "tumour_volume"]),
+    (
+        "tumour that does not grow",
+        "hypothesis",
+        {"statement": "a dormant tumour", "parameters": {"tumour_growth_rate": "0 1/h"}},
+        "hypothesis.parameters.tumour_growth_rate",
+        ["expected a positive value"],
+    ),
     ("immune arm in an unknown medium", "immune", {"medium": "blood"}, "immune.medium", ["unknown medium"]),
     (
         "checkpoint blockade without an immune arm",

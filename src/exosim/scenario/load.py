@@ -705,6 +705,8 @@ def _check_parameters(sc: Scenario, err, strict: bool = False, where: dict[str, 
         physical = table[key].get("physical")
         if physical and not physical[0] <= q.value <= physical[1]:
             raise err(path, f"{shown} is outside the physical range [{physical[0]:g}, {physical[1]:g}] {unit}")
+        if table[key].get("positive") and not q.value > 0:
+            raise err(path, f"expected a positive value, got {shown} (documented range {span}; {origin})")
         if q.value < 0 <= low:
             raise err(path, f"expected a non-negative value, got {shown} (documented range {span}; {origin})")
         if not cat.within_documented_range(key, q.value, low, high):
