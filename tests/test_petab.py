@@ -4,10 +4,17 @@ does and recovers exosim's own fit estimate.
 
 The numbers compared come from COPASI (LSODA, its own parameter estimation) on the exported
 files, never from exosim's output files.
+
+``exosim fit --petab`` (:func:`exosim.io.petab.read_petab`): an exported problem, as written or
+with edited tables, fits as ``exosim fit`` fits the equivalent CSV data (exosim's own fit of the
+CSV files is the reference), and what exosim cannot map is one message with exit code 2.
 """
 
 from __future__ import annotations
 
+import csv
+import json
+import shutil
 import time
 
 import numpy as np
@@ -16,8 +23,17 @@ import yaml
 
 import exosim
 from conftest import ROOT, SCENARIOS, single_well
+from exosim.analysis.fit import FitProblem, read_observations
 from exosim.cli import main
-from exosim.io.petab import PETAB_FILES, PetabExportError, petab_problem
+from exosim.io.petab import (
+    METADATA_KEY,
+    PETAB_FILES,
+    PetabExportError,
+    PetabImportError,
+    PetabImportWarning,
+    petab_problem,
+    read_petab,
+)
 
 petab = pytest.importorskip("petab.v1", reason="the PEtab export needs the 'petab' extra")
 
@@ -355,3 +371,216 @@ def test_a_second_export_replaces_the_first_as_a_whole(iccm_problem, tmp_path, c
     assert (out / "notes_of_mine.txt").read_text() == "kept"
     assert (out / "model.xml").read_text() == (iccm_problem / "model.xml").read_text()
     assert not [p for p in out.iterdir() if p.name.startswith(".exosim")]
+
+
+# ---------------------------------------------------------------------- import: exosim fit --petab
+def _copy(folder, tmp_path):
+    """A private copy of an exported problem folder (to edit its tables)."""
+    return shutil.copytree(folder, tmp_path / "problem")
+
+
+def _tsv(path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def _write_tsv(path, rows: list[dict[str, str]]) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_the_export_records_its_scenario_and_the_mapping_in_problem_yaml(iccm_problem):
+    meta = yaml.safe_load((iccm_problem / "problem.yaml").read_text())[METADATA_KEY]
+    assert meta["scenario"]["path"] == str(ICCM.resolve())
+    assert meta["scenario"]["sha256"] == exosim.load_scenario(ICCM).sha256
+    assert (iccm_problem / meta["scenario"]["relative_path"]).resolve() == ICCM.resolve()
+    assert meta["conditions"]["ICCM_D0p05"] | {"values": None} == {
+        "arm": "ICCM",
+        "dose": 0.05,
+        "reference": "reference_survival",
+        "values": None,
+    }
+    assert (meta["likelihood"], meta["normalise"]) == ("normal", "control")
+
+
+def test_fit_petab_of_the_iccm_export_is_exosims_fit_of_the_csv(iccm_problem, iccm_fit, tmp_path, capsys):
+    """The round trip: ``exosim fit --petab`` on the exported ICCM problem gives the estimate,
+    interval and likelihood of exosim's fit of the original CSV file."""
+    out = tmp_path / "fit"
+    assert main(["fit", "--petab", str(iccm_problem / "problem.yaml"), "-o", str(out)]) == 0
+    assert "PEtab problem" in capsys.readouterr().out
+    with open(out / "estimates.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    result = iccm_fit.result
+    assert row["parameter"] == KEY
+    assert float(row["estimate"]) == pytest.approx(float(result.estimate[0]), rel=1e-6)
+    assert float(row["low"]) == pytest.approx(float(result.low[0]), rel=1e-6)
+    assert float(row["high"]) == pytest.approx(float(result.high[0]), rel=1e-6)
+    assert (float(row["range_low"]), float(row["range_high"])) == RANGE
+    doc = json.loads((out / "fit.json").read_text())
+    assert doc["nll"] == pytest.approx(result.nll, rel=1e-6, abs=1e-12)
+    assert {entry["file"].rsplit("/", 1)[-1] for entry in doc["data_files"]} >= {"measurements.tsv", "parameters.tsv"}
+
+
+#: the ICCM data edited in both forms: survival values scaled by 0.9 and standard deviations by
+#: 1.5, the 0.5 Gy point removed (an optimum away from the exported nominal value)
+SCALE_Y, SCALE_SD, DROPPED_DOSE = 0.9, 1.5, 0.5
+
+
+def test_edited_measurements_fit_as_the_correspondingly_edited_csv(iccm_problem, tmp_path):
+    folder = _copy(iccm_problem, tmp_path)
+    meas = _tsv(folder / "measurements.tsv")
+    kept = [r for r in meas if r["simulationConditionId"] != "ICCM_D0p5"]
+    for r in kept:
+        r["measurement"] = repr(float(r["measurement"]) * SCALE_Y)
+        r["noiseParameters"] = repr(float(r["noiseParameters"]) * SCALE_SD)
+    assert len(kept) == len(meas) - 1
+    _write_tsv(folder / "measurements.tsv", kept)
+
+    with open(ICCM_DATA, newline="") as fh:
+        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    edited = tmp_path / "edited.csv"
+    lines = [
+        f"{r['arm']},{r['dose']},{float(r['survival']) * SCALE_Y!r},{float(r['sd']) * SCALE_SD!r}"
+        for r in rows
+        if float(r["dose"]) != DROPPED_DOSE
+    ]
+    edited.write_text("arm,dose,survival,sd\n" + "\n".join(lines) + "\n")
+
+    from_petab = exosim.fit_petab(folder)
+    from_csv = exosim.fit(ICCM, data=[edited], params=[KEY], ranges={KEY: RANGE})
+    assert from_csv.result.converged and from_petab.result.converged
+    assert abs(float(from_csv.result.estimate[0]) - 0.4) > 0.02  # the edit moved the optimum
+    assert float(from_petab.result.estimate[0]) == pytest.approx(float(from_csv.result.estimate[0]), rel=1e-6)
+    assert from_petab.result.nll == pytest.approx(from_csv.result.nll, rel=1e-6)
+    np.testing.assert_allclose(from_petab.result.predicted, from_csv.result.predicted, rtol=1e-6)
+    assert from_petab.problem.datasets[0].source.endswith("measurements.tsv:iccm_relative_survival")
+
+
+def test_time_courses_and_colony_counts_map_back_to_exosims_data(tmp_path):
+    """An absolute time course (particles/mL, times on a timeline starting at -24 h), a relative
+    one (a closed-form scale) and colony counts under quasi-Poisson read back as the CSV files
+    read directly, and the imported problem has exosim's likelihood at the same parameters."""
+    hnscc = exosim.load_scenario(HNSCC)
+    exosim.export_petab(HNSCC, data=TIMECOURSES, params=TC_PARAMS, outdir=tmp_path / "tc")
+    imported = read_petab(tmp_path / "tc")
+    assert imported.params == TC_PARAMS and imported.likelihood == "normal"
+    for path, got in zip(TIMECOURSES, imported.datasets):
+        want = read_observations(path, hnscc)
+        assert (got.kind, got.arm, got.observable, got.unit) == (want.kind, want.arm, want.observable, want.unit)
+        for name in ("dose", "y", "w", "time", "factor"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    assert any("closed form" in note for note in imported.notes)  # the relative scale PEtab estimates
+    theta = np.array([[0.3364, 118.2]])
+    own = FitProblem(hnscc, [read_observations(p, hnscc) for p in TIMECOURSES], TC_PARAMS)
+    ours = imported.fit_problem()
+    assert ours.nll(ours.predict(theta))[0] == pytest.approx(own.nll(own.predict(theta))[0], rel=1e-9)
+
+    data = tmp_path / "colonies.csv"
+    data.write_text("arm,dose,colonies,seeded\nICCM,0.05,58,200\nICCM,2,61,200\nfresh medium,0,98,200\n")
+    exosim.export_petab(
+        ICCM, data=[data], params=[KEY], outdir=tmp_path / "col", ranges={KEY: RANGE}, likelihood="quasipoisson"
+    )
+    imported = read_petab(tmp_path / "col")
+    (got,) = imported.datasets
+    want = read_observations(data, exosim.load_scenario(ICCM))
+    assert (imported.likelihood, got.kind, got.arm) == ("quasipoisson", "colonies", want.arm)
+    for name in ("dose", "y", "w"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    assert imported.csv["colonies"].splitlines()[0] == "arm,dose,colonies,seeded"
+
+
+def _no_map(folder):
+    (folder / "parameter_map.csv").unlink()
+
+
+def _unknown_condition(folder):
+    meas = _tsv(folder / "measurements.tsv")
+    meas[2]["simulationConditionId"] = "ICCM_D7"
+    _write_tsv(folder / "measurements.tsv", meas)
+
+
+def _unmapped_observable(folder):
+    obs = _tsv(folder / "observables.tsv")
+    obs.append(obs[0] | {"observableId": "survival_squared", "observableFormula": "recipients__surviving_fraction^2"})
+    _write_tsv(folder / "observables.tsv", obs)
+    meas = _tsv(folder / "measurements.tsv")
+    meas[1]["observableId"] = "survival_squared"
+    meas[1]["observableParameters"] = ""
+    _write_tsv(folder / "measurements.tsv", meas)
+
+
+def _not_exported_by_exosim(folder):
+    doc = yaml.safe_load((folder / "problem.yaml").read_text())
+    del doc[METADATA_KEY]
+    (folder / "problem.yaml").write_text(yaml.safe_dump(doc))
+
+
+def _scenario_changed(folder):
+    doc = yaml.safe_load((folder / "problem.yaml").read_text())
+    doc[METADATA_KEY]["scenario"]["sha256"] = "0" * 64
+    (folder / "problem.yaml").write_text(yaml.safe_dump(doc))
+
+
+def _reference_estimated(folder):
+    par = _tsv(folder / "parameters.tsv")
+    par[1]["estimate"] = "1"
+    _write_tsv(folder / "parameters.tsv", par)
+
+
+def _survival_at_another_time(folder):
+    meas = _tsv(folder / "measurements.tsv")
+    meas[3]["time"] = "24.0"
+    _write_tsv(folder / "measurements.tsv", meas)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_no_map, "parameter_map.csv: no such file"),
+        (_unknown_condition, "measurements.tsv: row 4, column 'simulationConditionId': unknown condition id 'ICCM_D7'"),
+        (_unmapped_observable, "observables.tsv: row 3: exosim cannot map observable 'survival_squared'"),
+        (_not_exported_by_exosim, "not a problem written by exosim export-petab"),
+        (_scenario_changed, "the scenario changed since the export"),
+        (_reference_estimated, "(reference_survival): estimate 1, but exosim cannot estimate it"),
+        (_survival_at_another_time, "row 5, column 'time': 24.0: exosim scores survival at SBML time 193.0 only"),
+    ],
+)
+def test_a_problem_exosim_cannot_map_is_one_message_exit_2_and_nothing_written(
+    iccm_problem, tmp_path, capsys, edit, message
+):
+    folder = _copy(iccm_problem, tmp_path)
+    edit(folder)
+    out = tmp_path / "fit"
+    assert main(["fit", "--petab", str(folder), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("exosim: error: ") and message in err[0], err
+    assert not out.exists()
+    with pytest.raises(PetabImportError):
+        read_petab(folder / "problem.yaml")
+
+
+def test_the_scenario_is_found_where_recorded_and_another_one_is_fitted_with_a_warning(iccm_problem, tmp_path, capsys):
+    folder = _copy(iccm_problem, tmp_path)
+    doc = yaml.safe_load((folder / "problem.yaml").read_text())
+    doc[METADATA_KEY]["scenario"].update(path=str(tmp_path / "moved.yaml"), relative_path="moved.yaml")
+    (folder / "problem.yaml").write_text(yaml.safe_dump(doc))
+    # the recorded file is gone: one message asking for the scenario
+    assert main(["fit", "--petab", str(folder), "-o", str(tmp_path / "fit")]) == 2
+    assert "give it: exosim fit SCENARIO.yaml --petab PROBLEM" in capsys.readouterr().err
+    # the same file given: no warning
+    assert read_petab(folder, ICCM).scenario.sha256 == doc[METADATA_KEY]["scenario"]["sha256"]
+    # a copy with one comment more is another file: fitted with a warning naming both
+    edited = tmp_path / "iccm_edited.yaml"
+    edited.write_text(ICCM.read_text() + "\n# edited after the export\n")
+    with pytest.warns(PetabImportWarning, match="is not that of the scenario"):
+        imported = read_petab(folder, edited)
+    assert imported.scenario.source == str(edited) and imported.params == [KEY]
+    # options that contradict the problem are refused
+    assert main(["fit", str(ICCM), "--petab", str(folder), "--normalise", "none", "-o", str(tmp_path / "f")]) == 2
+    assert "holds survival normalised 'control'" in capsys.readouterr().err
+    assert main(["fit", "--petab", str(folder), "--params", KEY, "-o", str(tmp_path / "f")]) == 2
+    assert "come from the PEtab problem" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()

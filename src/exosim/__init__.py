@@ -15,6 +15,7 @@ linear-quadratic survival model.  The public API::
     exosim.fit(s, data=["a.csv"], params=["internalisation_rate"]).estimates
     exosim.sbml.export(s, arm="exosomes from 6 Gy donors", dose=4, path="member.xml")
     exosim.export_petab(s, data=["a.csv"], params=["internalisation_rate"], outdir="petab")
+    exosim.fit_petab("petab/problem.yaml").estimates   # a PEtab problem (export-petab) fitted
 
 The package is organised by stage (imports only downward):
 ``model`` (declarations, catalogues, units, LQ) <- ``simulate`` (solvers) <-
@@ -49,6 +50,8 @@ _PUBLIC = {
     "fit": "exosim.api",
     "FitOutcome": "exosim.api",
     "export_petab": "exosim.api",
+    "fit_petab": "exosim.api",
+    "read_petab": "exosim.io.petab",
     "bands": "exosim.api",
     "Bands": "exosim.analysis.posterior",
     "Model": "exosim.model.assemble",

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # fit and sensitivity (scipy.optimize, SALib) are imported inside the functions that use them,
 # so that ``exosim.run`` costs no more than the runner
 
-__all__ = ["run", "bands", "sensitivity", "fit", "export_petab", "SensitivityResult", "FitOutcome"]
+__all__ = ["run", "bands", "sensitivity", "fit", "export_petab", "fit_petab", "SensitivityResult", "FitOutcome"]
 
 
 def _scenario(scenario: Scenario | str | Path) -> Scenario:
@@ -321,3 +321,46 @@ def export_petab(
         ranges=ranges,
         backend=backend,
     )
+
+
+def fit_petab(
+    problem: str | Path,
+    *,
+    scenario: Scenario | str | Path | None = None,
+    likelihood: str = "auto",
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+    level: float = 0.95,
+    backend: str = "auto",
+) -> FitOutcome:
+    """:func:`fit` of a PEtab problem written by :func:`export_petab` (``exosim fit --petab``).
+
+    The problem's measurement and condition tables are mapped back to the scenario's members
+    (arm, dose) and to exosim's data formats, its estimated parameters (``estimate`` 1, bounds)
+    to exosim keys through ``parameter_map.csv``; see :func:`exosim.io.petab.read_petab`.
+
+    Parameters
+    ----------
+    problem : ``problem.yaml`` or its folder
+    scenario : the scenario to fit (default: the file the export recorded, with its sha256;
+        another file is fitted with a :class:`exosim.io.petab.PetabImportWarning`)
+    likelihood : ``auto`` (the exported one) or ``poisson`` / ``quasipoisson`` for colony counts
+    ranges : bounds replacing those of the parameter table
+    level : confidence level of the intervals
+    backend : integrator (``auto``: numba when installed)
+
+    Returns
+    -------
+    FitOutcome
+
+    Examples
+    --------
+    >>> exosim.fit_petab("iccm-petab/problem.yaml").estimates  # doctest: +SKIP
+    """
+    from exosim.analysis import fit as _fit
+    from exosim.io.petab import read_petab
+
+    imported = read_petab(problem, scenario)
+    fit_problem = imported.fit_problem(
+        likelihood=None if likelihood == "auto" else likelihood, ranges=ranges, backend=backend
+    )
+    return FitOutcome(fit_problem, _fit.fit(fit_problem, level=level))

@@ -343,15 +343,26 @@ def _parser() -> argparse.ArgumentParser:
         description="Maximum-likelihood fit of chosen parameters to a data file with "
         "profile-likelihood intervals, goodness of fit and a figure.",
     )
-    ft.add_argument("scenario", help="scenario YAML file")
+    ft.add_argument(
+        "scenario",
+        nargs="?",
+        help="scenario YAML file (with --petab optional: default the scenario the export recorded)",
+    )
     ft.add_argument(
         "data",
-        nargs="+",
+        nargs="*",
         help="CSV files fitted jointly: arm,dose,survival,sd or arm,dose,colonies,seeded (dose in the "
         "grid unit) or time courses arm,time,observable,value,sd[,dose,unit]",
     )
     ft.add_argument(
-        "--params", required=True, help="comma-separated parameter keys, or population.key for one population"
+        "--params",
+        help="comma-separated parameter keys, or population.key for one population (required without --petab)",
+    )
+    ft.add_argument(
+        "--petab",
+        metavar="PROBLEM",
+        help="fit a PEtab problem written by exosim export-petab (problem.yaml or its folder) instead of DATA: "
+        "its measurements, conditions, estimated parameters and bounds (no DATA or --params)",
     )
     ft.add_argument(
         "--likelihood",
@@ -362,15 +373,17 @@ def _parser() -> argparse.ArgumentParser:
     ft.add_argument(
         "--normalise",
         choices=["control", "within_arm", "none"],
-        default="control",
-        help="survival data relative to the control arm at dose 0 (default), to the same arm, or absolute",
+        default=None,
+        help="survival data relative to the control arm at dose 0 (default), to the same arm, or absolute "
+        "(with --petab: the problem's)",
     )
     ft.add_argument(
         "--range",
         action="append",
         default=[],
         metavar="KEY=LOW:HIGH",
-        help="search range of a fitted parameter (default: the parameter table's range; must be > 0)",
+        help="search range of a fitted parameter (default: the parameter table's range, with --petab the "
+        "problem's bounds; must be > 0)",
     )
     ft.add_argument("--level", type=float, default=0.95, help="confidence level of the profile intervals")
     ft.add_argument(
@@ -442,19 +455,46 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
     from exosim.scenario.load import load_scenario
     from exosim.util.atomic import claim_output
 
-    scenario = load_scenario(args.scenario)
     try:
         _fit.check_level(args.level)
-        data = [_fit.read_observations(path, scenario) for path in args.data]
-        likelihood = _fit.default_likelihood(data) if args.likelihood == "auto" else args.likelihood
-        params = [p.strip() for p in args.params.split(",") if p.strip()]
+        if args.petab:
+            from exosim.io.petab import read_petab
+
+            if args.data or args.params:
+                raise _fit.FitError(
+                    "--petab: the data and the estimated parameters come from the PEtab problem; give "
+                    "exosim fit [SCENARIO] --petab PROBLEM, or exosim fit SCENARIO DATA... --params KEY[,KEY]"
+                )
+            imported = read_petab(args.petab, args.scenario)  # ScenarioError: exit 2 in main
+            if args.normalise not in (None, imported.normalise):
+                raise _fit.FitError(
+                    f"--normalise {args.normalise}: {imported.problem_yaml} holds survival normalised "
+                    f"'{imported.normalise}' (as exported); leave --normalise out"
+                )
+            scenario, data, params = imported.scenario, imported.datasets, imported.params
+            normalise, data_files = imported.normalise, imported.files
+            likelihood = imported.likelihood if args.likelihood == "auto" else args.likelihood
+            ranges = {**imported.ranges, **_ranges(args.range, _fit.FitError)}
+            described = f"PEtab problem {imported.problem_yaml}"
+        else:
+            if not (args.scenario and args.data):
+                raise _fit.FitError("give SCENARIO and DATA files, or --petab PROBLEM (see exosim fit --help)")
+            if not args.params:
+                raise _fit.FitError("--params: name the parameters to estimate (KEY[,KEY]), or give --petab PROBLEM")
+            scenario = load_scenario(args.scenario)
+            data = [_fit.read_observations(path, scenario) for path in args.data]
+            likelihood = _fit.default_likelihood(data) if args.likelihood == "auto" else args.likelihood
+            params = [p.strip() for p in args.params.split(",") if p.strip()]
+            normalise, data_files = args.normalise or "control", args.data
+            ranges = _ranges(args.range, _fit.FitError)
+            described = ", ".join(args.data)
         problem = _fit.FitProblem(
             scenario,
             data,
             params,
             likelihood=likelihood,
-            normalise=args.normalise,
-            ranges=_ranges(args.range, _fit.FitError),
+            normalise=normalise,
+            ranges=ranges,
             backend=args.backend,
         )
     except _fit.FitError as exc:
@@ -467,9 +507,9 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
     prov = fit_record(
         scenario,
         problem,
-        args.data,
+        data_files,
         likelihood=likelihood,
-        normalise=args.normalise,
+        normalise=normalise,
         level=args.level,
         wall=time.perf_counter() - start,
         command=["exosim"] + argv,
@@ -479,7 +519,7 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
     except OutputError as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
-    print(f"fit of {scenario.name!r} to {', '.join(args.data)} ({likelihood}): {result.evaluations} model runs")
+    print(f"fit of {scenario.name!r} to {described} ({likelihood}): {result.evaluations} model runs")
     for n, e, lo, hi, o in zip(result.params, result.estimate, result.low, result.high, result.open_ends):
         ends = "both ends" if "," in o else f"the {o} end"
         note = f"; open at {ends} of the search range: not identifiable there" if o else ""

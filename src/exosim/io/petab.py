@@ -1,4 +1,5 @@
-"""PEtab export of a fit problem: one SBML model and the PEtab v1 tables (``exosim export-petab``).
+"""PEtab export of a fit problem: one SBML model and the PEtab v1 tables (``exosim export-petab``),
+and the way back (``exosim fit --petab``, :func:`read_petab`).
 
 A fit problem (a scenario, data files in exosim's formats, the parameters to estimate) is
 written as a PEtab v1 problem [1]_ that pyPESTO, AMICI, COPASI or Data2Dynamics can solve:
@@ -20,6 +21,17 @@ written as a PEtab v1 problem [1]_ that pyPESTO, AMICI, COPASI or Data2Dynamics 
   reference survivals, plating efficiencies, dispersions and relative scales;
 * ``problem.yaml``, ``parameter_map.csv`` (exosim keys and scenario paths -> SBML and PEtab ids)
   and ``README.md`` (what the problem contains and what PEtab v1 cannot express).
+
+The export records in the ``exosim`` block of ``problem.yaml`` (:data:`METADATA_KEY`; PEtab v1
+ignores keys it does not define) the scenario (absolute path, path relative to the folder,
+sha256), likelihood, normalisation, time offset, each condition's arm, dose and values, each
+observable's kind and formulas and each data set's kind and units. :func:`read_petab` uses it
+to map a problem, with edited measurement, condition and parameter tables, back to exosim's fit
+inputs: conditions to members (arm, dose), measurements to the data formats of ``exosim fit``,
+estimated parameters to exosim keys through ``parameter_map.csv``. What it cannot map is a
+:class:`PetabImportError` naming the file, the row or key and what was expected; a recorded
+scenario whose sha256 changed is refused, a scenario given instead is fitted with a
+:class:`PetabImportWarning`.
 
 What PEtab v1 cannot express, and how the export handles it:
 
@@ -58,6 +70,7 @@ from __future__ import annotations
 import ast
 import logging
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +79,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from exosim._version import __version__
 from exosim.analysis.fit import FitError, FitProblem, Observations, default_likelihood, read_observations
 from exosim.model import catalogue as cat
 from exosim.model import expr as _expr
@@ -79,7 +93,22 @@ from exosim.scenario.schema import Scenario
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
-__all__ = ["PETAB_FILES", "REFERENCE_RTOL", "PetabExport", "PetabExportError", "petab_problem", "export_petab"]
+__all__ = [
+    "PETAB_FILES",
+    "REFERENCE_RTOL",
+    "METADATA_KEY",
+    "PetabExport",
+    "PetabExportError",
+    "PetabImport",
+    "PetabImportError",
+    "PetabImportWarning",
+    "petab_problem",
+    "export_petab",
+    "read_petab",
+]
+
+#: key of the ``problem.yaml`` block with what :func:`read_petab` needs (PEtab v1 ignores it)
+METADATA_KEY = "exosim"
 
 #: every file the export writes into its folder (a re-export replaces them all)
 PETAB_FILES = (
@@ -106,6 +135,12 @@ CONSTANT_NAMES = {"D": "dose", "delta": "dose-rate change"}
 
 class PetabExportError(ValueError):
     """A fit problem that PEtab v1 cannot express, or an exported problem that fails validation."""
+
+
+def _absolute(source: str) -> str:
+    """A scenario's source as an absolute path where it is a file (else as it is: ``<scenario>``)."""
+    path = Path(source)
+    return str(path.resolve()) if path.is_file() else source
 
 
 def _sid(text: str, prefix: str = "x") -> str:
@@ -318,6 +353,11 @@ class PetabExport:
         Estimated exosim parameter -> PEtab parameter id.
     files : list of Path
         Files written (empty until :func:`export_petab` writes them).
+    metadata : dict
+        What :func:`read_petab` needs to map the problem back to an exosim fit: the scenario
+        (name, path, sha256), likelihood, normalisation, time offset, each condition's arm and
+        dose, each observable's kind and formulas, each data set's kind and units. Written as the
+        ``exosim`` block of ``problem.yaml`` (PEtab v1 ignores keys it does not define).
     """
 
     fit_problem: FitProblem
@@ -331,6 +371,7 @@ class PetabExport:
     members: dict[str, int]
     petab_ids: dict[str, str]
     files: list[Path] = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
 
     def write_to(self, folder: Path) -> None:
         """Write every file of :data:`PETAB_FILES` into an existing folder (not atomically: see
@@ -360,6 +401,8 @@ class PetabExport:
                 }
             ],
         }
+        if self.metadata:
+            problem[METADATA_KEY] = self.metadata
         (folder / "problem.yaml").write_text(yaml.safe_dump(problem, sort_keys=False), encoding="utf-8")
         (folder / "parameter_map.csv").write_text(rows_csv(self.parameter_map), encoding="utf-8")
         (folder / "README.md").write_text(self.notes, encoding="utf-8")
@@ -708,17 +751,21 @@ def petab_problem(
     # observables, measurements and the parameters of the observation model
     obs_rows: dict[str, dict] = {}
     meas, extra, at_events = [], [], []
+    ds_meta: list[dict] = []
+    obs_meta: dict[str, dict] = {}
     event_times = {a.time for a in compiled.actions}
     nominal = np.asarray(problem.nominal, float)[None, :]
     pred0, scales0 = problem.evaluate(nominal)
     for i, (ds, rows) in enumerate(zip(datasets, row_members)):
         dataset_id = _sid(Path(ds.source).stem, "data") + (f"_{i}" if len(datasets) > 1 else "")
         refs = [reference_id(m) for m in rows] if references else [""] * len(rows)
+        ds_meta.append({"id": dataset_id, "source": str(ds.source), "kind": ds.kind})
         if ds.kind == "survival":
             oid = "relative_survival" if references else "surviving_fraction"
             formula = f"{sf_id} / observableParameter1_{oid}" if references else sf_id
             what = f"surviving fraction of {scored}" + (" relative to the reference" if references else "")
             obs_rows[oid] = _obs(oid, what, formula)
+            obs_meta[oid] = {"kind": "survival"}
             meas += [_meas(oid, cond_id[m], t_score, ds.y[n], refs[n], ds.w[n], dataset_id) for n, m in enumerate(rows)]
         elif ds.kind == "colonies":
             oid = f"colonies_{dataset_id}"
@@ -727,6 +774,7 @@ def petab_problem(
             noise_rel = f" / noiseParameter4_{oid}" if references else ""
             noise = f"sqrt(noiseParameter1_{oid} * noiseParameter2_{oid} * noiseParameter3_{oid} * {sf_id}{noise_rel})"
             obs_rows[oid] = _obs(oid, f"colonies of {scored} ({ds.source})", mean, noise)
+            obs_meta[oid] = {"kind": "colonies", "dataset": dataset_id}
             pe_id = f"plating_efficiency_{dataset_id}"
             pe0 = float(np.sum(ds.y) / np.sum(ds.w * pred0[0, problem.slices[i]]))
             pe_lo, pe_hi = 1e-4, max(1.0, 10 * pe0)
@@ -763,6 +811,7 @@ def petab_problem(
                         nominal=1.0,
                     )
                 )
+            ds_meta[-1].update(plating_efficiency=pe_id, dispersion=phi)
             for n, m in enumerate(rows):
                 seeded = repr(float(ds.w[n]))
                 tail = [refs[n]] if references else []
@@ -786,6 +835,10 @@ def petab_problem(
                 )
                 unit = ds.terms[label][0][2]
                 obs_rows[oid] = _obs(oid, f"{label} [{unit}] times a factor", f"observableParameter1_{oid} * ({terms})")
+                obs_meta[oid] = {"kind": "timecourse", "label": label, "unit": unit}
+                ds_meta[-1].setdefault("units", {})[label] = sorted(
+                    {u for o, u in zip(ds.observable, ds.unit) if o == label}
+                )
                 if label not in ds.groups:
                     continue
                 s0 = float(scales0[i][label][0])
@@ -846,6 +899,36 @@ def petab_problem(
         ]
     )
     readme = _readme(sc, data, problem, lik, members, cond_name, columns, references, at_events, t0)
+    unit = sc.dose_grid.unit if sc.dose_grid else "Gy"
+    metadata = {
+        "exosim_version": __version__,
+        "scenario": {"name": sc.name, "path": _absolute(sc.source), "sha256": sc.sha256},
+        "likelihood": lik,
+        "normalise": problem.normalise,
+        "time_offset": float(t0),
+        "score_time": float(t_score),
+        "dose_unit": unit,
+        "conditions": {
+            cond_id[m]: {
+                "arm": arms[compiled.arm_index[m]],
+                "dose": None if math.isnan(compiled.grid[m]) else float(compiled.grid[m] / UNITS["dose"][unit]),
+                **({"reference": reference_id(m)} if references else {}),
+                "values": {c: float(v[m]) for c, v in columns.items()},
+            }
+            for m in members
+        },
+        "observables": {
+            oid: {
+                **obs_meta[oid],
+                "formula": row["observableFormula"],
+                "noise_formula": row["noiseFormula"],
+                "transformation": row["observableTransformation"],
+                "distribution": row["noiseDistribution"],
+            }
+            for oid, row in obs_rows.items()
+        },
+        "datasets": ds_meta,
+    }
     return PetabExport(
         problem,
         sbml,
@@ -857,6 +940,7 @@ def petab_problem(
         readme,
         {cond_id[m]: m for m in members},
         petab_ids,
+        metadata=metadata,
     )
 
 
@@ -870,6 +954,8 @@ def _readme(sc, data, problem, lik, members, cond_name, columns, references, at_
         f"({', '.join(kinds)}; likelihood {lik}, survival normalised: {problem.normalise}).",
         f"Estimated: {', '.join(f'`{p}`' for p in problem.params)} (`parameters.tsv`; `parameter_map.csv` maps "
         "exosim keys and scenario paths to SBML and PEtab ids).",
+        "`exosim fit --petab problem.yaml` fits the problem, as its tables are, with exosim (the `exosim` block "
+        "of `problem.yaml` records the scenario and how the tables map back to it).",
         "",
         "## Files",
         "",
@@ -1023,6 +1109,9 @@ def export_petab(
     export = petab_problem(
         scenario, data, params, likelihood=likelihood, normalise=normalise, ranges=ranges, backend=backend
     )
+    recorded = export.metadata["scenario"]
+    if Path(recorded["path"]).is_file():  # also relative to the folder, for a folder moved with its scenario
+        recorded["relative_path"] = Path(os.path.relpath(recorded["path"], Path(outdir).resolve())).as_posix()
     stage = staged_outputs(outdir, PETAB_FILES)
     with stage as tmp:
         export.write_to(tmp)
@@ -1031,3 +1120,585 @@ def export_petab(
             raise PetabExportError("PEtab checks failed, nothing written:\n  " + "\n  ".join(errors[:10]))
     export.files = list(stage.written)
     return export
+
+
+# ---------------------------------------------------------------------- import: PEtab -> exosim fit
+class PetabImportError(FitError):
+    """A PEtab problem that exosim cannot map back to its own fit; the message names the file,
+    the key or row, and what was expected."""
+
+
+class PetabImportWarning(UserWarning):
+    """The scenario given for a PEtab problem is not the file the problem was exported from."""
+
+
+#: columns each table must have for the import (PEtab v1 names)
+_COLUMNS = {
+    "measurement": ("observableId", "simulationConditionId", "time", "measurement"),
+    "condition": ("conditionId",),
+    "observable": ("observableId", "observableFormula"),
+    "parameter": ("parameterId", "lowerBound", "upperBound", "nominalValue", "estimate"),
+    "parameter_map": ("exosim_key", "role", "petab_id"),
+}
+
+#: measurement-table column of each column of exosim's data formats (for error messages)
+_PETAB_COLUMN = {
+    "arm": "simulationConditionId",
+    "dose": "simulationConditionId",
+    "survival": "measurement",
+    "colonies": "measurement",
+    "value": "measurement",
+    "sd": "noiseParameters",
+    "seeded": "observableParameters",
+    "unit": "observableParameters",
+    "time": "time",
+    "observable": "observableId",
+}
+
+#: roles of parameter_map.csv whose parameters PEtab may estimate and exosim solves in closed form
+#: (plating efficiencies, relative scales) or from the residuals (quasi-Poisson dispersion)
+_NUISANCE = "nuisance"
+
+
+@dataclass
+class PetabImport:
+    """An exosim fit read back from a PEtab problem written by ``exosim export-petab``.
+
+    Attributes
+    ----------
+    problem_yaml : Path
+        The problem file read.
+    scenario : Scenario
+        The scenario the problem was exported from (or the one given instead).
+    datasets : list of Observations
+        One per ``datasetId`` of the measurement table that has measurements, in the order
+        of the export; ``source`` is ``<measurement file>:<datasetId>``.
+    params : list of str
+        exosim keys of the parameters the parameter table estimates (``estimate`` 1).
+    ranges : dict
+        Their bounds, ``key -> (lowerBound, upperBound)`` of the parameter table.
+    likelihood, normalise : str
+        As recorded by the export (``exosim fit --likelihood``, ``--normalise``).
+    csv : dict
+        ``datasetId`` -> the data set in the CSV format ``exosim fit`` reads (what was fitted).
+    files : list of Path
+        The PEtab files read (for provenance).
+    notes : list of str
+        What the PEtab problem states that exosim's fit does its own way (parameters PEtab
+        estimates and exosim solves in closed form, fixed reference survivals).
+    """
+
+    problem_yaml: Path
+    scenario: Scenario
+    datasets: list[Observations]
+    params: list[str]
+    ranges: dict[str, tuple[float, float]]
+    likelihood: str
+    normalise: str
+    csv: dict[str, str]
+    files: list[Path]
+    notes: list[str] = field(default_factory=list)
+
+    def fit_problem(
+        self,
+        *,
+        likelihood: str | None = None,
+        ranges: Mapping[str, tuple[float, float]] | None = None,
+        backend: str = "auto",
+    ) -> FitProblem:
+        """exosim's fit problem of the PEtab problem.
+
+        Parameters
+        ----------
+        likelihood : str, optional
+            Overrides the recorded likelihood (``poisson`` or ``quasipoisson`` for colony counts).
+        ranges : mapping, optional
+            Bounds replacing those of the parameter table, ``key -> (low, high)``.
+        backend : str
+            Integrator (``auto``: numba when installed).
+
+        Returns
+        -------
+        FitProblem
+        """
+        bounds = {**self.ranges, **dict(ranges or {})}
+        return FitProblem(
+            self.scenario,
+            self.datasets,
+            list(self.params),
+            likelihood=likelihood or self.likelihood,
+            normalise=self.normalise,
+            ranges=bounds,
+            backend=backend,
+        )
+
+
+def _problem_path(problem: str | Path) -> Path:
+    """``problem.yaml`` of a problem given as its file or its folder."""
+    path = Path(problem)
+    if path.is_dir():
+        path = path / "problem.yaml"
+    if not path.is_file():
+        raise PetabImportError(f"{path}: no such PEtab problem file (give problem.yaml or its folder)")
+    return path
+
+
+def _read_table(path: Path, kind: str, sep: str = "\t") -> list[dict[str, str]]:
+    """Rows of a PEtab table (or of parameter_map.csv) as text; missing file or columns are errors."""
+    import csv
+
+    if not path.is_file():
+        what = (
+            "exosim maps the estimated parameters back to its keys through it (written by exosim export-petab)"
+            if kind == "parameter_map"
+            else f"the {kind} table named in problem.yaml"
+        )
+        raise PetabImportError(f"{path}: no such file: {what}")
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = [
+            {k: (v or "").strip() for k, v in row.items() if k is not None} for row in csv.DictReader(fh, delimiter=sep)
+        ]
+    header = list(rows[0]) if rows else []
+    missing = [c for c in _COLUMNS[kind] if c not in header]
+    if missing:
+        raise PetabImportError(
+            f"{path}: missing column {missing[0]!r} (a PEtab v1 {kind} table has {list(_COLUMNS[kind])})"
+        )
+    return rows
+
+
+def _files(yaml_doc: dict, path: Path, key: str) -> list[Path]:
+    """The files of one ``problems[0]`` (or top-level ``parameter_file``) entry of problem.yaml."""
+    if key == "parameter_file":
+        value = yaml_doc.get(key)
+    else:
+        problems = yaml_doc.get("problems")
+        if not (isinstance(problems, list) and len(problems) == 1 and isinstance(problems[0], dict)):
+            raise PetabImportError(f"{path}: key 'problems': expected one problem (as exosim export-petab writes)")
+        value = problems[0].get(key)
+    names = [value] if isinstance(value, str) else value
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise PetabImportError(f"{path}: key {key!r}: expected a file name or a list of file names")
+    return [path.parent / n for n in names]
+
+
+def _scenario_for(meta: dict, path: Path, scenario: Scenario | str | Path | None) -> Scenario:
+    """The scenario of an exported problem: the one given (a warning if it is not the exported
+    file) or the recorded one, found by its path relative to the problem folder or its absolute
+    path, with the recorded sha256."""
+    import hashlib
+    import warnings
+
+    from exosim.scenario.load import load_scenario
+
+    recorded = meta["scenario"]
+    if not (isinstance(recorded, dict) and {"path", "sha256"} <= set(recorded)):
+        raise PetabImportError(f"{path}: key '{METADATA_KEY}.scenario': expected a mapping with 'path' and 'sha256'")
+    if scenario is not None:
+        sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        if sc.sha256 != recorded["sha256"]:
+            warnings.warn(
+                PetabImportWarning(
+                    f"{sc.source}: sha256 {sc.sha256[:12]}... is not that of the scenario {path} was exported from "
+                    f"({recorded['path']}, sha256 {str(recorded['sha256'])[:12]}...); fitting {sc.source} as given"
+                ),
+                stacklevel=3,
+            )
+        return sc
+    candidates = [path.parent / recorded["relative_path"]] if recorded.get("relative_path") else []
+    candidates.append(Path(recorded["path"]))
+    found = [c for c in candidates if c.is_file()]
+    if not found:
+        raise PetabImportError(
+            f"{path}: key '{METADATA_KEY}.scenario.path': the scenario {recorded['path']!r} the problem was exported "
+            "from is not there; give it: exosim fit SCENARIO.yaml --petab PROBLEM"
+        )
+    for candidate in found:
+        if hashlib.sha256(candidate.read_bytes()).hexdigest() == recorded["sha256"]:
+            return load_scenario(candidate)
+    raise PetabImportError(
+        f"{found[0]}: sha256 differs from key '{METADATA_KEY}.scenario.sha256' of {path} "
+        f"({str(recorded['sha256'])[:12]}...): the scenario changed since the export; export again, or give the "
+        "scenario to fit it as it is now: exosim fit SCENARIO.yaml --petab PROBLEM"
+    )
+
+
+def _float(text: str, where: str) -> float:
+    """A finite number of a table cell, or an error naming the cell."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise PetabImportError(f"{where}: expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise PetabImportError(f"{where}: expected a finite number, got {text!r}")
+    return value
+
+
+def _estimated(
+    map_rows: list[dict[str, str]], par_rows: list[dict[str, str]], map_path: Path, par_path: Path
+) -> tuple[list[str], dict[str, tuple[float, float]], list[str]]:
+    """exosim keys estimated (``estimate`` 1), their bounds, and notes on the nuisance parameters."""
+    by_id = {}
+    for n, row in enumerate(par_rows, start=2):
+        by_id[row["parameterId"]] = (n, row)
+    roles = {r["petab_id"]: r for r in map_rows if r["petab_id"]}
+    params, ranges, notes = [], {}, []
+    for row in map_rows:
+        if row["role"] != "estimated":
+            continue
+        key, pid = row["exosim_key"], row["petab_id"]
+        if pid not in by_id:
+            raise PetabImportError(
+                f"{par_path}: no row for parameterId {pid!r}, which {map_path.name} maps to the exosim key {key!r}"
+            )
+        n, par = by_id[pid]
+        where = f"{par_path}: row {n} ({pid})"
+        estimate = par["estimate"]
+        if estimate not in ("0", "1"):
+            raise PetabImportError(f"{where}, column 'estimate': expected 0 or 1, got {estimate!r}")
+        if estimate == "0":
+            value = _float(par["nominalValue"], f"{where}, column 'nominalValue'")
+            nominal = _float(row.get("nominal", ""), f"{map_path}: {key}, column 'nominal'")
+            if not math.isclose(value, nominal, rel_tol=1e-9, abs_tol=0.0):
+                raise PetabImportError(
+                    f"{where}: estimate 0 with nominalValue {value:g}, but exosim fixes {key!r} at the scenario's "
+                    f"value {nominal:g}; estimate it, or set the value in the scenario"
+                )
+            notes.append(f"{key}: not estimated (estimate 0), the scenario's value {nominal:g}")
+            continue
+        lo = _float(par["lowerBound"], f"{where}, column 'lowerBound'")
+        hi = _float(par["upperBound"], f"{where}, column 'upperBound'")
+        if not 0 < lo < hi:
+            raise PetabImportError(
+                f"{where}: bounds [{lo:g}, {hi:g}]: exosim estimates {key!r} on a log10 scale and needs "
+                "0 < lowerBound < upperBound (set the bounds, or give --range KEY=LOW:HIGH)"
+            )
+        params.append(key)
+        ranges[key] = (lo, hi)
+    for pid, (n, par) in by_id.items():
+        role = roles.get(pid, {}).get("role", "")
+        if par["estimate"] != "1" or role == "estimated":
+            continue
+        if role != _NUISANCE:
+            raise PetabImportError(
+                f"{par_path}: row {n} ({pid}): estimate 1, but exosim cannot estimate it: "
+                + (
+                    f"it is a {role} in {map_path.name}"
+                    if role
+                    else f"{map_path.name} does not map it to an exosim key"
+                )
+                + "; set estimate to 0"
+            )
+        notes.append(f"{pid}: {roles[pid]['note']}")
+    if not params:
+        raise PetabImportError(f"{par_path}: no parameter that {map_path.name} maps to an exosim key has estimate 1")
+    return params, ranges, notes
+
+
+def _check_observables(obs_rows: list[dict[str, str]], meta: dict, obs_path: Path, used: set[str]) -> None:
+    """Every observable the measurements use is one the export wrote, unchanged."""
+    fields = {
+        "formula": "observableFormula",
+        "noise_formula": "noiseFormula",
+        "transformation": "observableTransformation",
+        "distribution": "noiseDistribution",
+    }
+    defaults = {"observableTransformation": "lin", "noiseDistribution": "normal"}
+    table = {r["observableId"]: (n, r) for n, r in enumerate(obs_rows, start=2)}
+    for oid in sorted(used):
+        if oid not in table:
+            raise PetabImportError(f"{obs_path}: no observable {oid!r}, which the measurement table uses")
+        n, row = table[oid]
+        if oid not in meta:
+            raise PetabImportError(
+                f"{obs_path}: row {n}: exosim cannot map observable {oid!r}: not one exosim export-petab wrote "
+                f"(exosim maps {sorted(meta)})"
+            )
+        for key, col in fields.items():
+            value = row.get(col) or defaults.get(col, "")
+            if value != meta[oid][key]:
+                raise PetabImportError(
+                    f"{obs_path}: row {n} ({oid}), column {col!r}: {value!r} is not the exported {meta[oid][key]!r}; "
+                    "exosim cannot map a changed observable"
+                )
+
+
+def _check_conditions(cond_rows: list[dict[str, str]], meta: dict, cond_path: Path) -> set[str]:
+    """Condition ids of the condition table; those the export wrote must set their exported values."""
+    ids = set()
+    for n, row in enumerate(cond_rows, start=2):
+        cid = row["conditionId"]
+        ids.add(cid)
+        if cid not in meta:
+            continue
+        for col, value in meta[cid].get("values", {}).items():
+            if col not in row:
+                raise PetabImportError(f"{cond_path}: missing column {col!r} of the exported conditions")
+            got = _float(row[col], f"{cond_path}: row {n} ({cid}), column {col!r}")
+            if not math.isclose(got, value, rel_tol=1e-12, abs_tol=1e-300):
+                raise PetabImportError(
+                    f"{cond_path}: row {n} ({cid}), column {col!r}: {got!r} is not the exported {value!r}; exosim "
+                    f"sets condition {cid!r} from the scenario (arm {meta[cid]['arm']!r}, dose {meta[cid]['dose']}), "
+                    "so a changed condition cannot be mapped"
+                )
+    return ids
+
+
+def _sbml_time(t: float, offset: float) -> float:
+    """exosim time of an SBML time, without the rounding noise of the offset (``0.1 + 24 - 24``)."""
+    x = t + offset
+    r = round(x, 9)
+    return r if abs(x - r) <= 4 * math.ulp(max(abs(x), abs(offset), 1.0)) else x
+
+
+def _measurement_rows(
+    rows: list[dict[str, str]], meta: dict, meas_path: Path, conditions: set[str]
+) -> dict[str, list[tuple[int, dict[str, str]]]]:
+    """The measurements as rows of exosim's CSV formats, per data set: (line in the measurement
+    table, CSV row)."""
+    from exosim.model.units import QuantityError, conversion_factor
+
+    datasets = {d["id"]: d for d in meta["datasets"]}
+    cond_meta, obs_meta = meta["conditions"], meta["observables"]
+    t_score, offset = float(meta["score_time"]), float(meta["time_offset"])
+    out: dict[str, list[tuple[int, dict[str, str]]]] = {d: [] for d in datasets}
+    for n, row in enumerate(rows, start=2):
+        where = f"{meas_path}: row {n}"
+        if row.get("preequilibrationConditionId"):
+            raise PetabImportError(f"{where}, column 'preequilibrationConditionId': exosim has no pre-equilibration")
+        oid, cid = row["observableId"], row["simulationConditionId"]
+        if cid not in conditions:
+            raise PetabImportError(f"{where}, column 'simulationConditionId': unknown condition id {cid!r}")
+        if cid not in cond_meta:
+            raise PetabImportError(
+                f"{where}, column 'simulationConditionId': condition {cid!r} is not one exosim export-petab wrote; "
+                f"exosim maps only the exported conditions (arm, dose): {sorted(cond_meta)}"
+            )
+        kind = obs_meta[oid]["kind"]
+        did = row.get("datasetId", "")
+        if not did:
+            fits = [
+                d for d in datasets.values() if d["kind"] == kind and obs_meta[oid].get("dataset", d["id"]) == d["id"]
+            ]
+            if len(fits) != 1:
+                raise PetabImportError(
+                    f"{where}, column 'datasetId': empty, and observable {oid!r} belongs to "
+                    f"{len(fits)} exported data sets; name one of {[d['id'] for d in fits]}"
+                )
+            did = fits[0]["id"]
+        ds = datasets.get(did)
+        if ds is None:
+            raise PetabImportError(
+                f"{where}, column 'datasetId': unknown data set {did!r} (exported: {sorted(datasets)})"
+            )
+        if ds["kind"] != kind or obs_meta[oid].get("dataset", did) != did:
+            raise PetabImportError(f"{where}: observable {oid!r} does not belong to data set {did!r} ({ds['kind']})")
+        cond = cond_meta[cid]
+        dose = "" if cond["dose"] is None else repr(float(cond["dose"]))
+        t = _float(row["time"], f"{where}, column 'time'")
+        obs_par = (
+            [p.strip() for p in row.get("observableParameters", "").split(";")]
+            if row.get("observableParameters")
+            else []
+        )
+        noise_par = [p.strip() for p in row.get("noiseParameters", "").split(";")] if row.get("noiseParameters") else []
+        ref = [cond["reference"]] if "reference" in cond and kind != "timecourse" else []
+        if kind != "timecourse" and not math.isclose(t, t_score, rel_tol=1e-12, abs_tol=1e-9):
+            raise PetabImportError(
+                f"{where}, column 'time': {t!r}: exosim scores survival at SBML time {t_score!r} only"
+            )
+        value = row["measurement"]
+        if kind == "survival":
+            if obs_par != ref:
+                raise PetabImportError(
+                    f"{where}, column 'observableParameters': expected {';'.join(ref)!r} (the reference survival of "
+                    f"condition {cid!r}), got {row.get('observableParameters', '')!r}"
+                )
+            if len(noise_par) != 1:
+                raise PetabImportError(f"{where}, column 'noiseParameters': expected one standard deviation")
+            csv_row = {"arm": cond["arm"], "dose": dose, "survival": value, "sd": noise_par[0]}
+        elif kind == "colonies":
+            seeded = obs_par[0] if obs_par else ""
+            expected = [seeded, ds["plating_efficiency"], *ref]
+            if obs_par != expected or noise_par != [ds["dispersion"], *expected]:
+                raise PetabImportError(
+                    f"{where}: observableParameters and noiseParameters: expected 'SEEDED;{';'.join(expected[1:])}' "
+                    f"and '{ds['dispersion']};SEEDED;{';'.join(expected[1:])}' (the cells seeded, then the exported "
+                    "parameters)"
+                )
+            csv_row = {"arm": cond["arm"], "dose": dose, "colonies": value, "seeded": seeded}
+        else:
+            label, model_unit = obs_meta[oid]["label"], obs_meta[oid]["unit"]
+            if len(obs_par) != 1 or len(noise_par) != 1:
+                raise PetabImportError(
+                    f"{where}: expected one observableParameters entry (a unit factor or the scale parameter) "
+                    "and one noiseParameters entry (the standard deviation)"
+                )
+            if obs_par[0] == f"scale_{did}_{oid}":
+                unit = "relative"
+            else:
+                factor = _float(obs_par[0], f"{where}, column 'observableParameters'")
+                units = []
+                for u in ds.get("units", {}).get(label, []):
+                    try:
+                        if math.isclose(conversion_factor(model_unit, u), factor, rel_tol=1e-12):
+                            units.append(u)
+                    except QuantityError:
+                        continue
+                if not units:
+                    raise PetabImportError(
+                        f"{where}, column 'observableParameters': factor {factor!r} is not the conversion from "
+                        f"{model_unit!r} to a unit of {label!r} in the exported data "
+                        f"({ds.get('units', {}).get(label)}), "
+                        f"nor the scale parameter 'scale_{did}_{oid}'"
+                    )
+                unit = units[0]
+            csv_row = {
+                "arm": cond["arm"],
+                "dose": dose,
+                "time": repr(_sbml_time(t, offset)),
+                "observable": label,
+                "value": value,
+                "sd": noise_par[0],
+                "unit": unit,
+            }
+        out[did].append((n, csv_row))
+    return out
+
+
+def _observations(
+    rows: dict[str, list[tuple[int, dict[str, str]]]], scenario: Scenario, meas_path: Path
+) -> tuple[list[Observations], dict[str, str]]:
+    """Read each data set's CSV rows as ``exosim fit`` reads a data file; errors name the
+    measurement table's rows."""
+    import tempfile
+
+    from exosim.io.tables import rows_csv
+
+    datasets, texts = [], {}
+    with tempfile.TemporaryDirectory(prefix="exosim-petab-") as tmp:
+        for did, items in rows.items():
+            if not items:
+                continue
+            texts[did] = rows_csv([r for _, r in items])
+            csv_path = Path(tmp) / f"{did}.csv"
+            csv_path.write_text(texts[did], encoding="utf-8")
+            lines = {k + 2: n for k, (n, _) in enumerate(items)}  # CSV line -> measurement table line
+            try:
+                obs = read_observations(csv_path, scenario)
+            except FitError as exc:
+                message = re.sub(
+                    r"\brow (\d+)", lambda m, lines=lines: f"row {lines.get(int(m.group(1)), m.group(1))}", str(exc)
+                )
+                message = message.replace(str(csv_path), f"{meas_path} (data set {did})")
+                message = re.sub(
+                    r"column '(\w+)'", lambda m: f"column {_PETAB_COLUMN.get(m.group(1), m.group(1))!r}", message
+                )
+                raise PetabImportError(message) from None
+            obs.source = f"{meas_path}:{did}"
+            datasets.append(obs)
+    if not datasets:
+        raise PetabImportError(f"{meas_path}: no measurements")
+    return datasets, texts
+
+
+def read_petab(problem: str | Path, scenario: Scenario | str | Path | None = None) -> PetabImport:
+    """Read a PEtab problem written by ``exosim export-petab`` back into exosim's fit inputs.
+
+    The measurement and condition tables may be edited (values, standard deviations, rows
+    removed or repeated, the cells seeded); the parameter table's ``estimate`` and bounds choose
+    what is estimated and its range. Conditions map back to the scenario's members (arm, dose)
+    and observables to exosim's data formats through the ``exosim`` block of ``problem.yaml``;
+    PEtab parameter ids to exosim keys through ``parameter_map.csv``.
+
+    Parameters
+    ----------
+    problem : str or Path
+        ``problem.yaml`` or its folder.
+    scenario : Scenario, str or Path, optional
+        The scenario to fit; default the file recorded by the export (its path relative to the
+        problem folder, else its absolute path), which must have the recorded sha256. A scenario
+        given here that is not that file is fitted with a :class:`PetabImportWarning`.
+
+    Returns
+    -------
+    PetabImport
+        The scenario, data sets, parameters, bounds, likelihood and normalisation; its
+        :meth:`PetabImport.fit_problem` is the problem ``exosim fit`` solves.
+
+    Raises
+    ------
+    PetabImportError
+        A problem not written by exosim export-petab (no ``exosim`` block in problem.yaml, no
+        parameter_map.csv), a recorded scenario that is missing or changed, or a measurement,
+        condition, observable or estimated parameter exosim cannot map (the message names the
+        file, the row or key, and what was expected).
+    ScenarioError
+        The scenario file is not a valid scenario.
+    """
+    import yaml
+
+    path = _problem_path(problem)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise PetabImportError(f"{path}: not a YAML file: {exc}") from None
+    if not isinstance(doc, dict):
+        raise PetabImportError(f"{path}: expected a YAML mapping (a PEtab problem file)")
+    meta = doc.get(METADATA_KEY)
+    if not isinstance(meta, dict):
+        raise PetabImportError(
+            f"{path}: no key {METADATA_KEY!r}: not a problem written by exosim export-petab, the only PEtab "
+            "problems exosim maps back to its scenarios"
+        )
+    required = (
+        "scenario",
+        "likelihood",
+        "normalise",
+        "time_offset",
+        "score_time",
+        "conditions",
+        "observables",
+        "datasets",
+    )
+    for key in required:
+        if key not in meta:
+            raise PetabImportError(f"{path}: key '{METADATA_KEY}.{key}' missing (written by exosim export-petab)")
+    map_path = path.parent / "parameter_map.csv"
+    map_rows = _read_table(map_path, "parameter_map", sep=",")
+    tables = {
+        "measurement": _files(doc, path, "measurement_files"),
+        "condition": _files(doc, path, "condition_files"),
+        "observable": _files(doc, path, "observable_files"),
+        "parameter": _files(doc, path, "parameter_file"),
+    }
+    rows = {kind: [] for kind in tables}
+    for kind, files in tables.items():
+        for f in files:
+            rows[kind] += _read_table(f, kind)
+    meas_path, par_path = tables["measurement"][0], tables["parameter"][0]
+    sc = _scenario_for(meta, path, scenario)
+    params, ranges, notes = _estimated(map_rows, rows["parameter"], map_path, par_path)
+    _check_observables(
+        rows["observable"],
+        meta["observables"],
+        tables["observable"][0],
+        {r["observableId"] for r in rows["measurement"]},
+    )
+    conditions = _check_conditions(rows["condition"], meta["conditions"], tables["condition"][0])
+    csv_rows = _measurement_rows(rows["measurement"], meta, meas_path, conditions)
+    datasets, texts = _observations(csv_rows, sc, meas_path)
+    if any(r["role"] == "reference survival" for r in map_rows):
+        notes.append("reference survivals: exosim simulates them (PEtab fixes them at the exported values)")
+    return PetabImport(
+        path,
+        sc,
+        datasets,
+        params,
+        ranges,
+        str(meta["likelihood"]),
+        str(meta["normalise"]),
+        texts,
+        [path, map_path, *(f for files in tables.values() for f in files)],
+        notes,
+    )
