@@ -621,6 +621,12 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     for msg in result.messages:
         if msg:
             print(f"exosim: warning: {msg}", file=sys.stderr)
+    if result.timing.get("implicit_members"):
+        print(
+            f"exosim: note: {result.timing['implicit_members']} member segment(s) were too stiff for the explicit "
+            "solver and were integrated with BDF (solver.stiff_fallback)",
+            file=sys.stderr,
+        )
     rows = result.summary_rows()
     print(f"{scenario.name}: {result.arm_index.size} members in {result.timing['seconds']:.2f} s")
     for r in rows:

@@ -283,6 +283,38 @@ class CompiledScenario:
         return {"population": pop, "fractions": n, "dose_rate": act.dose_rate, "scored": pop == scored}
 
     # ------------------------------------------------------------- running
+    def _implicit_fallback(self, sol, t, t_next, y, p, scale, options, t_eval, status, counters) -> None:
+        """Members the explicit solver failed in this segment for step size or step budget are
+        integrated again, alone, from ``y`` at ``t`` with BDF (:mod:`exosim.simulate.implicit`);
+        a success replaces the failure in ``sol``, a failure adds its reason to the message."""
+        from exosim.simulate import implicit
+
+        for i in np.flatnonzero((sol.status == FAILED) & (status != FAILED)):
+            if not implicit.falls_back(sol.message[i]):
+                continue
+            res = implicit.integrate_member(
+                self.model,
+                t,
+                t_next,
+                y[i],
+                p[i],
+                rtol=options.rtol,
+                atol=options.atol * scale,
+                t_eval=t_eval,
+                max_seconds=options.max_seconds,
+            )
+            counters["implicit_rhs_evaluations"] = counters.get("implicit_rhs_evaluations", 0) + res.rhs_evaluations
+            if res.ok:
+                sol.y[i] = res.y
+                if t_eval.size:
+                    sol.ys[i] = res.ys
+                sol.status[i] = 0
+                sol.message[i] = ""
+                sol.t_failed[i] = np.nan
+                counters["implicit_members"] = counters.get("implicit_members", 0) + 1
+            else:
+                sol.message[i] = f"{sol.message[i]}; {res.message}"
+
     def run(
         self,
         *,
@@ -398,6 +430,8 @@ class CompiledScenario:
                 h = sol.h_last
                 for key, value in sol.stats.items():
                     counters[key] = counters.get(key, 0) + value
+                if sc.solver.stiff_fallback == "bdf":
+                    self._implicit_fallback(sol, t, t_next, y, p, scale, options, times[sel], status, counters)
                 for i in np.flatnonzero((sol.status == FAILED) & (status != FAILED)):
                     status[i] = FAILED
                     grid = "" if np.isnan(self.grid[i]) else f", grid dose {self.grid[i]:g} Gy"

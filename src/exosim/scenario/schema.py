@@ -344,7 +344,8 @@ class SolverSpec(_Strict):
     (compiled, per-member steps; needs ``exosim[fast]``, ~5 s compile once per model
     structure, cached on disk) or ``auto`` (numba when installed, else numpy: for long
     protocols, where the numpy solver's per-step overhead dominates). Both use the same
-    method and tolerances.
+    method and tolerances; members they give up on as stiff get an implicit second try
+    (``stiff_fallback``, :mod:`exosim.simulate.implicit`).
     """
 
     rtol: Annotated[float, Field(gt=0, lt=1)] = 1e-7
@@ -353,6 +354,9 @@ class SolverSpec(_Strict):
     #: wall-clock seconds one segment (the time between two events) may take; members still
     #: being integrated then fail (e.g. a stiff member whose rate is far outside its range)
     max_seconds: Annotated[float, Field(gt=0)] = 120.0
+    #: members the explicit solver fails for step size or step budget (stiff) are integrated
+    #: again, alone, with an implicit method (``bdf``: scipy's BDF) unless ``none``
+    stiff_fallback: Literal["bdf", "none"] = "bdf"
 
 
 class CalibrationSpec(_Strict):
