@@ -138,3 +138,25 @@ def test_run_backend_comes_from_the_scenario_or_the_command_line(tmp_path):
         assert main(["run", str(path), "-o", str(out), "--no-figure", "--no-timecourses", *flag]) == 0
         used[bool(flag)] = json.loads((out / "provenance.json").read_text())["solver"]["backend"]
     assert used == {False: "numba" if numba_available() else "numpy", True: "numpy"}
+
+
+def test_progress_is_drawn_on_a_terminal_only(monkeypatch):
+    """figures, delivery and evidence loop through exosim.util.progress: a bar on a terminal,
+    nothing in logs and pipes."""
+    import io
+    import sys
+
+    from exosim.util.progress import progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    assert list(progress(range(3), total=3, desc="exosim figures", unit="scenario")) == [0, 1, 2]
+    assert "exosim figures" in screen.getvalue() and "/3 " in screen.getvalue()
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    assert list(progress(range(3), total=3, desc="exosim figures")) == [0, 1, 2]
+    assert log.getvalue() == ""

@@ -539,11 +539,12 @@ def _cmd_delivery(args: argparse.Namespace) -> int:
     from exosim.scenario.load import load_scenario
     from exosim.scenario.observables import delivery_rows
     from exosim.scenario.runner import run
+    from exosim.util.progress import progress
 
     scenarios = [load_scenario(p) for p in args.scenarios]  # all validated before any output
     print("| scenario | arm | cargo | delivered per cell | / amount for half effect |")
     print("|---|---|---|---:|---:|")
-    for sc in scenarios:
+    for sc in progress(scenarios, total=len(scenarios), desc="exosim delivery", unit="scenario"):
         for r in delivery_rows(run(sc, time_courses=False)):
             cargo = r["cargo"] + (" (abstract units)" if r["units"] == "abstract" else "")
             print(
@@ -695,7 +696,7 @@ def _cmd_evidence(args: argparse.Namespace, argv: list[str]) -> int:
         return 2
     outdir = Path(args.outdir)
     claim_output(outdir)
-    rows = run_evidence(ev, solver=args.solver)
+    rows = run_evidence(ev, solver=args.solver, progress=True)
     rates = pass_rates(rows)
     record = evidence_record(ev, rates, wall=time.perf_counter() - start, command=["exosim"] + argv)
     files = write_scorecard(rows, rates, outdir, record)
@@ -1024,6 +1025,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     from exosim.scenario.load import load_scenario
     from exosim.scenario.runner import run
     from exosim.util.atomic import claim_output, staged_outputs
+    from exosim.util.progress import progress
 
     try:
         formats = parse_formats(args.format)
@@ -1056,7 +1058,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     # (an error or a signal leaves the folder as it was); other files in the folder stay untouched
     stage = staged_outputs(outdir)
     with stage as tmp, save_options(formats, args.dpi):
-        for sc in scenarios:
+        for sc in progress(scenarios, total=len(scenarios), desc="exosim figures", unit="scenario"):
             # time courses for medium transfer (their own figure) and for protocols without a dose
             # grid (the survival figure is then the scored cells' survival over the protocol)
             result = run(sc, time_courses=sc.type == "medium_transfer" or sc.dose_grid is None)

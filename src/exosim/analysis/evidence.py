@@ -553,6 +553,7 @@ def run_evidence(
     parameters: dict[str, float] | None = None,
     solver: str | None = None,
     runner: Callable | None = None,
+    progress: bool = False,
 ) -> list[dict]:
     """Run every entry's protocol once and read its model value; one row per entry.
 
@@ -564,13 +565,14 @@ def run_evidence(
     solver : backend name; default each protocol's ``solver.backend``
     runner : called as ``runner(compiled, parameters_matrix, record_times)`` instead of
         :meth:`CompiledScenario.run` (tests)
+    progress : a progress bar over the protocols on stderr when it is a terminal
 
     A protocol whose run raises, or a member the solver fails, makes a failed row
     (``status`` ``failed`` with the message); nothing is dropped.
     """
     names = list(parameters or {})
     theta = np.array([[float(parameters[n]) for n in names]]) if names else np.zeros((1, 0))
-    return run_evidence_sets(ev, names, theta, solver=solver, runner=runner)[0]
+    return run_evidence_sets(ev, names, theta, solver=solver, runner=runner, progress=progress)[0]
 
 
 def run_evidence_sets(
@@ -580,6 +582,7 @@ def run_evidence_sets(
     *,
     solver: str | None = None,
     runner: Callable | None = None,
+    progress: bool = False,
 ) -> list[list[dict]]:
     """The scorecard rows of every parameter set in ``theta`` (R, len(names)).
 
@@ -593,7 +596,12 @@ def run_evidence_sets(
     for e in ev.entries:
         by_protocol.setdefault(e.protocol, []).append(e)
     values: list[dict[str, tuple[float, str]]] = [{} for _ in range(n_sets)]
-    for path, entries in by_protocol.items():
+    protocols = list(by_protocol.items())
+    if progress:
+        from exosim.util.progress import progress as _bar
+
+        protocols = _bar(protocols, total=len(protocols), desc="exosim evidence", unit="protocol")
+    for path, entries in protocols:
         base = ev.compiled[path]
         compiled = base if n_sets == 1 else ev.replicated(path, n_sets)
         p = compiled.parameters.copy()
