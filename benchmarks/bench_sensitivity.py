@@ -1,23 +1,24 @@
-"""The standard sensitivity job, timed against libRoadRunner and scipy.
+"""The standard sensitivity job, timed against a tuned libRoadRunner loop doing the same job.
 
-Usage: python benchmarks/bench_sensitivity.py [--N 1024] [--subset 16] [--scenarios hnscc iccm]
-       [--backend numba|numpy] [--rtol 1e-8] [--workers 1]
+Usage: python benchmarks/bench_sensitivity.py [--N 1024] [--rr-runs 1000] [--scenarios hnscc iccm]
+       [--backend numba|numpy] [--rtol 1e-8] [--workers 1] [--subset 16]
 
 Job: Sobol indices of 6 uptake parameters (binding rate constant, unbinding rate, binding
 sites, internalisation, endosomal escape, extracellular decay), N base samples (N*(6+2)
 samples), each sample run for the control arm and the analysed arm over 6 grid doses.
 
-Reported per scenario:
-- exosim: wall time of the whole analysis (sampling, batched integration, Sobol analysis)
-  and the peak resident memory of the process; with the numba backend, the time to compile
-  (or load from the on-disk cache) the kernel is reported separately and included in the total;
-- libRoadRunner: the same runs from exported SBML (one SBML model per arm and dose, loaded
-  once; per sample: resetAll, set the parameter values, simulate), timed on the first
-  `subset` samples and extrapolated to all samples (stated as such);
-- scipy solve_ivp (LSODA, per member, segment by segment) on the first `subset` samples,
-  extrapolated likewise;
-- the largest relative difference of the analysed outputs (exosim vs libRoadRunner) on the
-  subset, and of every member's surviving fraction.
+Both sides do the whole job through the same code (exosim's Sobol sampling, its survival
+summaries and SALib's analysis); only the simulator differs:
+- exosim: the batched analysis (`--backend`), wall time and peak resident memory;
+- libRoadRunner, written as a competent tellurium user would: one SBML model per member,
+  loaded and compiled once; per sample `resetAll`, the parameter values set, one simulation to
+  the grid irradiation (where exosim reads alpha_eff and beta_eff) and one to scoring, only the
+  end points; exosim's absolute tolerance per state (`setIndividualTolerance`), and CVODE's
+  Adams or BDF, whichever is faster on this scenario (measured); timed on a Sobol job of at
+  least `--rr-runs` runs and extrapolated per run to N (stated as such).
+Two ratios: at equal rtol, and at matched accuracy, where libRoadRunner's rtol is tightened
+until its largest survival error against a reference (exosim, numba, rtol 1e-12, checked
+against libRoadRunner at 1e-12) is no larger than exosim's at `--rtol`, on `--subset` samples.
 """
 
 from __future__ import annotations
@@ -59,39 +60,101 @@ def peak_rss_mb() -> float:
     return max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024.0
 
 
-def roadrunner_subset(evaluator, values: np.ndarray, rtol: float):
-    """Surviving fractions (samples, members) and delivered copies from libRoadRunner."""
-    import libsbml
-    import roadrunner
+class RoadRunnerEvaluator:
+    """``evaluate(keys, values) -> (outputs, failed, messages)`` like exosim's ScenarioEvaluator,
+    by a libRoadRunner loop over the members of each sample (see the module docstring)."""
 
-    compiled = CompiledScenario(evaluator.scenario)
-    t_end = compiled.score_event.at - compiled.scenario.timeline_start  # SBML time 0 is the timeline start
-    scored = compiled.score_event.score.population
-    model = compiled.model
-    runners = []
-    for member in range(compiled.n_members):
-        doc, _ = export_member(compiled, member)
-        rr = roadrunner.RoadRunner(libsbml.writeSBMLToString(doc))
-        rr.integrator.relative_tolerance = rtol
-        rr.integrator.absolute_tolerance = 1e-12
-        rr.integrator.setValue("maximum_num_steps", 1_000_000)
-        runners.append(rr)
-    ids = {k: [model.parameters[i].name for i in compiled.instances(k)] for k in KEYS}
-    cargo = model.cargos[0] if model.cargos else None
-    sf = np.empty((values.shape[0], compiled.n_members))
-    delivered = np.zeros_like(sf)
-    start = time.perf_counter()
-    for s, row in enumerate(values):
-        for member, rr in enumerate(runners):
-            rr.resetAll()
-            for k, v in zip(KEYS, row):
-                for name in ids[k]:
-                    rr.setValue(name, float(v))
-            rr.simulate(0.0, t_end, 2)
-            sf[s, member] = rr.getValue(f"{scored}__surviving_fraction")
-            if cargo:
-                delivered[s, member] = rr.getValue(f"{scored}__{cargo}_delivered")
-    return sf, delivered, time.perf_counter() - start
+    def __init__(self, evaluator, rtol: float, stiff: bool):
+        import libsbml
+        import roadrunner
+
+        self.ev = evaluator
+        compiled = CompiledScenario(evaluator.scenario)
+        t0 = compiled.scenario.timeline_start  # SBML time 0 is the timeline start
+        self.t_end = compiled.score_event.at - t0
+        # exosim reads alpha_eff and beta_eff just before the grid irradiation of the scored cells,
+        # or at scoring when the grid irradiates other cells
+        recorded = [a for a in compiled.actions if a.record]
+        self.t_ref = recorded[0].time - t0 if recorded else self.t_end
+        self.scored = compiled.score_event.score.population
+        model = compiled.model
+        atol = compiled.scenario.solver.atol
+        self.runners = []
+        for member in range(compiled.n_members):
+            doc, _ = export_member(compiled, member)
+            rr = roadrunner.RoadRunner(libsbml.writeSBMLToString(doc))
+            rr.integrator.stiff = stiff
+            rr.integrator.relative_tolerance = rtol
+            for st in model.states:  # exosim's absolute tolerance per state
+                rr.integrator.setIndividualTolerance(st.name, atol * st.scale)
+            rr.integrator.setValue("maximum_num_steps", 1_000_000)
+            self.runners.append(rr)
+        self.ids = {k: [model.parameters[i].name for i in compiled.instances(k)] for k in KEYS}
+        self.cargo = model.cargos[0] if model.cargos else None
+        one = BatchModel(evaluator.scenario, KEYS).simulate(sa.nominal_values(evaluator.scenario, KEYS)[None])
+        self.template = one
+
+    def simulate(self, values: np.ndarray):
+        """(SF, delivered, alpha_eff, beta_eff) arrays (samples, members)."""
+        shape = (values.shape[0], len(self.runners))
+        sf, delivered, alpha, beta = (np.full(shape, np.nan) for _ in range(4))
+        for s, row in enumerate(values):
+            for member, rr in enumerate(self.runners):
+                try:
+                    rr.resetAll()
+                    for k, v in zip(KEYS, row):
+                        for name in self.ids[k]:
+                            rr.setValue(name, float(v))
+                    rr.simulate(0.0, self.t_ref, 2)
+                    alpha[s, member] = rr.getValue(f"{self.scored}__alpha_eff")
+                    beta[s, member] = rr.getValue(f"{self.scored}__beta_eff")
+                    if self.t_ref < self.t_end:
+                        rr.simulate(self.t_ref, self.t_end, 2)
+                    sf[s, member] = rr.getValue(f"{self.scored}__surviving_fraction")
+                    if self.cargo:
+                        delivered[s, member] = rr.getValue(f"{self.scored}__{self.cargo}_delivered")
+                except RuntimeError:  # a failed run is a failed sample, as in exosim
+                    sf[s, member] = np.nan
+        return sf, delivered, alpha, beta
+
+    def __call__(self, keys, values: np.ndarray):
+        values = np.atleast_2d(np.asarray(values, dtype=float))
+        m = values.shape[0]
+        sf, delivered, alpha, beta = self.simulate(values)
+        t = self.template
+        status = (~np.isfinite(sf)).astype(int).reshape(-1)
+        reference = {"alpha_eff": alpha.reshape(-1), "beta_eff": beta.reshape(-1)}
+        if self.cargo:
+            reference[f"{self.cargo}_delivered_at_scoring"] = delivered.reshape(-1)
+        result = dataclasses.replace(
+            t,
+            surviving_fraction=sf.reshape(-1),
+            status=status,
+            messages=["" if ok == 0 else "libRoadRunner failed" for ok in status],
+            reference=reference,
+            grid=np.tile(t.grid, m),
+            arm_index=np.tile(t.arm_index, m),
+        )
+        return sample_outputs(result, m, self.ev.target, self.ev.control)
+
+
+def pick_method(evaluator, rtol: float, values: np.ndarray) -> tuple[bool, dict]:
+    """CVODE Adams (stiff False) or BDF (stiff True), whichever runs ``values`` faster."""
+    times = {}
+    for stiff in (False, True):
+        rr = RoadRunnerEvaluator(evaluator, rtol, stiff)
+        start = time.perf_counter()
+        rr.simulate(values)
+        times["BDF" if stiff else "Adams"] = time.perf_counter() - start
+    return times["BDF"] < times["Adams"], times
+
+
+def reference_sf(evaluator, values: np.ndarray) -> np.ndarray:
+    """Surviving fractions (samples, members) from exosim at rtol 1e-12 (numba where installed)."""
+    sc = evaluator.scenario
+    solver = sc.solver.model_copy(update={"rtol": 1e-12, "atol": 1e-14, "backend": "auto"})
+    res = BatchModel(sc.model_copy(update={"solver": solver}), KEYS).simulate(values)
+    return res.surviving_fraction.reshape(values.shape[0], -1)
 
 
 class ScipyLSODA:
@@ -151,7 +214,7 @@ def solve_ivp_subset(evaluator, values: np.ndarray, rtol=1e-8) -> tuple[np.ndarr
     return res.surviving_fraction.reshape(values.shape[0], -1), time.perf_counter() - start
 
 
-def run(name: str, n: int, subset: int, backend: str, rtol: float, workers: int) -> None:
+def run(name: str, n: int, subset: int, backend: str, rtol: float, workers: int, rr_runs: int) -> None:
     fname, arm, doses = SCENARIOS[name]
     sc = exosim.load_scenario(ROOT / "scenarios" / fname)
     sc = sc.model_copy(
@@ -172,12 +235,12 @@ def run(name: str, n: int, subset: int, backend: str, rtol: float, workers: int)
     try:
         res = sa.sobol(ev, space, sa.OUTPUTS, n, seed=1)
         wall = time.perf_counter() - t
-        _report(name, n, subset, rtol, ev, space, engine, res, wall, compile_s)
+        _report(name, n, subset, rtol, ev, space, engine, res, wall, compile_s, rr_runs)
     finally:  # the subset below runs through the same engine: close it only at the end
         engine.close()
 
 
-def _report(name, n, subset, rtol, ev, space, engine, res, wall, compile_s) -> None:
+def _report(name, n, subset, rtol, ev, space, engine, res, wall, compile_s, rr_runs) -> None:
     n_samples = res.samples.shape[0]
     print(
         f"[{name}] exosim ({ev.backend}, rtol {rtol:g}, {engine.describe()}) Sobol N={n}: {n_samples} samples x "
@@ -196,31 +259,64 @@ def _report(name, n, subset, rtol, ev, space, engine, res, wall, compile_s) -> N
     if not subset:
         return
     sub = res.samples[:subset]
-    exo_out, _, _ = ev(space.names, sub)
-    batch = BatchModel(ev.scenario, KEYS)
-    exo = batch.simulate(sub)
-    compiled = batch.template
-    exo_sf = exo.surviving_fraction.reshape(subset, -1)
-    rr_sf, rr_delivered, rr_time = roadrunner_subset(ev, sub, rtol)
-    per_run = rr_time / rr_sf.size
+    d = len(KEYS)
     total_runs = n_samples * ev.members_per_sample
+    stiff, method_times = pick_method(ev, rtol, sub[:2])
+    method = "BDF" if stiff else "Adams"
+    ref = reference_sf(ev, sub)
+    exo_sf = BatchModel(ev.scenario, KEYS).simulate(sub).surviving_fraction.reshape(subset, -1)
+
+    def err(sf):
+        return float(np.nanmax(np.abs(sf - ref) / ref))
+
+    exo_err = err(exo_sf)
+    check = err(RoadRunnerEvaluator(ev, 1e-12, True).simulate(sub)[0])
     print(
-        f"[{name}] libRoadRunner loop: {rr_sf.size} runs in {rr_time:.1f} s ({1e3 * per_run:.2f} ms/run); "
-        f"extrapolated to all {total_runs} runs: {per_run * total_runs:.0f} s"
-        f" -> exosim is {per_run * total_runs / wall:.1f}x faster"
+        f"[{name}] reference: exosim at rtol 1e-12 on {subset} samples ({subset * ev.members_per_sample} runs); "
+        f"libRoadRunner at rtol 1e-12 (BDF) agrees to {check:.1e}. Largest survival error at rtol {rtol:g}: "
+        f"exosim {exo_err:.1e}"
     )
-    # outputs from libRoadRunner survival, through the same survival observables
-    cargo = compiled.model.cargos[0] if compiled.model.cargos else None
-    reference = dict(exo.reference)
-    if cargo:
-        reference[f"{cargo}_delivered_at_scoring"] = rr_delivered.reshape(-1)
-    rr_res = dataclasses.replace(exo, surviving_fraction=rr_sf.reshape(-1), reference=reference)
-    rr_out, _, _ = sample_outputs(rr_res, subset, ev.target, ev.control)
+    errors, matched = {}, None
+    for k in range(0, 6):
+        r = rtol * 10.0**-k
+        if r < 1e-12:
+            break
+        errors[r] = err(RoadRunnerEvaluator(ev, r, stiff).simulate(sub)[0])
+        if errors[r] <= exo_err:
+            matched = r
+            break
+    print(
+        f"[{name}] libRoadRunner CVODE {method} (measured on 2 samples: Adams {method_times['Adams']:.2f} s, "
+        f"BDF {method_times['BDF']:.2f} s); survival error by rtol: "
+        + ", ".join(f"{r:g}: {e:.1e}" for r, e in errors.items())
+        + (f" -> matched accuracy at rtol {matched:g}" if matched else " -> not matched down to rtol 1e-12")
+    )
+    # the whole job (Sobol sampling, runs, summaries, analysis) with libRoadRunner, on >= rr_runs runs
+    n_rr = 2
+    while n_rr * (d + 2) * ev.members_per_sample < rr_runs:
+        n_rr *= 2
+    for label, r in (("equal rtol", rtol), ("matched accuracy", matched)):
+        if r is None:
+            continue
+        build = time.perf_counter()
+        rr_eval = RoadRunnerEvaluator(ev, r, stiff)
+        build = time.perf_counter() - build
+        start = time.perf_counter()
+        rr_res = sa.sobol(rr_eval, space, sa.OUTPUTS, n_rr, seed=1)
+        job = time.perf_counter() - start
+        runs = rr_res.samples.shape[0] * ev.members_per_sample
+        extrapolated = build + job / runs * total_runs
+        print(
+            f"[{name}] libRoadRunner whole job, {label} (rtol {r:g}): Sobol N={n_rr}, {runs} runs in {job:.1f} s "
+            f"({1e3 * job / runs:.2f} ms/run; models built in {build:.1f} s); extrapolated to N={n}: "
+            f"{extrapolated:.0f} s -> exosim is {extrapolated / wall:.1f}x faster"
+        )
+    exo_out = ev(space.names, sub)[0]
+    rr_out = RoadRunnerEvaluator(ev, rtol, stiff)(space.names, sub)[0]
     cols = [k for k, o in enumerate(sa.OUTPUTS) if o not in ("alpha_eff", "beta_eff")]
     diff = np.abs(rr_out[:, cols] - exo_out[:, cols]) / np.maximum(np.abs(exo_out[:, cols]), 1e-12)
     print(
-        f"[{name}] largest relative difference exosim vs libRoadRunner: surviving fraction "
-        f"{np.nanmax(np.abs(rr_sf - exo_sf) / exo_sf):.2e}; outputs "
+        f"[{name}] largest relative difference of the analysed outputs, exosim vs libRoadRunner at rtol {rtol:g}: "
         + ", ".join(f"{sa.OUTPUTS[c]} {np.nanmax(diff[:, i]):.1e}" for i, c in enumerate(cols))
     )
     k = max(1, subset // 4)
@@ -236,11 +332,14 @@ def _report(name, n, subset, rtol, ev, space, engine, res, wall, compile_s) -> N
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--N", type=int, default=1024)
-    ap.add_argument("--subset", type=int, default=16, help="samples timed with libRoadRunner (0: skip)")
+    ap.add_argument(
+        "--subset", type=int, default=16, help="samples for the accuracy comparison (0: skip libRoadRunner)"
+    )
+    ap.add_argument("--rr-runs", type=int, default=1000, help="least runs of libRoadRunner's timed whole job")
     ap.add_argument("--backend", default="auto", choices=["auto", "numpy", "numba"])
     ap.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance of all three simulators")
     ap.add_argument("--workers", type=int, default=1, help="worker processes for exosim (libRoadRunner: 1)")
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     args = ap.parse_args()
     for name in args.scenarios:
-        run(name, args.N, args.subset, args.backend, args.rtol, args.workers)
+        run(name, args.N, args.subset, args.backend, args.rtol, args.workers, args.rr_runs)
