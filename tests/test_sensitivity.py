@@ -149,9 +149,12 @@ def test_dask_local_cluster_gives_the_serial_result(mir22):
             dask = sa.sobol(
                 sa.ScenarioEvaluator(mir22, engine=engine, chunk_members=40), space, sa.OUTPUTS, 4, seed=5, resamples=50
             )
+            record = engine.record()
         finally:
             engine.close()
     np.testing.assert_array_equal(serial.values, dask.values)
+    # provenance counts the tasks restarted after a worker died and the workers lost: none here
+    assert record["retried_tasks"] == 0 and record["lost_workers"] == 0 and record["workers"] == 1
 
 
 def test_failed_members_are_counted_and_their_blocks_dropped(mir22):

@@ -86,6 +86,9 @@ class DaskEngine(Engine):
         # every worker must compute what this process would: same exosim, same numba
         self.worker_versions = self._client.run(_versions)
         self.workers = max(1, len(self.worker_versions))
+        #: tasks the scheduler restarted because their worker died, and workers lost since the start
+        self.retried_tasks = 0
+        self.lost_workers = 0
         here = _versions()
         for worker, theirs in self.worker_versions.items():
             if theirs != here:
@@ -96,10 +99,21 @@ class DaskEngine(Engine):
                 )
 
     def map(self, func, tasks):
-        """Submit all tasks; gather results in task order."""
+        """Submit all tasks; gather results in task order; count restarts and lost workers."""
         futures = self._client.map(func, list(tasks), pure=False)
-        for fut in futures:
-            yield fut.result()
+        try:
+            for fut in futures:
+                yield fut.result()
+        finally:  # while the futures are held, the scheduler still knows their tasks
+            self._count_losses([f.key for f in futures])
+
+    def _count_losses(self, keys: list) -> None:
+        try:
+            self.retried_tasks += int(self._client.run_on_scheduler(_restarted, keys=keys))
+            alive = len(self._client.scheduler_info().get("workers", {}))
+        except Exception:  # noqa: BLE001 - a closed or unreachable scheduler: nothing to count
+            return
+        self.lost_workers = max(self.lost_workers, len(self.worker_versions) - alive)
 
     def close(self) -> None:
         """Close the client connection (the cluster keeps running)."""
@@ -116,7 +130,14 @@ class DaskEngine(Engine):
             "scheduler": self.address,
             "workers": self.workers,
             "worker_versions": self.worker_versions,
+            "retried_tasks": self.retried_tasks,
+            "lost_workers": self.lost_workers,
         }
+
+
+def _restarted(dask_scheduler, keys: list) -> int:
+    """Times the scheduler had to restart these tasks because their worker died (run on it)."""
+    return sum(dask_scheduler.tasks[k].suspicious for k in keys if k in dask_scheduler.tasks)
 
 
 def _versions() -> dict:
