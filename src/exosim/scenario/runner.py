@@ -283,15 +283,20 @@ class CompiledScenario:
         return {"population": pop, "fractions": n, "dose_rate": act.dose_rate, "scored": pop == scored}
 
     # ------------------------------------------------------------- running
-    def _implicit_fallback(self, sol, t, t_next, y, p, scale, options, t_eval, status, counters) -> None:
+    def _implicit_fallback(self, sol, t, t_next, y, p, scale, options, t_eval, status, counters, integrator) -> None:
         """Members the explicit solver failed in this segment for step size or step budget are
         integrated again, alone, from ``y`` at ``t`` with BDF (:mod:`exosim.simulate.implicit`);
         a success replaces the failure in ``sol``, a failure adds its reason to the message."""
         from exosim.simulate import implicit
 
+        rhs1 = None
         for i in np.flatnonzero((sol.status == FAILED) & (status != FAILED)):
             if not implicit.falls_back(sol.message[i]):
                 continue
+            if rhs1 is None and integrator.name == "numba":  # the compiled one-member rhs: far faster
+                from exosim.simulate.dopri5_numba import rhs_for
+
+                rhs1 = rhs_for(self.model)
             res = implicit.integrate_member(
                 self.model,
                 t,
@@ -302,6 +307,7 @@ class CompiledScenario:
                 atol=options.atol * scale,
                 t_eval=t_eval,
                 max_seconds=options.max_seconds,
+                rhs1=rhs1,
             )
             counters["implicit_rhs_evaluations"] = counters.get("implicit_rhs_evaluations", 0) + res.rhs_evaluations
             if res.ok:
@@ -431,7 +437,9 @@ class CompiledScenario:
                 for key, value in sol.stats.items():
                     counters[key] = counters.get(key, 0) + value
                 if sc.solver.stiff_fallback == "bdf":
-                    self._implicit_fallback(sol, t, t_next, y, p, scale, options, times[sel], status, counters)
+                    self._implicit_fallback(
+                        sol, t, t_next, y, p, scale, options, times[sel], status, counters, integrator
+                    )
                 for i in np.flatnonzero((sol.status == FAILED) & (status != FAILED)):
                     status[i] = FAILED
                     grid = "" if np.isnan(self.grid[i]) else f", grid dose {self.grid[i]:g} Gy"

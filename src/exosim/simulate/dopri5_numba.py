@@ -223,6 +223,7 @@ def integrate(y0, p, t0, t1, t_eval, rtol, atol, h0, max_steps, min_step, deadli
 """
 
 _loaded: dict[str, object] = {}
+_rhs: dict = {}
 
 
 def _cache_dir() -> Path:
@@ -296,7 +297,14 @@ def kernel_for(model):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     _loaded[digest] = module.integrate
+    _rhs[digest] = module.rhs1
     return module.integrate
+
+
+def rhs_for(model):
+    """The compiled one-member right-hand side ``rhs1(y, p, dy)`` of a model (the kernel's)."""
+    kernel_for(model)
+    return _rhs[hashlib.sha256(module_source(model).encode()).hexdigest()[:20]]
 
 
 class NumbaDopri5:

@@ -62,6 +62,7 @@ def integrate_member(
     atol: np.ndarray,
     t_eval: np.ndarray,
     max_seconds: float,
+    rhs1=None,
 ) -> ImplicitResult:
     """Integrate one member from ``t0`` to ``t1`` with BDF.
 
@@ -83,6 +84,9 @@ def integrate_member(
         Output times inside ``(t0, t1]``.
     max_seconds : float
         Wall-clock limit for this member's segment.
+    rhs1 : callable, optional
+        The compiled one-member right-hand side ``rhs1(y, p, dy)`` (numba backend); default the
+        model's numpy right-hand side for one member.
 
     Returns
     -------
@@ -90,16 +94,28 @@ def integrate_member(
     """
     from scipy.integrate import solve_ivp
 
-    prepared = model.prepare(np.asarray(p_row, dtype=float)[None, :])
     deadline = time.perf_counter() + max_seconds
     calls = 0
+    if rhs1 is not None:
+        p_c = np.ascontiguousarray(p_row, dtype=float)
+
+        def derivative(t: float, y: np.ndarray) -> np.ndarray:
+            dy = np.empty_like(y)
+            rhs1(np.ascontiguousarray(y), p_c, dy)
+            return dy
+
+    else:
+        prepared = model.prepare(np.asarray(p_row, dtype=float)[None, :])
+
+        def derivative(t: float, y: np.ndarray) -> np.ndarray:
+            return model.rhs_prepared(t, y[None, :], prepared)[0]
 
     def f(t: float, y: np.ndarray) -> np.ndarray:
         nonlocal calls
         calls += 1
         if calls % 64 == 0 and time.perf_counter() > deadline:
             raise _Deadline
-        return model.rhs_prepared(t, y[None, :], prepared)[0]
+        return derivative(t, y)
 
     times = np.unique(np.append(np.asarray(t_eval, dtype=float), t1))
     n = y0.size
