@@ -74,8 +74,10 @@ class RoadRunnerEvaluator:
         self.t_end = compiled.score_event.at - t0
         # exosim reads alpha_eff and beta_eff just before the grid irradiation of the scored cells,
         # or at scoring when the grid irradiates other cells
+        # (just before it: a simulation that ends at an event's time leaves the event to the next
+        # one, which starts with the trigger already true and never fires it)
         recorded = [a for a in compiled.actions if a.record]
-        self.t_ref = recorded[0].time - t0 if recorded else self.t_end
+        self.t_ref = recorded[0].time - t0 - 1e-6 if recorded else self.t_end
         self.scored = compiled.score_event.score.population
         model = compiled.model
         atol = compiled.scenario.solver.atol
