@@ -319,7 +319,10 @@ def _report(name, n, subset, rtol, ev, space, engine, res, wall, compile_s, rr_r
     diff = np.abs(rr_out[:, cols] - exo_out[:, cols]) / np.maximum(np.abs(exo_out[:, cols]), 1e-12)
     print(
         f"[{name}] largest relative difference of the analysed outputs, exosim vs libRoadRunner at rtol {rtol:g}: "
-        + ", ".join(f"{sa.OUTPUTS[c]} {np.nanmax(diff[:, i]):.1e}" for i, c in enumerate(cols))
+        + ", ".join(
+            f"{sa.OUTPUTS[c]} " + (f"{np.nanmax(diff[:, i]):.1e}" if np.isfinite(diff[:, i]).any() else "n/a")
+            for i, c in enumerate(cols)
+        )
     )
     k = max(1, subset // 4)
     sp_sf, sp_time = solve_ivp_subset(ev, sub[:k], rtol)

@@ -202,7 +202,9 @@ def finish(proc: subprocess.Popen, timeout: float = 30.0) -> tuple[str, str]:
 @pytest.mark.parametrize("sig,code,line", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_signal_during_a_run_cleans_up_and_exits(tmp_path, sig, code, line):
     out = tmp_path / "out"
-    proc = start("run", SLOW, "-o", str(out))
+    # the numpy backend: seconds of simulation, so the signal lands in the run under any load (the
+    # cached compiled kernel can finish the course within the 0.3 s the test waits)
+    proc = start("run", SLOW, "-o", str(out), "--backend", "numpy")
     try:
         wait_for(lambda: (out / LOCK_NAME).exists(), proc)  # folder claimed: the simulation is under way
         time.sleep(0.3)
