@@ -176,7 +176,9 @@ def release(
             ),
             Rule(
                 "vesicle_output",
-                "secreting_cells*release_flux + cells*dying_cell_burst*death_flux",
+                "secreting_cells*release_flux + "
+                + ("cells*tumour_expansion" if tumour else "cells")
+                + "*dying_cell_burst*death_flux",
                 "particles/h",
                 "vesicles the population adds to its medium: living cells' release and dying cells' bursts",
             ),
