@@ -50,10 +50,14 @@ FUNCTIONS: dict[str, tuple[int, Callable[..., str], Callable[..., str]]] = {
     "exp": (1, lambda a: f"np.exp({a})", lambda a: f"exp({a})"),
     "log": (1, lambda a: f"np.log({a})", lambda a: f"ln({a})"),
     "sqrt": (1, lambda a: f"np.sqrt({a})", lambda a: f"sqrt({a})"),
-    "pos": (1, lambda a: f"np.maximum({a}, 0.0)", lambda a: f"max({a}, 0)"),
+    # SBML: ``zero`` is the 0 of max(x, 0), with the unit of x where the export gives one
+    "pos": (1, lambda a: f"np.maximum({a}, 0.0)", lambda a, zero="0": f"max({a}, {zero})"),
     # Hill function x^n / (K^n + x^n) of a non-negative argument (docs/model.md section 2).
-    "hill": (3, lambda x, k, n: f"_hill({x}, {k}, {n})", lambda x, k, n: f"hill(max({x}, 0), {k}, {n})"),
+    "hill": (3, lambda x, k, n: f"_hill({x}, {k}, {n})", lambda x, k, n, zero="0": f"hill(max({x}, {zero}), {k}, {n})"),
 }
+
+#: functions whose SBML rendering clips an argument at a zero that takes that argument's unit
+_CLIPPING = ("pos", "hill")
 
 #: renderings for scalar (per-member, compiled) code where they differ from numpy's
 _SCALAR: dict[str, Callable[..., str]] = {"pos": lambda a: f"max({a}, 0.0)"}
@@ -138,13 +142,11 @@ def _render(
             return f"({s})" if needs else s
         if isinstance(n, ast.Call):
             args = [go(a) for a in n.args]
-            if fmt == "sbml" and n.func.id in ("pos", "hill") and literal_unit is not None and literal_unit(n):
-                # max(x, 0) with the zero in the units of x
-                clipped = f"max({args[0]}, 0 {literal_unit(n)})"
-                return clipped if n.func.id == "pos" else f"hill({clipped}, {args[1]}, {args[2]})"
             _, np_r, sbml_r = FUNCTIONS[n.func.id]
             if fmt == "scalar":
                 return _SCALAR.get(n.func.id, np_r)(*args)
+            if fmt == "sbml" and n.func.id in _CLIPPING and literal_unit is not None and literal_unit(n):
+                return sbml_r(*args, zero=f"0 {literal_unit(n)}")  # max(x, 0) with the zero in x's unit
             return (np_r if fmt == "numpy" else sbml_r)(*args)
         raise ExpressionError(f"cannot render {type(n).__name__}")
 

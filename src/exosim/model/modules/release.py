@@ -91,6 +91,8 @@ def release(
         is proportional to (the secretome of M1-polarised macrophages)
     """
     free_release_with = free_release_with or {}
+    # the cells the population's shares refer to: the plated number, grown by a tumour's expansion
+    cohort = "cells*tumour_expansion" if tumour else "cells"
     m = f"{medium}{SEP}"
     block = Block(
         module="release",
@@ -158,7 +160,7 @@ def release(
             ),
             Rule(
                 "secreting_cells",
-                "cells*tumour_expansion*(1 - dead_share)" if tumour else "cells*(1 - dead_share)",
+                f"{cohort}*(1 - dead_share)",
                 "cells",
                 "cells still alive and secreting",
             ),
@@ -176,9 +178,7 @@ def release(
             ),
             Rule(
                 "vesicle_output",
-                "secreting_cells*release_flux + "
-                + ("cells*tumour_expansion" if tumour else "cells")
-                + "*dying_cell_burst*death_flux",
+                f"secreting_cells*release_flux + {cohort}*dying_cell_burst*death_flux",
                 "particles/h",
                 "vesicles the population adds to its medium: living cells' release and dying cells' bursts",
             ),
