@@ -80,6 +80,26 @@ def test_figures_command_refuses_an_unknown_format_and_writes_nothing(tmp_path, 
     assert "--dpi" in capsys.readouterr().err and not out.exists()
 
 
+def test_figure_workers_draw_the_same_files_as_one_process(tmp_path, capsys):
+    """``--workers 2`` draws each scenario in its own process (a calibration refit included):
+    the same files, byte for byte, as the serial run."""
+    from exosim.cli import main
+
+    paths = [
+        str(SCENARIOS / n) for n in ("mir22_exosome_radiosensitisation.yaml", "iccm_bystander_medium_transfer.yaml")
+    ]
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    assert main(["figures", *paths, "-o", str(serial), "--format", "png"]) == 0
+    assert main(["figures", *paths, "-o", str(parallel), "--format", "png", "--workers", "2"]) == 0
+    names = sorted(p.name for p in serial.glob("*.png"))
+    assert "iccm_bystander_medium_transfer_calibration.png" in names and len(names) == 5
+    assert names == sorted(p.name for p in parallel.glob("*.png"))
+    for name in names:
+        assert (serial / name).read_bytes() == (parallel / name).read_bytes(), name
+    assert main(["figures", *paths, "-o", str(tmp_path / "none"), "--workers", "0"]) == 2
+    assert "--workers" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
 def test_sensitivity_panels_say_when_an_output_is_undefined_or_unmoved(tmp_path, monkeypatch):
     from types import SimpleNamespace
 

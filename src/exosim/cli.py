@@ -334,6 +334,7 @@ def _parser() -> argparse.ArgumentParser:
         "for a journal)",
     )
     fig.add_argument("--dpi", type=int, default=None, help="resolution of raster figures (default: 120-150)")
+    fig.add_argument("--workers", type=int, default=1, help="worker processes, one scenario each at a time (default 1)")
     _bands_option(fig)
     ft = sub.add_parser(
         "fit",
@@ -1021,9 +1022,9 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _cmd_figures(args: argparse.Namespace) -> int:
     from exosim.analysis import fit as _fit
-    from exosim.io.figures import parse_formats, plot_fit, plot_survival, plot_timecourses, save_options
+    from exosim.analysis.engine import make_engine
+    from exosim.io.figures import parse_formats
     from exosim.scenario.load import load_scenario
-    from exosim.scenario.runner import run
     from exosim.util.atomic import claim_output, staged_outputs
     from exosim.util.progress import progress
 
@@ -1034,6 +1035,9 @@ def _cmd_figures(args: argparse.Namespace) -> int:
         return 2
     if args.dpi is not None and args.dpi <= 0:
         print(f"exosim: error: --dpi: expected a positive integer, got {args.dpi}", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print(f"exosim: error: --workers: expected a positive integer, got {args.workers}", file=sys.stderr)
         return 2
     scenarios = [load_scenario(p) for p in args.scenarios]  # all validated before anything is written
     problems = {}
@@ -1046,7 +1050,6 @@ def _cmd_figures(args: argparse.Namespace) -> int:
                 return 2
     record = None
     if args.bands:
-        from exosim.analysis.posterior import prediction_bands
         from exosim.model import catalogue as cat
 
         record = cat.calibration()
@@ -1057,20 +1060,42 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     # every figure is drawn into one staging folder and all move into place together at the end
     # (an error or a signal leaves the folder as it was); other files in the folder stay untouched
     stage = staged_outputs(outdir)
-    with stage as tmp, save_options(formats, args.dpi):
-        for sc in progress(scenarios, total=len(scenarios), desc="exosim figures", unit="scenario"):
-            # time courses for medium transfer (their own figure) and for protocols without a dose
-            # grid (the survival figure is then the scored cells' survival over the protocol)
-            result = run(sc, time_courses=sc.type == "medium_transfer" or sc.dose_grid is None)
-            bands = prediction_bands(sc, record, draws=args.bands, solver="auto") if args.bands else None
-            plot_survival(result, result.survival_rows(), tmp / f"{sc.name}.png", bands=bands)
-            if sc.type == "medium_transfer":  # time courses of the key states, at the largest grid dose
-                plot_timecourses(result, tmp / f"{sc.name}_timecourses.png")
-            if sc.name in problems:
-                plot_fit(problems[sc.name], _fit.fit(problems[sc.name]), tmp / f"{sc.name}_calibration.png")
+    engine = make_engine(min(args.workers, len(scenarios)))
+    try:
+        with stage as tmp:
+            # scenarios travel to the workers; compiled models do not pickle, so each builds its own
+            tasks = [(sc, sc.name in problems, tmp, formats, args.dpi, args.bands, record) for sc in scenarios]
+            for _ in progress(engine.map(_figures_of, tasks), total=len(tasks), desc="exosim figures", unit="scenario"):
+                pass
+    finally:
+        engine.close()
     for path in stage.written:
         print(f"wrote {path}")
     return 0
+
+
+def _figures_of(task: tuple) -> None:
+    """The figures of one scenario (a top-level function: figure workers run it in their process)."""
+    from exosim.analysis import fit as _fit
+    from exosim.io.figures import plot_fit, plot_survival, plot_timecourses, save_options
+    from exosim.scenario.runner import run
+
+    sc, calibrated, tmp, formats, dpi, draws, record = task
+    with save_options(formats, dpi):
+        # time courses for medium transfer (their own figure) and for protocols without a dose
+        # grid (the survival figure is then the scored cells' survival over the protocol)
+        result = run(sc, time_courses=sc.type == "medium_transfer" or sc.dose_grid is None)
+        bands = None
+        if draws:
+            from exosim.analysis.posterior import prediction_bands
+
+            bands = prediction_bands(sc, record, draws=draws, solver="auto")
+        plot_survival(result, result.survival_rows(), tmp / f"{sc.name}.png", bands=bands)
+        if sc.type == "medium_transfer":  # time courses of the key states, at the largest grid dose
+            plot_timecourses(result, tmp / f"{sc.name}_timecourses.png")
+        if calibrated:
+            problem = _fit.calibration_problem(sc)
+            plot_fit(problem, _fit.fit(problem), tmp / f"{sc.name}_calibration.png")
 
 
 class Terminated(BaseException):

@@ -325,7 +325,19 @@ def plot_timecourses(result: RunResult, path: Path) -> None:
             (f"immune{SEP}dc_activation", "dendritic cells activated through STING (share)", False),
             (f"immune{SEP}effector_t_cells", "effector T cells primed against the tumours", False),
         ]
-    fig = _canvas((11, 2.6 * ((len(panels) + 2) // 3)))
+    rows = (len(panels) + 2) // 3
+    height = 2.6 * rows
+    # margins set by hand (inches): a constrained-layout solve re-measures every tick label and
+    # was half the time of a gallery run (``exosim figures``)
+    fig = _canvas((11, height), layout=None)
+    fig.subplots_adjust(
+        left=0.75 / 11,
+        right=1 - 0.2 / 11,
+        top=1 - 0.55 / height,
+        bottom=0.45 / height,
+        wspace=0.32,
+        hspace=1.05 / (2.6 - (1.0 / rows)),
+    )
     units = {s.name: s.unit for s in m.states}
     styles = arm_styles([bool(a.control) for a in sc.arms] if sc.arms else [True])
     for k, (state, title, log) in enumerate(panels):
