@@ -17,7 +17,9 @@ one factor per table key applied to every instance of that key (all
 populations and media).  Every sample runs the scenario's control arm and the
 analysed arm over the dose grid, integrated as batches through the vectorised
 model in chunks that bound memory (through :class:`exosim.analysis.batch.BatchModel`), on an
-:class:`~exosim.analysis.engine.Engine`.
+:class:`~exosim.analysis.engine.Engine`.  A member whose outputs cannot depend on the
+sampled parameters (the control arm of a medium transfer under uptake parameters: no
+vesicles reach its recipients) is integrated once per chunk, not once per sample.
 
 Failed runs: a sample whose integration failed has NaN outputs and is counted.
 Sobol and Morris then drop every *whole* Saltelli block (the base rows and
@@ -55,7 +57,7 @@ import numpy as np
 from exosim.analysis.batch import BatchModel
 from exosim.analysis.engine import Engine, SerialEngine
 from exosim.model import catalogue as cat
-from exosim.scenario.observables import SENSITIVITY_OUTPUTS, sample_outputs
+from exosim.scenario.observables import SENSITIVITY_OUTPUTS, sample_output_symbols, sample_outputs
 from exosim.scenario.schema import Scenario
 from exosim.simulate.solver import resolve_backend
 
@@ -169,7 +171,9 @@ class ParameterSpace:
 def _evaluate_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Top-level (picklable) worker: outputs (M, len(OUTPUTS)), failed (M,), messages."""
     scenario, keys, values, target, control = task
-    res = BatchModel(scenario, keys, strict=False).simulate(values)
+    # the outputs read of each member: a member none of them depends on (the control arm under
+    # uptake parameters) is integrated once for the chunk, not once per sample
+    res = BatchModel(scenario, keys, strict=False, outputs=sample_output_symbols(scenario)).simulate(values)
     return sample_outputs(res, values.shape[0], target, control)
 
 

@@ -33,6 +33,7 @@ from exosim.model.lq import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from exosim.scenario.result import RunResult
+    from exosim.scenario.schema import Scenario
 
 __all__ = [
     "CONVENTIONS",
@@ -47,6 +48,7 @@ __all__ = [
     "summary_rows",
     "delivery_rows",
     "sample_outputs",
+    "sample_output_symbols",
 ]
 
 #: the conventions above, as recorded in every run's provenance
@@ -292,6 +294,16 @@ def delivery_rows(result: RunResult) -> list[dict]:
                 }
             )
     return rows
+
+
+def sample_output_symbols(scenario: Scenario) -> list[str]:
+    """The states and rules :func:`sample_outputs` reads of a run of ``scenario``: the scored
+    population's surviving fraction, its ``alpha_eff`` and ``beta_eff`` and its delivered cargo
+    (what a batch over parameter samples must compute exactly; see
+    :class:`exosim.analysis.batch.BatchModel`)."""
+    population = next(e.score.population for e in scenario.timeline if e.score is not None)
+    names = ["surviving_fraction", "alpha_eff", "beta_eff"] + [f"{c}_delivered" for c in scenario.cargo]
+    return [f"{population}{SEP}{n}" for n in names]
 
 
 def sample_outputs(

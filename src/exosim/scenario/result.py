@@ -25,12 +25,24 @@ if TYPE_CHECKING:  # pragma: no cover
     from exosim.model.assemble import Model
     from exosim.scenario.schema import Scenario
 
-__all__ = ["RunResult", "Member", "public_name"]
+__all__ = ["RunResult", "Member", "public_name", "reference_symbol"]
 
 
 def public_name(symbol: str) -> str:
     """``recipients__dsb`` -> ``recipients.dsb``: how symbols are named in tables and the API."""
     return symbol.replace(SEP, ".", 1)
+
+
+def reference_symbol(key: str, population: str) -> str:
+    """The model symbol behind a key of :attr:`RunResult.reference` of the scored ``population``
+    (``alpha_eff`` -> ``recipients__alpha_eff``; see :meth:`RunResult.collect`)."""
+    if key.endswith("_delivered_at_scoring"):
+        return f"{population}{SEP}{key.removesuffix('_at_scoring')}"
+    if key == "residual_dsb_at_scoring":
+        return f"{population}{SEP}dsb"
+    if key.startswith(f"surviving_fraction{SEP}"):
+        return f"{key.split(SEP, 1)[1]}{SEP}surviving_fraction"
+    return f"{population}{SEP}{key}"
 
 
 @dataclass(frozen=True)
@@ -176,7 +188,10 @@ class RunResult:
         A batch over parameter sets (posterior draws, walkers) runs every set as one
         replicate; its tables are those of replicate ``r`` run alone.
         """
-        rows = slice(r * n_members, (r + 1) * n_members)
+        return self.select(slice(r * n_members, (r + 1) * n_members))
+
+    def select(self, rows: slice) -> RunResult:
+        """The members ``rows`` (a slice of the member axis) as a run of their own."""
         per_member = {k: v[rows] for k, v in self.reference.items()}
         ledger = {k: v[rows] for k, v in self.ledger.items()}
         return self._frozen(

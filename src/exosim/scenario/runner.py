@@ -34,7 +34,7 @@ from exosim.scenario.actions import Action
 from exosim.scenario.load import check_run_size, suggest
 from exosim.scenario.result import RunResult
 from exosim.scenario.schema import Arm, Event, Scenario, ScenarioError, parameter_value
-from exosim.simulate.solver import FAILED, MESSAGES, Solver, SolverOptions, get_solver
+from exosim.simulate.solver import FAILED, MESSAGES, SegmentResult, Solver, SolverOptions, get_solver
 
 __all__ = ["CompiledScenario", "compile_scenario", "run", "out_of_range"]
 
@@ -329,6 +329,7 @@ class CompiledScenario:
         record_times: np.ndarray | None = None,
         solver: str | Solver | None = None,
         progress: bool = False,
+        share: np.ndarray | None = None,
     ) -> RunResult:
         """Integrate all members through the timeline.
 
@@ -346,6 +347,14 @@ class CompiledScenario:
             :class:`~exosim.simulate.solver.Solver`; default the scenario's ``solver.backend``
         progress : write the share of the timeline done to stderr every
             :data:`PROGRESS_EVERY` s of a run that takes longer (the CLI: when stderr is a terminal)
+        share : ndarray (N,) of int, optional
+            Per member, the member it takes its states from: only the members with
+            ``share[i] == i`` are integrated, and after every segment each other member ``i``
+            takes the states of ``share[i]`` (which must share with itself).  Its events, rules,
+            derived constants and outputs are still evaluated with its own parameters.  For
+            members whose states cannot depend on the parameters in which they differ from their
+            source (:mod:`exosim.model.dependence`; :class:`exosim.analysis.batch.BatchModel`).
+            ``timing["members_integrated"]`` counts the members integrated.
 
         Returns
         -------
@@ -367,6 +376,7 @@ class CompiledScenario:
         if n_mem != self.n_members:
             raise ValueError(f"parameters must have {self.n_members} rows, got {n_mem}")
         p_start = p.copy()
+        rows, copy_from = _sharing(share, n_mem)
         y = m.initial_state(p)
         ledger: dict[str, np.ndarray] = {}
         t_end = self.score_event.at
@@ -430,16 +440,29 @@ class CompiledScenario:
                 report(0.0)
             if t_next > t:
                 sel = (times > t) & (times <= t_next) if time_courses else np.zeros(times.size, bool)
+                y_int, p_int = (y, p) if rows is None else (y[rows], p[rows])
                 sol = integrator.integrate(
-                    m, t, t_next, y, p, atol_scale=scale, options=options, t_eval=times[sel], h0=h, **within
+                    m, t, t_next, y_int, p_int, atol_scale=scale, options=options, t_eval=times[sel], h0=h, **within
                 )
                 h = sol.h_last
                 for key, value in sol.stats.items():
                     counters[key] = counters.get(key, 0) + value
                 if sc.solver.stiff_fallback == "bdf":
                     self._implicit_fallback(
-                        sol, t, t_next, y, p, scale, options, times[sel], status, counters, integrator
+                        sol,
+                        t,
+                        t_next,
+                        y_int,
+                        p_int,
+                        scale,
+                        options,
+                        times[sel],
+                        status if rows is None else status[rows],
+                        counters,
+                        integrator,
                     )
+                if rows is not None:
+                    sol = _spread(sol, copy_from)
                 for i in np.flatnonzero((sol.status == FAILED) & (status != FAILED)):
                     status[i] = FAILED
                     grid = "" if np.isnan(self.grid[i]) else f", grid dose {self.grid[i]:g} Gy"
@@ -470,8 +493,36 @@ class CompiledScenario:
             "backend": integrator.name,
             "method": getattr(integrator, "description", integrator.name),
             **counters,
+            "members_integrated": n_mem if rows is None else int(rows.size),
         }
         return RunResult.collect(self, y, p, reference, status, messages, times, states, obs, ledger, p_start, timing)
+
+
+def _sharing(share: np.ndarray | None, n_mem: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The members to integrate and, per member, its source's row among them (None, None: all)."""
+    if share is None:
+        return None, None
+    share = np.asarray(share)
+    if share.shape != (n_mem,) or not np.issubdtype(share.dtype, np.integer):
+        raise ValueError(f"share must be {n_mem} member indices, got shape {share.shape}, dtype {share.dtype}")
+    if share.min() < 0 or share.max() >= n_mem or np.any(share[share] != share):
+        raise ValueError("share must map every member to a member that shares with itself")
+    rows = np.flatnonzero(share == np.arange(n_mem))
+    return rows, np.searchsorted(rows, share)
+
+
+def _spread(sol: SegmentResult, copy_from: np.ndarray) -> SegmentResult:
+    """The segment result of the integrated members spread to every member (row ``copy_from[i]``)."""
+    return SegmentResult(
+        sol.y[copy_from],
+        sol.status[copy_from],
+        sol.t_failed[copy_from],
+        [sol.message[j] for j in copy_from],
+        sol.ys[copy_from],
+        sol.stats,
+        sol.h_last,
+        None if sol.member_steps is None else sol.member_steps[copy_from],
+    )
 
 
 def compile_scenario(scenario: Scenario) -> CompiledScenario:

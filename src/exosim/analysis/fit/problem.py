@@ -97,8 +97,13 @@ class FitProblem:
             values = set(doses.tolist()) | ({0.0} if survival_like and self.normalise != "none" else set())
             update["dose_grid"] = grid.model_copy(update={"values": sorted(values)})
         self.scenario = self.scenario.subset(**update)
+        # what the likelihood reads of each member: a member none of it depends on (the control
+        # arm, for uptake parameters) is integrated once per call, not once per parameter set
+        scored = next(e.score.population for e in self.scenario.timeline if e.score is not None)
+        outputs = [f"{scored}.surviving_fraction"] if survival_like else []
+        outputs += [part for d in self.datasets for label in d.terms for part in label.split(" + ")]
         try:
-            self.batch = BatchModel(self.scenario, self.params)
+            self.batch = BatchModel(self.scenario, self.params, outputs=outputs)
         except BatchError as exc:
             raise FitError(f"--params: {exc}") from None
         probe = self.batch.template
