@@ -125,7 +125,9 @@ def test_without_t_cells_the_distant_tumour_does_not_see_the_primarys_treatment(
     data["arms"] = data["arms"][::2]  # no treatment, primary 3 x 8 Gy
     res = exosim.run(scenario_from(data))
     v = _obs(res, "distant_tumour__tumour_volume")
-    np.testing.assert_allclose(v[1], v[0], rtol=1e-9)
+    # equal to the solver's tolerance (rtol 1e-7): each member has its own steps, and the
+    # irradiated one is stiff enough to be switched to Rodas4 (exosim.simulate.rosenbrock)
+    np.testing.assert_allclose(v[1], v[0], rtol=1e-6)
     r, vmax = TABLE["tumour_growth_rate"]["value"], TABLE["tumour_max_volume"]["value"]
     t = res.times - res.times[0]
     np.testing.assert_allclose(v[0], vmax / (1.0 + (vmax / 0.05 - 1.0) * np.exp(-r * t)), rtol=1e-6)

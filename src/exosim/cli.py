@@ -17,6 +17,9 @@ from pathlib import Path
 
 from exosim._version import __version__
 
+#: how ``exosim run`` names the method of ``solver.stiff_fallback`` in its note
+_IMPLICIT_NAMES = {"rosenbrock": "Rodas4", "bdf": "BDF"}
+
 EXAMPLES = """examples:
   exosim run scenarios/hnscc_exosome_radioresistance.yaml -o results/hnscc
   exosim validate scenarios/*.yaml
@@ -624,9 +627,10 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         if msg:
             print(f"exosim: warning: {msg}", file=sys.stderr)
     if result.timing.get("implicit_members"):
+        method = _IMPLICIT_NAMES.get(scenario.solver.stiff_fallback, "an implicit method")
         print(
             f"exosim: note: {result.timing['implicit_members']} member segment(s) were too stiff for the explicit "
-            "solver and were integrated with BDF (solver.stiff_fallback)",
+            f"solver and were integrated with {method} (solver.stiff_fallback)",
             file=sys.stderr,
         )
     rows = result.summary_rows()

@@ -12,6 +12,7 @@ reads, so each equation exists once.
 from __future__ import annotations
 
 import ast
+import copy
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -533,6 +534,100 @@ class Model:
         lines += [f"    {d.name} = {_expr.to_scalar(d.expr)}" for d in self.derived + self.rules if d.name in needed]
         lines += [f"    dy[{i}] = {_expr.to_scalar(tree)}" for i, tree in enumerate(rates)]
         return "\n".join(lines) + "\n"
+
+    def prepared_scalar_source(self, prepare: str = "prep1", rhs: str = "rhsp", power: str | None = None) -> str:
+        """Per-member right-hand side split like :meth:`prepare` / :meth:`rhs_prepared`, as scalar source.
+
+        ``prepare(p[k], P)`` writes ``p``, the static derived constants (:meth:`rate_dependencies`:
+        parameters only, constant over a segment) and every larger parameter-only subexpression
+        of the rates and dynamic rules (``log(2)/half_life``, ``cells*unbinding_rate``) to ``P``,
+        once per member and segment; ``rhs(y[n], P, dy[n])`` reads them instead of recomputing
+        them at every stage.  ``P`` has :meth:`prepared_size` entries.  ``power`` as in
+        :func:`exosim.model.expr.to_scalar`.  Uses ``np`` and ``_hill`` (and ``power``).  The
+        compiled backend's kernel (:mod:`exosim.simulate.dopri5_numba`).
+        """
+        rates, static, dynamic, hoisted = self._prepared_trees()
+        k = len(self.parameters)
+        used = set().union(*(_expr.names(t) for t in rates), *(_expr.names(t) for _, t in dynamic))
+        lines = [f"def {prepare}(p, P):"]
+        lines += [f"    {q.name} = p[{i}]" for i, q in enumerate(self.parameters)]
+        lines += [f"    {d.name} = {_expr.to_scalar(d.expr, power=power)}" for d in static]
+        lines += [f"    {name} = {_expr.to_scalar(tree, power=power)}" for name, tree in hoisted]
+        lines.append(f"    P[:{k}] = p[:{k}]")
+        constants = [d.name for d in static] + [name for name, _ in hoisted]
+        lines += [f"    P[{k + j}] = {name}" for j, name in enumerate(constants)]
+        lines.append(f"def {rhs}(y, P, dy):")
+        lines += [f"    {s.name} = y[{i}]" for i, s in enumerate(self.states) if s.name in used]
+        lines += [f"    {q.name} = P[{i}]" for i, q in enumerate(self.parameters) if q.name in used]
+        lines += [f"    {name} = P[{k + j}]" for j, name in enumerate(constants) if name in used]
+        lines += [f"    {name} = {_expr.to_scalar(tree, power=power)}" for name, tree in dynamic]
+        lines += [f"    dy[{i}] = {_expr.to_scalar(tree, power=power)}" for i, tree in enumerate(rates)]
+        return "\n".join(lines) + "\n"
+
+    def prepared_size(self) -> int:
+        """Length of the prepared parameter vector ``P`` of :meth:`prepared_scalar_source`."""
+        _, static, _, hoisted = self._prepared_trees()
+        return len(self.parameters) + len(static) + len(hoisted)
+
+    def _prepared_trees(self):
+        """Rates and dynamic rules with their parameter-only subexpressions hoisted out as
+        ``_c0, _c1, ...`` (each a tree over parameters and static constants)."""
+        rates, _ = self._rate_symbols()
+        static, dynamic = self.rate_dependencies()
+        constant = {q.name for q in self.parameters} | {d.name for d in static}
+        hoisted: list[tuple[str, ast.expr]] = []
+        seen: dict[str, str] = {}
+
+        def is_constant(node: ast.expr) -> bool:
+            return all(
+                isinstance(n, ast.Constant) or n.id in constant
+                for n in ast.walk(node)
+                if isinstance(n, (ast.Name, ast.Constant))
+            )
+
+        def hoist(node: ast.expr) -> ast.expr:
+            if isinstance(node, (ast.Name, ast.Constant)):
+                return node
+            if is_constant(node) and not (
+                isinstance(node, ast.UnaryOp) and isinstance(node.operand, (ast.Name, ast.Constant))
+            ):
+                key = ast.dump(node)
+                if key not in seen:
+                    seen[key] = f"_c{len(hoisted)}"
+                    hoisted.append((seen[key], node))
+                return ast.Name(id=seen[key], ctx=ast.Load())
+            node = copy.copy(node)
+            for part in ("left", "right", "operand"):
+                if hasattr(node, part):
+                    setattr(node, part, hoist(getattr(node, part)))
+            if isinstance(node, ast.Call):
+                node.args = [hoist(a) for a in node.args]
+            return node
+
+        rates = [hoist(t) for t in rates]
+        dynamic = [(d.name, hoist(d.expr)) for d in dynamic]
+        return rates, static, dynamic, hoisted
+
+    def jacobian_pattern(self) -> list[list[int]]:
+        """Per state ``i``, the states its rate reads, directly or through rules and derived
+        constants (sorted indices): where the Jacobian ``d(rate_i)/d(y_j)`` can be non-zero.
+        Cumulative counters are read by no rate."""
+        rates, _ = self._rate_symbols()
+        trees = {d.name: d.expr for d in self.derived + self.rules}
+        index = {s.name: i for i, s in enumerate(self.states)}
+        found: dict[str, frozenset[int]] = {}
+
+        def reads(name: str) -> frozenset[int]:
+            if name not in found:
+                if name in index:
+                    found[name] = frozenset([index[name]])
+                else:
+                    found[name] = frozenset().union(
+                        *(reads(n) for n in _expr.names(trees.get(name, ast.Constant(0.0))))
+                    )
+            return found[name]
+
+        return [sorted(frozenset().union(*(reads(n) for n in _expr.names(tree)))) for tree in rates]
 
     # ------------------------------------------------------------------ API
     @property

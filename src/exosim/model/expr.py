@@ -117,6 +117,7 @@ def _render(
     fmt: str,
     name: Callable[[str], str],
     literal_unit: Callable[[ast.Constant], str | None] | None = None,
+    power: str | None = None,
 ) -> str:
     def go(n: ast.expr, parent_prec: int = 0, right: bool = False) -> str:
         if isinstance(n, ast.Constant):
@@ -133,6 +134,8 @@ def _render(
             op = _BINOPS[type(n.op)]
             if fmt == "sbml" and op == "**":
                 op = "^"
+            if power is not None and op == "**" and not isinstance(n.right, ast.Constant):
+                return f"{power}({go(n.left)}, {go(n.right)})"  # a call: no precedence to mind
             # power is right-associative; everything else left-associative
             if op in ("**", "^"):
                 s = f"{go(n.left, prec + 1)} {op} {go(n.right, prec)}"
@@ -158,9 +161,14 @@ def to_numpy(tree: ast.expr, name: Callable[[str], str] = str) -> str:
     return _render(tree, "numpy", name)
 
 
-def to_scalar(tree: ast.expr, name: Callable[[str], str] = str) -> str:
-    """Scalar Python source for ``tree`` (one member; numba-compilable)."""
-    return _render(tree, "scalar", name)
+def to_scalar(tree: ast.expr, name: Callable[[str], str] = str, power: str | None = None) -> str:
+    """Scalar Python source for ``tree`` (one member; numba-compilable).
+
+    ``power``: a function name ``f`` to render a power with a non-literal exponent as
+    ``f(a, b)`` instead of ``a ** b`` (the compiled kernel's ``_pow``, which skips the
+    library call for the exponents 1 and 2 that parameters usually take); literal exponents
+    (``x ** 2.0``) stay operators."""
+    return _render(tree, "scalar", name, power=power)
 
 
 def to_sbml_formula(

@@ -285,14 +285,48 @@ class CompiledScenario:
     # ------------------------------------------------------------- running
     def _implicit_fallback(self, sol, t, t_next, y, p, scale, options, t_eval, status, counters, integrator) -> None:
         """Members the explicit solver failed in this segment for step size or step budget are
-        integrated again, alone, from ``y`` at ``t`` with BDF (:mod:`exosim.simulate.implicit`);
-        a success replaces the failure in ``sol``, a failure adds its reason to the message."""
+        integrated again from ``y`` at ``t``: with the compiled Rodas4 (``rosenbrock``, all of them
+        in one call; :mod:`exosim.simulate.rosenbrock`) or alone with BDF (``bdf``, or
+        ``rosenbrock`` without numba; :mod:`exosim.simulate.implicit`); a success replaces the
+        failure in ``sol``, a failure adds its reason to the message."""
         from exosim.simulate import implicit
+        from exosim.simulate.solver import numba_available
 
+        redo = [
+            i
+            for i in np.flatnonzero((sol.status == FAILED) & (status != FAILED))
+            if implicit.falls_back(sol.message[i])
+        ]
+        if not redo:
+            return
+        if options.stiff_fallback == "rosenbrock" and numba_available():
+            from exosim.simulate.dopri5_numba import integrate_compiled
+
+            res = integrate_compiled(
+                self.model,
+                t,
+                t_next,
+                y[redo],
+                p[redo],
+                atol_scale=scale,
+                options=options,
+                t_eval=t_eval,
+                implicit_only=True,
+            )
+            counters["rhs_evaluations"] = counters.get("rhs_evaluations", 0) + res.stats["rhs_evaluations"]
+            counters["implicit_steps"] = counters.get("implicit_steps", 0) + res.stats.get("implicit_steps", 0)
+            for j, i in enumerate(redo):
+                if res.status[j] == 0:
+                    sol.y[i] = res.y[j]
+                    if t_eval.size:
+                        sol.ys[i] = res.ys[j]
+                    sol.status[i], sol.message[i], sol.t_failed[i] = 0, "", np.nan
+                    counters["implicit_members"] = counters.get("implicit_members", 0) + 1
+                else:
+                    sol.message[i] = f"{sol.message[i]}; {res.message[j]}"
+            return
         rhs1 = None
-        for i in np.flatnonzero((sol.status == FAILED) & (status != FAILED)):
-            if not implicit.falls_back(sol.message[i]):
-                continue
+        for i in redo:
             if rhs1 is None and integrator.name == "numba":  # the compiled one-member rhs: far faster
                 from exosim.simulate.dopri5_numba import rhs_for
 
@@ -405,7 +439,11 @@ class CompiledScenario:
         status = np.zeros(n_mem, dtype=int)
         messages = [""] * n_mem
         options = SolverOptions(
-            rtol=sc.solver.rtol, atol=sc.solver.atol, max_seconds=sc.solver.max_seconds, horizon=float(t_end)
+            rtol=sc.solver.rtol,
+            atol=sc.solver.atol,
+            max_seconds=sc.solver.max_seconds,
+            horizon=float(t_end),
+            stiff_fallback=sc.solver.stiff_fallback,
         )
         scale = np.array([s.scale for s in m.states])
         reference = None
@@ -447,7 +485,7 @@ class CompiledScenario:
                 h = sol.h_last
                 for key, value in sol.stats.items():
                     counters[key] = counters.get(key, 0) + value
-                if sc.solver.stiff_fallback == "bdf":
+                if sc.solver.stiff_fallback != "none":
                     self._implicit_fallback(
                         sol,
                         t,

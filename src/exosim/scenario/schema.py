@@ -354,9 +354,11 @@ class SolverSpec(_Strict):
     #: wall-clock seconds one segment (the time between two events) may take; members still
     #: being integrated then fail (e.g. a stiff member whose rate is far outside its range)
     max_seconds: Annotated[float, Field(gt=0)] = 120.0
-    #: members the explicit solver fails for step size or step budget (stiff) are integrated
-    #: again, alone, with an implicit method (``bdf``: scipy's BDF) unless ``none``
-    stiff_fallback: Literal["bdf", "none"] = "bdf"
+    #: members too stiff for explicit steps: ``rosenbrock`` (compiled Rodas4; the numba solver
+    #: switches a member as soon as its steps are stability-limited, :mod:`exosim.simulate.rosenbrock`),
+    #: ``bdf`` (the members the explicit solver fails for step size or step budget are integrated
+    #: again, alone, with scipy's BDF) or ``none`` (they fail)
+    stiff_fallback: Literal["rosenbrock", "bdf", "none"] = "rosenbrock"
 
 
 class CalibrationSpec(_Strict):

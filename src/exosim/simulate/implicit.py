@@ -1,14 +1,17 @@
-"""Implicit fallback for members the explicit solvers give up on as stiff.
+"""scipy's BDF as the fallback for members the explicit solvers give up on as stiff
+(``solver: {stiff_fallback: bdf}``; the default, ``rosenbrock``, is the compiled Rodas4 of
+:mod:`exosim.simulate.rosenbrock`, which this module also uses without numba).
 
 Both shipped solvers are explicit (Dormand-Prince 5(4)): fast for the non-stiff problems
 exosim mostly poses, but a member whose parameters make a process far faster than the
 protocol (an internalisation rate of 1e5 /h over a day, a binding rate that empties the
 medium in seconds) forces steps at the stability limit and is failed by the step budget.
-Such a member is integrated again, alone, from the start of the segment with the
+With ``bdf`` such a member is integrated again, alone, from the start of the segment with the
 variable-order BDF method of :func:`scipy.integrate.solve_ivp` (L-stable orders 1-2, the
-Jacobian by finite differences), at the scenario's tolerances; the runner falls back only for
-failures of step size and step budget, never for a non-finite state or derivative or the
-wall-clock limit, and reports how many members it rescued.
+Jacobian by finite differences), at the scenario's tolerances, in Python, one member and one
+segment at a time (the 30-fraction course's Morris job took over 15 minutes this way); the
+runner falls back only for failures of step size and step budget, never for a non-finite state
+or derivative or the wall-clock limit, and reports how many members it rescued.
 
 References
 ----------

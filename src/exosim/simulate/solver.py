@@ -10,7 +10,10 @@ members (failures are data, never an abort) and whose ``stats`` counts its work.
 Solvers shipped: ``numpy`` (:class:`exosim.simulate.dopri5.NumpyDopri5`, batched, shared
 steps) and ``numba`` (:class:`exosim.simulate.dopri5_numba.NumbaDopri5`, compiled,
 per-member steps).  Both take the tableau and the step-size rule below, so they are the
-same method.  Any object with ``name`` and ``integrate`` plugs in the same way
+same method.  Members too stiff for explicit steps are integrated with an implicit method
+(``SolverOptions.stiff_fallback``): the compiled Rodas4 of :mod:`exosim.simulate.rosenbrock`
+(the numba solver switches such a member within its segment) or scipy's BDF
+(:mod:`exosim.simulate.implicit`).  Any object with ``name`` and ``integrate`` plugs in the same way
 (the benchmark's scipy ``solve_ivp`` solver does).
 
 References
@@ -88,6 +91,12 @@ MESSAGES = {
     "min_step": "step size below {min_step:g} h (error not controlled)",
     "initial": "non-finite initial state",
     "derivative": "non-finite derivative at segment start",
+    # the compiled Rosenbrock method (stiff_fallback: rosenbrock); none starts like the explicit
+    # failures above, so the runner never hands these members to another fallback
+    "ros_max_steps": "Rosenbrock (Rodas4): more than {max_steps} steps in one segment",
+    "ros_min_step": "Rosenbrock (Rodas4): step size below {min_step:g} h (error not controlled)",
+    "ros_singular": "Rosenbrock (Rodas4): iteration matrix singular in 6 tries",
+    "ros_derivative": "Rosenbrock (Rodas4): non-finite derivative",
 }
 
 
@@ -109,6 +118,12 @@ class SolverOptions:
     horizon : end of the run (h); the pace rule projects the steps a member still needs to
         it, so a stiff member is failed within a few windows even in a short segment (the
         runner sets the scoring time; NaN: the end of the segment)
+    stiff_fallback : what happens to a member too stiff for explicit steps: ``none`` (it
+        fails), ``bdf`` (the runner integrates it again with scipy's BDF,
+        :mod:`exosim.simulate.implicit`) or ``rosenbrock`` (the compiled solver switches it to
+        Rodas4 within the segment, :mod:`exosim.simulate.rosenbrock`; after the numpy solver,
+        the runner integrates it again with the compiled Rodas4, or BDF without numba).  The
+        runner sets the scenario's ``solver.stiff_fallback``.
     """
 
     rtol: float = 1e-7
@@ -117,6 +132,7 @@ class SolverOptions:
     min_step: float = 1e-10
     max_seconds: float = 120.0
     horizon: float = float("nan")
+    stiff_fallback: str = "none"
 
 
 @dataclass
