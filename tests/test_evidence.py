@@ -102,6 +102,28 @@ def test_bands_follow_the_reported_uncertainty():
     assert Observed(value=2.0, tolerance=0.25, tolerance_reason="r").bounds() == (1.5, 2.5)
 
 
+def test_a_direction_or_bound_is_an_interval_without_a_value_and_fits_anywhere_inside():
+    """A paper that reports only a direction gives a band, no value: the calibration objective
+    adds nothing for a model value inside the band and the squared distance outside it, so no
+    made-up central value pulls a fit."""
+    from exosim.analysis.calibrate import _chi_square
+
+    bound = Observed(interval=(1.1, 3.0))
+    assert bound.bound_only and bound.bounds() == (1.1, 3.0)
+    assert bound.shown == pytest.approx((1.1 * 3.0) ** 0.5)
+    assert "no value reported" in bound.describe()
+    row = {"status": "ok", "low": 1.1, "high": 3.0, "observed": bound.shown, "bound_only": True}
+    assert _chi_square([{**row, "model": 1.2}]) == 0.0 == _chi_square([{**row, "model": 2.9}])
+    sd = (3.0 - 1.1) / 4.0
+    assert _chi_square([{**row, "model": 1.0}]) == pytest.approx((0.1 / sd) ** 2)
+    assert _chi_square([{**row, "model": 3.5}]) == pytest.approx((0.5 / sd) ** 2)
+    # a reported value keeps its residual inside the band
+    valued = {**row, "observed": 2.0, "bound_only": False}
+    assert _chi_square([{**valued, "model": 1.2}]) == pytest.approx((0.8 / sd) ** 2)
+    with pytest.raises(ValueError, match="reported value"):
+        Observed(sd=0.5)
+
+
 def test_a_failed_run_is_a_failed_row_never_a_dropped_one(evidence):
     sub = evidence.select(ids=["qi2012_alpha_hnscc", "jbpe_sf2_hela"])
 

@@ -82,6 +82,10 @@ def _chi_square(rows: list[dict]) -> float:
             total += FAILED_PENALTY
             continue
         sd = (r["high"] - r["low"]) / 4.0
+        if r.get("bound_only"):  # a direction or a bound: nothing inside the band, the distance outside
+            miss = max(0.0, r["low"] - r["model"], r["model"] - r["high"])
+            total += (miss / sd) ** 2
+            continue
         total += ((r["model"] - r["observed"]) / sd) ** 2
     return total
 

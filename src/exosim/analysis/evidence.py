@@ -113,9 +113,13 @@ class SourceSpec(_Strict):
 class Observed(_Strict):
     """The reported value and its uncertainty: exactly one of ``sd``, ``sem`` (with ``n``
     when reported), ``interval`` (a reported CI or range) or ``tolerance`` (a stated relative
-    tolerance, for values reported without uncertainty; ``tolerance_reason`` says why)."""
+    tolerance, for values reported without uncertainty; ``tolerance_reason`` says why).
 
-    value: Annotated[float, Field(allow_inf_nan=False)]
+    A paper that reports only a direction or a bound gives an ``interval`` and no ``value``:
+    every model value inside it fits equally well (:attr:`bound_only`; the calibration
+    objective adds nothing inside the band), and the scorecard shows the band's middle."""
+
+    value: Annotated[float, Field(allow_inf_nan=False)] | None = None
     sd: Positive | None = None
     sem: Positive | None = None
     n: Annotated[int, Field(ge=1)] | None = None
@@ -128,15 +132,31 @@ class Observed(_Strict):
         given = [k for k in ("sd", "sem", "interval", "tolerance") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of sd, sem, interval or tolerance, got {given or 'none'}")
+        if self.value is None and self.interval is None:
+            raise ValueError("give the reported value (only a direction or a bound may omit it, as an interval)")
         if self.interval is not None:
             lo, hi = self.interval
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
                 raise ValueError(f"interval must be two finite numbers, low < high, got {list(self.interval)}")
-            if not lo <= self.value <= hi:
+            if self.value is not None and not lo <= self.value <= hi:
                 raise ValueError(f"value {self.value:g} lies outside its interval [{lo:g}, {hi:g}]")
         if self.tolerance is not None and not (self.tolerance_reason or "").strip():
             raise ValueError("a tolerance needs a tolerance_reason (why no reported uncertainty is used)")
         return self
+
+    @property
+    def bound_only(self) -> bool:
+        """Only a direction or a bound was reported (an interval without a value)."""
+        return self.value is None
+
+    @property
+    def shown(self) -> float:
+        """The value the scorecard shows: the reported one, or the middle of a bound-only band
+        (geometric for a positive band, the observables' log axes)."""
+        if self.value is not None:
+            return self.value
+        lo, hi = self.interval
+        return math.sqrt(lo * hi) if lo > 0 else 0.5 * (lo + hi)
 
     def bounds(self) -> tuple[float, float]:
         """The band a model value must fall in: value +/- 2 SD (a replicate experiment's
@@ -159,7 +179,8 @@ class Observed(_Strict):
         if self.sem is not None:
             return f"SEM {self.sem:g}{n}"
         if self.interval is not None:
-            return f"interval [{self.interval[0]:g}, {self.interval[1]:g}]{n}"
+            kind = "bound only (no value reported)" if self.bound_only else "interval"
+            return f"{kind} [{self.interval[0]:g}, {self.interval[1]:g}]{n}"
         return f"stated tolerance {self.tolerance:.0%}{n}"
 
 
@@ -656,12 +677,13 @@ def score_rows(ev: Evidence, values: dict[str, tuple[float, str]]) -> list[dict]
                 "measured": " ".join(e.spec.measured.split()),
                 "observable": _describe(e.spec.observable),
                 "unit": e.spec.observable.unit or "1",
-                "observed": obs.value,
+                "observed": obs.shown,
+                "bound_only": obs.bound_only,
                 "uncertainty": obs.describe(),
                 "low": lo,
                 "high": hi,
                 "model": model,
-                "ratio": model / obs.value if ok and obs.value != 0 else math.nan,
+                "ratio": model / obs.shown if ok and obs.shown != 0 else math.nan,
                 "within": "yes" if ok and lo <= model <= hi else "no",
                 "status": "hypothesis (not counted)" if hyp else ("ok" if ok else "failed"),
                 "message": message,
