@@ -1,7 +1,7 @@
 """The standard sensitivity job, timed against a tuned libRoadRunner loop doing the same job.
 
 Usage: python benchmarks/bench_sensitivity.py [--N 1024] [--rr-runs 1000] [--scenarios hnscc iccm]
-       [--backend numba|numpy] [--rtol 1e-8] [--workers 1] [--subset 16]
+       [--backend numba|numpy] [--rtol 1e-8] [--workers 1] [--subset 16] [--save DIR]
 
 Job: Sobol indices of 6 uptake parameters (binding rate constant, unbinding rate, binding
 sites, internalisation, endosomal escape, extracellular decay), N base samples (N*(6+2)
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import resource
 import time
 from pathlib import Path
@@ -56,8 +57,27 @@ SCENARIOS = {
 
 
 def peak_rss_mb() -> float:
-    """Largest resident set of this process or any worker process, MB."""
-    return max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024.0
+    """Largest resident set of this process or any worker process (ended or still running), MB."""
+    kb = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return max([kb] + _live_children_peak_kb(os.getpid())) / 1024.0
+
+
+def _live_children_peak_kb(pid: int) -> list[int]:
+    """Peak resident sets (VmHWM, kB) of the running descendants of ``pid`` (Linux /proc; else none):
+    a worker pool's processes are only counted by RUSAGE_CHILDREN once they have ended."""
+    peaks = []
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return peaks
+    for child in children:
+        try:
+            status = Path(f"/proc/{child}/status").read_text()
+        except OSError:
+            continue
+        peaks += [int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")]
+        peaks += _live_children_peak_kb(int(child))
+    return peaks
 
 
 class RoadRunnerEvaluator:
@@ -216,7 +236,9 @@ def solve_ivp_subset(evaluator, values: np.ndarray, rtol=1e-8) -> tuple[np.ndarr
     return res.surviving_fraction.reshape(values.shape[0], -1), time.perf_counter() - start
 
 
-def run(name: str, n: int, subset: int, backend: str, rtol: float, workers: int, rr_runs: int) -> None:
+def run(
+    name: str, n: int, subset: int, backend: str, rtol: float, workers: int, rr_runs: int, save: Path | None = None
+) -> None:
     fname, arm, doses = SCENARIOS[name]
     sc = exosim.load_scenario(ROOT / "scenarios" / fname)
     sc = sc.model_copy(
@@ -237,6 +259,14 @@ def run(name: str, n: int, subset: int, backend: str, rtol: float, workers: int,
     try:
         res = sa.sobol(ev, space, sa.OUTPUTS, n, seed=1)
         wall = time.perf_counter() - t
+        if save is not None:  # outputs and indices, to compare runs (engines, versions) byte for byte
+            save.mkdir(parents=True, exist_ok=True)
+            np.savez(
+                save / f"{name}_N{n}_workers{workers}.npz",
+                values=res.values,
+                failed=res.failed,
+                **{k: np.array([r[k] for r in res.indices], dtype=float) for k in ("S1", "S1_conf", "ST", "ST_conf")},
+            )
         _report(name, n, subset, rtol, ev, space, engine, res, wall, compile_s, rr_runs)
     finally:  # the subset below runs through the same engine: close it only at the end
         engine.close()
@@ -345,6 +375,9 @@ if __name__ == "__main__":
     ap.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance of all three simulators")
     ap.add_argument("--workers", type=int, default=1, help="worker processes for exosim (libRoadRunner: 1)")
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    ap.add_argument(
+        "--save", type=Path, help="write each job's outputs and indices to DIR/<scenario>_N<N>_workers<w>.npz"
+    )
     args = ap.parse_args()
     for name in args.scenarios:
-        run(name, args.N, args.subset, args.backend, args.rtol, args.workers, args.rr_runs)
+        run(name, args.N, args.subset, args.backend, args.rtol, args.workers, args.rr_runs, args.save)

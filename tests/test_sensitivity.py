@@ -4,6 +4,7 @@ inert parameters, seeds, engines (processes, Dask on loopback), failures, bad in
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -265,3 +266,81 @@ def test_compiled_chunks_are_cut_for_the_workers_without_changing_results(mir22,
     )
     assert tasks and min(tasks) == 8  # 24 samples, default chunk of 8192 members: 8 tasks, not 1
     np.testing.assert_array_equal(serial.values, pooled.values)
+
+
+@pytest.mark.parametrize(
+    "n,resamples,block", [(2, 3, 1), (16, 101, 40), (64, 1000, 2**19), (256, 3, 700), (512, 50, 4096)]
+)
+def test_bounded_memory_sobol_indices_are_salibs_exactly(n, resamples, block):
+    """The bootstrap in blocks of resamples (its draws kept as 32-bit indices, drawn row block by
+    row block) gives SALib's numbers bit for bit: point estimates and intervals, also for an
+    output with three distinct values (some resamples constant) and blocks that leave one column."""
+    from SALib.analyze import sobol as sobol_analyze
+
+    d = 4
+    problem = {"num_vars": d, "names": [f"x{i}" for i in range(d)], "bounds": [[0.0, 1.0]] * d}
+    rng = np.random.default_rng(n + resamples)
+    for y in (rng.lognormal(size=n * (d + 2)), rng.integers(0, 3, size=n * (d + 2)).astype(float)):
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")  # SALib: "constant values" of some resamples
+            want = sobol_analyze.analyze(
+                problem,
+                y,
+                calc_second_order=False,
+                num_resamples=resamples,
+                conf_level=0.9,
+                seed=np.random.default_rng(5),
+                print_to_console=False,
+            )
+            got = sa.sobol_indices(problem, y, resamples, 0.9, np.random.default_rng(5), block=block)
+        for key in ("S1", "S1_conf", "ST", "ST_conf"):
+            assert np.asarray(want[key], dtype=float).tobytes() == got[key].tobytes(), key
+
+
+def test_outputs_do_not_depend_on_the_chunk_size_and_the_batch_model_is_built_once(mir22, monkeypatch):
+    """Compiled backend: one sample per chunk, a few, or the default give the same bytes (values and
+    indices); the chunks of one evaluation share one batch model, dropped when it ends."""
+    pytest.importorskip("numba")
+    from exosim.analysis import batch
+
+    built = []
+
+    class Counting(batch.BatchModel):
+        def __init__(self, *args, **kwargs):
+            built.append(args[1])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(sa, "BatchModel", Counting)
+    space = sa.ParameterSpace.from_table(names=["binding_rate_constant", "endosomal_escape_rate"])
+    runs = {}
+    for chunk in (8, 24, sa.DEFAULT_CHUNK_MEMBERS):  # 8 members: one sample of 2 arms x 4 doses
+        ev = sa.ScenarioEvaluator(mir22, backend="numba", chunk_members=chunk)
+        built.clear()
+        runs[chunk] = sa.sobol(ev, space, sa.OUTPUTS, 4, seed=2, resamples=30)
+        assert len(built) == 1 and not sa._BATCHES  # 24 samples in 24, 8 or 1 chunks: one model
+    one = runs[8]
+    assert np.isfinite(one.values[:, sa.OUTPUTS.index("delivered_copies_per_cell")]).all()
+    for res in runs.values():
+        assert res.values.tobytes() == one.values.tobytes()
+        assert res.failed.tobytes() == one.failed.tobytes() and res.messages == one.messages
+        for key in ("S1", "S1_conf", "ST", "ST_conf"):
+            np.testing.assert_array_equal([r[key] for r in res.indices], [r[key] for r in one.indices])
+
+
+def test_chunks_keep_every_worker_busy_on_large_jobs(mir22):
+    """Compiled backend: at most COMPILED_CHUNK_MEMBERS members per chunk and at least four tasks
+    per worker; numpy chunks stay as given (its steps are shared within a chunk)."""
+    pytest.importorskip("numba")
+
+    class Pool(SerialEngine):
+        workers = 2
+
+    compiled = sa.ScenarioEvaluator(mir22, backend="numba", engine=Pool())
+    per = compiled.members_per_sample
+    big = compiled.chunk_samples(8192)
+    assert big * per <= sa.COMPILED_CHUNK_MEMBERS and -(-8192 // big) >= 8
+    assert compiled.chunk_samples(16) == 2  # a small job: four tasks per worker
+    serial = sa.ScenarioEvaluator(mir22, backend="numba")
+    assert serial.chunk_samples(8192) == sa.COMPILED_CHUNK_MEMBERS // per
+    numpy = sa.ScenarioEvaluator(mir22, backend="numpy", engine=Pool())
+    assert numpy.chunk_samples(8192) == sa.DEFAULT_CHUNK_MEMBERS // per

@@ -10,14 +10,18 @@ A method is ``sample`` + ``evaluate`` + ``analyze`` (as in SALib):
 
 Morris and Sobol use SALib (Herman & Usher 2017): it is the field's maintained
 implementation of both methods with bootstrap intervals; scipy offers Sobol
-indices (``scipy.stats.sobol_indices``) but no Morris screening.
+indices (``scipy.stats.sobol_indices``) but no Morris screening.  Sobol indices
+are SALib's estimators on SALib's bootstrap draws, evaluated in blocks of
+resamples (:func:`sobol_indices`): SALib's numbers bit for bit, without its
+(N, resamples) arrays (about 250 MB at N = 4096).
 
 Parameters vary log-uniformly over their documented ranges (parameter table),
 one factor per table key applied to every instance of that key (all
 populations and media).  Every sample runs the scenario's control arm and the
 analysed arm over the dose grid, integrated as batches through the vectorised
 model in chunks that bound memory (through :class:`exosim.analysis.batch.BatchModel`), on an
-:class:`~exosim.analysis.engine.Engine`.  A member whose outputs cannot depend on the
+:class:`~exosim.analysis.engine.Engine`; only the analysed outputs of a chunk are kept, so the
+memory a job holds does not grow with N beyond its samples and outputs.  A member whose outputs cannot depend on the
 sampled parameters (the control arm of a medium transfer under uptake parameters: no
 vesicles reach its recipients) is integrated once per chunk, not once per sample.
 
@@ -49,6 +53,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -78,12 +83,16 @@ __all__ = [
     "analyse",
     "sample_count",
     "inert_factors",
+    "sobol_indices",
 ]
 
 #: outputs analysed, each separately (defined with the survival observables)
 OUTPUTS = SENSITIVITY_OUTPUTS
 #: members integrated together in one chunk (bounds memory: about 8 kB of state per member)
 DEFAULT_CHUNK_MEMBERS = 8192
+#: largest chunk of the compiled backend (per-member steps: its chunks bound memory, not results):
+#: about 1 s of work, so that the tasks also even out between workers (ScenarioEvaluator.chunk_samples)
+COMPILED_CHUNK_MEMBERS = 2048
 #: memory one chunk of members may hold while it is integrated (bytes)
 MEMORY_BOUND = 4 * 2**30
 #: sanity cap on the number of model runs (samples) of one analysis
@@ -168,12 +177,32 @@ class ParameterSpace:
 
 
 # ---------------------------------------------------------------------- model evaluation
+#: per process, the batch model of the evaluator whose chunks it runs (token -> BatchModel):
+#: building it (model, dependence analysis, replicated members) costs about 0.2 s, once per
+#: process and evaluator instead of once per chunk
+_BATCHES: dict[tuple, BatchModel] = {}
+
+
+def _batch_model(token: tuple, scenario: Scenario, keys: tuple[str, ...]) -> BatchModel:
+    """The batch model of ``token`` in this process (built on first use; the previous one dropped)."""
+    batch = _BATCHES.get(token)
+    if batch is None:
+        _BATCHES.clear()  # one evaluator at a time: its replicated members are not kept beyond it
+        # the outputs read of each member: a member none of them depends on (the control arm under
+        # uptake parameters) is integrated once for the chunk, not once per sample
+        batch = BatchModel(scenario, keys, strict=False, outputs=sample_output_symbols(scenario))
+        _BATCHES[token] = batch
+    return batch
+
+
 def _evaluate_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Top-level (picklable) worker: outputs (M, len(OUTPUTS)), failed (M,), messages."""
-    scenario, keys, values, target, control = task
-    # the outputs read of each member: a member none of them depends on (the control arm under
-    # uptake parameters) is integrated once for the chunk, not once per sample
-    res = BatchModel(scenario, keys, strict=False, outputs=sample_output_symbols(scenario)).simulate(values)
+    """Top-level (picklable) worker: outputs (M, len(OUTPUTS)), failed (M,), messages.
+
+    Only the outputs leave the task: the chunk's run (states, parameters, reference values of
+    every member) is dropped as soon as they are read.
+    """
+    token, scenario, keys, values, target, control = task
+    res = _batch_model(token, scenario, keys).simulate(values)
     return sample_outputs(res, values.shape[0], target, control)
 
 
@@ -228,6 +257,7 @@ class ScenarioEvaluator:
         self.control = 0 if control is not None and control is not target else None
         self.target_name = target.name
         self.engine = self.engine or SerialEngine()
+        self._token = uuid.uuid4().hex  # names this evaluator's batch model in worker processes
         n_grid = len(sc.dose_grid.values) if sc.dose_grid else 1
         self.members_per_sample = len(kept) * n_grid
         if self.chunk_members < 1:
@@ -240,38 +270,62 @@ class ScenarioEvaluator:
                 f"per chunk; lower it (memory bound {MEMORY_BOUND / 2**30:g} GiB)"
             )
 
-    def __call__(self, keys: Sequence[str], values: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Outputs (M, len(OUTPUTS)), failed flags (M,) and messages for parameter values (M, D)."""
-        values = np.atleast_2d(np.asarray(values, float))
-        m = values.shape[0]
+    def chunk_samples(self, m: int) -> int:
+        """Samples per chunk (one task) for a job of ``m`` samples.
+
+        At most ``chunk_members`` members.  With per-member steps (numba) a sample's result does
+        not depend on its chunk, so chunks are cut finer at no change of results: at most
+        :data:`COMPILED_CHUNK_MEMBERS` members (less memory held at once; the batch model is
+        built once per process, not per chunk) and, when workers share the job, at least four
+        tasks per worker, so that every worker stays busy to the end.  The numpy backend shares
+        steps within a chunk, so its chunks stay as given.
+        """
         per_chunk = max(1, self.chunk_members // self.members_per_sample)
-        workers = getattr(self.engine, "workers", 1)
-        if self.backend == "numba" and workers > 1:
-            # per-member steps: a member's result does not depend on its chunk, so chunks can be
-            # cut finer to keep every worker busy (four tasks per worker) at no change of results;
-            # the numpy backend shares steps within a chunk, so its chunks stay as the serial run's
-            per_chunk = min(per_chunk, max(1, -(-m // (4 * workers))))
-        tasks = [
-            (self.scenario, tuple(keys), values[i : i + per_chunk], self.target, self.control)
+        if self.backend == "numba":
+            per_chunk = min(per_chunk, max(1, COMPILED_CHUNK_MEMBERS // self.members_per_sample))
+            workers = getattr(self.engine, "workers", 1)
+            if workers > 1:
+                per_chunk = min(per_chunk, max(1, -(-m // (4 * workers))))
+        return per_chunk
+
+    def __call__(self, keys: Sequence[str], values: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Outputs (M, len(OUTPUTS)), failed flags (M,) and messages for parameter values (M, D).
+
+        Chunks are streamed: each task's outputs are written into the (M, len(OUTPUTS)) result as
+        it arrives, so what is held beyond the outputs is one chunk's run per process.
+        """
+        values = np.atleast_2d(np.asarray(values, float))
+        keys = tuple(keys)
+        m = values.shape[0]
+        per_chunk = self.chunk_samples(m)
+        token = (self._token, keys)
+        tasks = (
+            (token, self.scenario, keys, values[i : i + per_chunk], self.target, self.control)
             for i in range(0, m, per_chunk)
-        ]
-        results = self.engine.map(_evaluate_chunk, tasks)
+        )
         bar = None
-        if self.progress and sys.stderr.isatty() and len(tasks) > 1 and importlib.util.find_spec("tqdm"):
+        if self.progress and sys.stderr.isatty() and m > per_chunk and importlib.util.find_spec("tqdm"):
             from tqdm import tqdm
 
             bar = tqdm(total=m, unit="sample", file=sys.stderr, desc="exosim sensitivity")
-        outs, failed, messages = [], [], []
-        for out, fl, msg in results:
-            outs.append(out)
-            failed.append(fl)
-            messages += msg
+        outs = np.full((m, len(OUTPUTS)), np.nan)
+        failed = np.zeros(m, dtype=bool)
+        messages: list[str] = []
+        done = 0
+        try:
+            for out, fl, msg in self.engine.map(_evaluate_chunk, tasks):
+                outs[done : done + out.shape[0]] = out
+                failed[done : done + out.shape[0]] = fl
+                messages += msg
+                done += out.shape[0]
+                if bar is not None:
+                    bar.update(out.shape[0])
+        finally:
+            _BATCHES.pop(token, None)  # a serial engine ran the chunks here: drop the batch model
             if bar is not None:
-                bar.update(out.shape[0])
-        if bar is not None:
-            bar.close()
+                bar.close()
         self.counts["runs"] = self.counts.get("runs", 0) + m * self.members_per_sample
-        return np.concatenate(outs), np.concatenate(failed), messages
+        return outs, failed, messages
 
 
 # ---------------------------------------------------------------------- methods
@@ -412,37 +466,89 @@ def sobol(
     """Sobol first-order (S1) and total (ST) indices with bootstrap intervals; N a power of two."""
     if n < 2 or n & (n - 1):
         raise SensitivityError(f"Sobol N must be a power of two (Saltelli/Sobol' sequence balance), got {n}")
-    from SALib.analyze import sobol as sobol_analyze
     from SALib.sample import sobol as sobol_sample
 
     problem = space.problem()
     xs = sobol_sample.sample(problem, n, calc_second_order=False, scramble=True, seed=seed)
-    y, failed, msgs = evaluate(space.names, space.to_values(xs))
+    samples = space.to_values(xs)
+    y, failed, msgs = evaluate(space.names, samples)
     _, bad, dropped, n_blocks = _drop_blocks(y, failed, space.dimension + 2)
     rows = []
     for k, out in enumerate(outputs):
         keep = _usable_blocks(y[:, k], bad, space.dimension + 2)
         yk = y[keep, k]
         usable = keep.sum() >= 2 * (space.dimension + 2) and np.var(yk) > 0
-        res = (
-            sobol_analyze.analyze(
-                problem,
-                yk,
-                calc_second_order=False,
-                num_resamples=resamples,
-                conf_level=conf_level,
-                # a Generator: SALib falls back to the global RNG for the integer seed 0 ("if seed:"),
-                # which made the bootstrap intervals of --seed 0 irreproducible; same stream otherwise
-                seed=np.random.default_rng(seed),
-                print_to_console=False,
-            )
-            if usable
-            else None
-        )
+        # a Generator: SALib falls back to the global RNG for the integer seed 0 ("if seed:"),
+        # which made the bootstrap intervals of --seed 0 irreproducible; same stream otherwise
+        res = sobol_indices(problem, yk, resamples, conf_level, np.random.default_rng(seed)) if usable else None
         rows += _index_rows(out, space, res, ("S1", "S1_conf", "ST", "ST_conf"))
-    return Analysis(
-        "sobol", space, tuple(outputs), rows, space.to_values(xs), y, failed, dropped, n_blocks, [m for m in msgs if m]
-    )
+    return Analysis("sobol", space, tuple(outputs), rows, samples, y, failed, dropped, n_blocks, [m for m in msgs if m])
+
+
+#: elements of one block of bootstrap resamples (rows x resamples) in :func:`sobol_indices`
+BOOTSTRAP_BLOCK = 2**19
+
+
+def sobol_indices(
+    problem: dict,
+    y: np.ndarray,
+    resamples: int,
+    conf_level: float,
+    rng: np.random.Generator,
+    block: int = BOOTSTRAP_BLOCK,
+) -> dict[str, np.ndarray]:
+    """S1, S1_conf, ST and ST_conf of ``y`` (N (D + 2) Saltelli outputs): SALib's
+    ``sobol.analyze`` without second order, in bounded memory.
+
+    SALib draws the bootstrap resamples as one (N, resamples) index array and evaluates every
+    estimator on (N, resamples) copies of the outputs: about 250 MB at N = 4096 and 1000
+    resamples, growing with N.  Here the same draws (one generator, drawn row block by row block:
+    the same stream) are kept as 32-bit indices, and SALib's estimators run on blocks of
+    resample columns of about ``block`` elements.  Each resample's estimate is a column
+    reduction of its own, computed in the same order whatever the block (no block is one column
+    wide: numpy sums a single column pairwise), so the numbers are SALib's exactly
+    (``tests/test_sensitivity.py`` compares them).
+    """
+    from SALib.analyze import sobol as sobol_analyze
+    from scipy.stats import norm
+
+    if resamples < 1:
+        raise SensitivityError(f"bootstrap resamples must be positive, got {resamples}")
+    d = problem["num_vars"]
+    y = np.asarray(y, dtype=float)
+    if y.size % (d + 2):
+        raise SensitivityError(f"{y.size} Sobol outputs are not a multiple of D + 2 = {d + 2}")
+    n = y.size // (d + 2)
+    y = (y - y.mean()) / y.std()
+    a, b, ab, _ = sobol_analyze.separate_output_values(y, d, n, False)
+    r = np.empty((n, resamples), dtype=np.int32 if n < 2**31 else np.int64)
+    used = np.zeros(n, dtype=bool)  # samples drawn at least once (their range is that of all draws)
+    step = max(1, block // max(resamples, 1))
+    for i in range(0, n, step):
+        r[i : i + step] = rng.integers(n, size=(min(step, n - i), resamples))
+        used[r[i : i + step]] = True
+    drawn = np.r_[a[used], b[used]]
+    spread = drawn.max() - drawn.min() if drawn.size else 0.0  # SALib: np.ptp of every resampled value
+    z = norm.ppf(0.5 + conf_level / 2)
+    width = min(resamples, max(2, block // n))
+    edges = list(range(0, resamples, width)) + [resamples]
+    if len(edges) > 2 and edges[-1] - edges[-2] == 1:
+        del edges[-2]  # a last block one column wide joins the one before
+    s1, st = np.empty((d, resamples)), np.empty((d, resamples))  # per factor, the resamples' estimates
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        idx = r[:, lo:hi].astype(np.intp)
+        ar, br = a[idx], b[idx]
+        for j in range(d):
+            abr = ab[idx, j]
+            s1[j, lo:hi] = sobol_analyze.first_order(ar, abr, br)
+            st[j, lo:hi] = sobol_analyze.total_order(ar, abr, br)
+    res = {key: np.zeros(d) for key in ("S1", "S1_conf", "ST", "ST_conf")}
+    for j in range(d):
+        res["S1"][j] = sobol_analyze.first_order(a, ab[:, j], b)
+        res["ST"][j] = sobol_analyze.total_order(a, ab[:, j], b)
+        res["S1_conf"][j] = z * s1[j].std(ddof=1) if spread != 0.0 else 0.0
+        res["ST_conf"][j] = z * st[j].std(ddof=1) if spread != 0.0 else 0.0
+    return res
 
 
 def ishigami(names: Sequence[str], x: np.ndarray, a: float = 7.0, b: float = 0.1):
