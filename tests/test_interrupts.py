@@ -250,3 +250,38 @@ def test_a_second_command_on_the_same_folder_is_refused(tmp_path):
         _, err = finish(first)
     assert first.returncode == 143, err
     assert not out.exists()
+
+
+# -- a signal whose exception a C callback drops -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc_name", "code", "line"), [("Terminated", 143, "terminated"), ("KeyboardInterrupt", 130, "interrupted")]
+)
+def test_a_signal_whose_exception_was_dropped_still_ends_the_command(
+    tmp_path, monkeypatch, capsys, exc_name, code, line
+):
+    """A handler that runs inside a C callback (numba compiling a kernel calls back into Python)
+    raises into a frame that prints the exception and drops it: the command would go on and
+    commit. The recorded signal ends it at the commit, with its exit code and nothing written."""
+    import builtins
+
+    from exosim import cli
+    from exosim.io import figures
+    from exosim.util import atomic
+
+    exc = cli.Terminated if exc_name == "Terminated" else getattr(builtins, exc_name)
+    drawn = figures.plot_survival
+
+    def dropped(*args, **kwargs):
+        drawn(*args, **kwargs)
+        atomic.note_signal(exc)  # the handler ran; its exception never reached this frame
+
+    monkeypatch.setattr(figures, "plot_survival", dropped)
+    out = tmp_path / "out"
+    assert main(["run", FAST, "-o", str(out)]) == code
+    assert capsys.readouterr().err.strip().endswith(f"exosim: {line}")
+    assert not out.exists() or not [p for p in out.iterdir() if p.name != LOCK_NAME]
+    # the record does not outlive its command
+    monkeypatch.undo()
+    assert main(["run", FAST, "-o", str(out)]) == 0

@@ -1126,18 +1126,28 @@ def main(argv: list[str] | None = None) -> int:
 
     pid = os.getpid()
 
+    from exosim.util import atomic
+
     def on_sigterm(signum, frame):
         if os.getpid() != pid:  # a forked worker process: end as SIGTERM's default would
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return
+        atomic.note_signal(Terminated)  # raised below; recorded in case a C callback drops it
         raise Terminated
+
+    def on_sigint(signum, frame):
+        if os.getpid() == pid:
+            atomic.note_signal(KeyboardInterrupt)
+        raise KeyboardInterrupt
 
     try:
         previous = signal.signal(signal.SIGTERM, on_sigterm)
+        previous_int = signal.signal(signal.SIGINT, on_sigint)
         installed = True
     except ValueError:  # not the main thread (main() called from a thread): no handler
         installed = False
+    atomic.clear_signal()
     try:
         from exosim.model.assemble import ModelError
         from exosim.scenario.schema import ScenarioError
@@ -1160,9 +1170,9 @@ def main(argv: list[str] | None = None) -> int:
                     "evidence": lambda: _cmd_evidence(args, argv),
                     "calibrate": lambda: _cmd_calibrate(args, argv),
                 }
-                if args.command in commands:
-                    return commands[args.command]()
-                return _cmd_validate(args)
+                code = commands[args.command]() if args.command in commands else _cmd_validate(args)
+                atomic.raise_pending()  # a signal whose exception was dropped ends the command as it should
+                return code
             except (ScenarioError, ModelError, OutputError) as exc:
                 print(f"exosim: error: {exc}", file=sys.stderr)
                 return 2
@@ -1178,8 +1188,10 @@ def main(argv: list[str] | None = None) -> int:
         print("exosim: terminated", file=sys.stderr)
         return 143
     finally:
-        if installed:  # as it was (a handler not set from Python reads as None: the default)
+        atomic.clear_signal()
+        if installed:  # as they were (a handler not set from Python reads as None: the default)
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+            signal.signal(signal.SIGINT, signal.default_int_handler if previous_int is None else previous_int)
 
 
 if __name__ == "__main__":  # pragma: no cover

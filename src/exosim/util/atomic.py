@@ -116,6 +116,29 @@ def _signals_deferred() -> Iterator[None]:
 _local = threading.local()  # .locks: folder -> [fd, lock path, depth]; .scopes: claims per output_claims()
 
 
+#: the exception of a signal (SIGINT, SIGTERM) whose handler ran inside a C callback (numba
+#: compiling a kernel calls back into Python), where Python prints a raised exception and drops
+#: it: the command would go on and commit its outputs. :func:`raise_pending` raises it at the
+#: next commit (and the CLI at its end), so a signal is never lost.
+_PENDING: list[type[BaseException]] = []
+
+
+def note_signal(exc: type[BaseException]) -> None:
+    """Record the exception a signal handler is about to raise (in case it is dropped)."""
+    _PENDING[:] = [exc]
+
+
+def clear_signal() -> None:
+    """The recorded signal was handled."""
+    _PENDING.clear()
+
+
+def raise_pending() -> None:
+    """Raise the exception of a signal whose handler's exception was dropped, if any."""
+    if _PENDING:
+        raise _PENDING[0]()
+
+
 def _locks() -> dict:
     if not hasattr(_local, "locks"):
         _local.locks = {}
@@ -323,6 +346,7 @@ class _Staged:
         with _signals_deferred():  # a signal now is handled once the folder is committed or cleaned up
             try:
                 if kind is None:
+                    raise_pending()  # a signal whose exception a C callback dropped: commit nothing
                     self._commit()
                 elif issubclass(kind, OSError) and not issubclass(kind, OutputError):
                     raise self._error(exc) from None
