@@ -520,21 +520,6 @@ class Model:
         self.observable_names = names
         self.observable_index = {n: i for i, n in enumerate(names)}
 
-    def scalar_source(self, name: str = "rhs1") -> str:
-        """Per-member right-hand side ``name(y[n], p[k], dy[n])`` as scalar Python source.
-
-        Generated from the same expression trees as :meth:`rhs`, for the compiled
-        backend (:mod:`exosim.simulate.dopri5_numba`); it uses ``np`` and ``_hill``.
-        """
-        # only the derived constants and rules the rates need (observables are evaluated elsewhere)
-        rates, needed = self._rate_symbols()
-        lines = [f"def {name}(y, p, dy):"]
-        lines += [f"    {s.name} = y[{i}]" for i, s in enumerate(self.states) if s.name in needed]
-        lines += [f"    {q.name} = p[{i}]" for i, q in enumerate(self.parameters) if q.name in needed]
-        lines += [f"    {d.name} = {_expr.to_scalar(d.expr)}" for d in self.derived + self.rules if d.name in needed]
-        lines += [f"    dy[{i}] = {_expr.to_scalar(tree)}" for i, tree in enumerate(rates)]
-        return "\n".join(lines) + "\n"
-
     def prepared_scalar_source(self, prepare: str = "prep1", rhs: str = "rhsp", power: str | None = None) -> str:
         """Per-member right-hand side split like :meth:`prepare` / :meth:`rhs_prepared`, as scalar source.
 

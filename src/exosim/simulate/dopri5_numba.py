@@ -66,6 +66,7 @@ from pathlib import Path
 
 import numpy as np
 
+from exosim.model import expr as _expr
 from exosim.simulate import rosenbrock as _rosenbrock
 from exosim.simulate import solver as _solver
 from exosim.simulate.solver import FAILED, MESSAGES, SegmentResult, SolverOptions, numba_available
@@ -120,16 +121,7 @@ def _pow(x, w):
 
 
 @numba.njit(cache=True, inline="always")
-def _hill(x, K, n):
-    # HILL_BODY, pos(x)**n/(K**n + pos(x)**n), with one power instead of three
-    if x > 0.0:
-        if n == 1.0:
-            return x / (K + x)
-        if n == 2.0:
-            return x * x / (K * K + x * x)
-        return 1.0 / (1.0 + (K / x) ** n)
-    x = max(x, 0.0)
-    return x ** n / (K ** n + x ** n)
+#HILL#
 
 
 @numba.njit(cache=True)
@@ -667,7 +659,7 @@ def module_source(model) -> str:
             *model.prepared_scalar_source("prep1", "rhsp", power="_pow")
             .replace("\ndef rhsp", "\n@numba.njit(cache=True, fastmath=set(FASTMATH))\ndef rhsp")
             .splitlines(),
-            _KERNEL.replace("#DP5_STAGES#", _stage_source()),
+            _KERNEL.replace("#DP5_STAGES#", _stage_source()).replace("#HILL#", _expr.hill_fast_scalar_source("_hill")),
         ]
     )
 
