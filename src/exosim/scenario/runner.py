@@ -479,10 +479,19 @@ class CompiledScenario:
             if t_next > t:
                 sel = (times > t) & (times <= t_next) if time_courses else np.zeros(times.size, bool)
                 y_int, p_int = (y, p) if rows is None else (y[rows], p[rows])
+                status_int = status if rows is None else status[rows]
+                # members entering the segment with the same states, parameters and step are
+                # integrated once (the grid doses of one sample, before the grid irradiation)
+                first, copies = _identical(y_int, p_int, h)
+                if first is not None:
+                    y_int, p_int, status_int = y_int[first], p_int[first], status_int[first]
+                    h = h[first] if isinstance(h, np.ndarray) else h
+                    counters["member_segments_shared"] = counters.get("member_segments_shared", 0) + (
+                        copies.size - first.size
+                    )
                 sol = integrator.integrate(
                     m, t, t_next, y_int, p_int, atol_scale=scale, options=options, t_eval=times[sel], h0=h, **within
                 )
-                h = sol.h_last
                 for key, value in sol.stats.items():
                     counters[key] = counters.get(key, 0) + value
                 if sc.solver.stiff_fallback != "none":
@@ -495,10 +504,13 @@ class CompiledScenario:
                         scale,
                         options,
                         times[sel],
-                        status if rows is None else status[rows],
+                        status_int,
                         counters,
                         integrator,
                     )
+                if first is not None:
+                    sol = _spread(sol, copies, h_last=True)
+                h = sol.h_last
                 if rows is not None:
                     sol = _spread(sol, copy_from)
                 for i in np.flatnonzero((sol.status == FAILED) & (status != FAILED)):
@@ -549,8 +561,34 @@ def _sharing(share: np.ndarray | None, n_mem: int) -> tuple[np.ndarray | None, n
     return rows, np.searchsorted(rows, share)
 
 
-def _spread(sol: SegmentResult, copy_from: np.ndarray) -> SegmentResult:
-    """The segment result of the integrated members spread to every member (row ``copy_from[i]``)."""
+def _identical(y: np.ndarray, p: np.ndarray, h) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Members with bitwise equal states, parameters and (per-member) first step: the first of
+    each group and, per member, its group's row among them (None, None: all differ).
+
+    The shipped integrators give such members bitwise equal results (per-member step control,
+    or one step controlled by the largest member error, which a copy does not change), so the
+    segment is integrated for the first of each group only and its result copied.
+    """
+    if y.shape[0] < 2:
+        return None, None
+    cols = [y, p] if not isinstance(h, np.ndarray) else [y, p, h[:, None]]
+    key = np.ascontiguousarray(np.concatenate(cols, axis=1))
+    rows = key.view(np.dtype((np.void, key.dtype.itemsize * key.shape[1]))).ravel()
+    _, first, copies = np.unique(rows, return_index=True, return_inverse=True)
+    if first.size == y.shape[0]:
+        return None, None
+    order = np.argsort(first)  # keep the members in their order (the same batch layout)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return first[order], rank[copies.ravel()]
+
+
+def _spread(sol: SegmentResult, copy_from: np.ndarray, h_last: bool = False) -> SegmentResult:
+    """The segment result of the integrated members spread to every member (row ``copy_from[i]``);
+    with ``h_last`` also a per-member last step."""
+    step = sol.h_last
+    if h_last and isinstance(step, np.ndarray) and step.ndim == 1:
+        step = step[copy_from]
     return SegmentResult(
         sol.y[copy_from],
         sol.status[copy_from],
@@ -558,7 +596,7 @@ def _spread(sol: SegmentResult, copy_from: np.ndarray) -> SegmentResult:
         [sol.message[j] for j in copy_from],
         sol.ys[copy_from],
         sol.stats,
-        sol.h_last,
+        step,
         None if sol.member_steps is None else sol.member_steps[copy_from],
     )
 
