@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import exosim
 from conftest import SCENARIOS
@@ -89,15 +90,34 @@ def test_figure_workers_draw_the_same_files_as_one_process(tmp_path, capsys):
         str(SCENARIOS / n) for n in ("mir22_exosome_radiosensitisation.yaml", "iccm_bystander_medium_transfer.yaml")
     ]
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
-    assert main(["figures", *paths, "-o", str(serial), "--format", "png"]) == 0
+    assert main(["figures", *paths, "-o", str(serial), "--format", "png", "--workers", "1"]) == 0
     assert main(["figures", *paths, "-o", str(parallel), "--format", "png", "--workers", "2"]) == 0
     names = sorted(p.name for p in serial.glob("*.png"))
     assert "iccm_bystander_medium_transfer_calibration.png" in names and len(names) == 5
     assert names == sorted(p.name for p in parallel.glob("*.png"))
     for name in names:
         assert (serial / name).read_bytes() == (parallel / name).read_bytes(), name
-    assert main(["figures", *paths, "-o", str(tmp_path / "none"), "--workers", "0"]) == 2
-    assert "--workers" in capsys.readouterr().err and not (tmp_path / "none").exists()
+    for bad in ("0", "many"):
+        assert main(["figures", *paths, "-o", str(tmp_path / "none"), "--workers", bad]) == 2
+        assert "--workers" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
+def test_workers_auto_is_one_per_usable_core():
+    """``--workers auto`` (the default of ``exosim figures``): one worker per core this process may
+    use; explicit counts must be positive integers."""
+    import os
+
+    from exosim.analysis.engine import parse_workers, usable_cores
+
+    assert parse_workers("auto") is None and parse_workers(" AUTO ") is None
+    assert parse_workers("3") == 3
+    for bad in ("0", "-2", "2.5", "", "all"):
+        with pytest.raises(ValueError, match="positive integer or 'auto'"):
+            parse_workers(bad)
+    cores = usable_cores()
+    assert 1 <= cores <= (os.cpu_count() or cores)
+    if hasattr(os, "sched_getaffinity"):
+        assert cores == len(os.sched_getaffinity(0))
 
 
 def test_sensitivity_panels_say_when_an_output_is_undefined_or_unmoved(tmp_path, monkeypatch):

@@ -337,7 +337,12 @@ def _parser() -> argparse.ArgumentParser:
         "for a journal)",
     )
     fig.add_argument("--dpi", type=int, default=None, help="resolution of raster figures (default: 120-150)")
-    fig.add_argument("--workers", type=int, default=1, help="worker processes, one scenario each at a time (default 1)")
+    fig.add_argument(
+        "--workers",
+        default="auto",
+        help="worker processes, one scenario each at a time (default auto: one per usable core, at most one per "
+        "scenario; the files are the same byte for byte whatever the number)",
+    )
     _bands_option(fig)
     ft = sub.add_parser(
         "fit",
@@ -1026,7 +1031,7 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _cmd_figures(args: argparse.Namespace) -> int:
     from exosim.analysis import fit as _fit
-    from exosim.analysis.engine import make_engine
+    from exosim.analysis.engine import make_engine, parse_workers, usable_cores
     from exosim.io.figures import parse_formats
     from exosim.scenario.load import load_scenario
     from exosim.util.atomic import claim_output, staged_outputs
@@ -1040,8 +1045,10 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     if args.dpi is not None and args.dpi <= 0:
         print(f"exosim: error: --dpi: expected a positive integer, got {args.dpi}", file=sys.stderr)
         return 2
-    if args.workers < 1:
-        print(f"exosim: error: --workers: expected a positive integer, got {args.workers}", file=sys.stderr)
+    try:
+        workers = parse_workers(args.workers)
+    except ValueError as exc:
+        print(f"exosim: error: --workers: {exc}", file=sys.stderr)
         return 2
     scenarios = [load_scenario(p) for p in args.scenarios]  # all validated before anything is written
     problems = {}
@@ -1064,7 +1071,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     # every figure is drawn into one staging folder and all move into place together at the end
     # (an error or a signal leaves the folder as it was); other files in the folder stay untouched
     stage = staged_outputs(outdir)
-    engine = make_engine(min(args.workers, len(scenarios)))
+    engine = make_engine(min(usable_cores() if workers is None else workers, len(scenarios)))
     try:
         with stage as tmp:
             # scenarios travel to the workers; compiled models do not pickle, so each builds its own

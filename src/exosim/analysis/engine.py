@@ -7,10 +7,20 @@ order, so serial, process and Dask runs of the same seeded job are identical.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["Engine", "SerialEngine", "ProcessEngine", "DaskEngine", "EngineError", "make_engine"]
+__all__ = [
+    "Engine",
+    "SerialEngine",
+    "ProcessEngine",
+    "DaskEngine",
+    "EngineError",
+    "make_engine",
+    "parse_workers",
+    "usable_cores",
+]
 
 
 class EngineError(RuntimeError):
@@ -151,6 +161,27 @@ def _versions() -> dict:
     except PackageNotFoundError:
         numba = None
     return {"exosim": __version__, "numba": numba}
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system reports it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def parse_workers(text: str) -> int | None:
+    """``--workers``: a positive integer, or ``auto`` (None: one per usable core); ValueError otherwise."""
+    if str(text).strip().lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"expected a positive integer or 'auto', got {text!r}")
+    return value
 
 
 def make_engine(workers: int | None = None, scheduler: str | None = None) -> Engine:
