@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/bench_sensitivity.py [--N 1024] [--rr-runs 1000] [--scenarios hnscc iccm]
        [--backend numba|numpy] [--rtol 1e-8] [--workers 1] [--subset 16] [--save DIR]
+       [--method dopri5|dop853]
 
 Job: Sobol indices of 6 uptake parameters (binding rate constant, unbinding rate, binding
 sites, internalisation, endosomal escape, extracellular decay), N base samples (N*(6+2)
@@ -237,14 +238,22 @@ def solve_ivp_subset(evaluator, values: np.ndarray, rtol=1e-8) -> tuple[np.ndarr
 
 
 def run(
-    name: str, n: int, subset: int, backend: str, rtol: float, workers: int, rr_runs: int, save: Path | None = None
+    name: str,
+    n: int,
+    subset: int,
+    backend: str,
+    rtol: float,
+    workers: int,
+    rr_runs: int,
+    save: Path | None = None,
+    method: str = "dopri5",
 ) -> None:
     fname, arm, doses = SCENARIOS[name]
     sc = exosim.load_scenario(ROOT / "scenarios" / fname)
     sc = sc.model_copy(
         update={
             "dose_grid": sc.dose_grid.model_copy(update={"values": doses}),
-            "solver": sc.solver.model_copy(update={"rtol": rtol, "atol": rtol * 1e-2}),
+            "solver": sc.solver.model_copy(update={"rtol": rtol, "atol": rtol * 1e-2, "method": method}),
         }
     )
     space = sa.ParameterSpace.from_table(names=KEYS)
@@ -254,7 +263,7 @@ def run(
     if ev.backend == "numba":
         from exosim.simulate.dopri5_numba import kernel_for
 
-        kernel_for(CompiledScenario(ev.scenario).model)
+        kernel_for(CompiledScenario(ev.scenario).model, ev.scenario.solver.method)
     compile_s = time.perf_counter() - t
     try:
         res = sa.sobol(ev, space, sa.OUTPUTS, n, seed=1)
@@ -275,7 +284,8 @@ def run(
 def _report(name, n, subset, rtol, ev, space, engine, res, wall, compile_s, rr_runs) -> None:
     n_samples = res.samples.shape[0]
     print(
-        f"[{name}] exosim ({ev.backend}, rtol {rtol:g}, {engine.describe()}) Sobol N={n}: {n_samples} samples x "
+        f"[{name}] exosim ({ev.backend}, {ev.scenario.solver.method}, rtol {rtol:g}, {engine.describe()}) "
+        f"Sobol N={n}: {n_samples} samples x "
         f"{ev.members_per_sample} members = {n_samples * ev.members_per_sample} runs in {wall:.1f} s "
         f"(kernel compile/load in this process {compile_s:.1f} s included; worker processes load it from the "
         f"disk cache) "
@@ -374,10 +384,13 @@ if __name__ == "__main__":
     ap.add_argument("--backend", default="auto", choices=["auto", "numpy", "numba"])
     ap.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance of all three simulators")
     ap.add_argument("--workers", type=int, default=1, help="worker processes for exosim (libRoadRunner: 1)")
+    ap.add_argument(
+        "--method", default="dopri5", choices=["dopri5", "dop853"], help="exosim's explicit pair (solver.method)"
+    )
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     ap.add_argument(
         "--save", type=Path, help="write each job's outputs and indices to DIR/<scenario>_N<N>_workers<w>.npz"
     )
     args = ap.parse_args()
     for name in args.scenarios:
-        run(name, args.N, args.subset, args.backend, args.rtol, args.workers, args.rr_runs, args.save)
+        run(name, args.N, args.subset, args.backend, args.rtol, args.workers, args.rr_runs, args.save, args.method)

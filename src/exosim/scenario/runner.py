@@ -330,7 +330,7 @@ class CompiledScenario:
             if rhs1 is None and integrator.name == "numba":  # the compiled one-member rhs: far faster
                 from exosim.simulate.dopri5_numba import rhs_for
 
-                rhs1 = rhs_for(self.model)
+                rhs1 = rhs_for(self.model, options.method)
             res = implicit.integrate_member(
                 self.model,
                 t,
@@ -444,6 +444,7 @@ class CompiledScenario:
             max_seconds=sc.solver.max_seconds,
             horizon=float(t_end),
             stiff_fallback=sc.solver.stiff_fallback,
+            method=sc.solver.method,
         )
         scale = np.array([s.scale for s in m.states])
         reference = None
@@ -541,11 +542,18 @@ class CompiledScenario:
         timing = {
             "seconds": _time.perf_counter() - start,
             "backend": integrator.name,
-            "method": getattr(integrator, "description", integrator.name),
+            "method": _described(getattr(integrator, "description", integrator.name), options.method),
             **counters,
             "members_integrated": n_mem if rows is None else int(rows.size),
         }
         return RunResult.collect(self, y, p, reference, status, messages, times, states, obs, ledger, p_start, timing)
+
+
+def _described(description: str, method: str) -> str:
+    """The integrator's description with the explicit pair the run used."""
+    if method == "dop853":
+        return description.replace("Dormand-Prince 5(4)", "Dormand-Prince 8(5,3)")
+    return description
 
 
 def _sharing(share: np.ndarray | None, n_mem: int) -> tuple[np.ndarray | None, np.ndarray | None]:

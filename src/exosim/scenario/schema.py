@@ -359,6 +359,10 @@ class SolverSpec(_Strict):
     #: ``bdf`` (the members the explicit solver fails for step size or step budget are integrated
     #: again, alone, with scipy's BDF) or ``none`` (they fail)
     stiff_fallback: Literal["rosenbrock", "bdf", "none"] = "rosenbrock"
+    #: the explicit pair: ``dopri5`` (Dormand-Prince 5(4)) or ``dop853`` (Dormand-Prince 8(5,3):
+    #: twice the work per step, fewer steps at tight tolerances on smooth protocols; measure it
+    #: with ``python benchmarks/bench_order.py``)
+    method: Literal["dopri5", "dop853"] = "dopri5"
 
 
 class CalibrationSpec(_Strict):

@@ -18,8 +18,9 @@ failed and the others go on with a new budget.  A shared step costs about a
 millisecond, so a segment that would outlast the wall-clock limit (``max_seconds``)
 at its pace is treated the same way; the limit itself fails whatever is still being
 integrated.  The method is Dormand-Prince 5(4), the
-method of ``solve_ivp(method="RK45")``, against which the tests check it; the
-tableau and the step-size rule are :mod:`exosim.simulate.solver`'s.
+method of ``solve_ivp(method="RK45")``, against which the tests check it, or with
+``SolverOptions.method == "dop853"`` Dormand-Prince 8(5,3) (``solve_ivp(method="DOP853")``);
+the tableaus and the step-size rule are :mod:`exosim.simulate.solver`'s.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from collections.abc import Callable
 import numpy as np
 
 from exosim.simulate.solver import (
-    EXPONENT,
     FAILED,
     FIRST_STEP_FRACTION,
     MAX_FACTOR,
@@ -40,12 +40,9 @@ from exosim.simulate.solver import (
     PACE_WINDOWS,
     REJECT_MIN_FACTOR,
     SAFETY,
-    A,
-    B,
-    C,
-    E,
     SegmentResult,
     SolverOptions,
+    method,
 )
 
 __all__ = ["integrate", "NumpyDopri5"]
@@ -162,7 +159,9 @@ def integrate(
     nonfinite = ~np.all(np.isfinite(f), axis=1)
     if nonfinite.any():
         fail(np.flatnonzero(nonfinite), t, MESSAGES["derivative"])
-    k = np.empty((7,) + y.shape)
+    rk = method(options.method)
+    A, B, C, E, E3, EXPONENT = rk.A, rk.B, rk.C, rk.E, rk.E3, rk.exponent
+    k = np.empty((rk.rows,) + y.shape)
     while t < t1 and active.size:
         if progress is not None:
             progress((t - t0) / span)
@@ -207,27 +206,33 @@ def integrate(
         if landing:
             h_try = t_stop - t
         if k.shape[1] != y.shape[0]:
-            k = np.empty((7,) + y.shape)
+            k = np.empty((rk.rows,) + y.shape)
         k[0] = f
         # non-finite trial values are caught below (step rejected or member failed), so no warnings
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            for s in range(1, 7):
+            for s in range(1, rk.stages + 1):
                 dy = np.tensordot(A[s, :s], k[:s], axes=1)
                 k[s] = fun(t + C[s] * h_try, y + h_try * dy, pa)
             y_new = y + h_try * np.tensordot(B, k, axes=1)
-            err_vec = h_try * np.tensordot(E, k, axes=1)
             tol = atol + options.rtol * np.maximum(np.abs(y), np.abs(y_new))
-            err = np.sqrt(np.mean((err_vec / tol) ** 2, axis=1))
-        n_rhs += 6
+            if E3 is None:
+                err_vec = h_try * np.tensordot(E, k, axes=1)
+                err = np.sqrt(np.mean((err_vec / tol) ** 2, axis=1))
+            else:  # Hairer's dop853 norm of the 5th- and 3rd-order estimates
+                e5 = np.sum((np.tensordot(E, k, axes=1) / tol) ** 2, axis=1)
+                e3 = np.sum((np.tensordot(E3, k, axes=1) / tol) ** 2, axis=1)
+                den = np.sqrt((e5 + 0.01 * e3) * y.shape[1])
+                err = np.where(den > 0, abs(h_try) * e5 / np.where(den > 0, den, 1.0), np.where(e5 == 0, 0.0, np.inf))
+        n_rhs += rk.stages
         err[~np.isfinite(err)] = np.inf
         err_max = err.max()
         limiting[1] += err >= LIMITING * err_max
         if err_max <= 1.0:
             t = t_stop if landing else t + h_try
             y = y_new
-            f = k[
-                6
-            ].copy()  # FSAL; a copy: the next trial overwrites k[6], and a rejected trial must restart from f(t, y)
+            # FSAL (the last stage is at t + h, y_new); a copy: the next trial overwrites it, and
+            # a rejected trial must restart from f(t, y)
+            f = k[rk.stages].copy()
             n_steps += 1
             if landing and t_stop < t1:
                 ys[active, k_eval] = y

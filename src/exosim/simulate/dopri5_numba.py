@@ -375,7 +375,7 @@ def member(m, y0, p, t0, t1, t_eval, rtol, atol, h0, max_steps, min_step, deadli
            y_out, ys, status, t_failed, h_last, steps_of, counts, late):
     n = y0.shape[1]
     ne = t_eval.size
-    k = np.empty((7, n))
+    k = np.empty((KROWS, n))
     y = np.empty(n)
     ytmp = np.empty(n)
     ynew = np.empty(n)
@@ -466,8 +466,7 @@ def member(m, y0, p, t0, t1, t_eval, rtol, atol, h0, max_steps, min_step, deadli
         t_stop = t_eval[ke] if (ke < ne and t_eval[ke] < t1) else t1
         landing = h >= t_stop - t
         ht = t_stop - t if landing else h
-#DP5_STAGES#
-        err = math.sqrt(err / n)
+#RK_STAGES#
         if not math.isfinite(err):
             err = np.inf
         if err <= 1.0:
@@ -477,14 +476,14 @@ def member(m, y0, p, t0, t1, t_eval, rtol, atol, h0, max_steps, min_step, deadli
                 num = 0.0
                 den = 0.0
                 for i in range(n):
-                    num += (k[6, i] - k[5, i]) ** 2
+                    num += (k[KLAST, i] - k[KLAST - 1, i]) ** 2
                     den += (ynew[i] - ysti[i]) ** 2
                 if den > 0.0 and ht * ht * num > STIFF_H_LAMBDA**2 * den:
                     stiff += 1
             t = t_stop if landing else t + ht
             for i in range(n):
                 y[i] = ynew[i]
-                k[0, i] = k[6, i]
+                k[0, i] = k[KLAST, i]
             steps += 1
             if landing and t_stop < t1:
                 ys[m, ke, :] = y
@@ -543,31 +542,47 @@ def _cache_dir() -> Path:
     return path
 
 
-def _stage_source(indent: str = " " * 8) -> str:
-    """One Dormand-Prince step written out with the tableau's numbers as literals: each stage's
-    point in one pass over the components, the last stage's point is the new solution (FSAL:
-    the 7th row of A is B), the error norm in the same pass as the error estimate."""
-    A, E = _solver.A, _solver.E
+def _stage_source(rk: _solver.Method, indent: str = " " * 8) -> str:
+    """One step of the pair ``rk`` written out with its tableau's numbers as literals: each
+    stage's point in one pass over the components, the last stage's point is the new solution
+    (first same as last: the last row of A is B) and the one before it the other point at
+    t + h (the stiffness test's), the error norm in the same pass as the error estimate."""
+    A, E, E3, last = rk.A, rk.E, rk.E3, rk.stages
 
     def combination(row) -> str:
         return " + ".join(f"{float(c)!r} * k[{j}, i]" for j, c in enumerate(row) if c != 0.0)
 
     lines = []
-    for s in range(1, 7):
-        target = {5: "ysti", 6: "ynew"}.get(s, "ytmp")
+    for s in range(1, last + 1):
+        target = {last - 1: "ysti", last: "ynew"}.get(s, "ytmp")
         lines += [
             "for i in range(n):",
             f"    {target}[i] = y[i] + ht * ({combination(A[s, :s])})",
             f"rhsp({target}, P, k[{s}])",
         ]
-    lines += [
-        "counts[1] += 6",
-        "err = 0.0",
-        "for i in range(n):",
-        f"    e = ht * ({combination(E)})",
-        "    tol = atol[i] + rtol * max(abs(y[i]), abs(ynew[i]))",
-        "    err += (e / tol) ** 2",
-    ]
+    lines.append(f"counts[1] += {last}")
+    if E3 is None:
+        lines += [
+            "err = 0.0",
+            "for i in range(n):",
+            f"    e = ht * ({combination(E)})",
+            "    tol = atol[i] + rtol * max(abs(y[i]), abs(ynew[i]))",
+            "    err += (e / tol) ** 2",
+            "err = math.sqrt(err / n)",
+        ]
+    else:  # Hairer's dop853 norm: the 5th-order estimate, damped where the 3rd-order one is large
+        lines += [
+            "err = 0.0",
+            "err3 = 0.0",
+            "for i in range(n):",
+            "    tol = atol[i] + rtol * max(abs(y[i]), abs(ynew[i]))",
+            f"    e = ({combination(E)}) / tol",
+            f"    e3 = ({combination(E3)}) / tol",
+            "    err += e * e",
+            "    err3 += e3 * e3",
+            "den = math.sqrt((err + 0.01 * err3) * n)",
+            "err = abs(ht) * err / den if den > 0.0 else (0.0 if err == 0.0 else np.inf)",
+        ]
     return "\n".join(indent + line for line in lines)
 
 
@@ -601,8 +616,10 @@ def _jacobian_layout(rows_of: list[list[int]], n: int) -> tuple[list[int], list[
     return col_ptr, col_rows, group_ptr, group_cols
 
 
-def module_source(model) -> str:
-    """Source of the compiled module of ``model``: Hill function, right-hand side, kernels."""
+def module_source(model, method: str = "dopri5") -> str:
+    """Source of the compiled module of ``model``: Hill function, right-hand side, kernels, with
+    the explicit pair ``method`` (:data:`exosim.simulate.solver.METHODS`)."""
+    rk = _solver.method(method)
     rows_of = model.jacobian_pattern()
     col_ptr, col_rows, group_ptr, group_cols = _jacobian_layout(rows_of, model.n_states)
     return "\n".join(
@@ -614,14 +631,16 @@ def module_source(model) -> str:
             "import numba",
             "",
             f"FASTMATH = {sorted(_FASTMATH)!r}",
-            f"A = np.array({_solver.A.tolist()!r})",
-            f"B = np.array({_solver.B.tolist()!r})",
-            f"E = np.array({_solver.E.tolist()!r})",
+            f"# explicit pair: {rk.name}; the stage array's rows, the last (f(t + h, y_new), the next",
+            "# step's first) and the stiffness test's bound on h*|lambda|",
+            f"KROWS = {rk.rows!r}",
+            f"KLAST = {rk.stages!r}",
+            f"EXPONENT = {rk.exponent!r}",
+            f"STIFF_H_LAMBDA = {rk.stiff_h_lambda!r}",
             *(
                 f"{name} = {getattr(_solver, name)!r}"
                 for name in (
                     "SAFETY",
-                    "EXPONENT",
                     "MAX_FACTOR",
                     "MIN_FACTOR",
                     "REJECT_MIN_FACTOR",
@@ -644,7 +663,6 @@ def module_source(model) -> str:
                     ("SQRT_EPS", "FD_STEP"),
                     ("STIFF_WINDOW", "STIFF_WINDOW"),
                     ("SWITCH_STEPS", "SWITCH_STEPS"),
-                    ("STIFF_H_LAMBDA", "STIFF_H_LAMBDA"),
                 )
             ),
             f"NP = {model.prepared_size()!r}  # parameters and the constants prepared from them",
@@ -659,19 +677,20 @@ def module_source(model) -> str:
             *model.prepared_scalar_source("prep1", "rhsp", power="_pow")
             .replace("\ndef rhsp", "\n@numba.njit(cache=True, fastmath=set(FASTMATH))\ndef rhsp")
             .splitlines(),
-            _KERNEL.replace("#DP5_STAGES#", _stage_source()).replace("#HILL#", _expr.hill_fast_scalar_source("_hill")),
+            _KERNEL.replace("#RK_STAGES#", _stage_source(rk)).replace("#HILL#", _expr.hill_fast_scalar_source("_hill")),
         ]
     )
 
 
-def _module_for(model):
-    """The compiled module of a model: loaded once per process and model structure, and its
-    source generated once per model object (generating it walks every expression tree)."""
+def _module_for(model, method: str = "dopri5"):
+    """The compiled module of a model and explicit pair: loaded once per process and model
+    structure, and its source generated once per model object (generating it walks every
+    expression tree)."""
     try:
-        return _by_model[model]
+        return _by_model[model][method]
     except (KeyError, TypeError):
         pass
-    source = module_source(model)
+    source = module_source(model, method)
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
     if digest not in _loaded:
         if not numba_available():
@@ -687,20 +706,22 @@ def _module_for(model):
         spec.loader.exec_module(module)
         _loaded[digest] = module
     try:
-        _by_model[model] = _loaded[digest]
+        _by_model.setdefault(model, {})[method] = _loaded[digest]
     except TypeError:  # a model that cannot be weakly referenced: generated again next time
         pass
     return _loaded[digest]
 
 
-def kernel_for(model):
-    """The compiled ``integrate`` kernel of a model (cached on disk and per process)."""
-    return _module_for(model).integrate
+def kernel_for(model, method: str = "dopri5"):
+    """The compiled ``integrate`` kernel of a model with the explicit pair ``method`` (cached on
+    disk and per process)."""
+    return _module_for(model, method).integrate
 
 
-def rhs_for(model):
-    """The compiled one-member right-hand side ``rhs1(y, p, dy)`` of a model (the kernel's)."""
-    return _module_for(model).rhs1
+def rhs_for(model, method: str = "dopri5"):
+    """The compiled one-member right-hand side ``rhs1(y, p, dy)`` of a model (the kernel's; the
+    same in the module of either pair: ``method`` only picks a module already loaded)."""
+    return _module_for(model, method).rhs1
 
 
 class NumbaDopri5:
@@ -741,7 +762,7 @@ def integrate_compiled(
     ``stats["implicit_steps"]`` count them and their steps); ``implicit_only`` integrates every
     member with Rodas4 from the start (the numpy solver's fallback).
     """
-    kernel = kernel_for(model)
+    kernel = kernel_for(model, options.method)
     y0 = np.ascontiguousarray(y0, dtype=float)
     p = np.ascontiguousarray(p, dtype=float)
     n_mem, n = y0.shape

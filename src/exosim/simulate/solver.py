@@ -64,6 +64,59 @@ for _i, _row in enumerate(
 B = np.array([35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0])
 E = np.array([71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40])
 
+
+@dataclass(frozen=True)
+class Method:
+    """An explicit embedded Runge-Kutta pair as both solvers use it.
+
+    Attributes
+    ----------
+    name : ``dopri5`` or ``dop853`` (``solver.method`` of a scenario)
+    C, A, B : nodes, stage matrix and solution weights over ``stages`` stages
+    E : error weights (``dopri5``: of the 4th-order estimate, with the 7th, FSAL stage)
+    E3 : ``dop853`` only: weights of its 3rd-order estimate; the error norm is then Hairer's
+        ``|h| * |e5|^2 / sqrt(n * (|e5|^2 + 0.01 * |e3|^2))`` (e5 with ``E``, each component
+        divided by its tolerance), as in his dop853 code
+    exponent : step-size exponent, -1/(q+1) with q the order of the error estimate
+    stiff_h_lambda : Hairer's bound on h*|lambda| (from the last two derivatives at t + h)
+        above which an accepted step counts as stability-limited
+    rows : rows of the stage array: ``stages`` stages and f(t + h, y_new) (the next step's first)
+    """
+
+    name: str
+    C: np.ndarray
+    A: np.ndarray
+    B: np.ndarray
+    E: np.ndarray
+    E3: np.ndarray | None
+    exponent: float
+    stiff_h_lambda: float
+    stages: int
+
+    @property
+    def rows(self) -> int:
+        return self.stages + 1
+
+
+def _dop853() -> Method:
+    """Dormand & Prince's 8(5,3) pair (Hairer, Norsett & Wanner, Solving ODEs I, 2nd ed., II.10;
+    the coefficients of Hairer's dop853 code, as scipy ships them)."""
+    from scipy.integrate._ivp import dop853_coefficients as d
+
+    n = d.N_STAGES  # 12; row 12 of the stage array holds f(t + h, y_new)
+    return Method(
+        "dop853",
+        C=np.array(d.C[: n + 1], dtype=float),
+        A=np.array(d.A[: n + 1, : n + 1], dtype=float),
+        B=np.append(np.array(d.B, dtype=float), 0.0),
+        E=np.array(d.E5, dtype=float),
+        E3=np.array(d.E3, dtype=float),
+        exponent=-1.0 / 8.0,
+        stiff_h_lambda=6.1,
+        stages=n,
+    )
+
+
 # step-size control (Hairer et al. II.4): h_new = h * clip(SAFETY * err^EXPONENT)
 SAFETY = 0.9
 EXPONENT = -0.2  # -1/(q+1) with q = 4, the order of the embedded error estimate
@@ -80,6 +133,22 @@ FIRST_STEP_FRACTION = 1e-3  # first trial step, as a fraction of the segment
 # at 1-2 ms each); a member of the shipped scenarios needs a few hundred steps per segment
 PACE_WINDOWS = 100
 PACE_STRIKES = 2
+
+#: the methods of ``solver.method``; the 7th row of DOPRI5's A is B (first same as last)
+METHODS = {
+    "dopri5": Method("dopri5", C=C, A=A, B=B, E=E, E3=None, exponent=EXPONENT, stiff_h_lambda=3.25, stages=6),
+}
+
+
+def method(name: str) -> Method:
+    """The :class:`Method` of a name (``dopri5``, ``dop853``); ValueError for others."""
+    if name == "dop853" and name not in METHODS:
+        METHODS[name] = _dop853()
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; expected dopri5 or dop853") from None
+
 
 #: failure messages shared by every solver (formatted with the options)
 MESSAGES = {
@@ -124,6 +193,9 @@ class SolverOptions:
         Rodas4 within the segment, :mod:`exosim.simulate.rosenbrock`; after the numpy solver,
         the runner integrates it again with the compiled Rodas4, or BDF without numba).  The
         runner sets the scenario's ``solver.stiff_fallback``.
+    method : the explicit pair, ``dopri5`` (Dormand-Prince 5(4)) or ``dop853`` (Dormand-Prince
+        8(5,3): about twice the work per step, fewer steps at tight tolerances on smooth
+        protocols; ``python benchmarks/bench_order.py`` measures it), :data:`METHODS`
     """
 
     rtol: float = 1e-7
@@ -133,6 +205,7 @@ class SolverOptions:
     max_seconds: float = 120.0
     horizon: float = float("nan")
     stiff_fallback: str = "none"
+    method: str = "dopri5"
 
 
 @dataclass
