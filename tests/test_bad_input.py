@@ -629,3 +629,57 @@ def test_validate_reports_every_bad_file_one_line_each(tmp_path, capsys):
     assert main(["validate", "--strict", str(good), str(odd)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith(f"exosim: error: {odd}: hypothesis.parameters.internalisation_rate:"), lines
+
+
+# ------------------------------------------------------------------ option values on the command line
+HNSCC = str(Path(__file__).resolve().parents[1] / "scenarios" / "hnscc_exosome_radioresistance.yaml")
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["run", HNSCC, "--bands", "0"], ["--bands", "expected an integer >= 20"]),
+        (["run", HNSCC, "--bands", "1"], ["--bands", "expected an integer >= 20"]),
+        (["run", HNSCC, "--seed", "-1"], ["--seed", "from 0 to 2**32 - 1"]),
+        (["sensitivity", HNSCC, "--method", "morris", "-N", "0"], ["-N", "expected an integer >= 1"]),
+        (["sensitivity", HNSCC, "--method", "sobol", "--seed", "x"], ["--seed", "'x'"]),
+        (["sensitivity", HNSCC, "--workers", "0"], ["--workers", "expected an integer >= 1"]),
+        (["calibrate", "--params", "alpha0", "--seed", "-3"], ["--seed", "from 0 to 2**32 - 1"]),
+    ],
+)
+def test_bad_option_values_are_one_message_and_exit_2(tmp_path, capsys, argv, words):
+    """argparse rejects them before anything runs: usage and one error line, exit 2."""
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "-o", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("exosim")
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, env, words",
+    [
+        (["--method", "morris", "-N", "1"], None, ["Morris needs at least 2 trajectories"]),
+        (["--method", "sobol", "-N", "1"], None, ["power of two of at least 2", "got 1"]),
+        (["--method", "sobol", "-N", "8"], "abc", ["EXOSIM_SENSITIVITY_MAX_N", "positive integer", "'abc'"]),
+        (["--method", "sobol", "-N", "8"], "6", ["-N 8 capped at 6 by EXOSIM_SENSITIVITY_MAX_N", "got 6"]),
+    ],
+)
+def test_bad_sample_sizes_are_one_message_and_exit_2(tmp_path, capsys, monkeypatch, argv, env, words):
+    if env is not None:
+        monkeypatch.setenv("EXOSIM_SENSITIVITY_MAX_N", env)
+    assert main(["sensitivity", HNSCC, "--group", "uptake", *argv, "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and all(w in err for w in words), err
+    assert not list((tmp_path / "out").glob("*.csv"))
+
+
+@pytest.mark.parametrize("dose, words", [("nan", "finite"), ("inf", "finite"), ("-1", "non-negative")])
+def test_bad_export_dose_is_one_message_and_exit_2(tmp_path, capsys, dose, words):
+    pytest.importorskip("libsbml")
+    out = tmp_path / "m.xml"
+    assert main(["export", HNSCC, "--dose", dose, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("exosim: error: --dose:") and words in err and not out.exists()

@@ -85,6 +85,18 @@ def test_the_sampler_recovers_a_known_posterior_and_reports_its_diagnostics():
     assert 0 < post.evaluations <= 16 * 1501 and post.draws.shape[1] == 2
 
 
+def test_a_chain_of_a_few_steps_is_never_called_converged():
+    """emcee's estimate of tau on a few steps can be negative; such a chain is not converged."""
+    kw = dict(ranges={"damage_max_rate": (0.5, 8.0), "unbinding_rate": (0.01, 1.0)}, walkers=4)
+    # seeds and lengths whose estimate was <= 0 (two of them called converged) before the fix
+    for seed, steps in ((0, 5), (2, 3), (4, 3), (4, 4)):
+        names = ["damage_max_rate", "unbinding_rate"]
+        post = sample_posterior(None, names, seed=seed, objective=_Gaussian(), steps=steps, **kw)
+        d = post.diagnostics()
+        assert all(t > 0 for t in d["autocorrelation_time_steps"].values()), d
+        assert d["converged"] is False
+
+
 def test_the_same_seed_gives_the_same_draws():
     kw = dict(ranges={"damage_max_rate": (0.5, 8.0), "unbinding_rate": (0.01, 1.0)}, walkers=4, steps=30)
     a = sample_posterior(None, ["damage_max_rate", "unbinding_rate"], seed=5, objective=_Gaussian(), **kw)
@@ -186,8 +198,10 @@ def test_calibrate_samples_writes_the_catalogue_record_and_run_draws_bands_from_
     bands = list(csv.DictReader((res / "bands.csv").open()))
     survival = list(csv.DictReader((res / "survival.csv").open()))
     assert len(bands) == len(survival)
-    prov = json.loads((res / "provenance.json").read_text())["bands"]
+    whole = json.loads((res / "provenance.json").read_text())
+    prov = whole["bands"]
     assert prov["draws"] == 20 and prov["posterior"]["evidence_sha256"] == record["evidence_sha256"]
+    assert whole["seed"] == prov["seed"] == 0 and "posterior draws" in whole["randomness"]
     assert (res / "survival.png").stat().st_size > 0 and (res / "bands_summary.csv").is_file()
     # a run without --bands removes the bands of an earlier run from the folder
     assert main(["run", str(scenario), "--no-timecourses", "-o", str(res)]) == 0

@@ -130,12 +130,42 @@ VALIDATE_EXAMPLE = """example:
 """
 
 
+def _seed(text: str) -> int:
+    """A seed option: an integer in [0, 2**32) (numpy's and SALib's seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**32 - 1, got {text!r}")
+    return value
+
+
+def _at_least(minimum: int, why: str = ""):
+    """An integer option of at least ``minimum`` (``why``: the reason, added to the message)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}{why}, got {text!r}")
+        return value
+
+    return parse
+
+
+#: fewest posterior draws of a 95 % band (its 2.5 % and 97.5 % quantiles between draws)
+MIN_BAND_DRAWS = 20
+
+
 def _bands_option(parser: argparse.ArgumentParser) -> None:
     """``--bands [DRAWS]``: 95 % prediction bands from posterior draws of the catalogue."""
     parser.add_argument(
         "--bands",
         nargs="?",
-        type=int,
+        type=_at_least(MIN_BAND_DRAWS, " (a 95 % band needs draws beyond its quantiles)"),
         const=200,
         default=0,
         metavar="DRAWS",
@@ -179,7 +209,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _bands_option(run)
     run.add_argument("--posterior", help="calibration.yaml with a posterior to draw from (default: the catalogue's)")
-    run.add_argument("--seed", type=int, default=0, help="seed that picks the posterior draws (default 0)")
+    run.add_argument("--seed", type=_seed, default=0, help="seed that picks the posterior draws (default 0)")
     evi = sub.add_parser(
         "evidence",
         help="judge the model against published evidence (scorecard)",
@@ -221,7 +251,7 @@ def _parser() -> argparse.ArgumentParser:
         help="then sample the posterior with emcee for STEPS steps per walker (default 0: no sampling)",
     )
     cal.add_argument("--walkers", type=int, default=16, help="emcee walkers, even, >= 2 x parameters (default 16)")
-    cal.add_argument("--seed", type=int, default=0, help="seed of the walkers' start and moves (default 0)")
+    cal.add_argument("--seed", type=_seed, default=0, help="seed of the walkers' start and moves (default 0)")
     cal.add_argument(
         "--write-catalogue",
         action="store_true",
@@ -308,11 +338,13 @@ def _parser() -> argparse.ArgumentParser:
         help="override a parameter's range (table units); repeatable",
     )
     sen.add_argument("--method", choices=["local", "morris", "sobol"], default="sobol")
-    sen.add_argument("-N", type=int, default=1024, help="Sobol base samples (power of two) or Morris trajectories")
-    sen.add_argument("--seed", type=int, default=0, help="seed of sampling and bootstrap")
+    sen.add_argument(
+        "-N", type=_at_least(1), default=1024, help="Sobol base samples (power of two) or Morris trajectories"
+    )
+    sen.add_argument("--seed", type=_seed, default=0, help="seed of sampling and bootstrap")
     sen.add_argument("--arm", help="analysed arm (default: first non-control arm)")
     sen.add_argument("--doses", help="comma-separated grid doses replacing the scenario's grid (grid unit)")
-    sen.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    sen.add_argument("--workers", type=_at_least(1), default=1, help="worker processes on this machine")
     sen.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://127.0.0.1:8786")
     sen.add_argument(
         "--backend",
@@ -590,8 +622,6 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         record = read_yaml_mapping(data, args.posterior, "a calibration record")
         if "posterior" not in record:
             raise ScenarioError(args.posterior, "posterior", "no posterior: write one with exosim calibrate --sample")
-    if args.bands < 0:
-        raise ScenarioError("--bands", "", f"expected a positive number of draws, got {args.bands}")
     if args.posterior and not args.bands:  # a posterior given is a posterior to draw bands from
         args.bands = 200
     if args.bands and record is None:
@@ -878,9 +908,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if _missing_extra("sbml", "SBML export"):
         return 2
     from exosim.io.sbml import SBMLExportError, export, select_member, write_validated
+    from exosim.model.units import QuantityError
 
     compiled = compile_scenario(load_scenario(args.scenario))
-    member = select_member(compiled, arm=args.arm, dose=args.dose)  # for the report line
+    try:
+        member = select_member(compiled, arm=args.arm, dose=args.dose)  # for the report line
+    except QuantityError as exc:
+        print(f"exosim: error: --dose: {exc}", file=sys.stderr)
+        return 2
     try:
         doc = export(compiled, arm=args.arm, dose=args.dose)
         result = write_validated(doc, args.output)
@@ -961,9 +996,18 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
     outdir = args.outdir or f"results/{scenario.name}-{args.method}"
     claim_output(outdir)  # writable and locked before any sample (OutputError: exit 2 in main)
     n = args.N
-    cap = os.environ.get("EXOSIM_SENSITIVITY_MAX_N")
+    cap = os.environ.get("EXOSIM_SENSITIVITY_MAX_N", "").strip()
     if cap:
-        n = min(n, int(cap))
+        try:
+            limit = int(cap)
+        except ValueError:
+            limit = 0
+        if limit < 1:
+            print(f"exosim: error: EXOSIM_SENSITIVITY_MAX_N: expected a positive integer, got {cap!r}", file=sys.stderr)
+            return 2
+        if limit < n:
+            print(f"exosim: note: -N {n} capped at {limit} by EXOSIM_SENSITIVITY_MAX_N", file=sys.stderr)
+            n = limit
     try:
         space = sa.ParameterSpace.from_table(
             args.group, [k for k in args.params.split(",") if k], _ranges(args.range, sa.SensitivityError)

@@ -175,7 +175,9 @@ def sample_posterior(
     sampler.run_mcmc(z0, steps, progress=False)
     seconds = time.perf_counter() - t0
     tau = np.asarray(sampler.get_autocorr_time(tol=0, quiet=True), dtype=float)
-    tau = np.where(np.isfinite(tau), tau, float(steps))
+    # a chain too short for an estimate gives a non-finite or non-positive one (emcee's
+    # estimator on a few steps can be negative): count it as the whole chain (not converged)
+    tau = np.where(np.isfinite(tau) & (tau > 0), tau, float(steps))
     burn = int(min(steps // 2, max(steps // 5, math.ceil(2 * tau.max()))))
     chain = sampler.get_chain(discard=burn, flat=True)
     lp = sampler.get_log_prob(discard=burn, flat=True)

@@ -428,6 +428,8 @@ def morris(
     from SALib.analyze import morris as morris_analyze
     from SALib.sample import morris as morris_sample
 
+    if n < 2:
+        raise SensitivityError(f"Morris needs at least 2 trajectories (sigma and the bootstrap of mu*), got N = {n}")
     problem = space.problem()
     xs = morris_sample.sample(problem, n, num_levels=levels, seed=seed)
     y, failed, msgs = evaluate(space.names, space.to_values(xs))
@@ -465,7 +467,9 @@ def sobol(
 ) -> Analysis:
     """Sobol first-order (S1) and total (ST) indices with bootstrap intervals; N a power of two."""
     if n < 2 or n & (n - 1):
-        raise SensitivityError(f"Sobol N must be a power of two (Saltelli/Sobol' sequence balance), got {n}")
+        raise SensitivityError(
+            f"Sobol N must be a power of two of at least 2 (Saltelli/Sobol' sequence balance), got {n}"
+        )
     from SALib.sample import sobol as sobol_sample
 
     problem = space.problem()

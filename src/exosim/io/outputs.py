@@ -96,6 +96,9 @@ def write_outputs(
             (tmp / "bands.csv").write_text(tables.rows_csv(bands.survival))
             (tmp / "bands_summary.csv").write_text(tables.rows_csv(bands.summary))
             record["bands"] = bands.record()
+            # the run itself is deterministic; the bands' draws are the one random choice
+            record["seed"] = record["bands"].get("seed")
+            record["randomness"] = "the posterior draws of the prediction bands (seed above); runs are deterministic"
         (tmp / "provenance.json").write_text(_json(record))
         if figure:
             figures.plot_survival(result, rows, tmp / "survival.png", bands=bands)
