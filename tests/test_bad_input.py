@@ -489,6 +489,8 @@ def test_bad_yaml_text_gives_one_clear_error_and_exit_2(tmp_path, capsys, case):
 # ---------------------------------------------------------------------- parameters outside their documented range
 RANGE_CASES = [
     # (id, mutation path, value, key path, shown value, parameter key)
+    ("medium volume", "media.well.volume", "0.001 mL", "media.well.volume", "0.001 mL", "volume"),
+    ("cells of a population", "populations.cells.cells", 50, "populations.cells.cells", "50 cells", "cells"),
     (
         "scenario parameter",
         "hypothesis",
@@ -683,3 +685,15 @@ def test_bad_export_dose_is_one_message_and_exit_2(tmp_path, capsys, dose, words
     assert main(["export", HNSCC, "--dose", dose, "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("exosim: error: --dose:") and words in err and not out.exists()
+
+
+def test_a_medium_without_volume_is_an_error_before_any_run(tmp_path, capsys):
+    """Concentrations divide by the volume: 0 mL is refused (it failed every member, or raised
+    ZeroDivisionError in the compiled solver)."""
+    f = tmp_path / "dry.yaml"
+    f.write_text(yaml.safe_dump(mutate("media.well.volume", "0 mL"), sort_keys=False))
+    out = tmp_path / "out"
+    assert main(["run", str(f), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"exosim: error: {f}: media.well.volume: expected a positive value, got 0 mL"), err
+    assert err.count("\n") == 0 and not out.exists()

@@ -302,3 +302,14 @@ def test_the_implicit_fallback_agrees_with_a_tight_reference():
     big = np.abs(ref.y.T) > 1e-3 * scale
     np.testing.assert_allclose(res.ys[big], ref.y.T[big], rtol=1e-5)
     np.testing.assert_allclose(res.y, res.ys[-1])
+
+
+def test_figures_exits_3_when_every_member_of_an_arm_failed(tmp_path):
+    """`exosim figures` draws what it can, like `exosim run`, but an arm without a single result
+    is an error naming the scenario file (it exited 0 with an empty plot)."""
+    data = single_well(parameters={"binding_rate_constant": "1e3 mL/(h*site)"}, solver={"stiff_fallback": "none"})
+    path = _write(tmp_path, data)
+    out = _cli("figures", str(path), "-o", str(tmp_path / "figs"), "--format", "png", "--workers", "1")
+    assert out.returncode == 3, out.stderr
+    assert f"exosim: error: {path}: no member of arm 'single_well' succeeded (6 failed)" in out.stderr
+    assert list((tmp_path / "figs").glob("*.png"))

@@ -598,9 +598,8 @@ def _cmd_delivery(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from exosim.io.outputs import OutputError, write_outputs
     from exosim.scenario.load import load_scenario_with_warnings
-    from exosim.scenario.runner import out_of_range, run
+    from exosim.scenario.runner import run
     from exosim.scenario.schema import ScenarioError
-    from exosim.simulate.solver import FAILED
     from exosim.util.atomic import claim_output
 
     scenario, found = load_scenario_with_warnings(args.scenario, strict=args.strict, hypotheses=not args.no_hypotheses)
@@ -705,19 +704,25 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
                     )
                 )
     print("wrote " + ", ".join(str(f) for f in files))
-    code = 0
-    for a, arm in enumerate(result.arms):  # an arm without a single result is an error (exit 3)
+    failed = _failed_arms(result)
+    for line in failed:
+        print(f"exosim: error: {line}", file=sys.stderr)
+    return 3 if failed else 0
+
+
+def _failed_arms(result) -> list[str]:
+    """One line per arm without a single successful member (an error: exit 3)."""
+    from exosim.scenario.runner import out_of_range
+    from exosim.simulate.solver import FAILED
+
+    lines = []
+    for a, arm in enumerate(result.arms):
         members = (result.arm_index == a).nonzero()[0]
         if members.size and (result.status[members] == FAILED).all():
             named = out_of_range(result.model, result.parameters[members[0]])
             cause = "; ".join(named) if named else "every parameter is within its documented range"
-            print(
-                f"exosim: error: no member of arm {arm!r} succeeded ({members.size} failed); "
-                f"its parameter set: {cause}",
-                file=sys.stderr,
-            )
-            code = 3
-    return code
+            lines.append(f"no member of arm {arm!r} succeeded ({members.size} failed); its parameter set: {cause}")
+    return lines
 
 
 def _cmd_evidence(args: argparse.Namespace, argv: list[str]) -> int:
@@ -1120,17 +1125,23 @@ def _cmd_figures(args: argparse.Namespace) -> int:
         with stage as tmp:
             # scenarios travel to the workers; compiled models do not pickle, so each builds its own
             tasks = [(sc, sc.name in problems, tmp, formats, args.dpi, args.bands, record) for sc in scenarios]
-            for _ in progress(engine.map(_figures_of, tasks), total=len(tasks), desc="exosim figures", unit="scenario"):
-                pass
+            failed = []
+            for lines in progress(
+                engine.map(_figures_of, tasks), total=len(tasks), desc="exosim figures", unit="scenario"
+            ):
+                failed += lines
     finally:
         engine.close()
     for path in stage.written:
         print(f"wrote {path}")
-    return 0
+    for line in failed:  # drawn all the same (like exosim run), but an arm without results is an error
+        print(f"exosim: error: {line}", file=sys.stderr)
+    return 3 if failed else 0
 
 
-def _figures_of(task: tuple) -> None:
-    """The figures of one scenario (a top-level function: figure workers run it in their process)."""
+def _figures_of(task: tuple) -> list[str]:
+    """The figures of one scenario (a top-level function: figure workers run it in their process);
+    returns the arms of the scenario without a single successful member."""
     from exosim.analysis import fit as _fit
     from exosim.io.figures import plot_fit, plot_survival, plot_timecourses, save_options
     from exosim.scenario.runner import run
@@ -1151,6 +1162,7 @@ def _figures_of(task: tuple) -> None:
         if calibrated:
             problem = _fit.calibration_problem(sc)
             plot_fit(problem, _fit.fit(problem), tmp / f"{sc.name}_calibration.png")
+    return [f"{sc.source}: {line}" for line in _failed_arms(result)]
 
 
 class Terminated(BaseException):

@@ -725,6 +725,12 @@ def _check_parameters(sc: Scenario, err, strict: bool = False, where: dict[str, 
                 if k not in table:
                     raise err(f"{group}.{n}.parameters.{k}", f"unknown parameter {k!r}" + suggest(k, keys))
                 check_value(f"{group}.{n}.parameters.{k}", k, v)
+    # the protocol's own amounts, against the same documented ranges (a volume must be positive:
+    # concentrations divide by it)
+    for n, pop in sc.populations.items():
+        check_value(f"populations.{n}.cells", "cells", pop.cells)
+    for n, med in sc.media.items():
+        check_value(f"media.{n}.volume", "volume", f"{med.volume!r} mL")
     for c, override in sc.cargo.items():
         for k, v in override.items():
             if k in ("effects",):
