@@ -667,6 +667,7 @@ def test_bad_option_values_are_one_message_and_exit_2(tmp_path, capsys, argv, wo
         (["--method", "sobol", "-N", "1"], None, ["power of two of at least 2", "got 1"]),
         (["--method", "sobol", "-N", "8"], "abc", ["EXOSIM_SENSITIVITY_MAX_N", "positive integer", "'abc'"]),
         (["--method", "sobol", "-N", "8"], "6", ["-N 8 capped at 6 by EXOSIM_SENSITIVITY_MAX_N", "got 6"]),
+        (["--method", "local", "--doses", "2,200"], None, ["error: --doses 2,200 [1]: dose 200 Gy is above"]),
     ],
 )
 def test_bad_sample_sizes_are_one_message_and_exit_2(tmp_path, capsys, monkeypatch, argv, env, words):

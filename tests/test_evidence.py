@@ -221,6 +221,13 @@ BAD = [
         "statistic",
     ),
     ("survival per something", "entries.0.observable.per", "cells.dsb", "entries[0].observable.per", "same kind"),
+    (
+        "misspelt summary column",
+        "entries.0.observable.quantity",
+        "summary.alfa_eff_per_Gy",
+        "entries[0].observable.quantity",
+        "did you mean 'summary.alpha_eff_per_Gy'",
+    ),
 ]
 
 
@@ -338,3 +345,12 @@ def test_biology_set_through_the_api_is_recorded_in_provenance(tmp_path):
     assert sc.biology_changes == ["parameters.unbinding_rate"]
     record = run_record(exosim.run(sc), ["test"])
     assert record["scenario"]["biology"] == "catalogue values changed by overrides: parameters.unbinding_rate"
+
+
+def test_a_role_or_entry_selection_that_keeps_nothing_is_an_error(tmp_path, capsys):
+    """It wrote an empty scorecard.csv (no header) and exited 0."""
+    out = tmp_path / "out"
+    assert main(["evidence", str(ROOT / "evidence" / "qi2012.yaml"), "--role", "validation", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "exosim: error: evidence: no entry with role validation (of 3 entries)", err
+    assert not out.exists()

@@ -1022,7 +1022,13 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
                 doses = [float(d) for d in args.doses.split(",")]
             except ValueError:
                 raise sa.SensitivityError(f"--doses {args.doses!r}: expected comma-separated numbers") from None
-            scenario = with_dose_grid(scenario, doses)
+            try:
+                scenario = with_dose_grid(scenario, doses)
+            except ScenarioError as exc:  # the values came from the command line, not the file
+                where = exc.path.removeprefix("dose_grid.values")
+                raise sa.SensitivityError(
+                    f"--doses {args.doses}{' ' + where if where else ''}: {exc.problem}"
+                ) from None
         engine = make_engine(args.workers, args.scheduler)
     except (sa.SensitivityError, EngineError, ScenarioError) as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)

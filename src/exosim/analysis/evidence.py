@@ -288,6 +288,11 @@ class Evidence:
                     "evidence", "", f"unknown entry {i!r}" + (f"; did you mean {near[0]!r}?" if near else "")
                 )
         keep = [e for e in self.entries if (not roles or e.role in roles) and (not ids or e.id in set(ids))]
+        if self.entries and not keep:
+            asked = " and ".join(
+                x for x in (f"role {', '.join(roles)}" if roles else "", "the ids given" if ids else "") if x
+            )
+            raise EvidenceError("evidence", "", f"no entry with {asked} (of {len(self.entries)} entries)")
         return Evidence(keep, self.protocols, self.compiled, self.with_hypotheses, self._replicated)
 
 
@@ -454,6 +459,16 @@ def _check_entry(ev: Evidence, entry: Entry) -> None:
 
 def _quantity_unit(compiled: CompiledScenario, q: str, fail) -> str:
     """The model unit of quantity ``q``; ``fail(message)`` when the model has no such quantity."""
+    if q.startswith("summary."):
+        from exosim.scenario.observables import summary_columns
+
+        columns = [c for c in summary_columns(compiled.model) if c not in ("arm", "control")]
+        if q.split(".", 1)[1] not in columns:
+            near = difflib.get_close_matches(q.split(".", 1)[1], columns, n=1)
+            raise fail(
+                f"unknown summary column {q!r}"
+                + (f" (did you mean 'summary.{near[0]}'?)" if near else f": expected one of {', '.join(columns)}")
+            )
     if q == "survival" or q.startswith("summary."):
         for suffix, unit in (("_per_Gy2", "1/Gy^2"), ("_per_Gy", "1/Gy"), ("_Gy", "Gy")):
             if q.endswith(suffix):

@@ -208,6 +208,17 @@ def time_to_multiple(times: np.ndarray, volume: np.ndarray, multiple: float = GR
     return float(times[j - 1] + frac * (times[j] - times[j - 1]) - times[0])
 
 
+def summary_columns(model) -> list[str]:
+    """Every column :func:`summary_rows` can write for ``model`` (those of a dose grid and of a
+    protocol without one; a run has one set or the other)."""
+    cols = ["arm", "control", "alpha_eff_per_Gy", "beta_eff_per_Gy2", "sf0_vs_untreated"]
+    cols += ["sf2_within_arm", "d10_Gy", "sf_at_scoring"]
+    for pop in (p for p in model.populations if p.tumour):
+        cols += [f"{pop.name}_volume_at_scoring_mm3", f"{pop.name}_days_to_{GROWTH_MULTIPLE:g}x_volume"]
+    cols += [f"{c}_delivered_copies_per_cell" for c in model.cargos]
+    return cols + ["failed_members", "dmf_at_sf0.1"]
+
+
 def summary_rows(result: RunResult, rows: list[dict] | None = None) -> list[dict]:
     """One row per arm: alpha_eff, beta_eff, SF2, D10, DMF and bystander survival at 0 Gy, or the
     scored survival of a protocol without a dose grid, and tumour volumes at scoring (summary.csv)."""
