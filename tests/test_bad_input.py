@@ -51,6 +51,13 @@ CASES = [
     ("unknown key", "timeline.2.irradiate.doze", "2 Gy", "timeline[2].irradiate.doze", ["unknown key", "'dose'"]),
     ("unknown top key", "dose_grd", {"values": [1]}, "dose_grd", ["did you mean 'dose_grid'"]),
     ("missing field", "populations.cells.medium", DELETE, "populations.cells.medium", ["required"]),
+    (
+        "misspelt required key",
+        "populations.cells",
+        {"cell_line": "hnscc_pooled", "celss": 1e5, "medium": "well"},
+        "populations.cells.celss",
+        ["unknown key 'celss'", "did you mean 'cells'"],
+    ),
     ("wrong unit", "timeline.0.irradiate.dose", "2 mL", "timeline[0].irradiate.dose", ["not a dose unit", "Gy"]),
     ("missing unit", "timeline.1.at", 24, "timeline[1].at", ["missing unit", "h"]),
     ("negative dose", "timeline.0.irradiate.dose", "-1 Gy", "timeline[0].irradiate.dose", ["non-negative"]),

@@ -426,14 +426,19 @@ def _unwrap(annotation: Any) -> Any:
 
 
 def _first_error(exc: ValidationError, source: str) -> ScenarioError:
-    err = exc.errors()[0]
+    errors = exc.errors()
+    err = errors[0]
+    if err["type"] == "missing":  # a misspelt required key: name the unknown key beside it instead
+        parent = tuple(err["loc"])[:-1]
+        err = next((e for e in errors if e["type"] == "extra_forbidden" and tuple(e["loc"])[:-1] == parent), err)
     loc = tuple(err["loc"])
     path = _loc_path(loc)
     kind = err["type"]
     if kind == "extra_forbidden":
         parent = _model_at(loc[:-1])
         valid = (
-            sorted({f.alias or n for n, f in parent.model_fields.items() if n not in ("source", "sha256")})
+            # (``source`` and ``sha256`` of a scenario are set by the loader; a transfer's ``source`` is ``from``)
+            sorted({f.alias or n for n, f in parent.model_fields.items() if f.alias or n not in ("source", "sha256")})
             if parent
             else []
         )
