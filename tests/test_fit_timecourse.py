@@ -24,9 +24,9 @@ DECAY = {
     "type": "custom",
     "description": "Exosomes added to cell-free medium lose their integrity at a first-order rate.",
     "media": {"dish": {"volume": "1 mL"}},
-    # one non-binding cell: its own release (60 particles/h) is 1e-7 of the added dose
+    # no cells (0: absent), non-binding: the scored population only names the end of the protocol
     "populations": {
-        "cells": {"cell_line": "hnscc_pooled", "cells": 1, "medium": "dish", "parameters": {"binding_factor": 0}}
+        "cells": {"cell_line": "hnscc_pooled", "cells": 0, "medium": "dish", "parameters": {"binding_factor": 0}}
     },
     "timeline": [
         {"at": "0 h", "add": {"medium": "dish", "concentration": "1e9 particles/mL"}},

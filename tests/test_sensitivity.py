@@ -211,7 +211,7 @@ def test_cli_sensitivity_writes_indices_samples_provenance_figure(tmp_path, monk
         (["--group", "uptake", "-N", str(2**20)], ["exceed the limit"]),
         (["--group", "uptake", "--chunk-members", str(10**9)], ["GiB"]),
         (["--group", "uptake", "--scheduler", "tcp://127.0.0.1:9"], ["cannot reach the Dask scheduler"]),
-        (["--group", "uptake", "--doses", "0,-2"], ["dose_grid.values", "non-negative"]),
+        (["--group", "uptake", "--doses", "0,-2"], ["error: --doses 0,-2:", "non-negative"]),
         (["--group", "uptake", "--doses", "0,two"], ["--doses", "comma-separated numbers"]),
         (["--params", "binding_sites", "--range", "unbinding_rate=1:2"], ["not analysed factors"]),
     ],
