@@ -285,3 +285,40 @@ def test_a_signal_whose_exception_was_dropped_still_ends_the_command(
     # the record does not outlive its command
     monkeypatch.undo()
     assert main(["run", FAST, "-o", str(out)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("exc_name", "code", "line"), [("Terminated", 143, "terminated"), ("KeyboardInterrupt", 130, "interrupted")]
+)
+def test_a_dropped_signal_exception_is_not_printed_as_an_error(tmp_path, monkeypatch, capsys, exc_name, code, line):
+    """Python reports an exception raised in a callback it cannot propagate from (a fork handler
+    of a worker pool, a finaliser) through ``sys.unraisablehook`` as 'Exception ignored in ...'
+    with a traceback. For a recorded signal that is noise: the command ends with its one line."""
+    import builtins
+    import types
+
+    from exosim import cli
+    from exosim.io import figures
+    from exosim.util import atomic
+
+    exc = cli.Terminated if exc_name == "Terminated" else getattr(builtins, exc_name)
+    drawn = figures.plot_survival
+
+    def dropped(*args, **kwargs):
+        drawn(*args, **kwargs)
+        atomic.note_signal(exc)
+        info = types.SimpleNamespace(
+            exc_type=exc, exc_value=exc(), exc_traceback=None, err_msg="Exception ignored in", object=None
+        )
+        sys.unraisablehook(info)  # what Python does with the handler's exception in such a callback
+        other = types.SimpleNamespace(exc_type=ValueError, exc_value=ValueError(), exc_traceback=None, object=None)
+        sys.unraisablehook(other)  # any other dropped exception is still reported
+
+    monkeypatch.setattr(figures, "plot_survival", dropped)
+    reported = []  # the hook in place before the command (Python's prints the traceback)
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    assert main(["run", FAST, "-o", str(tmp_path / "out")]) == code
+    assert capsys.readouterr().err == f"exosim: {line}\n"
+    # the recorded signal's exception was not handed on to be printed; the other one was
+    assert [type(r.exc_value) for r in reported] == [ValueError]
+    assert sys.unraisablehook == reported.append  # and the command's hook is gone with it

@@ -1210,6 +1210,16 @@ def main(argv: list[str] | None = None) -> int:
             atomic.note_signal(KeyboardInterrupt)
         raise KeyboardInterrupt
 
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info):
+        # a signal's exception raised inside a callback whose exceptions Python drops (a fork
+        # handler, a finaliser, numba's compiler callbacks) is recorded above and raised again
+        # later; it is not an error to print
+        if not (isinstance(info.exc_value, (KeyboardInterrupt, Terminated)) and atomic.pending_signal()):
+            previous_hook(info)
+
+    sys.unraisablehook = unraisable
     try:
         previous = signal.signal(signal.SIGTERM, on_sigterm)
         previous_int = signal.signal(signal.SIGINT, on_sigint)
@@ -1258,6 +1268,7 @@ def main(argv: list[str] | None = None) -> int:
         return 143
     finally:
         atomic.clear_signal()
+        sys.unraisablehook = previous_hook
         if installed:  # as they were (a handler not set from Python reads as None: the default)
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
             signal.signal(signal.SIGINT, signal.default_int_handler if previous_int is None else previous_int)

@@ -133,6 +133,11 @@ def clear_signal() -> None:
     _PENDING.clear()
 
 
+def pending_signal() -> bool:
+    """Whether a signal's exception is recorded and not yet handled."""
+    return bool(_PENDING)
+
+
 def raise_pending() -> None:
     """Raise the exception of a signal whose handler's exception was dropped, if any."""
     if _PENDING:
