@@ -12,10 +12,9 @@ import math
 
 import numpy as np
 import pytest
-from scipy.integrate import solve_ivp
 
 import exosim
-from conftest import SCENARIOS
+from conftest import SCENARIOS, assert_matches_reference, model_batch
 from exosim.scenario.runner import CompiledScenario
 from exosim.simulate import dopri5, rosenbrock
 from exosim.simulate.solver import FAILED, SolverOptions, method, numba_available
@@ -63,18 +62,9 @@ def test_numpy_dop853_meets_the_closed_form_in_fewer_steps():
     assert sol.stats["steps"] < runs["dopri5"].stats["steps"] / 2
 
 
-def _model_batch(model, n=4):
-    p = np.tile(model.default_parameters(), (n, 1))
-    p[:, model.parameter_index["donors__mir_22_copies_per_particle"]] = np.linspace(0.01, 10, n)
-    y0 = model.initial_state(p)
-    y0[:, model.state_index["donors__dsb"]] += 35 * np.linspace(0, 8, n)
-    y0[:, model.state_index["recipients__dsb"]] += 35 * np.linspace(8, 0, n)
-    return y0, p, np.array([s.scale for s in model.states])
-
-
 @pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=needs_numba)])
 def test_model_batch_matches_solve_ivp_with_dop853(model, backend):
-    y0, p, scale = _model_batch(model)
+    y0, p, scale = model_batch(model, 4)
     options = SolverOptions(rtol=1e-10, atol=1e-13, method="dop853")
     if backend == "numpy":
         sol = dopri5.integrate(model.rhs, 0.0, 72.0, y0, p, atol_scale=scale, options=options)
@@ -86,17 +76,7 @@ def test_model_batch_matches_solve_ivp_with_dop853(model, backend):
         five = integrate_compiled(model, 0.0, 72.0, y0, p, atol_scale=scale, options=tight)
         assert sol.stats["member_steps"] < five.stats["member_steps"] / 2
     assert np.all(sol.status == 0)
-    for i in range(len(y0)):
-        ref = solve_ivp(
-            lambda t, y, i=i: model.rhs(t, y[None], p[i : i + 1])[0],
-            (0.0, 72.0),
-            y0[i],
-            method="DOP853",
-            rtol=1e-12,
-            atol=1e-15 * scale,
-        )
-        err = np.abs(sol.y[i] - ref.y[:, -1]) / (1e-7 * np.abs(ref.y[:, -1]) + 1e-9 * scale)
-        assert err.max() <= 1.0, (model.state_names[err.argmax()], err.max())
+    assert_matches_reference(model, sol.y, y0, p, scale)
 
 
 @needs_numba

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.integrate import solve_ivp
 
 import exosim
 import exosim.model.expr
-from conftest import SCENARIOS
+from conftest import SCENARIOS, assert_matches_reference, model_batch
 from exosim.simulate.dopri5 import integrate
 from exosim.simulate.solver import SolverOptions
 
@@ -34,25 +33,9 @@ def test_linear_decay_batch_matches_closed_form():
 
 
 def test_model_batch_matches_solve_ivp_at_tight_tolerance(model):
-    n = 5
-    p = np.tile(model.default_parameters(), (n, 1))
-    p[:, model.parameter_index["donors__mir_22_copies_per_particle"]] = np.linspace(0.01, 10, n)
-    y0 = model.initial_state(p)
-    y0[:, model.state_index["donors__dsb"]] += 35 * np.linspace(0, 8, n)
-    y0[:, model.state_index["recipients__dsb"]] += 35 * np.linspace(8, 0, n)
-    scale = np.array([s.scale for s in model.states])
+    y0, p, scale = model_batch(model, 5)
     sol = integrate(model.rhs, 0.0, 72.0, y0, p, atol_scale=scale, options=SolverOptions(rtol=1e-10, atol=1e-13))
-    for i in range(n):
-        ref = solve_ivp(
-            lambda t, y, i=i: model.rhs(t, y[None], p[i : i + 1])[0],
-            (0.0, 72.0),
-            y0[i],
-            method="DOP853",
-            rtol=1e-12,
-            atol=1e-15 * scale,
-        )
-        err = np.abs(sol.y[i] - ref.y[:, -1]) / (1e-7 * np.abs(ref.y[:, -1]) + 1e-9 * scale)
-        assert err.max() <= 1.0, (model.state_names[err.argmax()], err.max())
+    assert_matches_reference(model, sol.y, y0, p, scale)
 
 
 def test_a_failing_member_is_reported_and_the_rest_completes(model):
