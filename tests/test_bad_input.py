@@ -654,6 +654,9 @@ HNSCC = str(Path(__file__).resolve().parents[1] / "scenarios" / "hnscc_exosome_r
         (["sensitivity", HNSCC, "--method", "sobol", "--seed", "x"], ["--seed", "'x'"]),
         (["sensitivity", HNSCC, "--workers", "0"], ["--workers", "expected an integer >= 1"]),
         (["calibrate", "--params", "alpha0", "--seed", "-3"], ["--seed", "from 0 to 2**32 - 1"]),
+        (["calibrate", "--params", "alpha0", "--profile-points", "-1"], ["--profile-points", "0 (no profiles)"]),
+        (["calibrate", "--params", "alpha0", "--profile-points", "1"], ["--profile-points", ">= 3"]),
+        (["calibrate", "--params", "alpha0", "--sample", "-5"], ["--sample", "expected an integer >= 0"]),
     ],
 )
 def test_bad_option_values_are_one_message_and_exit_2(tmp_path, capsys, argv, words):

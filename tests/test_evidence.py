@@ -290,8 +290,29 @@ def test_calibration_recovers_a_known_value_and_says_what_is_not_identified(evid
     assert res.objective == pytest.approx(0.0, abs=1e-3)
     lo, hi = res.intervals["bystander_commitment_rate"]
     assert lo <= 2.0 <= hi and res.identified["bystander_commitment_rate"]
+    # the exact interval is 2 +- 1.96 x 0.25 = [1.51, 2.49]; the crossings interpolated on a grid of
+    # 9 log-spaced points over [0.1, 10] land near it, and neither end is open
+    assert 1.4 < lo < 1.7 and 2.1 < hi < 2.6 and res.open_ends["bystander_commitment_rate"] == (False, False)
     assert not res.identified["unbinding_rate"]  # chi-square flat in it: the evidence says nothing
+    assert res.open_ends["unbinding_rate"] == (True, True)  # its interval is the whole searched range
     assert CHI2_95 == pytest.approx(3.841, abs=1e-3)
+
+
+def test_profile_interval_interpolates_the_crossings_and_flags_open_ends():
+    from exosim.analysis.calibrate import profile_interval
+
+    z = np.log([0.5, 1.0, 2.0, 4.0, 8.0])
+    (lo, hi), opened = profile_interval(z, np.array([10.0, 2.0, 0.5, 3.0, 12.0]), np.log(2.2))
+    # between 1 (rise 2) and 0.5 (rise 10), and between 4 (rise 3) and 8 (rise 12), in log space
+    assert lo == pytest.approx(np.log(1.0) + (3.841 - 2.0) / 8.0 * np.log(0.5), rel=1e-12)
+    assert hi == pytest.approx(np.log(4.0) + (3.841 - 3.0) / 9.0 * np.log(2.0), rel=1e-12)
+    assert opened == (False, False)
+    # a profile that never crosses: the interval is the grid's range, open at both ends
+    (lo, hi), opened = profile_interval(z, np.array([1.0, 1.0, 0.2, 1.0, 1.0]), np.log(2.2))
+    assert (lo, hi) == (pytest.approx(np.log(0.5)), pytest.approx(np.log(8.0))) and opened == (True, True)
+    # the estimate between the estimate-side grid point and a crossing: no collapse onto the estimate
+    (lo, hi), opened = profile_interval(np.log([0.5, 3.397, 8.0]), np.array([0.1, 0.4, 50.0]), np.log(3.397))
+    assert hi > np.log(3.397) and opened == (True, False)
 
 
 # ------------------------------------------------------------------ hypotheses in scenarios

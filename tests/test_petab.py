@@ -496,6 +496,16 @@ def _no_map(folder):
     (folder / "parameter_map.csv").unlink()
 
 
+def _not_utf8(folder):
+    with (folder / "measurements.tsv").open("ab") as fh:
+        fh.write(b"\xff\xfe\x00")
+
+
+def _header_only(folder):
+    path = folder / "measurements.tsv"
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+
+
 def _unknown_condition(folder):
     meas = _tsv(folder / "measurements.tsv")
     meas[2]["simulationConditionId"] = "ICCM_D7"
@@ -540,6 +550,8 @@ def _survival_at_another_time(folder):
     ("edit", "message"),
     [
         (_no_map, "parameter_map.csv: no such file"),
+        (_not_utf8, "measurements.tsv: not a UTF-8 text file"),
+        (_header_only, "measurements.tsv: no measurements (the table has its header only)"),
         (_unknown_condition, "measurements.tsv: row 4, column 'simulationConditionId': unknown condition id 'ICCM_D7'"),
         (_unmapped_observable, "observables.tsv: row 3: exosim cannot map observable 'survival_squared'"),
         (_not_exported_by_exosim, "not a problem written by exosim export-petab"),

@@ -156,6 +156,17 @@ def _at_least(minimum: int, why: str = ""):
     return parse
 
 
+def _profile_points(text: str) -> int:
+    """``--profile-points``: 0 (no profiles) or at least 3 (the estimate and a point either side)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value != 0 and value < 3:
+        raise argparse.ArgumentTypeError(f"expected 0 (no profiles) or an integer >= 3, got {text!r}")
+    return value
+
+
 #: fewest posterior draws of a 95 % band (its 2.5 % and 97.5 % quantiles between draws)
 MIN_BAND_DRAWS = 20
 
@@ -238,14 +249,14 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("-o", "--outdir", default="results/calibration", help="output folder")
     cal.add_argument(
         "--profile-points",
-        type=int,
+        type=_profile_points,
         default=7,
         help="points of each parameter's profile (default 7; 0 skips profiles: no intervals)",
     )
     cal.add_argument("--solver", choices=["numpy", "numba", "auto"], help="backend (default: each protocol's)")
     cal.add_argument(
         "--sample",
-        type=int,
+        type=_at_least(0),
         default=0,
         metavar="STEPS",
         help="then sample the posterior with emcee for STEPS steps per walker (default 0: no sampling)",
@@ -845,8 +856,10 @@ def _cmd_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
     )
     for n in params:
         lo, hi = result.intervals[n]
+        lo_open, hi_open = result.open_ends.get(n, (False, False))
+        shown = f"[{lo:.3g}{' (open)' if lo_open else ''}, {hi:.3g}{' (open)' if hi_open else ''}]"
         print(
-            f"  {n} = {result.estimates[n]:.4g} (catalogue {result.nominal[n]:.4g}; 95 % profile [{lo:.3g}, {hi:.3g}]"
+            f"  {n} = {result.estimates[n]:.4g} (catalogue {result.nominal[n]:.4g}; 95 % profile {shown}"
             + (
                 ""
                 if result.identified[n]

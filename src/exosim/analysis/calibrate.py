@@ -54,6 +54,34 @@ class CalibrationResult:
     profiles: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     entries: list[str] = field(default_factory=list)
     evaluations: int = 0
+    #: per parameter, whether each end of its interval is the end of the search range (open: the
+    #: profile stays below the threshold up to it, so the evidence does not bound it there)
+    open_ends: dict[str, tuple[bool, bool]] = field(default_factory=dict)
+
+
+def profile_interval(z: np.ndarray, d: np.ndarray, z_hat: float, threshold: float = CHI2_95):
+    """The interval of a profile: where the objective's rise ``d`` (at log values ``z``, the
+    estimate ``z_hat`` at 0) crosses ``threshold`` on each side, linearly interpolated in log
+    space between the last grid point inside and the first outside; a side that never crosses
+    ends at its last grid point and is open.  Returns (low, high) in log space and (open_low,
+    open_high)."""
+    pts = sorted(zip(np.append(z, z_hat), np.append(d, 0.0)))
+    zs, ds = np.array([q[0] for q in pts]), np.array([q[1] for q in pts])
+    k = int(np.searchsorted(zs, z_hat))
+    ends, opened = [], []
+    for step in (-1, 1):
+        i = k
+        while 0 <= i + step < zs.size and ds[i + step] <= threshold:
+            i += step
+        j = i + step
+        if 0 <= j < zs.size and math.isfinite(ds[j]):  # crossing between i (inside) and j (outside)
+            w = (threshold - ds[i]) / (ds[j] - ds[i])
+            ends.append(float(zs[i] + w * (zs[j] - zs[i])))
+            opened.append(False)
+        else:
+            ends.append(float(zs[i]))
+            opened.append(not (0 <= j < zs.size))  # no point beyond: the range ends inside the interval
+    return (ends[0], ends[1]), (opened[0], opened[1])
 
 
 def _key(name: str) -> str:
@@ -224,18 +252,16 @@ def calibrate(
 
     nominal_objective = objective(None)
     z_hat, f_hat = fit({})
-    intervals, identified, profiles = {}, {}, {}
+    intervals, identified, profiles, open_ends = {}, {}, {}, {}
     for i, name in enumerate(params if profile_points else []):
         grid = np.linspace(lb[i], ub[i], profile_points)
         prof = [(float(np.exp(g)), fit({i: g})[1]) for g in grid]
         profiles[name] = prof
         x = np.array([p[0] for p in prof])
         d = np.array([p[1] for p in prof]) - f_hat
-        inside = x[d <= CHI2_95]
         est = float(np.exp(z_hat[i]))
-        lo_i = float(inside.min()) if inside.size else est
-        hi_i = float(inside.max()) if inside.size else est
-        intervals[name] = (min(lo_i, est), max(hi_i, est))
+        (lo_z, hi_z), open_ends[name] = profile_interval(grid, d, float(z_hat[i]))
+        intervals[name] = (float(np.exp(lo_z)), float(np.exp(hi_z)))
         below, above = d[x < est], d[x > est]
         identified[name] = bool(below.size and above.size and below.max() > CHI2_95 and above.max() > CHI2_95)
     if not profile_points:  # no profiles: no intervals, and nothing said about identifiability
@@ -253,4 +279,5 @@ def calibrate(
         profiles=profiles,
         entries=[e.id for e in cal.entries],
         evaluations=count[0],
+        open_ends=open_ends,
     )

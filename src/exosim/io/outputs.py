@@ -245,6 +245,12 @@ def calibration_yaml(result, provenance: dict, posterior=None) -> str:
                 "value": result.estimates[n],
                 "unit": str(table[n.split(".", 1)[-1]]["unit"]),
                 "profile_interval_95": list(result.intervals[n]) if result.profiles else None,
+                # an open end is the end of the search range: the evidence does not bound it there
+                "interval_open_at": [
+                    side for side, o in zip(("low", "high"), result.open_ends.get(n, (False, False))) if o
+                ]
+                if result.profiles
+                else None,
                 "identified": result.identified[n] if result.profiles else None,  # None: not profiled
                 "catalogue_value": result.nominal[n],
                 "searched": list(result.bounds[n]),

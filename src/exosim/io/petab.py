@@ -1254,16 +1254,20 @@ def _read_table(path: Path, kind: str, sep: str = "\t") -> list[dict[str, str]]:
             else f"the {kind} table named in problem.yaml"
         )
         raise PetabImportError(f"{path}: no such file: {what}")
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = [
-            {k: (v or "").strip() for k, v in row.items() if k is not None} for row in csv.DictReader(fh, delimiter=sep)
-        ]
-    header = list(rows[0]) if rows else []
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh, delimiter=sep)
+            rows = [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+            header = list(reader.fieldnames or [])
+    except UnicodeDecodeError as exc:
+        raise PetabImportError(f"{path}: not a UTF-8 text file (byte {exc.start}): a PEtab {kind} table") from None
     missing = [c for c in _COLUMNS[kind] if c not in header]
     if missing:
         raise PetabImportError(
             f"{path}: missing column {missing[0]!r} (a PEtab v1 {kind} table has {list(_COLUMNS[kind])})"
         )
+    if not rows and kind == "measurement":
+        raise PetabImportError(f"{path}: no measurements (the table has its header only)")
     return rows
 
 
