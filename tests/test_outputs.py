@@ -114,3 +114,19 @@ def test_every_command_prints_scenario_warnings_as_one_line(capsys):
     warnings = [line for line in capsys.readouterr().err.splitlines() if line]
     assert warnings and all(w.startswith("exosim: warning: ") for w in warnings), warnings
     assert any("copies_per_particle" in w and "documented range" in w for w in warnings)
+
+
+def test_delivery_says_when_a_scenario_has_no_row(capsys):
+    """The dsDNA scenario's cargo has no amount for half effect: a note on stderr, the table intact."""
+    path = SCENARIOS / "exosomal_dsdna_abscopal_immune.yaml"
+    assert main(["delivery", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert (
+        out.splitlines()[:2]
+        == [
+            "| scenario | arm | cargo | delivered per cell | / amount for half effect |",
+            "|---|---|---|---:|---:|",
+        ]
+        and len(out.splitlines()) == 2
+    )
+    assert f"exosim: note: {path}: no cargo with an amount for half effect" in err

@@ -506,6 +506,12 @@ def _header_only(folder):
     path.write_text(path.read_text().splitlines()[0] + "\n")
 
 
+def _petab_v2(folder):
+    doc = yaml.safe_load((folder / "problem.yaml").read_text())
+    doc["format_version"] = 2
+    (folder / "problem.yaml").write_text(yaml.safe_dump(doc))
+
+
 def _unknown_condition(folder):
     meas = _tsv(folder / "measurements.tsv")
     meas[2]["simulationConditionId"] = "ICCM_D7"
@@ -552,6 +558,7 @@ def _survival_at_another_time(folder):
         (_no_map, "parameter_map.csv: no such file"),
         (_not_utf8, "measurements.tsv: not a UTF-8 text file"),
         (_header_only, "measurements.tsv: no measurements (the table has its header only)"),
+        (_petab_v2, "format_version 2: exosim reads PEtab version 1 problems only"),
         (_unknown_condition, "measurements.tsv: row 4, column 'simulationConditionId': unknown condition id 'ICCM_D7'"),
         (_unmapped_observable, "observables.tsv: row 3: exosim cannot map observable 'survival_squared'"),
         (_not_exported_by_exosim, "not a problem written by exosim export-petab"),

@@ -597,7 +597,13 @@ def _cmd_delivery(args: argparse.Namespace) -> int:
     print("| scenario | arm | cargo | delivered per cell | / amount for half effect |")
     print("|---|---|---|---:|---:|")
     for sc in progress(scenarios, total=len(scenarios), desc="exosim delivery", unit="scenario"):
-        for r in delivery_rows(run(sc, time_courses=False)):
+        rows = delivery_rows(run(sc, time_courses=False))
+        if not rows:  # stderr: the table on stdout stays a table
+            print(
+                f"exosim: note: {sc.source}: no cargo with an amount for half effect in this scenario (no row)",
+                file=sys.stderr,
+            )
+        for r in rows:
             cargo = r["cargo"] + (" (abstract units)" if r["units"] == "abstract" else "")
             print(
                 f"| {r['scenario']} | {r['arm']} | {cargo} | {r['delivered_copies_per_cell']:.3g} | "

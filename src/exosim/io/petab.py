@@ -1649,6 +1649,10 @@ def read_petab(problem: str | Path, scenario: Scenario | str | Path | None = Non
         raise PetabImportError(f"{path}: not a YAML file: {exc}") from None
     if not isinstance(doc, dict):
         raise PetabImportError(f"{path}: expected a YAML mapping (a PEtab problem file)")
+    if str(doc.get("format_version")) not in ("1", "1.0", "1.0.0"):
+        raise PetabImportError(
+            f"{path}: format_version {doc.get('format_version')!r}: exosim reads PEtab version 1 problems only"
+        )
     meta = doc.get(METADATA_KEY)
     if not isinstance(meta, dict):
         raise PetabImportError(
