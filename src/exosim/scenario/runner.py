@@ -549,11 +549,11 @@ class CompiledScenario:
         return RunResult.collect(self, y, p, reference, status, messages, times, states, obs, ledger, p_start, timing)
 
 
-def _described(description: str, method: str) -> str:
-    """The integrator's description with the explicit pair the run used."""
-    if method == "dop853":
-        return description.replace("Dormand-Prince 5(4)", "Dormand-Prince 8(5,3)")
-    return description
+def _described(description: str, name: str) -> str:
+    """The integrator's description (written for the default pair) naming the pair the run used."""
+    from exosim.simulate.solver import METHODS, method
+
+    return description.replace(METHODS["dopri5"].title, method(name).title)
 
 
 def _sharing(share: np.ndarray | None, n_mem: int) -> tuple[np.ndarray | None, np.ndarray | None]:

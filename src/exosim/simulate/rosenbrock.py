@@ -8,17 +8,17 @@ Rodas4 instead, inside the compiled kernel (:mod:`exosim.simulate.dopri5_numba`)
 explicit steps left it to the end of the segment (``solver: {stiff_fallback: rosenbrock}``, the
 default):
 
-* **when**: the kernel watches every member's explicit steps in windows of
-  :data:`STIFF_WINDOW` steps.  When, at a window's pace, the member would need more than
-  :data:`SWITCH_STEPS` explicit steps to the end of the segment, it is switched if at least a
-  quarter of the window's accepted steps were stability-limited (Hairer's test in ``dopri5``:
-  ``h*|lambda| > 3.25``, ``|lambda|`` estimated from the last two stages, both at ``t + h``; a
-  quarter, not a half, because a state at a kink of ``max()``, saturated binding sites, is stiff
-  on one side of it only), or if the previous window was as slow.  A Rodas4 step costs about
-  as much as ten explicit ones, so a mildly stiff member, whose explicit steps are only a few
-  times below its accuracy limit, stays explicit.  Whatever the explicit method would fail for
-  step size or step budget is switched too.  Every segment starts explicit again (after an
-  irradiation the fast transients are not stiff).
+* **when**: the kernel watches every member's explicit steps in windows of :data:`STIFF_WINDOW`
+  steps.  When, at a window's pace, the member would need more than :data:`SWITCH_STEPS` explicit
+  steps to the end of the segment, it is switched if at least a quarter of the window's accepted
+  steps were stability-limited (Hairer's test in ``dopri5``: ``h*|lambda| > 3.25``, in ``dop853``
+  6.1: ``solver.Method.stiff_h_lambda``; ``|lambda|`` estimated from the last two stages, both at
+  ``t + h``; a quarter, not a half, because a state at a kink of ``max()``, saturated binding
+  sites, is stiff on one side of it only), or if the previous window was as slow.  A Rodas4 step
+  costs about as much as ten explicit ones, so a mildly stiff member, whose explicit steps are
+  only a few times below its accuracy limit, stays explicit.  Whatever the explicit method would
+  fail for step size or step budget is switched too.  Every segment starts explicit again (after
+  an irradiation the fast transients are not stiff).
 * **how**: Rodas4 (Hairer & Wanner 1996, section IV.7; the coefficients of their code
   ``rodas.f``), a six-stage Rosenbrock method of order 4 with an embedded order-3 estimate,
   L-stable and stiffly accurate.  The model's right-hand side is autonomous (dose rates are
@@ -100,5 +100,3 @@ STIFF_WINDOW = 50
 #: a member is switched when, at its window's pace, it would need more explicit steps than this
 #: to the end of the segment (and most of the window's steps were stability-limited)
 SWITCH_STEPS = 1000
-#: Hairer's bound on h*|lambda| above which an explicit step counts as stability-limited
-STIFF_H_LAMBDA = 3.25

@@ -72,6 +72,7 @@ class Method:
     Attributes
     ----------
     name : ``dopri5`` or ``dop853`` (``solver.method`` of a scenario)
+    title : its name in the integrators' descriptions (provenance)
     C, A, B : nodes, stage matrix and solution weights over ``stages`` stages
     E : error weights (``dopri5``: of the 4th-order estimate, with the 7th, FSAL stage)
     E3 : ``dop853`` only: weights of its 3rd-order estimate; the error norm is then Hairer's
@@ -84,6 +85,7 @@ class Method:
     """
 
     name: str
+    title: str
     C: np.ndarray
     A: np.ndarray
     B: np.ndarray
@@ -106,6 +108,7 @@ def _dop853() -> Method:
     n = d.N_STAGES  # 12; row 12 of the stage array holds f(t + h, y_new)
     return Method(
         "dop853",
+        title="Dormand-Prince 8(5,3)",
         C=np.array(d.C[: n + 1], dtype=float),
         A=np.array(d.A[: n + 1, : n + 1], dtype=float),
         B=np.append(np.array(d.B, dtype=float), 0.0),
@@ -136,7 +139,18 @@ PACE_STRIKES = 2
 
 #: the methods of ``solver.method``; the 7th row of DOPRI5's A is B (first same as last)
 METHODS = {
-    "dopri5": Method("dopri5", C=C, A=A, B=B, E=E, E3=None, exponent=EXPONENT, stiff_h_lambda=3.25, stages=6),
+    "dopri5": Method(
+        "dopri5",
+        title="Dormand-Prince 5(4)",
+        C=C,
+        A=A,
+        B=B,
+        E=E,
+        E3=None,
+        exponent=EXPONENT,
+        stiff_h_lambda=3.25,  # the boundary of DOPRI5's stability region (Hairer's dopri5 code)
+        stages=6,
+    ),
 }
 
 
