@@ -130,3 +130,16 @@ def test_delivery_says_when_a_scenario_has_no_row(capsys):
         and len(out.splitlines()) == 2
     )
     assert f"exosim: note: {path}: no cargo with an amount for half effect" in err
+
+
+@pytest.mark.parametrize(
+    "name", ["hnscc_exosome_radioresistance", "fractionated_course_exosome_buildup", "exosomal_dsdna_abscopal_immune"]
+)
+def test_summary_columns_list_every_column_the_summary_writes(runs, name):
+    """Evidence entries are checked against ``summary_columns`` before any run: it must name every
+    column ``summary_rows`` writes (dose grid or not, tumour volumes, cargo)."""
+    from exosim.scenario.observables import summary_columns
+
+    res = runs(name)
+    written = {k for row in res.summary_rows() for k in row}
+    assert written and written <= set(summary_columns(res.model)), written - set(summary_columns(res.model))
