@@ -268,6 +268,35 @@ def test_compiled_chunks_are_cut_for_the_workers_without_changing_results(mir22,
     np.testing.assert_array_equal(serial.values, pooled.values)
 
 
+def test_workers_auto_runs_a_one_chunk_job_here_and_a_larger_job_on_one_process_per_core(mir22):
+    """--workers auto: no pool for a job of one chunk; a job of several chunks gets one process per
+    usable core (never more than its chunks), and the values equal the serial run's."""
+    from exosim.analysis.engine import AutoEngine
+
+    space = sa.ParameterSpace.from_table(names=["binding_rate_constant", "endosomal_escape_rate"])
+    serial = sa.sobol(sa.ScenarioEvaluator(mir22, backend="numpy", chunk_members=40), space, sa.OUTPUTS, 4, seed=3)
+    small = AutoEngine(cores=2)
+    try:
+        one = sa.sobol(sa.ScenarioEvaluator(mir22, backend="numpy", engine=small), space, sa.OUTPUTS, 4, seed=3)
+    finally:
+        small.close()
+    assert small.workers == 1 and small.describe().startswith("SerialEngine")  # 24 samples: one chunk
+    big = AutoEngine(cores=2)
+    try:
+        two = sa.sobol(
+            sa.ScenarioEvaluator(mir22, backend="numpy", engine=big, chunk_members=40), space, sa.OUTPUTS, 4, seed=3
+        )
+    finally:
+        big.close()
+    assert big.workers == 2 and big.describe().startswith("ProcessEngine(workers=2)")
+    np.testing.assert_array_equal(serial.values, two.values)
+    whole = sa.sobol(sa.ScenarioEvaluator(mir22, backend="numpy"), space, sa.OUTPUTS, 4, seed=3)
+    np.testing.assert_array_equal(whole.values, one.values)  # the same one chunk of 24 samples
+    lone = AutoEngine(cores=8)
+    assert lone.size(3) == 3 and lone.size(100) == 3  # no more processes than tasks; decided once
+    lone.close()
+
+
 @pytest.mark.parametrize(
     "n,resamples,block", [(2, 3, 1), (16, 101, 40), (64, 1000, 2**19), (256, 3, 700), (512, 50, 4096)]
 )

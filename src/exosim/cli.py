@@ -156,6 +156,16 @@ def _at_least(minimum: int, why: str = ""):
     return parse
 
 
+def _workers(text: str) -> int | None:
+    """``--workers``: a positive integer, or ``auto`` (None)."""
+    from exosim.analysis.engine import parse_workers
+
+    try:
+        return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _profile_points(text: str) -> int:
     """``--profile-points``: 0 (no profiles) or at least 3 (the estimate and a point either side)."""
     try:
@@ -355,7 +365,13 @@ def _parser() -> argparse.ArgumentParser:
     sen.add_argument("--seed", type=_seed, default=0, help="seed of sampling and bootstrap")
     sen.add_argument("--arm", help="analysed arm (default: first non-control arm)")
     sen.add_argument("--doses", help="comma-separated grid doses replacing the scenario's grid (grid unit)")
-    sen.add_argument("--workers", type=_at_least(1), default=1, help="worker processes on this machine")
+    sen.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        help="worker processes on this machine (default auto: one per usable core for a job of more than one "
+        "chunk, none for a smaller job; the results are the same whatever the number)",
+    )
     sen.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://127.0.0.1:8786")
     sen.add_argument(
         "--backend",

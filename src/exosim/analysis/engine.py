@@ -15,6 +15,7 @@ __all__ = [
     "Engine",
     "SerialEngine",
     "ProcessEngine",
+    "AutoEngine",
     "DaskEngine",
     "EngineError",
     "make_engine",
@@ -36,6 +37,11 @@ class Engine:
     def map(self, func: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
         """Apply ``func`` to every task, yielding results in order."""
         raise NotImplementedError
+
+    def size(self, tasks: int) -> int:
+        """The processes a job of ``tasks`` tasks (as cut for one process) will run on; an engine
+        whose size is fixed ignores the job (:class:`AutoEngine` decides here)."""
+        return self.workers
 
     def close(self) -> None:
         """Release resources (processes, client connections)."""
@@ -78,6 +84,44 @@ class ProcessEngine(Engine):
     def describe(self) -> str:
         """Engine and worker count."""
         return f"ProcessEngine(workers={self.workers})"
+
+
+class AutoEngine(Engine):
+    """``--workers auto``: one worker process per usable core, but no more processes than the
+    job has tasks, and none for a job of one task (about a second of work), which runs in this
+    process.  The choice is made once, by :meth:`size` (or at the first :meth:`map`, from its
+    number of tasks), and holds for the engine's later jobs.  Results are those of any other
+    engine: tasks come back in order."""
+
+    def __init__(self, cores: int | None = None):
+        self.cores = usable_cores() if cores is None else max(1, int(cores))
+        self.workers = self.cores
+        self._inner: Engine | None = None
+
+    def size(self, tasks: int) -> int:
+        """Decide the processes for a job of ``tasks`` tasks (first call only); their number."""
+        if self._inner is None:
+            n = max(1, min(self.cores, int(tasks)))
+            self._inner = ProcessEngine(n) if n > 1 else SerialEngine()
+            self.workers = n
+        return self.workers
+
+    def map(self, func, tasks):
+        """Apply ``func`` to every task on the engine chosen by :meth:`size`, in order."""
+        if self._inner is None:
+            tasks = list(tasks)
+            self.size(len(tasks))
+        yield from self._inner.map(func, tasks)
+
+    def close(self) -> None:
+        """Shut the worker pool down, if one was started."""
+        if self._inner is not None:
+            self._inner.close()
+
+    def describe(self) -> str:
+        """The engine chosen (or still to be chosen) and ``auto``."""
+        inner = "undecided" if self._inner is None else self._inner.describe()
+        return f"{inner} (--workers auto, {self.cores} usable cores)"
 
 
 class DaskEngine(Engine):
@@ -184,10 +228,15 @@ def parse_workers(text: str) -> int | None:
     return value
 
 
-def make_engine(workers: int | None = None, scheduler: str | None = None) -> Engine:
-    """The engine for the CLI options ``--workers`` / ``--scheduler``."""
+def make_engine(workers: int | str | None = 1, scheduler: str | None = None) -> Engine:
+    """The engine for the CLI options ``--workers`` / ``--scheduler`` (``workers`` None or
+    ``"auto"``: :class:`AutoEngine`)."""
     if scheduler:
         return DaskEngine(scheduler)
+    if workers is None or (isinstance(workers, str) and parse_workers(workers) is None):
+        return AutoEngine()
+    if isinstance(workers, str):
+        workers = parse_workers(workers)
     if workers and workers > 1:
         return ProcessEngine(workers)
     return SerialEngine()

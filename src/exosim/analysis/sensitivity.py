@@ -278,12 +278,14 @@ class ScenarioEvaluator:
         :data:`COMPILED_CHUNK_MEMBERS` members (less memory held at once; the batch model is
         built once per process, not per chunk) and, when workers share the job, at least four
         tasks per worker, so that every worker stays busy to the end.  The numpy backend shares
-        steps within a chunk, so its chunks stay as given.
+        steps within a chunk, so its chunks stay as given.  An :class:`~exosim.analysis.engine.AutoEngine`
+        learns the job's size here (its number of chunks before the cut for workers).
         """
         per_chunk = max(1, self.chunk_members // self.members_per_sample)
         if self.backend == "numba":
             per_chunk = min(per_chunk, max(1, COMPILED_CHUNK_MEMBERS // self.members_per_sample))
-            workers = getattr(self.engine, "workers", 1)
+        workers = self.engine.size(-(-m // per_chunk))  # --workers auto decides here
+        if self.backend == "numba":
             if workers > 1:
                 per_chunk = min(per_chunk, max(1, -(-m // (4 * workers))))
         return per_chunk
