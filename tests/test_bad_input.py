@@ -652,7 +652,7 @@ HNSCC = str(Path(__file__).resolve().parents[1] / "scenarios" / "hnscc_exosome_r
         (["run", HNSCC, "--seed", "-1"], ["--seed", "from 0 to 2**32 - 1"]),
         (["sensitivity", HNSCC, "--method", "morris", "-N", "0"], ["-N", "expected an integer >= 1"]),
         (["sensitivity", HNSCC, "--method", "sobol", "--seed", "x"], ["--seed", "'x'"]),
-        (["sensitivity", HNSCC, "--workers", "0"], ["--workers", "expected an integer >= 1"]),
+        (["sensitivity", HNSCC, "--workers", "0"], ["--workers", "expected a positive integer or 'auto'"]),
         (["calibrate", "--params", "alpha0", "--seed", "-3"], ["--seed", "from 0 to 2**32 - 1"]),
         (["calibrate", "--params", "alpha0", "--profile-points", "-1"], ["--profile-points", "0 (no profiles)"]),
         (["calibrate", "--params", "alpha0", "--profile-points", "1"], ["--profile-points", ">= 3"]),

@@ -629,11 +629,9 @@ def _cmd_delivery(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
-    from exosim.io.outputs import OutputError, write_outputs
     from exosim.scenario.load import load_scenario_with_warnings
-    from exosim.scenario.runner import run
+    from exosim.scenario.runner import compile_scenario
     from exosim.scenario.schema import ScenarioError
-    from exosim.util.atomic import claim_output
 
     scenario, found = load_scenario_with_warnings(args.scenario, strict=args.strict, hypotheses=not args.no_hypotheses)
     for warning in found:
@@ -667,8 +665,27 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
                 file=sys.stderr,
             )
             return 2
+    compiled = compile_scenario(scenario)
+    drawer = None
+    if not args.no_figure:  # a second core imports matplotlib and loads fonts while this one integrates
+        from exosim.io.figures import prepare
+        from exosim.util.forked import ForkedCall
+
+        drawer = ForkedCall.start(prepare, shared=(scenario, compiled.model))
+    try:
+        return _run_and_write(args, argv, scenario, compiled, outdir, record, drawer)
+    finally:
+        if drawer is not None:
+            drawer.close()
+
+
+def _run_and_write(args, argv, scenario, compiled, outdir, record, drawer) -> int:
+    """The rest of ``exosim run``: integrate, draw bands, write the outputs and report."""
+    from exosim.io.outputs import OutputError, write_outputs
+    from exosim.util.atomic import claim_output
+
     claim_output(outdir)  # writable and locked before the run (OutputError: exit 2 in main)
-    result = run(scenario, time_courses=not args.no_timecourses, progress=sys.stderr.isatty(), solver=args.backend)
+    result = compiled.run(time_courses=not args.no_timecourses, progress=sys.stderr.isatty(), solver=args.backend)
     bands = None
     if args.bands:
         from exosim.analysis.posterior import BandsError, prediction_bands
@@ -686,7 +703,9 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
                 file=sys.stderr,
             )
     try:
-        files = write_outputs(result, outdir, argv=["exosim"] + argv, figure=not args.no_figure, bands=bands)
+        files = write_outputs(
+            result, outdir, argv=["exosim"] + argv, figure=not args.no_figure, bands=bands, drawer=drawer
+        )
     except OutputError as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2

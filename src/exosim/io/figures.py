@@ -84,6 +84,23 @@ def _canvas(figsize, layout: str | None = "constrained"):
     return fig
 
 
+def prepare() -> None:
+    """Import what drawing needs and draw one small figure (text, markers, a legend, a log axis)
+    to memory, so that fonts and tick formatting are loaded before a figure is due: what a child
+    process does ahead of the call while the parent integrates (:mod:`exosim.util.forked`)."""
+    import io
+
+    fig = _canvas((2.0, 1.6), layout=None)
+    ax = fig.add_subplot()
+    ax.plot([0.0, 2.0, 4.0], [1.0, 0.5, 0.1], marker="o", markerfacecolor="none", label="arm")
+    ax.set_yscale("log")
+    _readable_survival_axis(ax, np.array([1.0, 0.5, 0.1]))
+    ax.set_xlabel("Dose (Gy)")
+    ax.set_title("exosim", fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    fig.savefig(io.BytesIO(), format="png", dpi=40)
+
+
 def _colours() -> list[str]:
     return list(OKABE_ITO)
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from exosim.analysis.fit import FitProblem, FitResult
     from exosim.analysis.sensitivity import Analysis
     from exosim.scenario.result import RunResult
+    from exosim.util.forked import ForkedCall
 
 __all__ = [
     "write_outputs",
@@ -70,11 +71,19 @@ def _json(doc: dict) -> str:
 
 
 def write_outputs(
-    result: RunResult, outdir: str | Path, *, argv: list[str] | None = None, figure: bool = True, bands=None
+    result: RunResult,
+    outdir: str | Path,
+    *,
+    argv: list[str] | None = None,
+    figure: bool = True,
+    bands=None,
+    drawer: ForkedCall | None = None,
 ) -> list[Path]:
     """Write survival.csv, summary.csv, timecourses.csv, provenance.json and survival.png;
     with prediction ``bands`` (:class:`~exosim.analysis.posterior.Bands`) also bands.csv and
     bands_summary.csv, the bands' record in the provenance and the bands shaded in the figure.
+    ``drawer``: a child process prepared to draw (:mod:`exosim.util.forked`); the figure is
+    drawn here if it cannot (the same file either way).
 
     Files of :data:`RUN_FILES` this call does not write (timecourses.csv without time
     courses, survival.png without ``figure``) are removed from ``outdir``.
@@ -101,7 +110,11 @@ def write_outputs(
             record["randomness"] = "the posterior draws of the prediction bands (seed above); runs are deterministic"
         (tmp / "provenance.json").write_text(_json(record))
         if figure:
-            figures.plot_survival(result, rows, tmp / "survival.png", bands=bands)
+            args = (result, rows, tmp / "survival.png")
+            if drawer is None or not drawer.call(figures.plot_survival, *args, bands=bands):
+                figures.plot_survival(*args, bands=bands)
+        elif drawer is not None:
+            drawer.close()
     return stage.written
 
 
