@@ -247,7 +247,7 @@ def test_sobol_bootstrap_intervals_are_reproducible_for_every_seed(seed):
 
 def test_compiled_chunks_are_cut_for_the_workers_without_changing_results(mir22, monkeypatch):
     """With per-member steps (numba) a sample's result does not depend on its chunk: a pool of
-    two workers gets four tasks each instead of one chunk, and the values equal the serial run's."""
+    two workers gets eight tasks each instead of one chunk, and the values equal the serial run's."""
     pytest.importorskip("numba")
     space = sa.ParameterSpace.from_table(names=["binding_rate_constant", "endosomal_escape_rate"])
     serial = sa.sobol(sa.ScenarioEvaluator(mir22, backend="numba"), space, sa.OUTPUTS, 4, seed=3, resamples=20)
@@ -264,7 +264,7 @@ def test_compiled_chunks_are_cut_for_the_workers_without_changing_results(mir22,
     pooled = sa.sobol(
         sa.ScenarioEvaluator(mir22, backend="numba", engine=Recording()), space, sa.OUTPUTS, 4, seed=3, resamples=20
     )
-    assert tasks and min(tasks) == 8  # 24 samples, default chunk of 8192 members: 8 tasks, not 1
+    assert tasks and min(tasks) == 16  # 16 samples, default chunk of 8192 members: 16 tasks, not 1
     np.testing.assert_array_equal(serial.values, pooled.values)
 
 
@@ -357,7 +357,7 @@ def test_outputs_do_not_depend_on_the_chunk_size_and_the_batch_model_is_built_on
 
 
 def test_chunks_keep_every_worker_busy_on_large_jobs(mir22):
-    """Compiled backend: at most COMPILED_CHUNK_MEMBERS members per chunk and at least four tasks
+    """Compiled backend: at most COMPILED_CHUNK_MEMBERS members per chunk and at least eight tasks
     per worker; numpy chunks stay as given (its steps are shared within a chunk)."""
     pytest.importorskip("numba")
 
@@ -367,8 +367,8 @@ def test_chunks_keep_every_worker_busy_on_large_jobs(mir22):
     compiled = sa.ScenarioEvaluator(mir22, backend="numba", engine=Pool())
     per = compiled.members_per_sample
     big = compiled.chunk_samples(8192)
-    assert big * per <= sa.COMPILED_CHUNK_MEMBERS and -(-8192 // big) >= 8
-    assert compiled.chunk_samples(16) == 2  # a small job: four tasks per worker
+    assert big * per <= sa.COMPILED_CHUNK_MEMBERS and -(-8192 // big) >= 2 * sa.TASKS_PER_WORKER
+    assert compiled.chunk_samples(32) == 2  # a small job: eight tasks per worker
     serial = sa.ScenarioEvaluator(mir22, backend="numba")
     assert serial.chunk_samples(8192) == sa.COMPILED_CHUNK_MEMBERS // per
     numpy = sa.ScenarioEvaluator(mir22, backend="numpy", engine=Pool())
