@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import single_well
+import exosim
+from conftest import SCENARIOS, single_well
 from exosim.cli import main
 
 BASE = {
@@ -264,6 +265,79 @@ CASES = [
     ),
     # unbounded input is not formatted into the message
     ("huge value", "name", ["x" * 20_000] * 10, "name", ["valid string", "..."]),
+    # the protocol's schedule: dose given at or after the score would silently not count
+    (
+        "course ends after the score",
+        "timeline.2.irradiate",
+        {"population": "cells", "dose": "grid", "fractions": 4, "interval": "24 h"},
+        "timeline[2].irradiate",
+        ["not over before the score at 72 h", "the last of its 4 fractions starts at 120 h"],
+    ),
+    (
+        "exposure at a low dose rate ends after the score",
+        "timeline.2.irradiate",
+        {"population": "cells", "dose": "grid", "dose_rate": "0.1 Gy/h"},
+        "timeline[2].irradiate",
+        ["not over before the score at 72 h", "8 Gy at 0.1 Gy/h) ends at 128 h"],
+    ),
+    ("score at the grid irradiation", "timeline.3.at", "48 h", "timeline[2].irradiate", ["score at 48 h"]),
+    (
+        "a week's fractions overrun the week",
+        "timeline.0.irradiate",
+        {"population": "donors", "dose": "10 Gy", "fractions": 10, "interval": "48 h", "days_per_week": 5},
+        "timeline[0].irradiate.interval",
+        ["do not fit in a week"],
+    ),
+    (
+        "protracted fraction longer than the interval",
+        "timeline.0.irradiate",
+        {"population": "donors", "dose": "4 Gy", "fractions": 2, "interval": "1 h", "dose_rate": "1 Gy/h"},
+        "timeline[0].irradiate.dose_rate",
+        ["takes 2 h, longer than the 1 h between fractions"],
+    ),
+    ("zero time step", "output", {"time_step": "0 h"}, "output.time_step", ["greater than 0"]),
+    ("time beyond eleven years", "timeline.3.at", "1e12 h", "timeline[3].at", ["beyond the limit of 100000 h"]),
+    ("time infinite in hours", "timeline.3.at", "1e308 d", "timeline[3].at", ["expected a finite time"]),
+    (
+        "cargo effect that is not a number",
+        "hypothesis",
+        {"statement": "s", "cargo": {"mir_22": {"effects": {"dsb_repair_activity": "abc"}}}},
+        "hypothesis.cargo.mir_22.effects.dsb_repair_activity",
+        ["expected a signed fractional strength"],
+    ),
+    (
+        "cargo effect NaN",
+        "hypothesis",
+        {"statement": "s", "cargo": {"mir_22": {"effects": {"dsb_repair_activity": float("nan")}}}},
+        "hypothesis.cargo.mir_22.effects.dsb_repair_activity",
+        ["expected a finite number"],
+    ),
+    ("name with a path", "name", "../../escaped", "name", ["it names the output folder"]),
+    ("empty name", "name", "", "name", ["it names the output folder"]),
+    (
+        "override no population or medium has",
+        "arms",
+        [{"name": "treated", "parameters": {"checkpoint_factor": 0.1}}],
+        "arms[0].parameters.checkpoint_factor",
+        ["no population, medium or link", "change nothing"],
+    ),
+    (
+        "hypothesis value for a parameter the population lacks",
+        "hypothesis",
+        {"statement": "s", "parameters": {"donors.damage_max_rate": "0 DSB/cell/h"}},
+        "hypothesis.parameters.donors.damage_max_rate",
+        ["'donors' has no parameter 'damage_max_rate'"],
+    ),
+    ("grid out of order", "dose_grid.values", [0, 4, 2], "dose_grid.values", ["increasing order (2 follows 4)"]),
+    ("grid dose twice", "dose_grid.values", [0, 2, 2, 4], "dose_grid.values", ["dose 2 is listed twice"]),
+    (
+        "cargo packaged twice",
+        "populations.donors.packages",
+        ["mir_22", "mir_22"],
+        "populations.donors.packages[1]",
+        ["'mir_22' is listed twice"],
+    ),
+    ("link to itself", "links", [{"from": "flask", "to": "flask", "rate": 1.0}], "links[0]", ["two different media"]),
 ]
 
 
@@ -283,6 +357,39 @@ def test_bad_scenario_gives_one_clear_error_and_exit_2(tmp_path, capsys, case):
     assert not out.exists()
     assert main(["validate", str(f)]) == 2
     assert capsys.readouterr().err.strip() == err
+
+
+def test_a_grid_irradiation_in_one_arm_only_is_refused(tmp_path, capsys):
+    """The other arms would be reported at grid doses they never received."""
+    data = mutate(
+        "arms", [{"name": "control", "control": True}, {"name": "grid here", "events": [BASE["timeline"][2]]}]
+    )
+    del data["timeline"][2]
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["validate", str(f)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.count("\n") == 0 and "arms[1].events[0].irradiate: the grid irradiation belongs in the main timeline" in err
+    )
+
+
+def test_a_transfer_from_a_medium_nothing_was_put_into_is_refused(tmp_path, capsys):
+    """A cell-free medium holds only what events put into it: a transfer from it before its harvest moves nothing."""
+    data = mutate("media.tube", {"volume": "1 mL"})
+    data["timeline"][1:2] = [
+        {"at": "24 h", "transfer": {"from": "tube", "to": "well"}},
+        {"at": "25 h", "harvest": {"from": "flask", "to": "tube"}},
+    ]
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["validate", str(f)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "timeline[1].at: transfer from 'tube' at 24 h" in err and "first content arrives at 25 h" in err, err
+    data["timeline"][1:3] = data["timeline"][2:0:-1]  # harvest first, then transfer: fine
+    data["timeline"][1]["at"], data["timeline"][2]["at"] = "24 h", "25 h"
+    f.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["validate", str(f)]) == 0, capsys.readouterr().err
 
 
 def test_the_base_of_the_bad_cases_is_valid(tmp_path):
@@ -410,7 +517,7 @@ def alias_bomb() -> str:
 
 
 def many_aliases() -> str:
-    return base_text() + "references: &r [one]\nassumptions: [" + ", ".join(["*r"] * 10_001) + "]\n"
+    return base_text() + "references: &r [one]\nassumptions: [" + ", ".join(["*r"] * 100_001) + "]\n"
 
 
 def duplicate_block() -> str:
@@ -439,8 +546,8 @@ def recursive() -> str:
 
 TEXT_CASES = [
     # (id, text, expected key path, expected words (a callable of the text for line numbers), isolated)
-    ("alias bomb", alias_bomb, "", lambda t: ["too many YAML aliases/nodes", "10000"], True),
-    ("ten thousand aliases", many_aliases, "", lambda t: ["too many YAML aliases/nodes"], True),
+    ("alias bomb", alias_bomb, "", lambda t: ["too many YAML values", "100000"], True),
+    ("a hundred thousand aliases", many_aliases, "", lambda t: ["too many YAML values"], True),
     (
         "duplicate key, block style",
         duplicate_block,
@@ -569,6 +676,57 @@ def test_parameter_outside_its_documented_range_warns_and_strict_makes_it_an_err
         assert not out.exists()
 
 
+WARNING_CASES = [
+    # (id, mutation path, value, key path, words, an error with --strict)
+    ("grid without 0 Gy", "dose_grid.values", [1, 2, 4], "dose_grid.values", ["no 0 dose", "SF2 and D10"], False),
+    (
+        "arms without a control",
+        "arms",
+        [{"name": "a"}, {"name": "b"}],
+        "arms",
+        ["no arm is the control", "dose-modifying factor"],
+        False,
+    ),
+    (
+        "scored population without cells",
+        "populations.cells.cells",
+        0,
+        "populations.cells.cells",
+        ["has no cells", "survival means nothing"],
+        False,
+    ),
+    (
+        "inhibitor efficacy outside its documented range",
+        "arms",
+        [
+            {"name": "c", "control": True},
+            {
+                "name": "h",
+                "events": [{"at": "1 h", "intervene": {"population": "cells", "agent": "heparin", "efficacy": 1.0}}],
+            },
+        ],
+        "arms[1].events[0].intervene.efficacy",
+        ["efficacy 1 of heparin is outside its documented range [0.3, 0.95]"],
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", WARNING_CASES, ids=[c[0] for c in WARNING_CASES])
+def test_protocols_whose_summary_cannot_mean_much_warn(tmp_path, capsys, case):
+    _, path, value, key_path, words, strict_error = case
+    f = tmp_path / "odd.yaml"
+    f.write_text(yaml.safe_dump(mutate(path, value), sort_keys=False))
+    assert main(["validate", str(f)]) == 0
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"exosim: warning: {f}: {key_path}: "), err
+    for w in words:
+        assert w in err, err
+    assert main(["validate", "--strict", str(f)]) == (2 if strict_error else 0)
+    capsys.readouterr()
+
+
 def test_run_prints_the_range_warning_and_still_runs(tmp_path, capsys):
     f = tmp_path / "odd.yaml"
     f.write_text(
@@ -601,7 +759,10 @@ def test_the_python_api_warns_about_a_parameter_outside_its_range_and_strict_rai
 
 def test_no_warning_for_values_in_range_or_an_arm_without_donor_cells(tmp_path, capsys):
     data = mutate("hypothesis", {"statement": "s", "parameters": {"internalisation_rate": "0.5 1/h"}})
-    data["arms"] = [{"name": "no donors", "parameters": {"donors.cells": "0 cells"}}, {"name": "donors"}]
+    data["arms"] = [
+        {"name": "no donors", "control": True, "parameters": {"donors.cells": "0 cells"}},
+        {"name": "donors"},
+    ]
     f = tmp_path / "fine.yaml"
     f.write_text(yaml.safe_dump(data, sort_keys=False))
     assert main(["validate", "--strict", str(f)]) == 0
@@ -708,3 +869,48 @@ def test_a_medium_without_volume_is_an_error_before_any_run(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"exosim: error: {f}: media.well.volume: expected a positive value, got 0 mL"), err
     assert err.count("\n") == 0 and not out.exists()
+
+
+def test_validate_checks_what_running_needs_beyond_the_schema(tmp_path, capsys):
+    """A calibration block's data and a record too large for memory fail `validate`, as they would fail
+    `exosim figures` and `exosim run`; the record's message names the output time step that makes it large."""
+    calib = tmp_path / "calib.yaml"
+    calib.write_text(yaml.safe_dump(mutate("calibration", {"data": "nope.csv", "params": ["alpha0"]}), sort_keys=False))
+    fine = tmp_path / "steps.yaml"
+    fine.write_text(yaml.safe_dump(mutate("output", {"time_step": "0.0001 h"}), sort_keys=False))
+    assert main(["validate", str(calib), str(fine)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith(f"exosim: error: {calib}: calibration: {tmp_path / 'nope.csv'}: no such data"), lines
+    assert lines[1].startswith(f"exosim: error: {fine}: output.time_step: the run would record about"), lines
+
+
+def test_messages_for_an_empty_file_a_dose_without_grid_and_a_parameter_named_twice(tmp_path, capsys):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    assert main(["validate", str(empty)]) == 2
+    assert "the file is empty (or only comments)" in capsys.readouterr().err
+    nogrid = tmp_path / "nogrid.yaml"
+    data = mutate("timeline.2.irradiate.dose", "2 Gy")
+    del data["dose_grid"]
+    nogrid.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["export", str(nogrid), "--dose", "2", "-o", str(tmp_path / "m.xml")]) == 2
+    assert "--dose 2: the scenario has no dose grid" in capsys.readouterr().err
+    iccm = SCENARIOS / "iccm_bystander_medium_transfer.yaml"
+    data_file = tmp_path / "d.csv"
+    data_file.write_text("arm,dose,survival,sd\nICCM,0.05,0.6,0.05\n")
+    key = "recipients.bystander_susceptible_fraction"
+    argv = ["export-petab", str(iccm), str(data_file), "--params", f"{key},{key}", "-o", str(tmp_path / "p")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"exosim: error: --params: {key} given twice", err
+
+
+def test_a_long_timeline_without_aliases_is_read(tmp_path):
+    """A thousand and a half plain events are a protocol, not an alias bomb."""
+    data = copy.deepcopy(BASE)
+    data["timeline"][3:3] = [
+        {"at": f"{60 + i * 0.001:.3f} h", "change_medium": {"medium": "flask"}} for i in range(1500)
+    ]
+    f = tmp_path / "long.yaml"
+    f.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert len(exosim.load_scenario(f).timeline) == 1504

@@ -21,9 +21,9 @@ def iccm():
     return exosim.compile_scenario(exosim.load_scenario(SCENARIOS / "iccm_bystander_medium_transfer.yaml"))
 
 
-def _apply(compiled, assignments, y):
+def _apply(compiled, assignments, y, p=None):
     m = compiled.model
-    p = compiled.parameters[:1].copy()
+    p = compiled.parameters[:1].copy() if p is None else p
     ledger: dict[str, np.ndarray] = {}
     Action(0.0, 0, "test", "test", assignments, {}, np.ones(1, bool)).apply(m, y, p, ledger)
     return ledger
@@ -62,8 +62,23 @@ def test_losses_of_a_harvest_are_booked_as_removed(iccm):
 def test_an_addition_books_the_particles_and_cargo_added(iccm):
     y = _content(iccm, 0.0)
     added = Add.model_validate({"medium": "recipient_flask", "particles": 1e9, "cargo": {"iccm_bystander_factor": 2}})
-    ledger = _apply(iccm, actions.add(added, 10.0), y)
+    ledger = _apply(iccm, actions.add(added), y)
     assert ledger["particles_added"][0] == 1e9 and ledger["iccm_bystander_factor_added"][0] == 2e9
+
+
+def test_a_concentration_is_added_to_each_members_own_volume(iccm):
+    """An arm may change a medium's volume: the same concentration is then more particles."""
+    m = iccm.model
+    added = Add.model_validate(
+        {"medium": "recipient_flask", "concentration": "1e8 particles/mL", "cargo": {"iccm_bystander_factor": 3}}
+    )
+    p = np.repeat(iccm.parameters[:1], 2, axis=0)
+    p[1, m.parameter_index["recipient_flask__volume"]] = 25.0  # mL; the file's 10 mL in row 0
+    y = np.zeros((2, m.n_states))
+    ledger: dict[str, np.ndarray] = {}
+    Action(0.0, 0, "add", "add", actions.add(added), {}, np.ones(2, bool)).apply(m, y, p, ledger)
+    np.testing.assert_allclose(ledger["particles_added"], [1e9, 2.5e9], rtol=1e-15)
+    np.testing.assert_allclose(ledger["iccm_bystander_factor_added"], [3e9, 7.5e9], rtol=1e-15)
 
 
 def test_lysis_frees_cargo_without_booking_it(iccm):

@@ -143,3 +143,23 @@ def test_summary_columns_list_every_column_the_summary_writes(runs, name):
     res = runs(name)
     written = {k for row in res.summary_rows() for k in row}
     assert written and written <= set(summary_columns(res.model)), written - set(summary_columns(res.model))
+
+
+def test_provenance_names_the_hypothesis_that_sets_a_value(tmp_path):
+    """A value from a hypothesis block is not the catalogue's: the parameter's source names the
+    block's key path (the catalogue's source is kept beside it) and the scenario lists what changed."""
+    import json
+
+    from conftest import as_hypothesis, single_well
+
+    data = as_hypothesis(single_well(parameters={"cells.alpha0": "0.3 1/Gy"}))
+    f = tmp_path / "hyp.yaml"
+    f.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["run", str(f), "-o", str(tmp_path / "out"), "--no-figure", "--no-timecourses"]) == 0
+    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    entry = next(p for p in prov["parameters"] if p["name"] == "cells.alpha0")
+    assert entry["value"] == 0.3 and entry["source"] == "hypothesis: hypothesis.parameters.cells.alpha0"
+    assert "hnscc_pooled" in entry["catalogue_source"]
+    assert prov["scenario"]["changed"] == ["hypothesis.parameters.cells.alpha0"]
+    others = [p for p in prov["parameters"] if p["name"] != "cells.alpha0"]
+    assert not any(p["source"].startswith("hypothesis") for p in others)

@@ -634,6 +634,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from exosim.scenario.schema import ScenarioError
 
     scenario, found = load_scenario_with_warnings(args.scenario, strict=args.strict, hypotheses=not args.no_hypotheses)
+    compiled = compile_scenario(scenario)  # a problem found in building the model is the one message
     for warning in found:
         print(f"exosim: warning: {warning}", file=sys.stderr)
     for statement in scenario.hypotheses:
@@ -665,7 +666,6 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
                 file=sys.stderr,
             )
             return 2
-    compiled = compile_scenario(scenario)
     drawer = None
     if not args.no_figure:  # a second core imports matplotlib and loads fonts while this one integrates
         from exosim.io.figures import prepare
@@ -942,7 +942,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             sc, found = load_scenario_with_warnings(path, strict=args.strict)
             for warning in found:
                 print(f"exosim: warning: {warning}", file=sys.stderr)
-            compile_scenario(sc)  # the model assembles and every override names a parameter it has
+            # the model assembles, every override names a parameter it has, the record fits in memory
+            compile_scenario(sc).check_size()
+            if sc.calibration is not None:  # its data read and its parameters found, as `exosim figures` will
+                from exosim.analysis import fit as _fit
+
+                try:
+                    _fit.calibration_problem(sc)
+                except _fit.FitError as exc:
+                    raise ScenarioError(sc.source, "calibration", str(exc)) from None
         except ScenarioError as exc:
             print(f"exosim: error: {exc}", file=sys.stderr)
             failed += 1

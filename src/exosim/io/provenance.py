@@ -137,11 +137,28 @@ def file_record(path: str | Path) -> dict:
     return {"file": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
 
 
+def _hypothesis_values(sc: Scenario, model) -> dict[str, list[str]]:
+    """Model parameter -> the key paths (as the file wrote them) of the hypothesis values that
+    set it, in some arm or in all."""
+    out: dict[str, list[str]] = {}
+    for merged, written in sc.written.items():
+        if ".parameters." not in f".{merged}":
+            continue  # cargo fields: listed with the scenario's biology
+        key = merged.split("parameters.", 1)[1]
+        if merged.startswith(("populations.", "media.")):
+            key = f"{merged.split('.')[1]}.{key}"
+        for q in model.parameters:
+            if (q.key == key) if "." not in key else (public_name(q.name) == key):
+                out.setdefault(q.name, []).append(written)
+    return out
+
+
 def run_record(result: RunResult, command: list[str] | None = None) -> dict:
     """Everything needed to reproduce a run: versions, scenario hash, parameters, solver."""
     sc, m = result.scenario, result.model
     params = []
     p0 = result.parameters
+    by_hypothesis = _hypothesis_values(sc, m)
     for j, q in enumerate(m.parameters):
         col = p0[:, j]
         by_arm = {result.arms[a]: float(col[result.arm_index == a][0]) for a in range(len(result.arms))}
@@ -157,6 +174,9 @@ def run_record(result: RunResult, command: list[str] | None = None) -> dict:
         }
         if len(set(by_arm.values())) > 1:
             entry["value_by_arm"] = by_arm
+        if q.name in by_hypothesis:  # a value the file's hypothesis sets, not the catalogue's
+            entry["catalogue_source"] = entry.pop("source")
+            entry["source"] = "hypothesis: " + ", ".join(by_hypothesis[q.name])
         params.append(entry)
     head = header(sc, command, packages=("numba",) if result.timing.get("backend") == "numba" else ())
     head["scenario"].update(
@@ -171,6 +191,7 @@ def run_record(result: RunResult, command: list[str] | None = None) -> dict:
             if sc.biology_changes
             else "catalogue values only"
         ),
+        changed=sorted(set(sc.written.values())) or sc.biology_changes,
     )
     return {
         **head,

@@ -154,6 +154,8 @@ def parse_quantity(value: object, kind: str, *, allow_negative: bool = False) ->
         raise QuantityError(f"expected a finite {kind.replace('_', ' ')}, got {short_repr(value)}")
     if number < 0 and not allow_negative:
         raise QuantityError(f"expected a non-negative {kind.replace('_', ' ')}, got {short_repr(value)}")
+    if not math.isfinite(number * factor):  # finite as written, not in the base unit (1e308 d)
+        raise QuantityError(f"expected a finite {kind.replace('_', ' ')}, got {short_repr(value)} (too large)")
     return number * factor
 
 

@@ -201,14 +201,21 @@ def transfer(model: Model, act: Transfer) -> list[Assignment]:
     return out
 
 
-def add(act: Add, volume: float) -> list[Assignment]:
-    """Vesicles (with cargo copies per particle) added to a medium."""
-    amount = act.particles if act.particles is not None else act.concentration * volume
+def add(act: Add) -> list[Assignment]:
+    """Vesicles (with cargo copies per particle) added to a medium: ``particles``, or a
+    ``concentration`` times the member's own volume of the medium (an arm may change it)."""
+    volume = f"{act.medium}{SEP}volume"
+
+    def amount(per_particle: float) -> str:  # one literal per term: its SBML unit follows from the context
+        if act.particles is not None:
+            return repr(float(act.particles) * per_particle)
+        return f"{volume} * {float(act.concentration) * per_particle!r}"
+
     ves = f"{act.medium}{SEP}vesicles"
-    out = [Assignment.of(ves, f"{ves} + {float(amount)!r}")]
+    out = [Assignment.of(ves, f"{ves} + {amount(1.0)}")]
     for c, q in act.cargo.items():
         name = f"{act.medium}{SEP}{c}_vesicular"
-        out.append(Assignment.of(name, f"{name} + {float(amount) * q!r}"))
+        out.append(Assignment.of(name, f"{name} + {amount(float(q))}"))
     return out
 
 

@@ -35,10 +35,12 @@ from exosim.model import catalogue as cat
 from exosim.model.units import QuantityError, parse_parameter_value, parse_quantity, short_repr
 from exosim.scenario.schema import (
     DoseGrid,
+    Event,
     Scenario,
     ScenarioError,
     ScenarioWarning,
     _dose_limit_problem,
+    as_written,
 )
 
 __all__ = [
@@ -57,7 +59,7 @@ __all__ = [
 MAX_FILE_BYTES = 5_000_000
 #: most YAML nodes a scenario may expand to, each use of an alias counting its whole content
 #: (the shipped scenarios have about 200); stops "billion laughs" alias bombs before they expand
-MAX_YAML_NODES = 10_000
+MAX_YAML_NODES = 100_000
 #: deepest nesting of YAML mappings and lists (a scenario needs about 6)
 MAX_YAML_DEPTH = 64
 
@@ -117,7 +119,7 @@ def parse_scenario(
     merged, where = _apply_hypotheses(sc)
     _check_consistency(merged, strict=strict, where=where)
     if hypotheses:
-        return merged
+        return merged.model_copy(update={"written": where})
     return sc.model_copy(
         update={"hypothesis": None, "arms": [a.model_copy(update={"hypothesis": None}) for a in sc.arms]}
     )
@@ -131,8 +133,13 @@ def read_yaml_mapping(data_bytes: bytes, source: str, what: str) -> dict:
             source, "", f"file too large: more than {MAX_FILE_BYTES / 1e6:g} MB (this file is a few kB)"
         )
     data = _load_yaml(data_bytes, source)
+    if data is None:
+        raise ScenarioError(source, "", f"the file is empty (or only comments): expected a YAML mapping of {what}")
     if not isinstance(data, dict):
-        raise ScenarioError(source, "", f"expected a YAML mapping of {what}, got {type(data).__name__}")
+        kind = {"list": "a list", "str": "a single text", "int": "a number", "float": "a number"}.get(
+            type(data).__name__, type(data).__name__
+        )
+        raise ScenarioError(source, "", f"expected a YAML mapping of {what}, got {kind}")
     return data
 
 
@@ -181,17 +188,6 @@ def _check_protocol_only(sc: Scenario) -> None:
                 f"'hypothesis: {{statement: ..., cargo: {{{c}: {{{k}: ...}}}}}}' (docs/evidence.md, "
                 "'One parameter set')",
             )
-
-
-def _as_written(path: str, where: dict[str, str]) -> str:
-    """The key path as the file wrote it: a merged hypothesis value (or a key below one, such as
-    ``cargo.c.effects.target``) is named under its ``hypothesis`` block."""
-    if path in where:
-        return where[path]
-    for merged, written in where.items():
-        if path.startswith(merged + "."):
-            return written + path[len(merged) :]
-    return path
 
 
 def _apply_hypotheses(sc: Scenario) -> tuple[Scenario, dict[str, str]]:
@@ -276,8 +272,9 @@ class _BoundedLoader(yaml.SafeLoader):
 
 def _too_many_nodes() -> str:
     return (
-        f"too many YAML aliases/nodes: the document expands to more than {MAX_YAML_NODES} "
-        "values (each use of an alias counts its whole content)"
+        f"too many YAML values: the document has, or its aliases expand to, more than {MAX_YAML_NODES} "
+        "values (each use of an alias counts its whole content; a scenario has a few hundred, a timeline "
+        "of a thousand events about ten thousand)"
     )
 
 
@@ -425,6 +422,14 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
+#: the schema's name patterns, in words for messages
+_PATTERN_WORDS = {
+    r"^[A-Za-z][A-Za-z0-9_]*$": "a name of ASCII letters, digits and underscores that starts with a letter",
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]*$": "a name of ASCII letters, digits, '_', '-' and '.' that starts with a letter "
+    "or digit (it names the output folder)",
+}
+
+
 def _first_error(exc: ValidationError, source: str) -> ScenarioError:
     errors = exc.errors()
     err = errors[0]
@@ -432,8 +437,14 @@ def _first_error(exc: ValidationError, source: str) -> ScenarioError:
         parent = tuple(err["loc"])[:-1]
         err = next((e for e in errors if e["type"] == "extra_forbidden" and tuple(e["loc"])[:-1] == parent), err)
     loc = tuple(err["loc"])
+    if loc and loc[-1] == "[key]":  # pydantic's marker for a mapping's key (a name): the name is the path
+        loc = loc[:-1]
     path = _loc_path(loc)
     kind = err["type"]
+    if kind == "string_pattern_mismatch":
+        pattern = err.get("ctx", {}).get("pattern", "")
+        words = _PATTERN_WORDS.get(pattern, f"the pattern {pattern}")
+        return ScenarioError(source, path, f"expected {words}, got {short_repr(err.get('input'))}")
     if kind == "extra_forbidden":
         parent = _model_at(loc[:-1])
         valid = (
@@ -455,8 +466,11 @@ def _first_error(exc: ValidationError, source: str) -> ScenarioError:
 
 
 def suggest(name: str, valid: list[str]) -> str:
+    """``; did you mean 'x'?``, or the valid names (nothing when there are none)."""
     near = difflib.get_close_matches(name, valid, n=1)
-    return f"; did you mean {near[0]!r}?" if near else f"; expected one of: {', '.join(sorted(valid))}"
+    if near:
+        return f"; did you mean {near[0]!r}?"
+    return f"; expected one of: {', '.join(sorted(valid))}" if valid else ""
 
 
 def _check_consistency(sc: Scenario, strict: bool = False, where: dict[str, str] | None = None) -> None:
@@ -467,7 +481,7 @@ def _check_consistency(sc: Scenario, strict: bool = False, where: dict[str, str]
     where = where or {}
 
     def err(path: str, msg: str) -> ScenarioError:
-        return ScenarioError(src, _as_written(path, where), msg)
+        return ScenarioError(src, as_written(path, where), msg)
 
     media, pops = list(sc.media), list(sc.populations)
     lines = cat.cell_lines()
@@ -487,6 +501,8 @@ def _check_consistency(sc: Scenario, strict: bool = False, where: dict[str, str]
         if pop.medium not in sc.media:
             raise err(f"populations.{name}.medium", f"unknown medium {pop.medium!r}" + suggest(pop.medium, media))
         for i, c in enumerate(pop.packages):
+            if c in pop.packages[:i]:
+                raise err(f"populations.{name}.packages[{i}]", f"cargo {c!r} is listed twice")
             if c not in sc.cargo:
                 raise err(
                     f"populations.{name}.packages[{i}]",
@@ -501,6 +517,8 @@ def _check_consistency(sc: Scenario, strict: bool = False, where: dict[str, str]
         for key, m in (("from", link.source), ("to", link.target)):
             if m not in sc.media:
                 raise err(f"links[{i}].{key}", f"unknown medium {m!r}" + suggest(m, media))
+        if link.source == link.target:
+            raise err(f"links[{i}]", "a link needs two different media")
     tumours = [n for n, pop in sc.populations.items() if pop.tumour_volume is not None]
     for n in tumours:
         if not sc.populations[n].tumour_volume > 0:
@@ -560,6 +578,16 @@ def _check_consistency(sc: Scenario, strict: bool = False, where: dict[str, str]
                     )
         if kind == "intervene" and act.agent not in cat.agents():
             raise err(f"{p}.agent", f"unknown agent {act.agent!r}" + suggest(act.agent, list(cat.agents())))
+        if kind == "intervene" and act.efficacy is not None and "efficacy_range" in cat.agents()[act.agent]:
+            low, high = (float(x) for x in cat.agents()[act.agent]["efficacy_range"])
+            if not low <= act.efficacy <= high:
+                msg = (
+                    f"efficacy {act.efficacy:g} of {act.agent} is outside its documented range [{low:g}, {high:g}] "
+                    f"({' '.join(str(cat.agents()[act.agent].get('source', 'assumed')).split())})"
+                )
+                if strict:
+                    raise err(f"{p}.efficacy", msg)
+                warnings.warn(ScenarioWarning(src, as_written(f"{p}.efficacy", where), msg), stacklevel=2)
         if (
             kind == "intervene"
             and cat.agents()[act.agent]["process"] == "checkpoint"
@@ -592,13 +620,21 @@ def _check_consistency(sc: Scenario, strict: bool = False, where: dict[str, str]
         raise err(grid_uses[0] + ".dose", "uses 'grid' but the scenario has no dose_grid")
     if sc.dose_grid is not None and len(grid_uses) != 1:
         raise err("dose_grid", f"expected exactly one irradiate event with 'dose: grid', found {len(grid_uses)}")
+    if grid_uses and not grid_uses[0].startswith("timeline") and len(sc.arms) > 1:
+        raise err(
+            grid_uses[0],
+            "the grid irradiation belongs in the main timeline: the other arms would be reported at grid "
+            "doses they never received",
+        )
     for name, path in sorted(variables_needed):
         arms = sc.arms or []
         if name not in sc.variables and not (arms and all(name in a.variables for a in arms)):
+            lacking = [a.name for a in arms if name not in a.variables]
+            partly = f"; the arms without it: {', '.join(map(repr, lacking))}" if len(lacking) < len(arms) else ""
             raise err(
                 path,
-                f"variable {name!r} is not defined under 'variables' (or in every arm)"
-                + suggest(name, list(sc.variables)),
+                f"variable {name!r} is not defined under 'variables' (or in every arm){partly}"
+                + (suggest(name, list(sc.variables)) if not partly else ""),
             )
     for scope, variables in [("variables", sc.variables)] + [
         (f"arms[{i}].variables", a.variables) for i, a in enumerate(sc.arms)
@@ -620,6 +656,23 @@ def _check_consistency(sc: Scenario, strict: bool = False, where: dict[str, str]
         raise err("arms", "arm names must be unique")
     score_path, score_ev = scores[0]
     t_score = score_ev.at
+    scored = score_ev.score.population
+    no_cells = [] if sc.populations[scored].cells > 0 else [f"populations.{scored}.cells"]
+    for a, arm in enumerate(sc.arms):
+        cells = arm.parameters.get(f"{scored}.cells")
+        if cells is not None and not cells.value > 0:
+            no_cells.append(f"arms[{a}].parameters.{scored}.cells")
+    for path in no_cells if _grid_on(sc, scored) else []:  # (a cell-free protocol, vesicles in a dish, scores no curve)
+        warnings.warn(
+            ScenarioWarning(
+                src,
+                as_written(path, where),
+                f"the scored population {scored!r} has no cells: its survival means nothing (only the time "
+                "courses of a cell-free protocol do)",
+            ),
+            stacklevel=2,
+        )
+    _warn_degenerate_curve(sc, grid_uses, scored, err)
     for path, ev in all_events:
         if ev.at > t_score:
             raise err(f"{path}.at", f"event at {ev.at:g} h comes after the score at {t_score:g} h")
@@ -627,11 +680,29 @@ def _check_consistency(sc: Scenario, strict: bool = False, where: dict[str, str]
             raise err(
                 f"{path}.at", f"event at {ev.at:g} h comes before the start of the simulation (start: {sc.start:g} h)"
             )
+    for path, ev in all_events:
+        if ev.kind == "irradiate":
+            _check_course(sc, f"{path}.irradiate", ev, t_score, err)
     # a harvest must follow an irradiation of a population living in the harvested medium
     for path, ev in all_events:
         if ev.kind != "transfer":
             continue
         donors = [n for n, pop in sc.populations.items() if pop.medium == ev.action.source]
+        if not donors and not any(link.target == ev.action.source for link in sc.links):
+            # a cell-free medium holds only what events put into it (a harvest, an addition)
+            fills = [
+                e.at
+                for _, e in all_events
+                if (e.kind == "transfer" and e.action.target == ev.action.source)
+                or (e.kind == "add" and e.action.medium == ev.action.source)
+            ]
+            if not any(t <= ev.at for t in fills):
+                later = f" (the first content arrives at {min(fills):g} h)" if fills else ""
+                raise err(
+                    f"{path}.at",
+                    f"transfer from {ev.action.source!r} at {ev.at:g} h: this medium has no cells and nothing is "
+                    f"put into it before then{later}, so nothing would be transferred",
+                )
         irr = [e.at for _, e in all_events if e.kind == "irradiate" and e.action.population in donors]
         if irr and ev.at < min(irr):
             raise err(
@@ -639,6 +710,85 @@ def _check_consistency(sc: Scenario, strict: bool = False, where: dict[str, str]
                 f"harvest from {ev.action.source!r} at {ev.at:g} h is scheduled before the "
                 f"irradiation of its cells at {min(irr):g} h",
             )
+
+
+def _grid_on(sc: Scenario, population: str) -> bool:
+    """Whether the grid irradiation is given to ``population`` (a survival curve of it is asked for)."""
+    return any(
+        e.irradiate is not None and e.irradiate.dose == "grid" and e.irradiate.population == population
+        for e in sc.timeline + [e for a in sc.arms for e in a.events]
+    )
+
+
+def _warn_degenerate_curve(sc: Scenario, grid_uses: list[str], scored: str, err) -> None:
+    """Warnings for a survival curve whose summary cannot be computed: no 0 Gy grid dose (survival
+    relative to 0 Gy, SF2, D10), or several arms and no control (the dose-modifying factor)."""
+    on_scored = _grid_on(sc, scored)
+    if sc.dose_grid is not None and on_scored and 0 not in sc.dose_grid.values:
+        warnings.warn(
+            ScenarioWarning(
+                sc.source,
+                "dose_grid.values",
+                "no 0 dose: survival relative to 0 Gy, SF2 and D10 are not computed (add 0 to the grid)",
+            ),
+            stacklevel=3,
+        )
+    if sc.dose_grid is not None and on_scored and len(sc.arms) > 1 and not any(a.control for a in sc.arms):
+        warnings.warn(
+            ScenarioWarning(
+                sc.source, "arms", "no arm is the control (control: true): the dose-modifying factor is not computed"
+            ),
+            stacklevel=3,
+        )
+
+
+def _doses(sc: Scenario, dose: float | str) -> list[float]:
+    """The total doses (Gy) an irradiation gives in some member: the grid's, a variable's values
+    (scenario and arms), or the number."""
+    if dose == "grid":
+        return sc.dose_grid.in_gray() if sc.dose_grid is not None else []
+    if isinstance(dose, str):
+        name = dose[1:]
+        values = [v[name] for v in [sc.variables] + [a.variables for a in sc.arms] if name in v]
+        return [parse_quantity(v, "dose") for v in values]
+    return [float(dose)]
+
+
+def _check_course(sc: Scenario, path: str, ev: Event, t_score: float, err) -> None:
+    """An irradiation's schedule: a week's fractions fit in the week, a protracted fraction ends
+    before the next starts, and the whole course (the largest dose at its dose rate) is given
+    before the score: dose given at or after the score would be silently lost."""
+    act = ev.irradiate
+    if act.days_per_week and act.fractions > 1 and (act.days_per_week - 1) * act.interval >= 7 * 24.0:
+        raise err(
+            f"{path}.interval",
+            f"{act.days_per_week} fractions a week {act.interval:g} h apart do not fit in a week (168 h): "
+            f"the next week would start before this one ends",
+        )
+    doses = _doses(sc, act.dose)
+    if not doses:
+        return
+    largest = max(doses)
+    if act.dose_rate and act.fractions > 1 and largest / act.fractions / act.dose_rate > act.interval:
+        raise err(
+            f"{path}.dose_rate",
+            f"a fraction of {largest / act.fractions:g} Gy at {act.dose_rate:g} Gy/h takes "
+            f"{largest / act.fractions / act.dose_rate:g} h, longer than the {act.interval:g} h between fractions",
+        )
+    end = ev.at + act.duration(largest)
+    if end >= t_score:
+        what = (
+            f"the last of its {act.fractions} fractions starts at {ev.at + act.offsets()[-1]:g} h"
+            if act.fractions > 1
+            else f"it starts at {ev.at:g} h"
+        )
+        if act.dose_rate:
+            what += f" and the exposure ({largest:g} Gy at {act.dose_rate:g} Gy/h) ends at {end:g} h"
+        raise err(
+            path,
+            f"the irradiation is not over before the score at {t_score:g} h ({what}): dose given at or after "
+            "the score would not count; score later, or shorten the course",
+        )
 
 
 #: largest memory estimate of a run's record (bytes): members x recorded times x (states +
@@ -654,7 +804,8 @@ def check_run_size(sc: Scenario, members: int, times: int, states: int, observab
     ``dose_grid.values`` (``output.time_step`` without a grid) above :data:`MAX_RUN_BYTES`."""
     estimate = members * max(times, 1) * (states + observables) * 8
     if estimate > MAX_RUN_BYTES:
-        path = "dose_grid.values" if sc.dose_grid is not None else "output.time_step"
+        # the larger factor is the one to name: many grid doses, or many recorded times
+        path = "dose_grid.values" if sc.dose_grid is not None and members > times else "output.time_step"
         raise ScenarioError(
             sc.source,
             path,
@@ -694,16 +845,17 @@ def _check_parameters(sc: Scenario, err, strict: bool = False, where: dict[str, 
 
     def check_value(path: str, key: str, value: Any) -> None:
         unit = str(table[key]["unit"])
+        in_unit = f" in {unit}" if unit != "1" else ""
         try:
             q = parse_parameter_value(value)
         except QuantityError:
-            raise err(path, f"expected a finite number in {unit}, got {short_repr(value)}") from None
+            raise err(path, f"expected a finite number{in_unit}, got {short_repr(value)}") from None
         if q.unit is not None and q.unit != unit:
             raise err(path, f"unit {short_repr(q.unit)} does not match the parameter's unit {unit!r}")
         if q.unit is None and unit not in ("1", "cells"):
             raise err(path, f"missing unit: expected '{q.value:g} {unit}'")
         if not math.isfinite(q.value):  # parse_parameter_value refuses these; kept as the invariant
-            raise err(path, f"expected a finite number in {unit}, got {q.value!r}")
+            raise err(path, f"expected a finite number{in_unit}, got {q.value!r}")
         low, high, origin = _documented(table[key])
         shown = f"{q.value:g} {unit}" if unit != "1" else f"{q.value:g}"
         span = f"[{low:g}, {high:g}]" + (f" {unit}" if unit != "1" else "")
@@ -718,7 +870,7 @@ def _check_parameters(sc: Scenario, err, strict: bool = False, where: dict[str, 
             msg = f"{shown} is outside the documented range {span} ({origin})"
             if strict:
                 raise err(path, msg)
-            warnings.warn(ScenarioWarning(sc.source, _as_written(path, where), msg), stacklevel=2)
+            warnings.warn(ScenarioWarning(sc.source, as_written(path, where), msg), stacklevel=2)
 
     for k, v in sc.parameters.items():
         if k not in table:
@@ -741,9 +893,20 @@ def _check_parameters(sc: Scenario, err, strict: bool = False, where: dict[str, 
             if k in ("effects",):
                 if not isinstance(v, dict):
                     raise err(f"cargo.{c}.effects", "expected a mapping of target -> signed strength")
-                for t in v:
+                for t, strength in v.items():
                     if t not in cat.targets():
                         raise err(f"cargo.{c}.effects.{t}", f"unknown target {t!r}" + suggest(t, list(cat.targets())))
+                    if isinstance(strength, str):  # YAML 1.1 reads 1e-1 (no dot) as text
+                        try:
+                            strength = float(strength)
+                        except ValueError:
+                            pass
+                    if isinstance(strength, bool) or not isinstance(strength, (int, float)):
+                        raise err(
+                            f"cargo.{c}.effects.{t}",
+                            f"expected a signed fractional strength (a number), got {short_repr(strength)}",
+                        )
+                    check_value(f"cargo.{c}.effects.{t}", "cargo_effect_strength", strength)
                 continue
             if k not in table or table[k]["scope"] != "cargo":
                 cargo_keys = [x for x in keys if table[x]["scope"] == "cargo"] + ["effects"]

@@ -18,6 +18,7 @@ can report its progress on stderr (``progress=True``; the CLI does when stderr i
 
 from __future__ import annotations
 
+import difflib
 import math
 import sys
 import time as _time
@@ -31,7 +32,7 @@ from exosim.model.declare import SEP
 from exosim.model.units import parse_quantity
 from exosim.scenario import actions as ev_types
 from exosim.scenario.actions import Action
-from exosim.scenario.load import check_run_size, suggest
+from exosim.scenario.load import check_run_size
 from exosim.scenario.result import RunResult
 from exosim.scenario.schema import Arm, Event, Scenario, ScenarioError, parameter_value
 from exosim.simulate.solver import FAILED, MESSAGES, SegmentResult, Solver, SolverOptions, get_solver
@@ -159,8 +160,22 @@ class CompiledScenario:
             have = sorted({q.key for q in self.model.parameters if q.name.split(SEP, 1)[0] == namespace})
             raise ScenarioError(
                 self.scenario.source,
-                path,
-                f"{namespace!r} has no parameter {key!r}" + suggest(key, have),
+                self.scenario.as_written(path),
+                f"{namespace!r} has no parameter {key!r}" + _near(key, have),
+            )
+        return cols
+
+    def _everywhere(self, key: str, path: str) -> list[int]:
+        """Columns of a bare ``key`` (every population, medium or link that has it); an error
+        naming ``path`` if none has it (an override that would change nothing)."""
+        cols = self.instances(key)
+        if not cols:
+            have = sorted({q.key for q in self.model.parameters})
+            raise ScenarioError(
+                self.scenario.source,
+                self.scenario.as_written(path),
+                f"no population, medium or link of this scenario has parameter {key!r}, so the value would "
+                "change nothing" + _near(key, have),
             )
         return cols
 
@@ -172,7 +187,7 @@ class CompiledScenario:
                 if k not in cat.DESCRIPTIVE:
                     base[self._columns(k, name, f"media.{name}.kind")] = float(v)
         for k, v in sc.parameters.items():
-            base[self.instances(k)] = v.value
+            base[self._everywhere(k, f"parameters.{k}")] = v.value
         for name, med in sc.media.items():
             base[self.instances("volume", name)] = med.volume
             for k, v in med.parameters.items():
@@ -190,7 +205,8 @@ class CompiledScenario:
             rows = self.arm_index == a
             for k, v in sorted(arm.parameters.items(), key=lambda kv: "." in kv[0]):
                 ns, key = k.split(".", 1) if "." in k else (None, k)
-                cols = self.instances(key) if ns is None else self._columns(key, ns, f"arms[{a}].parameters.{k}")
+                path = f"arms[{a}].parameters.{k}"
+                cols = self._everywhere(key, path) if ns is None else self._columns(key, ns, path)
                 p[np.ix_(rows, cols)] = v.value
         return p
 
@@ -229,7 +245,7 @@ class CompiledScenario:
             elif ev.kind == "transfer":
                 add(ev.at, "transfer", path, ev_types.transfer(m, act), mask)
             elif ev.kind == "add":
-                add(ev.at, "add", path, ev_types.add(act, sc.media[act.medium].volume), mask)
+                add(ev.at, "add", path, ev_types.add(act), mask)
             elif ev.kind == "intervene":
                 add(ev.at, "intervene", path, ev_types.intervene(act)[0], mask)
             elif ev.kind == "treat":
@@ -246,10 +262,7 @@ class CompiledScenario:
         dose = np.where(mask, self._dose_per_member(act.dose), 0.0)
         n = act.fractions
         per_fraction = dose / n
-        if act.days_per_week:
-            offsets = [((k // act.days_per_week) * 7 * 24.0 + (k % act.days_per_week) * act.interval) for k in range(n)]
-        else:
-            offsets = [k * act.interval for k in range(n)]
+        offsets = act.offsets()
         pop = act.population
         scored = self.score_event.score.population
         for k, off in enumerate(offsets):
@@ -281,6 +294,37 @@ class CompiledScenario:
                         {"delta": off_rate},
                     )
         return {"population": pop, "fractions": n, "dose_rate": act.dose_rate, "scored": pop == scored}
+
+    def _after_irradiation(self) -> list[float]:
+        """Recorded times just after each acute irradiation, so that the peaks of DSBs and of what
+        follows them are drawn (the value at an event time is the one just before it)."""
+        t0, t_end = self.scenario.timeline_start, self.score_event.at
+        after = [
+            a.time + AFTER_IRRADIATION
+            for a in self.actions
+            if a.kind == "irradiate" and any(x.symbol.endswith(f"{SEP}dsb") for x in a.assignments)
+        ]
+        return [t for t in after if t0 <= t < t_end]
+
+    def _output_times(self) -> np.ndarray:
+        """The times a run with time courses records: every ``output.time_step``, just after
+        each acute irradiation, and at scoring."""
+        t0, t_end = self.scenario.timeline_start, self.score_event.at
+        grid = np.arange(t0, t_end, self.scenario.output.time_step)
+        return np.unique(np.concatenate([grid, self._after_irradiation(), [t_end]]))
+
+    def check_size(self, time_courses: bool = True) -> int:
+        """The memory estimate (bytes) of a run's record with (or without) time courses; a
+        :class:`ScenarioError` above the limit (:func:`~exosim.scenario.load.check_run_size`).
+        The times are counted without building them when there would be millions."""
+        sc, m = self.scenario, self.model
+        times = 0
+        if time_courses:
+            span = self.score_event.at - sc.timeline_start
+            times = math.ceil(span / sc.output.time_step) + len(self._after_irradiation()) + 1  # at most
+            if times <= 1_000_000:
+                times = self._output_times().size
+        return check_run_size(sc, self.n_members, times, m.n_states, len(m.observable_names))
 
     # ------------------------------------------------------------- running
     def _implicit_fallback(self, sol, t, t_next, y, p, scale, options, t_eval, status, counters, integrator) -> None:
@@ -421,15 +465,8 @@ class CompiledScenario:
                 raise ValueError(f"record_times must lie within the timeline [{t0:g}, {t_end:g}] h")
             times, time_courses = np.unique(np.append(record_times, t0)), True
         elif time_courses:
-            # plus a sample just after each acute irradiation, so the peaks of DSBs and of
-            # what follows them are drawn (the value at an event time is the one just before it)
-            after = [
-                a.time + AFTER_IRRADIATION
-                for a in self.actions
-                if a.kind == "irradiate" and any(x.symbol.endswith(f"{SEP}dsb") for x in a.assignments)
-            ]
-            after = [t for t in after if t0 <= t < t_end]
-            times = np.unique(np.concatenate([np.arange(t0, t_end, sc.output.time_step), after, [t_end]]))
+            self.check_size()  # before the times are built: a tiny time step would not fit in memory
+            times = self._output_times()
         else:
             times = np.array([t0])
         n_t = times.size if time_courses else 0
@@ -607,6 +644,12 @@ def _spread(sol: SegmentResult, copy_from: np.ndarray, h_last: bool = False) -> 
         step,
         None if sol.member_steps is None else sol.member_steps[copy_from],
     )
+
+
+def _near(name: str, valid: list[str]) -> str:
+    """``; did you mean 'x'?`` for a close name; the parameter list is too long to print."""
+    near = difflib.get_close_matches(name, valid, n=1)
+    return f"; did you mean {near[0]!r}?" if near else " (docs/model.md lists each module's parameters)"
 
 
 def compile_scenario(scenario: Scenario) -> CompiledScenario:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from exosim.model.units import Quantity, QuantityError, parse_parameter_value, parse_quantity, short_repr
 
@@ -82,8 +82,21 @@ def quantity_validator(kind: str, allow_negative: bool = False) -> BeforeValidat
     return BeforeValidator(convert)
 
 
-Time = Annotated[float, quantity_validator("time", allow_negative=True)]
-Duration = Annotated[float, quantity_validator("time")]
+#: largest time (h) a timeline may name, before or after 0: about eleven years, beyond any
+#: culture or animal protocol (a larger number is a unit mistake, and would take the solver hours)
+MAX_TIME_H = 1.0e5
+
+
+def _within_time_limit(v: float) -> float:
+    if abs(v) > MAX_TIME_H:
+        raise ValueError(f"time {v:g} h is beyond the limit of {MAX_TIME_H:g} h (11 years; a unit mistake?)")
+    return v
+
+
+Time = Annotated[float, quantity_validator("time", allow_negative=True), AfterValidator(_within_time_limit)]
+Duration = Annotated[float, quantity_validator("time"), AfterValidator(_within_time_limit)]
+#: a duration that must be positive (the output time step)
+Step = Annotated[Duration, Field(gt=0)]
 Volume = Annotated[float, quantity_validator("volume")]
 Cells = Annotated[float, quantity_validator("cells")]
 Particles = Annotated[float, quantity_validator("particles")]
@@ -165,6 +178,14 @@ class DoseGrid(_Strict):
         for x in v:
             if not math.isfinite(x) or x < 0:
                 raise ValueError(f"expected finite non-negative doses, got {x!r}")
+        for a, b in zip(v, v[1:]):
+            if b == a:
+                raise ValueError(f"dose {a:g} is listed twice; each grid dose is one member")
+            if b < a:
+                raise ValueError(
+                    f"expected the doses in increasing order ({b:g} follows {a:g}): survival curves, D10 and "
+                    "the per-arm summary read them in order"
+                )
         return v
 
     def in_gray(self) -> list[float]:
@@ -198,6 +219,20 @@ class Irradiate(_Strict):
         if problem:
             raise ValueError(problem)
         return gray
+
+    def offsets(self) -> list[float]:
+        """Start of each fraction after the event's time (h): every ``interval``, or with
+        ``days_per_week`` that many a week, ``interval`` apart, each week starting 168 h after
+        the last."""
+        n = self.fractions
+        if self.days_per_week:
+            return [(k // self.days_per_week) * 7 * 24.0 + (k % self.days_per_week) * self.interval for k in range(n)]
+        return [k * self.interval for k in range(n)]
+
+    def duration(self, dose: float) -> float:
+        """Hours from the first fraction's start to the end of the last, for a total ``dose`` (Gy)."""
+        exposure = dose / self.fractions / self.dose_rate if self.dose_rate else 0.0
+        return self.offsets()[-1] + exposure
 
 
 class Transfer(_Strict):
@@ -334,7 +369,7 @@ class Arm(_Strict):
 class OutputSpec(_Strict):
     """What the run writes."""
 
-    time_step: Duration = 1.0
+    time_step: Step = 1.0
 
 
 class SolverSpec(_Strict):
@@ -383,7 +418,9 @@ class Scenario(_Strict):
     """A complete scenario file."""
 
     exosim: Literal[1] = 1
-    name: str
+    #: names the default output folder (results/<name>) and figure files: letters, digits, ``_``,
+    #: ``-`` and ``.``, starting with a letter or digit (no path separators, no ``..``)
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=120)]
     #: a human title for figures and reports (default: the name, underscores as spaces)
     title: str | None = None
     type: Literal["medium_transfer", "coculture", "partial_field", "systemic", "custom"]
@@ -412,6 +449,12 @@ class Scenario(_Strict):
     # filled by the loader, not by the file
     source: str = Field(default="<scenario>", exclude=True)
     sha256: str = Field(default="", exclude=True)
+    #: key paths of values merged from hypothesis blocks -> the paths the file wrote them at
+    written: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    def as_written(self, path: str) -> str:
+        """A key path as the file wrote it (:func:`as_written` with the scenario's merged values)."""
+        return as_written(path, self.written)
 
     @property
     def hypotheses(self) -> list[str]:
@@ -466,6 +509,18 @@ class Scenario(_Strict):
 
 
 # ---------------------------------------------------------------------- loading
+
+
+def as_written(path: str, written: dict[str, str]) -> str:
+    """A key path as the file wrote it: a value merged from a hypothesis block (or a key below
+    one, such as ``cargo.c.effects.target``) is named under its ``hypothesis`` block; ``written``
+    maps merged paths to written ones."""
+    if path in written:
+        return written[path]
+    for merged, at in written.items():
+        if path.startswith(merged + "."):
+            return at + path[len(merged) :]
+    return path
 
 
 def parameter_value(value: Any) -> float:

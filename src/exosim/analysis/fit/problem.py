@@ -63,6 +63,9 @@ class FitProblem:
         table = cat.parameter_table()
         if not self.params:
             raise FitError("--params: name at least one parameter")
+        twice = sorted({k for k in self.params if list(self.params).count(k) > 1})
+        if twice:
+            raise FitError(f"--params: {', '.join(twice)} given twice")
         try:
             self.backend = resolve_backend(self.backend)
         except ValueError as exc:

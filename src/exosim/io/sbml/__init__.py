@@ -72,6 +72,10 @@ def select_member(compiled: CompiledScenario, *, arm: str | None = None, dose: f
         listed = "\n".join(f"  {n}" for n in names)
         raise ScenarioError(sc.source, "arms", f"no arm named {arm!r}; arms:\n{listed}")
     a = names.index(arm) if arm is not None else 0
+    if dose is not None and sc.dose_grid is None:
+        raise ScenarioError(
+            sc.source, "dose_grid", f"--dose {dose:g}: the scenario has no dose grid (leave --dose out)"
+        )
     unit = sc.dose_grid.unit if sc.dose_grid else "Gy"
     gray = None if dose is None else parse_quantity(f"{dose} {unit}", "dose")
     member = member_index(compiled.arm_index, compiled.grid, a, gray)
