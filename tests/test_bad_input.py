@@ -312,6 +312,13 @@ CASES = [
         "hypothesis.cargo.mir_22.effects.dsb_repair_activity",
         ["expected a finite number"],
     ),
+    (
+        "cargo effect removing the whole target",
+        "hypothesis",
+        {"statement": "s", "cargo": {"mir_22": {"effects": {"dsb_repair_activity": -5}}}},
+        "hypothesis.cargo.mir_22.effects.dsb_repair_activity",
+        ["removes 100 % or more of the target"],
+    ),
     ("name with a path", "name", "../../escaped", "name", ["it names the output folder"]),
     ("empty name", "name", "", "name", ["it names the output folder"]),
     (

@@ -906,6 +906,11 @@ def _check_parameters(sc: Scenario, err, strict: bool = False, where: dict[str, 
                             f"cargo.{c}.effects.{t}",
                             f"expected a signed fractional strength (a number), got {short_repr(strength)}",
                         )
+                    if strength <= -1.0:
+                        raise err(
+                            f"cargo.{c}.effects.{t}",
+                            f"a repression of {strength:g} removes 100 % or more of the target: expected > -1",
+                        )
                     check_value(f"cargo.{c}.effects.{t}", "cargo_effect_strength", strength)
                 continue
             if k not in table or table[k]["scope"] != "cargo":
