@@ -4,7 +4,7 @@ Usage: python benchmarks/bench_cli.py [--repeat 5]
 
 Prints the median and min of `repeat` runs of the installed `exosim` command, plus the
 in-process integration time and solver counters reported by the run itself. The target
-is under 2 s for the whole process on this machine (2 cores).
+is under 1 s for the whole process on this machine (2 cores).
 """
 
 from __future__ import annotations
