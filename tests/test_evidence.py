@@ -222,6 +222,13 @@ BAD = [
     ),
     ("survival per something", "entries.0.observable.per", "cells.dsb", "entries[0].observable.per", "same kind"),
     (
+        "window from its end to its start",
+        "entries.0.observable",
+        {"quantity": "cells.dsb", "statistic": "max", "window": ["3 h", "1 h"], "dose": "2 Gy"},
+        "entries[0].observable.window",
+        "with the start before the end",
+    ),
+    (
         "misspelt summary column",
         "entries.0.observable.quantity",
         "summary.alfa_eff_per_Gy",

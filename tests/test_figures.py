@@ -11,6 +11,7 @@ from exosim.io import figures
 
 
 def test_every_arm_has_its_own_colour_marker_and_line_style():
+    assert ":" not in figures.ARM_LINES and (0, (1, 1)) not in figures.ARM_LINES  # dotted is the LQ curve's
     styles = [figures.arm_style(k, control=False) for k in range(len(figures.ARM_LINES))]
     keys = {(s["color"], s["marker"], str(s["linestyle"])) for s in styles}
     assert len(keys) == len(styles)

@@ -206,7 +206,8 @@ def test_cli_sensitivity_writes_indices_samples_provenance_figure(tmp_path, monk
         (["--group", "uptak"], ["unknown parameter group", "'uptake'"]),
         (["--params", "binding_rate_constnt"], ["unknown parameter", "'binding_rate_constant'"]),
         (["--params", "binding_sites", "--range", "binding_sites=10:1"], ["must be below"]),
-        (["--params", "binding_sites", "--range", "binding_sites=0:10"], ["positive on a log scale"]),
+        (["--params", "binding_sites", "--range", "binding_sites=-1:10"], ["expected non-negative bounds"]),
+        (["--params", "binding_sites", "--range", "binding_sites=10:inf"], ["expected finite bounds"]),
         (["--group", "uptake", "-N", "1000"], ["power of two"]),
         (["--group", "uptake", "-N", str(2**20)], ["exceed the limit"]),
         (["--group", "uptake", "--chunk-members", str(10**9)], ["GiB"]),
@@ -373,3 +374,85 @@ def test_chunks_keep_every_worker_busy_on_large_jobs(mir22):
     assert serial.chunk_samples(8192) == sa.COMPILED_CHUNK_MEMBERS // per
     numpy = sa.ScenarioEvaluator(mir22, backend="numpy", engine=Pool())
     assert numpy.chunk_samples(8192) == sa.DEFAULT_CHUNK_MEMBERS // per
+
+
+def test_groups_with_ranges_from_zero_sample_those_factors_uniformly():
+    """The repair group has shares whose documented range starts at 0: sampled uniformly, not refused."""
+    space = sa.ParameterSpace.from_table("repair")
+    by = dict(zip(space.names, zip(space.lows, space.log)))
+    assert by["slow_repair_share"] == (0.0, False) and by["repair_half_time"][1] is True
+    x = space.to_values(np.array([space.problem()["bounds"][i][1] for i in range(space.dimension)]))
+    np.testing.assert_allclose(x, space.highs, rtol=1e-12)
+
+
+def test_local_coefficients_are_taken_at_the_scenarios_own_values(tmp_path, capsys):
+    """The systemic scenario clears vesicles at different rates in the interstitium and the blood:
+    the local method moves each about its own value, so its value at the nominal point is the run's."""
+    import csv
+
+    path = SCENARIOS / "systemic_mir208a_abscopal.yaml"
+    out = tmp_path / "s"
+    argv = ["sensitivity", str(path), "--params", "vesicle_decay_rate", "--method", "local", "-N", "64"]
+    assert main([*argv, "--workers", "1", "-o", str(out)]) == 0
+    assert "--method local does not use -N" in capsys.readouterr().err
+    rows = {r["output"]: r for r in csv.DictReader((out / "indices.csv").open())}
+    run = exosim.run(exosim.load_scenario(path), time_courses=False)
+    arm = json.loads((out / "provenance.json").read_text())["arm"]
+    summary = {r["arm"]: r for r in run.summary_rows()}[arm]
+    cargo = run.model.cargos[0]
+    assert float(rows["delivered_copies_per_cell"]["value_at_nominal"]) == pytest.approx(
+        summary[f"{cargo}_delivered_copies_per_cell"], rel=1e-6
+    )
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["N"] is None and prov["seed"] is None and "nominal" in prov["parameters"][0]
+
+
+def test_a_hypothesis_is_noted_and_recorded_and_can_be_left_out(tmp_path, capsys):
+    path = str(SCENARIOS / "mir194_dying_cell_pancreatic_radioresistance.yaml")
+    out = tmp_path / "s"
+    argv = ["sensitivity", path, "--params", "binding_sites", "--method", "local", "--workers", "1"]
+    assert main([*argv, "-o", str(out)]) == 0
+    assert "exosim: note: analyses a hypothesis" in capsys.readouterr().err
+    assert json.loads((out / "provenance.json").read_text())["hypotheses"]
+    assert main([*argv, "--no-hypotheses", "-o", str(tmp_path / "t")]) == 0
+    assert "note: analyses a hypothesis" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "t" / "provenance.json").read_text())["hypotheses"] == []
+
+
+def test_a_job_in_which_every_sample_fails_exits_3(tmp_path, capsys):
+    path = SCENARIOS / "mir22_exosome_radiosensitisation.yaml"
+    text = path.read_text().replace("exosim: 1\n", "exosim: 1\nsolver: {max_seconds: 1.0e-9}\n", 1)
+    assert "solver:" not in path.read_text()  # the only solver block is the one added
+    f = tmp_path / "slow.yaml"
+    f.write_text(text)
+    out = tmp_path / "s"
+    code = main(["sensitivity", str(f), "--params", "binding_sites", "-N", "2", "--workers", "1", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 3 and "every sample failed" in err, err
+    assert (out / "provenance.json").exists()  # the failures are data: written and reported
+
+
+def test_outputs_read_at_0_gy_are_empty_without_a_0_gy_dose(tmp_path, capsys):
+    out = tmp_path / "s"
+    path = str(SCENARIOS / "hnscc_exosome_radioresistance.yaml")
+    argv = ["sensitivity", path, "--params", "binding_sites", "--method", "local", "--doses", "1,2,3"]
+    assert main([*argv, "--workers", "1", "-o", str(out)]) == 0
+    import csv
+
+    rows = {r["output"]: r for r in csv.DictReader((out / "indices.csv").open())}
+    for name in ("sf2", "bystander_survival"):
+        assert rows[name]["value_at_nominal"] in ("", "nan"), rows[name]
+
+
+def test_sensitivity_option_messages(tmp_path, capsys):
+    """An unknown arm is one line; an empty --doses is an error; a range beyond the documented one warns."""
+    path = str(SCENARIOS / "mir22_exosome_radiosensitisation.yaml")
+    base = ["sensitivity", path, "--params", "binding_sites", "--method", "local", "--workers", "1"]
+    assert main([*base, "--arm", "nonexistent", "-o", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no arm named 'nonexistent'" in err, err
+    assert main([*base, "--doses", "", "-o", str(tmp_path / "b")]) == 2
+    assert "--doses '': expected comma-separated numbers" in capsys.readouterr().err
+    sobol = ["sensitivity", path, "--params", "binding_sites", "-N", "2", "--workers", "1"]
+    assert main([*sobol, "--range", "binding_sites=100:1e6", "-o", str(tmp_path / "c")]) == 0
+    assert "reaches outside its documented range [1000, 100000]" in capsys.readouterr().err

@@ -360,9 +360,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     sen.add_argument("--method", choices=["local", "morris", "sobol"], default="sobol")
     sen.add_argument(
-        "-N", type=_at_least(1), default=1024, help="Sobol base samples (power of two) or Morris trajectories"
+        "-N",
+        type=_at_least(1),
+        default=None,
+        help="Sobol base samples (power of two) or Morris trajectories (default 1024; not used by local)",
     )
-    sen.add_argument("--seed", type=_seed, default=0, help="seed of sampling and bootstrap")
+    sen.add_argument("--seed", type=_seed, default=None, help="seed of sampling and bootstrap (default 0)")
+    sen.add_argument(
+        "--no-hypotheses",
+        action="store_true",
+        help="leave the scenario's hypothesis blocks out (catalogue biology only)",
+    )
     sen.add_argument("--arm", help="analysed arm (default: first non-control arm)")
     sen.add_argument("--doses", help="comma-separated grid doses replacing the scenario's grid (grid unit)")
     sen.add_argument(
@@ -805,8 +813,8 @@ def _cmd_evidence(args: argparse.Namespace, argv: list[str]) -> int:
             )
     for r in rows:
         if r["within"] != "yes":
-            shown = "failed: " + r["message"] if r["status"] == "failed" else f"model {r['model']:.3g}"
             unit = "" if r["unit"] == "1" else " " + r["unit"]
+            shown = "failed: " + r["message"] if r["status"] == "failed" else f"model {r['model']:.3g}{unit}"
             print(f"  outside: {r['entry']} ({r['role']}): observed {r['observed']:.3g}{unit}, {shown}")
     print(f"{len(rows)} entries in {time.perf_counter() - start:.1f} s; wrote " + ", ".join(str(f) for f in files))
     return 0
@@ -1059,7 +1067,18 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
 
     if args.method != "local" and _missing_extra("sensitivity", f"--method {args.method}"):
         return 2
-    scenario = load_scenario(args.scenario)
+    scenario = load_scenario(args.scenario, hypotheses=not args.no_hypotheses)
+    for statement in scenario.hypotheses:
+        print(
+            f"exosim: note: analyses a hypothesis (not catalogue biology): {' '.join(statement.split())}",
+            file=sys.stderr,
+        )
+    if args.method == "local":  # no sampling: each factor is moved about the scenario's own value
+        unused = [o for o, given in (("-N", args.N), ("--seed", args.seed), ("--range", args.range)) if given]
+        if unused:
+            print(f"exosim: note: --method local does not use {', '.join(unused)}", file=sys.stderr)
+    args.N = 1024 if args.N is None else args.N
+    args.seed = 0 if args.seed is None else args.seed
     outdir = args.outdir or f"results/{scenario.name}-{args.method}"
     claim_output(outdir)  # writable and locked before any sample (OutputError: exit 2 in main)
     n = args.N
@@ -1076,10 +1095,18 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"exosim: note: -N {n} capped at {limit} by EXOSIM_SENSITIVITY_MAX_N", file=sys.stderr)
             n = limit
     try:
-        space = sa.ParameterSpace.from_table(
-            args.group, [k for k in args.params.split(",") if k], _ranges(args.range, sa.SensitivityError)
-        )
-        if args.doses:
+        ranges = _ranges(args.range, sa.SensitivityError)
+        space = sa.ParameterSpace.from_table(args.group, [k for k in args.params.split(",") if k], ranges)
+        table = parameter_table()
+        for key, (low, high) in ranges.items():
+            doc_low, doc_high = (float(x) for x in table[key]["range"])
+            if low < doc_low or high > doc_high:
+                print(
+                    f"exosim: warning: --range {key}={low:g}:{high:g} reaches outside its documented range "
+                    f"[{doc_low:g}, {doc_high:g}] {table[key]['unit']}",
+                    file=sys.stderr,
+                )
+        if args.doses is not None:
             try:
                 doses = [float(d) for d in args.doses.split(",")]
             except ValueError:
@@ -1143,6 +1170,9 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
         f"{evaluator.counts.get('runs', 0)} model runs in {wall:.1f} s ({engine.describe()})"
     )
     print("wrote " + ", ".join(str(f) for f in files))
+    if analysis.failed.all():
+        print("exosim: error: every sample failed: no index could be computed (see provenance.json)", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -62,6 +62,8 @@ class BatchModel:
         with the full run to the solver's tolerance (the member's steps are controlled on all
         its states), and a shared member that fails is run again once per set.
     share : integrate such members once (False: every member of every set, the reference)
+    relative : parameter sets are multipliers of each instance's value in the scenario, not
+        values given to every instance (the local sensitivity method)
 
     Attributes
     ----------
@@ -78,9 +80,12 @@ class BatchModel:
         strict: bool = True,
         outputs: Iterable[str] | None = None,
         share: bool = True,
+        relative: bool = False,
     ):
         self.scenario = scenario
         self.params = list(params)
+        #: parameter sets are multipliers of each instance's own value, not values
+        self.relative = relative
         table = cat.parameter_table()
         self._compiled: dict[int, CompiledScenario] = {1: CompiledScenario(scenario)}
         probe = self._compiled[1]
@@ -132,7 +137,8 @@ class BatchModel:
         """``p`` with the first ``len(theta)`` replicates set to the parameter sets ``theta``."""
         rows = theta.shape[0] * self.n_members
         for j, cols in enumerate(self.columns):
-            p[:rows, cols] = np.repeat(theta[:, j], self.n_members)[:, None]
+            column = np.repeat(theta[:, j], self.n_members)[:, None]
+            p[:rows, cols] = p[:rows, cols] * column if self.relative else column
         return p
 
     @cached_property

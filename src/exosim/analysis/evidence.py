@@ -427,6 +427,8 @@ def _check_entry(ev: Evidence, entry: Entry) -> None:
             if obs.window is None:
                 raise fail("window", f"statistic {obs.statistic!r} needs a window [start, end]")
             lo, hi = obs.window
+            if not lo < hi:
+                raise fail("window", f"[{lo:g}, {hi:g}] h: expected [start, end] with the start before the end")
             if not start <= lo < hi <= end:
                 raise fail(
                     "window", f"[{lo:g}, {hi:g}] h must lie inside the protocol's timeline [{start:g}, {end:g}] h"
@@ -571,7 +573,10 @@ def _value(entry: Entry, compiled: CompiledScenario, res, survival: list[dict], 
 
     value = one(obs)
     if obs.relative_to is not None:
-        return value / one(obs.relative_to)
+        reference = one(obs.relative_to)
+        if reference == 0:
+            raise RuntimeError(f"the reference (relative_to) of {obs.quantity} is 0: no ratio to compare")
+        return value / reference
     if obs.unit is not None:
         unit_from = _quantity_unit(compiled, obs.quantity, RuntimeError)
         if obs.statistic in ("time_of_max", "half_time"):
@@ -732,7 +737,7 @@ def _describe(obs: ObservableSpec) -> str:
             f"{r.dose:g} Gy" if r.dose is not None else "",
             f"at {r.at:g} h" if r.at is not None else "",
         ]
-        text += " / same at " + ", ".join(x for x in ref if x)
+        text += " / the same, " + ", ".join(x for x in ref if x)
     return text
 
 

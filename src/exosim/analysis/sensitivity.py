@@ -52,10 +52,11 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import math
 import sys
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -125,7 +126,8 @@ class ParameterSpace:
     def from_table(
         cls, group: str | None = None, names: Sequence[str] = (), ranges: dict[str, tuple[float, float]] | None = None
     ) -> ParameterSpace:
-        """Factors of a parameter group and/or named keys, log-uniform over the table ranges."""
+        """Factors of a parameter group and/or named keys, log-uniform over the table ranges (uniform
+        over a range that starts at 0, such as a share that may vanish)."""
         table = cat.parameter_table()
         chosen: list[str] = []
         if group:
@@ -149,16 +151,19 @@ class ParameterSpace:
         unknown = set(ranges) - set(chosen)
         if unknown:
             raise SensitivityError(f"--range names {sorted(unknown)}, which are not analysed factors")
-        lows, highs = [], []
+        lows, highs, logs = [], [], []
         for n in chosen:
             lo, hi = (float(v) for v in ranges.get(n, table[n]["range"]))
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise SensitivityError(f"range of {n!r}: expected finite bounds, got [{lo:g}, {hi:g}]")
             if not lo < hi:
                 raise SensitivityError(f"range of {n!r}: low {lo:g} must be below high {hi:g}")
-            if lo <= 0:
-                raise SensitivityError(f"range of {n!r}: bounds must be positive on a log scale, got [{lo:g}, {hi:g}]")
+            if lo < 0:
+                raise SensitivityError(f"range of {n!r}: expected non-negative bounds, got [{lo:g}, {hi:g}]")
             lows.append(lo)
             highs.append(hi)
-        return cls(tuple(chosen), tuple(lows), tuple(highs), tuple(True for _ in chosen))
+            logs.append(lo > 0)  # a range from 0 (a share that may vanish) is sampled uniformly
+        return cls(tuple(chosen), tuple(lows), tuple(highs), tuple(logs))
 
     @property
     def dimension(self) -> int:
@@ -185,14 +190,14 @@ class ParameterSpace:
 _BATCHES: dict[tuple, BatchModel] = {}
 
 
-def _batch_model(token: tuple, scenario: Scenario, keys: tuple[str, ...]) -> BatchModel:
+def _batch_model(token: tuple, scenario: Scenario, keys: tuple[str, ...], relative: bool = False) -> BatchModel:
     """The batch model of ``token`` in this process (built on first use; the previous one dropped)."""
     batch = _BATCHES.get(token)
     if batch is None:
         _BATCHES.clear()  # one evaluator at a time: its replicated members are not kept beyond it
         # the outputs read of each member: a member none of them depends on (the control arm under
         # uptake parameters) is integrated once for the chunk, not once per sample
-        batch = BatchModel(scenario, keys, strict=False, outputs=sample_output_symbols(scenario))
+        batch = BatchModel(scenario, keys, strict=False, outputs=sample_output_symbols(scenario), relative=relative)
         _BATCHES[token] = batch
     return batch
 
@@ -203,8 +208,8 @@ def _evaluate_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, list[str]]:
     Only the outputs leave the task: the chunk's run (states, parameters, reference values of
     every member) is dropped as soon as they are read.
     """
-    token, scenario, keys, values, target, control = task
-    res = _batch_model(token, scenario, keys).simulate(values)
+    token, scenario, keys, values, target, control, relative = task
+    res = _batch_model(token, scenario, keys, relative).simulate(values)
     return sample_outputs(res, values.shape[0], target, control)
 
 
@@ -220,6 +225,8 @@ class ScenarioEvaluator:
     chunk_members : members (samples x arms x doses) per chunk
     progress : show a progress bar on stderr (only when it is a terminal)
     backend : integrator backend, ``auto`` (numba when installed), ``numpy`` or ``numba``
+    relative : values are multipliers of each instance's value in the scenario (the local
+        method: a key whose populations or media hold different values keeps them apart)
     """
 
     scenario: Scenario
@@ -229,6 +236,7 @@ class ScenarioEvaluator:
     progress: bool = True
     backend: str = "auto"
     counts: dict = field(default_factory=dict)
+    relative: bool = False
 
     def __post_init__(self):
         sc = self.scenario
@@ -246,8 +254,8 @@ class ScenarioEvaluator:
             raise SensitivityError(
                 f"--arm: no arm named {self.arm!r} in {sc.source}"
                 + (f"; did you mean {near[0]!r}?" if near else "")
-                + "; arms:\n"
-                + "\n".join(f"  {n}" for n in names)
+                + "; arms: "
+                + ", ".join(repr(n) for n in names)
             )
         kept = [control, target] if control is not None and control is not target else [target]
         try:
@@ -304,9 +312,9 @@ class ScenarioEvaluator:
         keys = tuple(keys)
         m = values.shape[0]
         per_chunk = self.chunk_samples(m)
-        token = (self._token, keys)
+        token = (self._token, keys, self.relative)
         tasks = (
-            (token, self.scenario, keys, values[i : i + per_chunk], self.target, self.control)
+            (token, self.scenario, keys, values[i : i + per_chunk], self.target, self.control, self.relative)
             for i in range(0, m, per_chunk)
         )
         bar = None
@@ -362,6 +370,8 @@ class Analysis:
     dropped: int = 0
     blocks: int = 0
     messages: list[str] = field(default_factory=list)
+    #: local method: the scenario's value of each factor (its first instance)
+    nominal: np.ndarray | None = None
 
 
 Evaluate = Callable[[Sequence[str], np.ndarray], tuple[np.ndarray, np.ndarray, list[str]]]
@@ -604,7 +614,17 @@ def analyse(evaluator: ScenarioEvaluator, space: ParameterSpace, method: str, n:
     if runs > MAX_SAMPLES:
         raise SensitivityError(f"{runs} samples exceed the limit of {MAX_SAMPLES}; lower N")
     if method == "local":
-        return local(evaluator, space, nominal_values(evaluator.scenario, space.names), OUTPUTS)
+        # each instance of a key is scaled about its own value in the scenario (a medium and the
+        # blood may clear vesicles at different rates): the coefficients are at the nominal point
+        nominal = nominal_values(evaluator.scenario, space.names)
+        evaluator.relative = True
+        try:
+            res = local(evaluator, space, np.ones(space.dimension), OUTPUTS)
+        finally:
+            evaluator.relative = False
+        for r in res.indices:
+            r["nominal"] = nominal[space.names.index(r["parameter"])]
+        return replace(res, samples=res.samples * nominal, nominal=nominal)
     if method == "morris":
         return morris(evaluator, space, OUTPUTS, n, seed)
     return sobol(evaluator, space, OUTPUTS, n, seed)

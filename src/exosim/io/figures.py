@@ -34,7 +34,8 @@ __all__ = ["plot_survival", "plot_timecourses", "plot_analysis", "plot_fit", "pl
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442"]
 #: markers and line styles per arm, so arms that overlap stay distinguishable in print
 ARM_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
-ARM_LINES = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)), (0, (5, 1, 1, 1))]
+#: no dotted style among them: dotted is the LQ curve drawn beside each arm
+ARM_LINES = ["-", "--", "-.", (0, (8, 2, 1, 2, 1, 2)), (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (6, 3)), (0, (5, 1, 1, 1))]
 #: colours of the evidence roles
 ROLE_STYLE = {"calibration": (OKABE_ITO[3], "o"), "validation": (OKABE_ITO[4], "s")}
 
@@ -385,8 +386,11 @@ def plot_timecourses(result: RunResult, path: Path) -> None:
     _save(fig, path, 120)
 
 
-def plot_analysis(analysis: Analysis, path) -> None:
-    """Tornado (local), mu*-sigma (Morris) or S1/ST bars with intervals (Sobol), one panel per output."""
+def plot_analysis(analysis: Analysis, path, title: str | None = None) -> None:
+    """Tornado (local), mu*-sigma (Morris) or S1/ST bars with intervals (Sobol), one panel per output;
+    ``title``: what was analysed (scenario, arm, samples), after the method."""
+    from matplotlib.ticker import MaxNLocator
+
     outs = analysis.outputs
     ncol = 3
     nrow = int(np.ceil(len(outs) / ncol))
@@ -417,15 +421,20 @@ def plot_analysis(analysis: Analysis, path) -> None:
             )
             ax.set_yticks(np.arange(len(rows)), [names[i] for i in order], fontsize=6)
             ax.axvline(0, color="black", lw=0.5)
-            ax.set_xlabel("d ln y / d ln p", fontsize=7)
+            ax.set_xlabel("d ln y / d ln p (blue: y rises with p; vermilion: y falls)", fontsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(4))
         elif analysis.method == "morris":
             mu = np.array([r["mu_star"] for r in rows])
             sig = np.array([r["sigma"] for r in rows])
             ax.scatter(mu, sig, s=12)
             for i, name in enumerate(names):
                 if np.isfinite(mu[i]):
-                    ax.annotate(name, (mu[i], sig[i]), fontsize=5)
-            ax.set_xlabel("mu* (per log10 unit)", fontsize=7)
+                    ax.annotate(name, (mu[i], sig[i]), fontsize=5, annotation_clip=False)
+            ax.set_xlim(left=0.0, right=1.35 * float(np.nanmax(mu)) if np.nanmax(mu) > 0 else None)
+            ax.set_ylim(bottom=0.0, top=1.15 * float(np.nanmax(sig)) if np.nanmax(sig) > 0 else None)
+            # SALib's elementary effect: the change of y per unit of the [0, 1]-scaled factor, i.e.
+            # across the factor's whole sampled range (its decades, for a log-uniform factor)
+            ax.set_xlabel("mu* (change of y across the factor's sampled range)", fontsize=7)
             ax.set_ylabel("sigma", fontsize=7)
         else:
             x = np.arange(len(rows))
@@ -438,7 +447,7 @@ def plot_analysis(analysis: Analysis, path) -> None:
             ax.legend(fontsize=6)
         ax.set_title(out, fontsize=8)
         ax.tick_params(labelsize=6)
-    fig.suptitle(f"{analysis.method} sensitivity", fontsize=9)
+    fig.suptitle(f"{analysis.method} sensitivity" + (f": {title}" if title else ""), fontsize=9)
     _save(fig, path, 130)
 
 

@@ -130,7 +130,13 @@ def write_analysis(analysis: Analysis, outdir: str | Path, provenance: dict) -> 
         ]
         (tmp / "samples.csv").write_text(tables.matrix_csv(header, rows))
         (tmp / "provenance.json").write_text(_json(provenance))
-        figures.plot_analysis(analysis, tmp / "sensitivity.png")
+        shown = provenance.get("scenario", {}).get("name", "")
+        if provenance.get("arm"):
+            shown += f", arm '{provenance['arm']}'"
+        if provenance.get("hypotheses"):
+            shown += " (hypothesis)"
+        shown += f", {analysis.samples.shape[0]} samples"
+        figures.plot_analysis(analysis, tmp / "sensitivity.png", title=shown)
     return stage.written
 
 
@@ -222,10 +228,11 @@ def scorecard_markdown(rows: list[dict], rates: dict, title: str = "exosim evide
     for r in rows:
         if r["within"] == "yes":
             continue
-        model = "failed" if r["status"] == "failed" else f"{r['model']:.3g}"
+        unit = "" if r["unit"] == "1" else f" {r['unit']}"  # a dimensionless value shows no unit
+        model = "failed" if r["status"] == "failed" else f"{r['model']:.3g}{unit}"
         note = r["message"] or r["observable"]
         lines.append(
-            f"| {r['entry']} | {r['role']} | {r['observed']:.3g} {r['unit']} | [{r['low']:.3g}, {r['high']:.3g}] "
+            f"| {r['entry']} | {r['role']} | {r['observed']:.3g}{unit} | [{r['low']:.3g}, {r['high']:.3g}]{unit} "
             f"| {model} | {note} |"
         )
     lines += ["", "## All entries", "", "| entry | source | module | role | within |", "|---|---|---|---|---|"]

@@ -231,19 +231,30 @@ def sensitivity_record(
     """Provenance of a sensitivity analysis: sampling, factors, failures, engine and solver."""
     from exosim.analysis.sensitivity import inert_factors  # only sensitivity records need it
 
+    local = method == "local"
+    if local:  # no sampling: each factor of each instance scaled by exp(+-h) about the scenario's values
+        nominal = analysis.nominal if analysis.nominal is not None else [float("nan")] * len(space.names)
+        factors = [
+            {"key": k, "nominal": float(v), "unit": table[k]["unit"], "step": "ln p +- 0.01 for each instance"}
+            for k, v in zip(space.names, nominal)
+        ]
+    else:
+        factors = [
+            {"key": k, "low": lo, "high": hi, "scale": "log-uniform" if lg else "uniform", "unit": table[k]["unit"]}
+            for k, lo, hi, lg in zip(space.names, space.lows, space.highs, space.log)
+        ]
     return {
         **header(scenario, command, packages=("SALib",) + (("numba",) if evaluator.backend == "numba" else ())),
         "method": method,
-        "N": n,
-        "N_requested": n_requested,
-        "seed": seed,
+        "N": None if local else n,
+        "N_requested": None if local else n_requested,
+        "seed": None if local else seed,
         "arm": evaluator.target_name,
         "control_arm": None if evaluator.control is None else evaluator.scenario.arms[evaluator.control].name,
+        "hypotheses": scenario.hypotheses,
         "grid_doses": scenario.dose_grid.values if scenario.dose_grid else None,
-        "parameters": [
-            {"key": k, "low": lo, "high": hi, "scale": "log-uniform" if lg else "uniform", "unit": table[k]["unit"]}
-            for k, lo, hi, lg in zip(space.names, space.lows, space.highs, space.log)
-        ],
+        "grid_unit": scenario.dose_grid.unit if scenario.dose_grid else None,
+        "parameters": factors,
         "samples": int(analysis.samples.shape[0]),
         "model_runs": int(evaluator.counts.get("runs", 0)),
         "failed_samples": int(analysis.failed.sum()),

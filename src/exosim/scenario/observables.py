@@ -324,8 +324,9 @@ def sample_outputs(
 
     Returns outputs (M, len(SENSITIVITY_OUTPUTS)), failed flags (M,) and one message per
     sample.  ``bystander_survival`` is the analysed arm's survival relative to the control
-    arm at grid dose 0 when the grid irradiates the scored cells, else at the largest grid
-    dose (a donor-dose grid).
+    arm at grid dose 0 when the grid irradiates the scored cells (NaN without a 0 Gy dose),
+    else at the largest grid dose (a donor-dose grid).  ``delivered_copies_per_cell`` counts the
+    scenario's first cargo.
     """
     n_arms = len(result.arms)
     n_grid = result.arm_index.size // (m_samples * n_arms)
@@ -340,8 +341,12 @@ def sample_outputs(
     out = np.full((m_samples, len(SENSITIVITY_OUTPUTS)), np.nan)
     curve = bool(result.grid_event) and result.grid_event.get("scored", False)
     i0 = np.flatnonzero(grid == 0)
-    at = i0[0] if (curve and i0.size) else int(np.argmax(grid))
-    delivered = sum((v for k, v in ref.items() if k.endswith("_delivered_at_scoring")), np.zeros_like(sf))
+    # relative to the control at 0 Gy of a survival curve (none without a 0 Gy dose), else at the
+    # largest dose of a donor-dose grid
+    at = (i0[0] if i0.size else None) if curve else int(np.argmax(grid))
+    # copies of one cargo (the scenario's first): copies of unlike cargos do not add up
+    first = next((c for c in result.model.cargos if f"{c}_delivered_at_scoring" in ref), None)
+    delivered = ref[f"{first}_delivered_at_scoring"] if first is not None else np.zeros_like(sf)
     # the within-arm curves of one sample are the members' survival normalised within the arm
     arm_of = np.repeat(np.arange(n_arms), n_grid)
     within = normalise(sf.reshape(m_samples, -1), arm_of, np.tile(grid, n_arms), "within_arm", control)
@@ -353,7 +358,8 @@ def sample_outputs(
             out[ok, 1] = dose_at_survival_rows(grid, within[ok, control], 0.1) / dose_at_survival_rows(
                 grid, within[ok, target], 0.1
             )
-    out[ok, 2] = sf[ok, target, at] / sf[ok, control, at] if control is not None else sf[ok, target, at]
+    if at is not None:
+        out[ok, 2] = sf[ok, target, at] / sf[ok, control, at] if control is not None else sf[ok, target, at]
     out[ok, 3] = ref["alpha_eff"][ok, target, 0]
     out[ok, 4] = ref["beta_eff"][ok, target, 0]
     out[ok, 5] = delivered[ok, target, 0]

@@ -276,6 +276,8 @@ def claim_output(outdir: str | Path) -> Path:
             _remove_empty(created)
             if isinstance(exc, OutputError):
                 raise
+            if Path(outdir).exists() and not Path(outdir).is_dir():
+                raise OutputError(f"output folder {str(outdir)!r} is a file, not a folder") from None
             raise OutputError(f"cannot write to output folder {str(outdir)!r}: {exc.strerror or exc}") from None
         scopes[-1].append((outdir, created))
     return outdir
