@@ -804,6 +804,7 @@ def _cmd_evidence(args: argparse.Namespace, argv: list[str]) -> int:
     rows = run_evidence(ev, solver=args.solver, progress=True)
     rates = pass_rates(rows)
     record = evidence_record(ev, rates, wall=time.perf_counter() - start, command=["exosim"] + argv)
+    record["solver"] = args.solver or "each protocol's own"
     files = write_scorecard(rows, rates, outdir, record)
     for role, r in rates.items():
         if r["entries"]:
@@ -881,6 +882,7 @@ def _cmd_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
     record = evidence_record(
         ev, rates, wall=time.perf_counter() - start, command=["exosim"] + argv, parameters=result.estimates
     )
+    record["solver"] = args.solver or "each protocol's own"
     record["calibration"] = {
         "objective": result.objective,
         "objective_at_catalogue_values": result.nominal_objective,

@@ -55,6 +55,7 @@ import importlib.util
 import math
 import sys
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -500,7 +501,9 @@ def sobol(
         usable = keep.sum() >= 2 * (space.dimension + 2) and np.var(yk) > 0
         # a Generator: SALib falls back to the global RNG for the integer seed 0 ("if seed:"),
         # which made the bootstrap intervals of --seed 0 irreproducible; same stream otherwise
-        res = sobol_indices(problem, yk, resamples, conf_level, np.random.default_rng(seed)) if usable else None
+        with warnings.catch_warnings():  # SALib's note on constant bootstrap resamples: not one per output
+            warnings.filterwarnings("ignore", message="Constant values encountered")
+            res = sobol_indices(problem, yk, resamples, conf_level, np.random.default_rng(seed)) if usable else None
         rows += _index_rows(out, space, res, ("S1", "S1_conf", "ST", "ST_conf"))
     return Analysis("sobol", space, tuple(outputs), rows, samples, y, failed, dropped, n_blocks, [m for m in msgs if m])
 

@@ -266,6 +266,10 @@ def sensitivity_record(
         "inert_factors": inert_factors(evaluator.scenario, space.names),
         "engine": engine.record() if hasattr(engine, "record") else engine.describe(),
         "chunk_members": chunk_members,
+        # samples per task as cut for this job (the compiled backend caps chunks at 2048 members)
+        "samples_per_task": min(
+            evaluator.chunk_samples(int(analysis.samples.shape[0])), int(analysis.samples.shape[0])
+        ),
         "wall_time_s": wall,
         "solver": {"backend": evaluator.backend, "rtol": scenario.solver.rtol, "atol": scenario.solver.atol},
     }
