@@ -1076,7 +1076,8 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
             file=sys.stderr,
         )
     if args.method == "local":  # no sampling: each factor is moved about the scenario's own value
-        unused = [o for o, given in (("-N", args.N), ("--seed", args.seed), ("--range", args.range)) if given]
+        given = (("-N", args.N is not None), ("--seed", args.seed is not None), ("--range", bool(args.range)))
+        unused = [option for option, used in given if used]
         if unused:
             print(f"exosim: note: --method local does not use {', '.join(unused)}", file=sys.stderr)
     args.N = 1024 if args.N is None else args.N
