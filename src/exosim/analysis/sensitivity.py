@@ -378,8 +378,12 @@ class Analysis:
 Evaluate = Callable[[Sequence[str], np.ndarray], tuple[np.ndarray, np.ndarray, list[str]]]
 
 
+#: step of the local method's central differences, in ln p
+LOCAL_STEP = 1e-2
+
+
 def local(
-    evaluate: Evaluate, space: ParameterSpace, nominal: np.ndarray, outputs: Sequence[str], h: float = 1e-2
+    evaluate: Evaluate, space: ParameterSpace, nominal: np.ndarray, outputs: Sequence[str], h: float = LOCAL_STEP
 ) -> Analysis:
     """Normalised local coefficients d ln y / d ln p by central differences in ln p."""
     d = space.dimension

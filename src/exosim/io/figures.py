@@ -421,7 +421,7 @@ def plot_analysis(analysis: Analysis, path, title: str | None = None) -> None:
             )
             ax.set_yticks(np.arange(len(rows)), [names[i] for i in order], fontsize=6)
             ax.axvline(0, color="black", lw=0.5)
-            ax.set_xlabel("d ln y / d ln p (blue: y rises with p; vermilion: y falls)", fontsize=7)
+            ax.set_xlabel("d ln y / d ln p (orange: y rises with p, blue: falls)", fontsize=7)
             ax.xaxis.set_major_locator(MaxNLocator(4))
         elif analysis.method == "morris":
             mu = np.array([r["mu_star"] for r in rows])

@@ -229,13 +229,18 @@ def sensitivity_record(
     command: list[str] | None = None,
 ) -> dict:
     """Provenance of a sensitivity analysis: sampling, factors, failures, engine and solver."""
-    from exosim.analysis.sensitivity import inert_factors  # only sensitivity records need it
+    from exosim.analysis.sensitivity import LOCAL_STEP, inert_factors  # only sensitivity records need them
 
     local = method == "local"
     if local:  # no sampling: each factor of each instance scaled by exp(+-h) about the scenario's values
         nominal = analysis.nominal if analysis.nominal is not None else [float("nan")] * len(space.names)
         factors = [
-            {"key": k, "nominal": float(v), "unit": table[k]["unit"], "step": "ln p +- 0.01 for each instance"}
+            {
+                "key": k,
+                "nominal": float(v),
+                "unit": table[k]["unit"],
+                "step": f"ln p +- {LOCAL_STEP:g} for each instance",
+            }
             for k, v in zip(space.names, nominal)
         ]
     else:

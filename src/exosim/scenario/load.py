@@ -465,11 +465,14 @@ def _first_error(exc: ValidationError, source: str) -> ScenarioError:
     return ScenarioError(source, path, f"{msg} (got {short_repr(err.get('input'))})" if kind != "value_error" else msg)
 
 
-def suggest(name: str, valid: list[str]) -> str:
-    """``; did you mean 'x'?``, or the valid names (nothing when there are none)."""
+def suggest(name: str, valid: list[str], otherwise: str | None = None) -> str:
+    """``; did you mean 'x'?``, or else ``otherwise`` if given (a list too long to print), or the
+    valid names (nothing when there are none)."""
     near = difflib.get_close_matches(name, valid, n=1)
     if near:
         return f"; did you mean {near[0]!r}?"
+    if otherwise is not None:
+        return otherwise
     return f"; expected one of: {', '.join(sorted(valid))}" if valid else ""
 
 
@@ -672,7 +675,7 @@ def _check_consistency(sc: Scenario, strict: bool = False, where: dict[str, str]
             ),
             stacklevel=2,
         )
-    _warn_degenerate_curve(sc, grid_uses, scored, err)
+    _warn_degenerate_curve(sc, scored)
     for path, ev in all_events:
         if ev.at > t_score:
             raise err(f"{path}.at", f"event at {ev.at:g} h comes after the score at {t_score:g} h")
@@ -720,7 +723,7 @@ def _grid_on(sc: Scenario, population: str) -> bool:
     )
 
 
-def _warn_degenerate_curve(sc: Scenario, grid_uses: list[str], scored: str, err) -> None:
+def _warn_degenerate_curve(sc: Scenario, scored: str) -> None:
     """Warnings for a survival curve whose summary cannot be computed: no 0 Gy grid dose (survival
     relative to 0 Gy, SF2, D10), or several arms and no control (the dose-modifying factor)."""
     on_scored = _grid_on(sc, scored)
@@ -800,8 +803,9 @@ MAX_RUN_BYTES = 2 * 1024**3
 
 
 def check_run_size(sc: Scenario, members: int, times: int, states: int, observables: int) -> int:
-    """The memory estimate of a run's record (bytes); a :class:`ScenarioError` naming
-    ``dose_grid.values`` (``output.time_step`` without a grid) above :data:`MAX_RUN_BYTES`."""
+    """The memory estimate of a run's record (bytes); a :class:`ScenarioError` above
+    :data:`MAX_RUN_BYTES` naming ``dose_grid.values`` when there are more members than recorded
+    times, else ``output.time_step``."""
     estimate = members * max(times, 1) * (states + observables) * 8
     if estimate > MAX_RUN_BYTES:
         # the larger factor is the one to name: many grid doses, or many recorded times

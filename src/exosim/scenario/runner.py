@@ -18,7 +18,6 @@ can report its progress on stderr (``progress=True``; the CLI does when stderr i
 
 from __future__ import annotations
 
-import difflib
 import math
 import sys
 import time as _time
@@ -32,7 +31,7 @@ from exosim.model.declare import SEP
 from exosim.model.units import parse_quantity
 from exosim.scenario import actions as ev_types
 from exosim.scenario.actions import Action
-from exosim.scenario.load import check_run_size
+from exosim.scenario.load import check_run_size, suggest
 from exosim.scenario.result import RunResult
 from exosim.scenario.schema import Arm, Event, Scenario, ScenarioError, parameter_value
 from exosim.simulate.solver import FAILED, MESSAGES, SegmentResult, Solver, SolverOptions, get_solver
@@ -161,7 +160,7 @@ class CompiledScenario:
             raise ScenarioError(
                 self.scenario.source,
                 self.scenario.as_written(path),
-                f"{namespace!r} has no parameter {key!r}" + _near(key, have),
+                f"{namespace!r} has no parameter {key!r}" + suggest(key, have, _SEE_MODEL_DOCS),
             )
         return cols
 
@@ -175,7 +174,7 @@ class CompiledScenario:
                 self.scenario.source,
                 self.scenario.as_written(path),
                 f"no population, medium or link of this scenario has parameter {key!r}, so the value would "
-                "change nothing" + _near(key, have),
+                "change nothing" + suggest(key, have, _SEE_MODEL_DOCS),
             )
         return cols
 
@@ -646,10 +645,8 @@ def _spread(sol: SegmentResult, copy_from: np.ndarray, h_last: bool = False) -> 
     )
 
 
-def _near(name: str, valid: list[str]) -> str:
-    """``; did you mean 'x'?`` for a close name; the parameter list is too long to print."""
-    near = difflib.get_close_matches(name, valid, n=1)
-    return f"; did you mean {near[0]!r}?" if near else " (docs/model.md lists each module's parameters)"
+#: in place of the list of every parameter key (too long for a one-line message)
+_SEE_MODEL_DOCS = " (docs/model.md, section 3, gives each module's parameters)"
 
 
 def compile_scenario(scenario: Scenario) -> CompiledScenario:
