@@ -456,3 +456,43 @@ def test_sensitivity_option_messages(tmp_path, capsys):
     sobol = ["sensitivity", path, "--params", "binding_sites", "-N", "2", "--workers", "1"]
     assert main([*sobol, "--range", "binding_sites=100:1e6", "-o", str(tmp_path / "c")]) == 0
     assert "reaches outside its documented range [1000, 100000]" in capsys.readouterr().err
+
+
+def _sleep(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_an_interrupted_pool_ends_its_running_workers_at_once():
+    """``close(abort=True)`` (a signal or an error in the job): the pool does not wait for the
+    tasks still running, and no worker is left behind holding the parent's pipes."""
+    import time
+
+    engine = ProcessEngine(2)
+    results = engine.map(_sleep, [0.0, 60.0, 60.0])
+    assert next(results) == 0.0
+    workers = list(engine._pool._processes.values())
+    assert workers and all(w.is_alive() for w in workers)
+    start = time.monotonic()
+    engine.close(abort=True)
+    assert time.monotonic() - start < 10.0
+    # ended (the pool's own thread may reap them first, so ask the system, not the handles)
+    deadline = time.monotonic() + 5.0
+    while not all(_ended(w.pid) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_ended(w.pid) for w in workers)
+
+
+def _ended(pid: int) -> bool:
+    """The process has exited (reaped, or a zombie waiting to be)."""
+    import os
+    from pathlib import Path
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"

@@ -1125,6 +1125,7 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
     except (sa.SensitivityError, EngineError, ScenarioError) as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
+    finished = False
     try:
         evaluator = sa.ScenarioEvaluator(
             scenario, arm=args.arm, engine=engine, chunk_members=args.chunk_members, backend=args.backend
@@ -1132,11 +1133,12 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
         start = time.perf_counter()
         analysis = sa.analyse(evaluator, space, args.method, n, args.seed)
         wall = time.perf_counter() - start
+        finished = True
     except sa.SensitivityError as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
     finally:
-        engine.close()
+        engine.close(abort=not finished)  # interrupted: the workers end now
     prov = sensitivity_record(
         scenario,
         evaluator,
@@ -1222,6 +1224,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     # (an error or a signal leaves the folder as it was); other files in the folder stay untouched
     stage = staged_outputs(outdir)
     engine = make_engine(min(usable_cores() if workers is None else workers, len(scenarios)))
+    finished = False
     try:
         with stage as tmp:
             # scenarios travel to the workers; compiled models do not pickle, so each builds its own
@@ -1231,8 +1234,9 @@ def _cmd_figures(args: argparse.Namespace) -> int:
                 engine.map(_figures_of, tasks), total=len(tasks), desc="exosim figures", unit="scenario"
             ):
                 failed += lines
+        finished = True
     finally:
-        engine.close()
+        engine.close(abort=not finished)  # interrupted: the workers end now, not after their scenario
     for path in stage.written:
         print(f"wrote {path}")
     for line in failed:  # drawn all the same (like exosim run), but an arm without results is an error

@@ -43,8 +43,9 @@ class Engine:
         whose size is fixed ignores the job (:class:`AutoEngine` decides here)."""
         return self.workers
 
-    def close(self) -> None:
-        """Release resources (processes, client connections)."""
+    def close(self, abort: bool = False) -> None:
+        """Release resources (processes, client connections).  ``abort``: the job was interrupted
+        (a signal, an error): end the work still running instead of waiting for it."""
 
     def describe(self) -> str:
         """One line for provenance."""
@@ -77,9 +78,19 @@ class ProcessEngine(Engine):
         """Apply ``func`` to every task in worker processes; results in task order."""
         yield from self._pool.map(func, tasks)
 
-    def close(self) -> None:
-        """Shut the pool down."""
-        self._pool.shutdown()
+    def close(self, abort: bool = False) -> None:
+        """Shut the pool down: after its tasks, or (``abort``) at once, the queued tasks cancelled
+        and the running ones ended (a worker does not see its parent end: interrupted, the
+        parent would wait for a long task, or leave workers behind that hold its pipes open)."""
+        if not abort:
+            self._pool.shutdown()
+            return
+        workers = list((getattr(self._pool, "_processes", None) or {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for process in workers:
+            process.terminate()
+        for process in workers:
+            process.join(timeout=5.0)
 
     def describe(self) -> str:
         """Engine and worker count."""
@@ -113,10 +124,10 @@ class AutoEngine(Engine):
             self.size(len(tasks))
         yield from self._inner.map(func, tasks)
 
-    def close(self) -> None:
-        """Shut the worker pool down, if one was started."""
+    def close(self, abort: bool = False) -> None:
+        """Shut the worker pool down, if one was started (``abort``: see :meth:`ProcessEngine.close`)."""
         if self._inner is not None:
-            self._inner.close()
+            self._inner.close(abort)
 
     def describe(self) -> str:
         """The engine chosen (or still to be chosen) and ``auto``."""
@@ -169,8 +180,9 @@ class DaskEngine(Engine):
             return
         self.lost_workers = max(self.lost_workers, len(self.worker_versions) - alive)
 
-    def close(self) -> None:
-        """Close the client connection (the cluster keeps running)."""
+    def close(self, abort: bool = False) -> None:
+        """Close the client connection (the cluster keeps running; its tasks of this client are
+        released with it)."""
         self._client.close()
 
     def describe(self) -> str:
