@@ -226,7 +226,10 @@ def test_uptake_sensitivity_outputs_equal_the_full_run(path):
     bound = m.state_index["recipients__bound_vesicles"]
     assert np.isnan(fast.final_states[shared, bound]).all()
     assert np.isfinite(full.final_states[:, bound]).all()
-    assert np.isfinite(fast.final_states[~shared]).all()
+    # over the last segment only the states the outputs depend on are integrated (the donors'
+    # after the harvest are NaN: tests/test_frozen_states.py)
+    active = batch.template.model.relevant_states(batch.outputs)
+    assert np.isfinite(fast.final_states[np.ix_(~shared, active)]).all()
     assert np.isnan(fast.reference["binding_flux"][shared]).all()
 
 

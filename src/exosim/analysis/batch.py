@@ -60,7 +60,9 @@ class BatchModel:
         shared member's other states may depend on ``params``; they (and the rules and
         reference values computed from them) are NaN in the result, and the outputs agree
         with the full run to the solver's tolerance (the member's steps are controlled on all
-        its states), and a shared member that fails is run again once per set.
+        its states), and a shared member that fails is run again once per set.  With outputs,
+        the last segment of every member integrates only the states the outputs can depend on
+        (the runner's ``outputs``): the others are NaN in the final states.
     share : integrate such members once (False: every member of every set, the reference)
     relative : parameter sets are multipliers of each instance's value in the scenario, not
         values given to every instance (the local sensitivity method)
@@ -124,7 +126,8 @@ class BatchModel:
     def compiled(self, replicates: int) -> CompiledScenario:
         """The compiled scenario with ``replicates`` copies of the members (built once, reused)."""
         if replicates not in self._compiled:  # building the model costs more than a small run: reuse it
-            self._compiled[replicates] = CompiledScenario(self.scenario, replicates=replicates)
+            model = self.template.model  # the same for every replicate count
+            self._compiled[replicates] = CompiledScenario(self.scenario, replicates=replicates, model=model)
         return self._compiled[replicates]
 
     def parameters(self, theta: np.ndarray) -> np.ndarray:
@@ -171,7 +174,9 @@ class BatchModel:
             if not (failed and self.outputs is not None):  # a failure of a shared member is run again per set
                 return res
         compiled = self.compiled(reps)
-        return compiled.run(parameters=self.parameters(theta), time_courses=False, record_times=record_times)
+        return compiled.run(
+            parameters=self.parameters(theta), time_courses=False, record_times=record_times, outputs=self.outputs
+        )
 
     def _run_shared(self, theta: np.ndarray, once: np.ndarray, record_times: np.ndarray | None) -> RunResult:
         """The run with the members ``once`` integrated once: in an extra replicate at the scenario's
@@ -184,7 +189,9 @@ class BatchModel:
         for i in np.flatnonzero(once):
             share[i + n * np.arange(reps)] = extra[i]
         share[extra[~once]] = np.flatnonzero(~once)  # unused: they take the first set's states, not integrated
-        res = compiled.run(parameters=p, time_courses=False, record_times=record_times, share=share)
+        res = compiled.run(
+            parameters=p, time_courses=False, record_times=record_times, share=share, outputs=self.outputs
+        )
         return _unknown_outside_outputs(res.select(slice(0, reps * n)), once, self.dependence, reps)
 
 
@@ -242,9 +249,9 @@ def _unknown_outside_outputs(res: RunResult, once: np.ndarray, deps: list[Depend
         cols = [m.state_index[s] for s in symbols if s in m.state_index]
         ocols = [m.observable_index[s] for s in symbols if s in m.observable_index]
         final[np.ix_(rows, cols)] = np.nan
-        for r in rows:
-            states[r][:, cols] = np.nan
-            obs[r][:, ocols] = np.nan
+        every = np.arange(states.shape[1])  # recorded times (none without time courses)
+        states[np.ix_(rows, every, cols)] = np.nan
+        obs[np.ix_(rows, every, ocols)] = np.nan
         if f"{scored}{SEP}surviving_fraction" in symbols:
             sf[rows] = np.nan
         for key, values in reference.items():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ast
 import copy
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,6 +129,8 @@ class Model:
         self.blocks = self._blocks()
         self._collect()
         self._compile()
+        self._relevant: dict[frozenset[str], list[int]] = {}  # relevant_states, per set of outputs
+        self._trees: dict[int, tuple] = {}  # evaluate_tree: per tree (kept alive), its names and code
 
     # ------------------------------------------------------------------ structure
     def _check_names(self) -> None:
@@ -520,7 +522,13 @@ class Model:
         self.observable_names = names
         self.observable_index = {n: i for i, n in enumerate(names)}
 
-    def prepared_scalar_source(self, prepare: str = "prep1", rhs: str = "rhsp", power: str | None = None) -> str:
+    def prepared_scalar_source(
+        self,
+        prepare: str = "prep1",
+        rhs: str = "rhsp",
+        power: str | None = None,
+        frozen: Collection[int] = (),
+    ) -> str:
         """Per-member right-hand side split like :meth:`prepare` / :meth:`rhs_prepared`, as scalar source.
 
         ``prepare(p[k], P)`` writes ``p``, the static derived constants (:meth:`rate_dependencies`:
@@ -530,8 +538,21 @@ class Model:
         them at every stage.  ``P`` has :meth:`prepared_size` entries.  ``power`` as in
         :func:`exosim.model.expr.to_scalar`.  Uses ``np`` and ``_hill`` (and ``power``).  The
         compiled backend's kernel (:mod:`exosim.simulate.dopri5_numba`).
+
+        ``frozen``: states whose derivative ``rhs`` sets to 0 without computing it; the rules only
+        they read are not computed (the last segment of a run that reads a few outputs,
+        :meth:`relevant_states`).
         """
         rates, static, dynamic, hoisted = self._prepared_trees()
+        if frozen:
+            rates = [ast.Constant(0.0) if i in frozen else tree for i, tree in enumerate(rates)]
+            needed = set().union(*(_expr.names(t) for t in rates))
+            kept = []
+            for name, tree in reversed(dynamic):  # reverse evaluation order: what the kept rates need
+                if name in needed:
+                    needed |= _expr.names(tree)
+                    kept.append((name, tree))
+            dynamic = kept[::-1]
         k = len(self.parameters)
         used = set().union(*(_expr.names(t) for t in rates), *(_expr.names(t) for _, t in dynamic))
         lines = [f"def {prepare}(p, P):"]
@@ -593,11 +614,9 @@ class Model:
         dynamic = [(d.name, hoist(d.expr)) for d in dynamic]
         return rates, static, dynamic, hoisted
 
-    def jacobian_pattern(self) -> list[list[int]]:
-        """Per state ``i``, the states its rate reads, directly or through rules and derived
-        constants (sorted indices): where the Jacobian ``d(rate_i)/d(y_j)`` can be non-zero.
-        Cumulative counters are read by no rate."""
-        rates, _ = self._rate_symbols()
+    def state_reads(self) -> Callable[[str], frozenset[int]]:
+        """A function giving the states (indices) a symbol reads, directly or through rules and
+        derived constants (a state reads itself; a parameter none)."""
         trees = {d.name: d.expr for d in self.derived + self.rules}
         index = {s.name: i for i, s in enumerate(self.states)}
         found: dict[str, frozenset[int]] = {}
@@ -612,7 +631,35 @@ class Model:
                     )
             return found[name]
 
+        return reads
+
+    def jacobian_pattern(self) -> list[list[int]]:
+        """Per state ``i``, the states its rate reads, directly or through rules and derived
+        constants (sorted indices): where the Jacobian ``d(rate_i)/d(y_j)`` can be non-zero.
+        Cumulative counters are read by no rate."""
+        rates, _ = self._rate_symbols()
+        reads = self.state_reads()
         return [sorted(frozenset().union(*(reads(n) for n in _expr.names(tree)))) for tree in rates]
+
+    def relevant_states(self, outputs: Iterable[str]) -> list[int]:
+        """The states (sorted indices) on which the values of ``outputs`` (states, rules) at the end
+        of an integration without events can depend: the states they read and, transitively, the
+        states the rates of those read.  The others (the donors of a medium already harvested,
+        cumulative counters) can be held constant over such a segment without changing the outputs."""
+        outputs = frozenset(outputs)
+        if outputs in self._relevant:
+            return list(self._relevant[outputs])
+        reads = self.state_reads()
+        pattern = self.jacobian_pattern()
+        seen = set().union(*(reads(o) for o in outputs))
+        todo = list(seen)
+        while todo:
+            for j in pattern[todo.pop()]:
+                if j not in seen:
+                    seen.add(j)
+                    todo.append(j)
+        self._relevant[outputs] = sorted(seen)
+        return sorted(seen)
 
     # ------------------------------------------------------------------ API
     @property
@@ -680,9 +727,14 @@ class Model:
         Used by events (:mod:`exosim.scenario.actions`): states and parameters are read
         from ``y`` and ``p``, derived constants and rules from :meth:`observe`.
         """
+        cached = self._trees.get(id(tree))
+        if cached is None or cached[0] is not tree:  # events evaluate the same trees at every run
+            code = compile(_expr.to_numpy(tree), "<event>", "eval")
+            cached = self._trees[id(tree)] = (tree, sorted(_expr.names(tree)), code)
+        _, names, code = cached
         env: dict = {"np": np, "_hill": _hill, **dict(constants or {})}
         obs = None
-        for n in _expr.names(tree):
+        for n in names:
             if n in env:
                 continue
             kind = self.kinds.get(n)
@@ -695,5 +747,5 @@ class Model:
                 env[n] = obs[:, self.observable_index[n]]
             else:
                 raise ModelError(f"expression uses undeclared symbol {n!r}")
-        value = eval(_expr.to_numpy(tree), env)  # noqa: S307 - rendered from a checked expression tree
+        value = eval(code, env)  # noqa: S307 - rendered from a checked expression tree
         return np.broadcast_to(np.asarray(value, dtype=float), (y.shape[0],)).copy()

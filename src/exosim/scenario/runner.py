@@ -18,9 +18,11 @@ can report its progress on stderr (``progress=True``; the CLI does when stderr i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time as _time
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -86,9 +88,11 @@ class CompiledScenario:
     ----------
     scenario : a validated :class:`~exosim.scenario.schema.Scenario`
     replicates : copies of the (arm x grid) members, e.g. one per parameter sample
+    model : the model of ``scenario`` when already built (another replicate count of the same
+        scenario: the model does not depend on it); built from the scenario by default
     """
 
-    def __init__(self, scenario: Scenario, *, replicates: int = 1):
+    def __init__(self, scenario: Scenario, *, replicates: int = 1, model: Model | None = None):
         self.scenario = sc = scenario
         self.replicates = replicates
         records = {}
@@ -102,13 +106,17 @@ class CompiledScenario:
             for n, p in sc.populations.items()
         ]
         try:
-            self.model = Model(
-                pops,
-                list(sc.media),
-                list(sc.cargo),
-                [(lk.source, lk.target) for lk in sc.links],
-                cargo_records=records,
-                immune_medium=sc.immune.medium if sc.immune is not None else None,
+            self.model = (
+                model
+                if model is not None
+                else Model(
+                    pops,
+                    list(sc.media),
+                    list(sc.cargo),
+                    [(lk.source, lk.target) for lk in sc.links],
+                    cargo_records=records,
+                    immune_medium=sc.immune.medium if sc.immune is not None else None,
+                )
             )
         except ModelError as exc:
             raise ScenarioError(sc.source, "cargo", str(exc)) from None
@@ -398,6 +406,16 @@ class CompiledScenario:
             else:
                 sol.message[i] = f"{sol.message[i]}; {res.message}"
 
+    def frozen_states(self, outputs: Collection[str]) -> tuple[int, ...]:
+        """The states the last segment can hold constant when only ``outputs`` (model symbols)
+        are read at scoring: those the outputs cannot depend on
+        (:meth:`~exosim.model.assemble.Model.relevant_states`); none when an event acts at the
+        scoring time (it could read them)."""
+        if any(a.time == self.score_event.at for a in self.actions):
+            return ()
+        relevant = set(self.model.relevant_states(outputs))
+        return tuple(i for i in range(self.model.n_states) if i not in relevant)
+
     def run(
         self,
         *,
@@ -407,6 +425,7 @@ class CompiledScenario:
         solver: str | Solver | None = None,
         progress: bool = False,
         share: np.ndarray | None = None,
+        outputs: Collection[str] | None = None,
     ) -> RunResult:
         """Integrate all members through the timeline.
 
@@ -432,6 +451,12 @@ class CompiledScenario:
             members whose states cannot depend on the parameters in which they differ from their
             source (:mod:`exosim.model.dependence`; :class:`exosim.analysis.batch.BatchModel`).
             ``timing["members_integrated"]`` counts the members integrated.
+        outputs : the states and rules (model symbols) the caller reads at scoring; None: every
+            one.  Without time courses, the last segment (from the last event to the score)
+            then integrates only the states they can depend on (:meth:`frozen_states`): the
+            others are held constant and left out of the error control
+            (``SolverOptions.frozen``), and are NaN in the final states, with the rules and values
+            at scoring computed from them.  ``timing["frozen_states"]`` counts them.
 
         Returns
         -------
@@ -483,6 +508,7 @@ class CompiledScenario:
             method=sc.solver.method,
         )
         scale = np.array([s.scale for s in m.states])
+        frozen = self.frozen_states(outputs) if outputs is not None and not time_courses else ()
         reference = None
         if time_courses:
             states[:, 0] = y
@@ -526,8 +552,10 @@ class CompiledScenario:
                     counters["member_segments_shared"] = counters.get("member_segments_shared", 0) + (
                         copies.size - first.size
                     )
+                # the last segment: only what the outputs read is integrated
+                opts = dataclasses.replace(options, frozen=frozen) if frozen and t_next == t_end else options
                 sol = integrator.integrate(
-                    m, t, t_next, y_int, p_int, atol_scale=scale, options=options, t_eval=times[sel], h0=h, **within
+                    m, t, t_next, y_int, p_int, atol_scale=scale, options=opts, t_eval=times[sel], h0=h, **within
                 )
                 for key, value in sol.stats.items():
                     counters[key] = counters.get(key, 0) + value
@@ -539,7 +567,7 @@ class CompiledScenario:
                         y_int,
                         p_int,
                         scale,
-                        options,
+                        opts,
                         times[sel],
                         status_int,
                         counters,
@@ -574,6 +602,9 @@ class CompiledScenario:
         if shown:
             sys.stderr.write(f"\rexosim: {sc.name}: 100% of the timeline, {_time.perf_counter() - start:.0f} s\n")
             sys.stderr.flush()
+        if frozen:
+            y[:, list(frozen)] = np.nan  # not integrated over the last segment
+            counters["frozen_states"] = len(frozen)
         counters.pop("failures", None)
         timing = {
             "seconds": _time.perf_counter() - start,

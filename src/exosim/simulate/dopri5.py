@@ -153,6 +153,9 @@ def integrate(
 
     t = t0
     h = min(h0 if h0 and np.isfinite(h0) else FIRST_STEP_FRACTION * span, span)
+    if options.frozen:  # held constant, and left out of the error norm
+        fun = _frozen(fun, list(options.frozen))
+    n_norm = n - len(options.frozen)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         f = fun(t, y, pa)
     n_rhs, n_steps, n_rej = 1, 0, 0
@@ -217,11 +220,11 @@ def integrate(
             tol = atol + options.rtol * np.maximum(np.abs(y), np.abs(y_new))
             if E3 is None:
                 err_vec = h_try * np.tensordot(E, k, axes=1)
-                err = np.sqrt(np.mean((err_vec / tol) ** 2, axis=1))
+                err = np.sqrt(np.sum((err_vec / tol) ** 2, axis=1) / n_norm)
             else:  # Hairer's dop853 norm of the 5th- and 3rd-order estimates
                 e5 = np.sum((np.tensordot(E, k, axes=1) / tol) ** 2, axis=1)
                 e3 = np.sum((np.tensordot(E3, k, axes=1) / tol) ** 2, axis=1)
-                den = np.sqrt((e5 + 0.01 * e3) * y.shape[1])
+                den = np.sqrt((e5 + 0.01 * e3) * n_norm)
                 err = np.where(den > 0, abs(h_try) * e5 / np.where(den > 0, den, 1.0), np.where(e5 == 0, 0.0, np.inf))
         n_rhs += rk.stages
         err[~np.isfinite(err)] = np.inf
@@ -258,6 +261,17 @@ def integrate(
         k_eval += 1
     y_out[active] = y
     return SegmentResult(y_out, status, t_failed, message, ys, _stats(n_steps, n_rej, n_rhs, status), h_last=h)
+
+
+def _frozen(fun: Callable, frozen: list[int]) -> Callable:
+    """``fun`` with a zero derivative for the states ``frozen``."""
+
+    def rhs(t: float, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+        dy = fun(t, y, p)
+        dy[:, frozen] = 0.0
+        return dy
+
+    return rhs
 
 
 def _stats(steps: int, rejected: int, rhs: int, status: np.ndarray) -> dict:

@@ -307,7 +307,7 @@ def rosenbrock(y, P, t, t1, t_eval, ke, ys_m, rtol, atol, h, max_steps, min_step
                 ynew[i] = acc
                 tol = atol[i] + rtol * max(abs(y[i]), abs(acc))
                 err += (K[5, i] / tol) ** 2
-            err = math.sqrt(err / n)
+            err = math.sqrt(err / NACT)
             if not math.isfinite(err):
                 err = np.inf
             steps += 1
@@ -394,6 +394,10 @@ def member(m, y0, p, t0, t1, t_eval, rtol, atol, h0, max_steps, min_step, deadli
     ok = True
     for i in range(n):
         y[i] = y0[m, i]
+        # the stage points of frozen states (which the passes over the active ones never write)
+        ytmp[i] = y[i]
+        ysti[i] = y[i]
+        ynew[i] = y[i]
         if not math.isfinite(y[i]):
             ok = False
     if not ok:
@@ -475,13 +479,13 @@ def member(m, y0, p, t0, t1, t_eval, rtol, atol, h0, max_steps, min_step, deadli
                 # t + h, against the boundary of the stability region (about 3.3)
                 num = 0.0
                 den = 0.0
-                for i in range(n):
+                #LOOP#
                     num += (k[KLAST, i] - k[KLAST - 1, i]) ** 2
                     den += (ynew[i] - ysti[i]) ** 2
                 if den > 0.0 and ht * ht * num > STIFF_H_LAMBDA**2 * den:
                     stiff += 1
             t = t_stop if landing else t + ht
-            for i in range(n):
+            #LOOP#
                 y[i] = ynew[i]
                 k[0, i] = k[KLAST, i]
             steps += 1
@@ -542,11 +546,11 @@ def _cache_dir() -> Path:
     return path
 
 
-def _stage_source(rk: _solver.Method, indent: str = " " * 8) -> str:
+def _stage_source(rk: _solver.Method, indent: str = " " * 8, loop: str = "for i in range(n):") -> str:
     """One step of the pair ``rk`` written out with its tableau's numbers as literals: each
-    stage's point in one pass over the components, the last stage's point is the new solution
-    (first same as last: the last row of A is B) and the one before it the other point at
-    t + h (the stiffness test's), the error norm in the same pass as the error estimate."""
+    stage's point in one pass over the components (``loop``), the last stage's point is the new
+    solution (first same as last: the last row of A is B) and the one before it the other point
+    at t + h (the stiffness test's), the error norm in the same pass as the error estimate."""
     A, E, E3, last = rk.A, rk.E, rk.E3, rk.stages
 
     def combination(row) -> str:
@@ -556,7 +560,7 @@ def _stage_source(rk: _solver.Method, indent: str = " " * 8) -> str:
     for s in range(1, last + 1):
         target = {last - 1: "ysti", last: "ynew"}.get(s, "ytmp")
         lines += [
-            "for i in range(n):",
+            loop,
             f"    {target}[i] = y[i] + ht * ({combination(A[s, :s])})",
             f"rhsp({target}, P, k[{s}])",
         ]
@@ -564,23 +568,23 @@ def _stage_source(rk: _solver.Method, indent: str = " " * 8) -> str:
     if E3 is None:
         lines += [
             "err = 0.0",
-            "for i in range(n):",
+            loop,
             f"    e = ht * ({combination(E)})",
             "    tol = atol[i] + rtol * max(abs(y[i]), abs(ynew[i]))",
             "    err += (e / tol) ** 2",
-            "err = math.sqrt(err / n)",
+            "err = math.sqrt(err / NACT)",
         ]
     else:  # Hairer's dop853 norm: the 5th-order estimate, damped where the 3rd-order one is large
         lines += [
             "err = 0.0",
             "err3 = 0.0",
-            "for i in range(n):",
+            loop,
             "    tol = atol[i] + rtol * max(abs(y[i]), abs(ynew[i]))",
             f"    e = ({combination(E)}) / tol",
             f"    e3 = ({combination(E3)}) / tol",
             "    err += e * e",
             "    err3 += e3 * e3",
-            "den = math.sqrt((err + 0.01 * err3) * n)",
+            "den = math.sqrt((err + 0.01 * err3) * NACT)",
             "err = abs(ht) * err / den if den > 0.0 else (0.0 if err == 0.0 else np.inf)",
         ]
     return "\n".join(indent + line for line in lines)
@@ -616,10 +620,15 @@ def _jacobian_layout(rows_of: list[list[int]], n: int) -> tuple[list[int], list[
     return col_ptr, col_rows, group_ptr, group_cols
 
 
-def module_source(model, method: str = "dopri5") -> str:
+def module_source(model, method: str = "dopri5", frozen: tuple[int, ...] = ()) -> str:
     """Source of the compiled module of ``model``: Hill function, right-hand side, kernels, with
-    the explicit pair ``method`` (:data:`exosim.simulate.solver.METHODS`)."""
+    the explicit pair ``method`` (:data:`exosim.simulate.solver.METHODS`).  With ``frozen``
+    states (:attr:`~exosim.simulate.solver.SolverOptions.frozen`) the right-hand side gives them
+    a zero derivative without computing it, and the error norms average over the other states."""
     rk = _solver.method(method)
+    # the steps' passes over the components: over the states not frozen (whose values the frozen
+    # right-hand side reads); frozen states keep their values and zero derivatives
+    loop = "for i in ACTIVE:" if frozen else "for i in range(n):"
     rows_of = model.jacobian_pattern()
     col_ptr, col_rows, group_ptr, group_cols = _jacobian_layout(rows_of, model.n_states)
     return "\n".join(
@@ -666,6 +675,8 @@ def module_source(model, method: str = "dopri5") -> str:
                 )
             ),
             f"NP = {model.prepared_size()!r}  # parameters and the constants prepared from them",
+            f"NACT = {model.n_states - len(frozen)!r}  # the states the error norms average over (not the frozen)",
+            f"ACTIVE = np.array({[i for i in range(model.n_states) if i not in frozen]!r}, dtype=np.int64)",
             "# the Jacobian's structure (column j: rows JAC_ROWS[JAC_COL_PTR[j]:JAC_COL_PTR[j + 1]]) and the",
             "# groups of columns without a common row, differenced together (JAC_GROUP_*)",
             f"JAC_COL_PTR = np.array({col_ptr!r}, dtype=np.int64)",
@@ -674,23 +685,26 @@ def module_source(model, method: str = "dopri5") -> str:
             f"JAC_GROUP_COLS = np.array({group_cols!r}, dtype=np.int64)",
             "",
             "@numba.njit(cache=True, fastmath=set(FASTMATH))",
-            *model.prepared_scalar_source("prep1", "rhsp", power="_pow")
+            *model.prepared_scalar_source("prep1", "rhsp", power="_pow", frozen=frozen)
             .replace("\ndef rhsp", "\n@numba.njit(cache=True, fastmath=set(FASTMATH))\ndef rhsp")
             .splitlines(),
-            _KERNEL.replace("#RK_STAGES#", _stage_source(rk)).replace("#HILL#", _expr.hill_fast_scalar_source("_hill")),
+            _KERNEL.replace("#RK_STAGES#", _stage_source(rk, loop=loop))
+            .replace("#LOOP#", loop)
+            .replace("#HILL#", _expr.hill_fast_scalar_source("_hill")),
         ]
     )
 
 
-def _module_for(model, method: str = "dopri5"):
-    """The compiled module of a model and explicit pair: loaded once per process and model
-    structure, and its source generated once per model object (generating it walks every
-    expression tree)."""
+def _module_for(model, method: str = "dopri5", frozen: tuple[int, ...] = ()):
+    """The compiled module of a model, explicit pair and frozen states: loaded once per process
+    and model structure, and its source generated once per model object (generating it walks
+    every expression tree)."""
+    key = (method, tuple(frozen))
     try:
-        return _by_model[model][method]
+        return _by_model[model][key]
     except (KeyError, TypeError):
         pass
-    source = module_source(model, method)
+    source = module_source(model, method, key[1])
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
     if digest not in _loaded:
         if not numba_available():
@@ -706,16 +720,16 @@ def _module_for(model, method: str = "dopri5"):
         spec.loader.exec_module(module)
         _loaded[digest] = module
     try:
-        _by_model.setdefault(model, {})[method] = _loaded[digest]
+        _by_model.setdefault(model, {})[key] = _loaded[digest]
     except TypeError:  # a model that cannot be weakly referenced: generated again next time
         pass
     return _loaded[digest]
 
 
-def kernel_for(model, method: str = "dopri5"):
-    """The compiled ``integrate`` kernel of a model with the explicit pair ``method`` (cached on
-    disk and per process)."""
-    return _module_for(model, method).integrate
+def kernel_for(model, method: str = "dopri5", frozen: tuple[int, ...] = ()):
+    """The compiled ``integrate`` kernel of a model with the explicit pair ``method`` and the
+    ``frozen`` states (cached on disk and per process)."""
+    return _module_for(model, method, frozen).integrate
 
 
 def rhs_for(model, method: str = "dopri5"):
@@ -762,7 +776,7 @@ def integrate_compiled(
     ``stats["implicit_steps"]`` count them and their steps); ``implicit_only`` integrates every
     member with Rodas4 from the start (the numpy solver's fallback).
     """
-    kernel = kernel_for(model, options.method)
+    kernel = kernel_for(model, options.method, tuple(options.frozen))
     y0 = np.ascontiguousarray(y0, dtype=float)
     p = np.ascontiguousarray(p, dtype=float)
     n_mem, n = y0.shape

@@ -210,6 +210,11 @@ class SolverOptions:
     method : the explicit pair, ``dopri5`` (Dormand-Prince 5(4)) or ``dop853`` (Dormand-Prince
         8(5,3): about twice the work per step, fewer steps at tight tolerances on smooth
         protocols; ``python benchmarks/bench_order.py`` measures it), :data:`METHODS`
+    frozen : indices of states held at their values (zero derivative) and left out of the error
+        norm, which averages over the other states.  The runner freezes, in the last segment of a
+        run that reads only some outputs, the states those cannot depend on
+        (:meth:`exosim.model.assemble.Model.relevant_states`).  The explicit solvers hold them
+        exactly, the compiled Rodas4 to rounding; scipy's BDF fallback integrates every state
     """
 
     rtol: float = 1e-7
@@ -220,6 +225,7 @@ class SolverOptions:
     horizon: float = float("nan")
     stiff_fallback: str = "none"
     method: str = "dopri5"
+    frozen: tuple[int, ...] = ()
 
 
 @dataclass
