@@ -67,6 +67,7 @@ def test_local_coefficients_match_finite_differences_of_the_full_model(mir22):
     space = sa.ParameterSpace.from_table(names=["endosomal_escape_rate", "vesicle_decay_rate"])
     nominal = sa.nominal_values(ev.scenario, space.names)
     res = sa.local(ev, space, nominal, sa.OUTPUTS)
+    assert res.settings == {"relative_step": sa.LOCAL_STEP}  # recorded in the provenance
     h = 1e-3  # an independent forward/backward pair at a different step
     for j, name in enumerate(space.names):
         up, dn = nominal.copy(), nominal.copy()
@@ -198,6 +199,8 @@ def test_cli_sensitivity_writes_indices_samples_provenance_figure(tmp_path, monk
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["N"] == 4 and prov["N_requested"] == 1024 and prov["seed"] == 3
     assert prov["parameters"][0]["scale"] == "log-uniform" and prov["failed_samples"] == 0
+    # the bootstrap behind the intervals, so that they can be reproduced
+    assert prov["settings"] == {"bootstrap_resamples": 1000, "confidence_level": 0.95, "second_order": False}
 
 
 @pytest.mark.parametrize(

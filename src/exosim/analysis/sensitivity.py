@@ -373,6 +373,8 @@ class Analysis:
     messages: list[str] = field(default_factory=list)
     #: local method: the scenario's value of each factor (its first instance)
     nominal: np.ndarray | None = None
+    #: the method's settings beyond N and the seed (bootstrap resamples, confidence level, levels, step)
+    settings: dict = field(default_factory=dict)
 
 
 Evaluate = Callable[[Sequence[str], np.ndarray], tuple[np.ndarray, np.ndarray, list[str]]]
@@ -408,7 +410,17 @@ def local(
                     "coefficient": coef,
                 }
             )
-    return Analysis("local", space, tuple(outputs), rows, x, y, failed, messages=[m for m in msgs if m])
+    return Analysis(
+        "local",
+        space,
+        tuple(outputs),
+        rows,
+        x,
+        y,
+        failed,
+        messages=[m for m in msgs if m],
+        settings={"relative_step": h},
+    )
 
 
 def _drop_blocks(y: np.ndarray, failed: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -444,6 +456,7 @@ def morris(
     seed: int,
     levels: int = 4,
     resamples: int = 1000,
+    conf_level: float = 0.95,
 ) -> Analysis:
     """Morris elementary effects: mu* (with bootstrap interval) and sigma per output."""
     from SALib.analyze import morris as morris_analyze
@@ -464,6 +477,7 @@ def morris(
                 xs[keep],
                 y[keep, k],
                 num_resamples=resamples,
+                conf_level=conf_level,
                 num_levels=levels,
                 seed=seed,
                 print_to_console=False,
@@ -472,8 +486,19 @@ def morris(
             else None
         )
         rows += _index_rows(out, space, res, ("mu_star", "mu_star_conf", "sigma", "mu"))
+    settings = {"levels": levels, "bootstrap_resamples": resamples, "confidence_level": conf_level}
     return Analysis(
-        "morris", space, tuple(outputs), rows, space.to_values(xs), y, failed, dropped, n_blocks, [m for m in msgs if m]
+        "morris",
+        space,
+        tuple(outputs),
+        rows,
+        space.to_values(xs),
+        y,
+        failed,
+        dropped,
+        n_blocks,
+        [m for m in msgs if m],
+        settings=settings,
     )
 
 
@@ -509,7 +534,10 @@ def sobol(
             warnings.filterwarnings("ignore", message="Constant values encountered")
             res = sobol_indices(problem, yk, resamples, conf_level, np.random.default_rng(seed)) if usable else None
         rows += _index_rows(out, space, res, ("S1", "S1_conf", "ST", "ST_conf"))
-    return Analysis("sobol", space, tuple(outputs), rows, samples, y, failed, dropped, n_blocks, [m for m in msgs if m])
+    settings = {"bootstrap_resamples": resamples, "confidence_level": conf_level, "second_order": False}
+    messages = [m for m in msgs if m]
+    indices = (rows, samples, y, failed, dropped, n_blocks, messages)
+    return Analysis("sobol", space, tuple(outputs), *indices, settings=settings)
 
 
 #: elements of one block of bootstrap resamples (rows x resamples) in :func:`sobol_indices`

@@ -254,6 +254,7 @@ def sensitivity_record(
         "N": None if local else n,
         "N_requested": None if local else n_requested,
         "seed": None if local else seed,
+        "settings": analysis.settings,  # bootstrap resamples and confidence level, Morris levels, local step
         "arm": evaluator.target_name,
         "control_arm": None if evaluator.control is None else evaluator.scenario.arms[evaluator.control].name,
         "hypotheses": scenario.hypotheses,
