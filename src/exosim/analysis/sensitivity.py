@@ -536,8 +536,8 @@ def sobol(
         rows += _index_rows(out, space, res, ("S1", "S1_conf", "ST", "ST_conf"))
     settings = {"bootstrap_resamples": resamples, "confidence_level": conf_level, "second_order": False}
     messages = [m for m in msgs if m]
-    indices = (rows, samples, y, failed, dropped, n_blocks, messages)
-    return Analysis("sobol", space, tuple(outputs), *indices, settings=settings)
+    found = (rows, samples, y, failed, dropped, n_blocks, messages)
+    return Analysis("sobol", space, tuple(outputs), *found, settings=settings)
 
 
 #: elements of one block of bootstrap resamples (rows x resamples) in :func:`sobol_indices`
