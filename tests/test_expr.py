@@ -366,12 +366,12 @@ def test_hill_renderings_come_from_the_one_declared_body():
 
 
 def test_the_kernels_hill_function_is_the_declared_one():
-    """The compiled kernel's Hill function (fewer powers, none for n = 1 or 2) equals HILL_BODY
-    everywhere: clipped below 0, at the half-saturation, for small, integer and large n."""
-    namespace: dict = {}
+    """The compiled kernel's Hill function (fewer powers, none for integer n up to 16) equals
+    HILL_BODY everywhere: clipped below 0, at the half-saturation, for small, integer and large n."""
+    namespace: dict = {"math": math}
     exec(expr.hill_fast_scalar_source("_hill"), namespace)  # noqa: S102
     fast, declared = namespace["_hill"], expr.hill_numpy()
-    for n in (0.5, 1.0, 2.0, 3.7, 8.0, 16.0):
+    for n in (0.5, 1.0, 2.0, 3.0, 3.7, 4.0, 7.0, 8.0, 16.0, 17.0):
         for K in (1e-3, 0.7, 250.0):
             for x in (-1.0, 0.0, 1e-9, K * 0.2, K, K * 5.0, 1e6):
                 assert fast(x, K, n) == pytest.approx(float(declared(x, K, n)), rel=1e-12, abs=1e-300), (x, K, n)
