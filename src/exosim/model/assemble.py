@@ -720,12 +720,19 @@ class Model:
             return self._observe(y, p)
 
     def evaluate_tree(
-        self, tree: ast.expr, y: np.ndarray, p: np.ndarray, constants: Mapping[str, np.ndarray] | None = None
+        self,
+        tree: ast.expr,
+        y: np.ndarray,
+        p: np.ndarray,
+        constants: Mapping[str, np.ndarray] | None = None,
+        observed: dict | None = None,
     ) -> np.ndarray:
         """Evaluate an expression of qualified model symbols (and bare-named ``constants``) for a batch.
 
         Used by events (:mod:`exosim.scenario.actions`): states and parameters are read
-        from ``y`` and ``p``, derived constants and rules from :meth:`observe`.
+        from ``y`` and ``p``, derived constants and rules from :meth:`observe`.  ``observed``: a
+        dict in which :meth:`observe` of ``y`` and ``p`` is kept for the next expressions of the
+        same values (the assignments of one event).
         """
         cached = self._trees.get(id(tree))
         if cached is None or cached[0] is not tree:  # events evaluate the same trees at every run
@@ -733,7 +740,7 @@ class Model:
             cached = self._trees[id(tree)] = (tree, sorted(_expr.names(tree)), code)
         _, names, code = cached
         env: dict = {"np": np, "_hill": _hill, **dict(constants or {})}
-        obs = None
+        observed = {} if observed is None else observed
         for n in names:
             if n in env:
                 continue
@@ -743,8 +750,9 @@ class Model:
             elif kind == "parameter":
                 env[n] = p[:, self.parameter_index[n]]
             elif kind in ("derived", "rule"):
-                obs = self.observe(y, p) if obs is None else obs
-                env[n] = obs[:, self.observable_index[n]]
+                if "observables" not in observed:
+                    observed["observables"] = self.observe(y, p)
+                env[n] = observed["observables"][:, self.observable_index[n]]
             else:
                 raise ModelError(f"expression uses undeclared symbol {n!r}")
         value = eval(code, env)  # noqa: S307 - rendered from a checked expression tree

@@ -110,10 +110,10 @@ class Action:
         if not rows.any():
             return
         old = y[rows].copy()
-        values = [
-            model.evaluate_tree(a.expr, y[rows], p[rows], {k: v[rows] for k, v in self.constants.items()})
-            for a in self.assignments
-        ]
+        y_rows, p_rows = y[rows], p[rows]
+        constants = {k: v[rows] for k, v in self.constants.items()}
+        observed: dict = {}  # the rules at the pre-event values, computed once for all assignments
+        values = [model.evaluate_tree(a.expr, y_rows, p_rows, constants, observed) for a in self.assignments]
         for a, v in zip(self.assignments, values):
             if a.zero_below:
                 v[np.abs(v) < a.zero_below] = 0.0
