@@ -145,3 +145,27 @@ def test_sensitivity_panels_say_when_an_output_is_undefined_or_unmoved(tmp_path,
     assert texts["sf2"] == []
     assert "every index is 0" in texts["bystander_survival"][0]
     assert texts["dmf_at_sf0.1"] == ["not defined for this scenario"]
+
+
+def test_scorecard_counts_entries_drawn_at_one_point(tmp_path, monkeypatch):
+    """Two entries with the same observed and model values would hide one marker under the other:
+    the point says how many it holds."""
+    captured = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path, dpi: captured.setdefault("fig", fig))
+    role = next(iter(figures.ROLE_STYLE))
+
+    def row(observed, model):
+        return {
+            "role": role,
+            "observed": observed,
+            "low": observed / 2,
+            "high": observed * 2,
+            "model": model,
+            "within": "yes",
+            "status": "ok",
+        }
+
+    rows = [row(0.6, 0.55), row(0.6, 0.55), row(2.0, 3.0)]
+    figures.plot_scorecard(rows, {role: {"passed": 3, "entries": 3}}, tmp_path / "s.png")
+    texts = [t.get_text() for t in captured["fig"].axes[0].texts]
+    assert texts.count("x2") == 1 and not any(t.startswith("x") and t != "x2" for t in texts if len(t) <= 3)

@@ -578,6 +578,7 @@ def plot_scorecard(rows: list[dict], rates: dict, path: Path, ylabel: str = "Mod
     grid = np.geomspace(lo, hi, 50)
     ax.fill_between(grid, grid / 2, grid * 2, color="0.9", zorder=0, label="within a factor of 2")
     ax.plot(grid, grid, color="0.4", lw=1, zorder=1, label="model = observed")
+    at: dict[tuple, int] = {}  # markers per drawn point: entries that coincide are counted, not hidden
     for role, (colour, marker) in ROLE_STYLE.items():
         sel = [r for r in rows if r["role"] == role]
         if not sel:
@@ -590,6 +591,8 @@ def plot_scorecard(rows: list[dict], rates: dict, path: Path, ylabel: str = "Mod
             xerr = np.array([[max(x - max(r["low"], floor * 0.99), 0)], [max(r["high"] - x, 0)]])
             ax.errorbar(x, y, xerr=xerr, fmt="none", ecolor=colour, elinewidth=0.8, alpha=0.6, zorder=2)
             ok = r["within"] == "yes"
+            key = (round(float(np.log10(x)), 3), round(float(np.log10(y)), 3))
+            at[key] = at.get(key, 0) + 1
             ax.plot(
                 x,
                 y,
@@ -600,6 +603,11 @@ def plot_scorecard(rows: list[dict], rates: dict, path: Path, ylabel: str = "Mod
                 ls="none",
                 zorder=3,
                 label=label if i == 0 else None,
+            )
+    for (lx, ly), count in at.items():
+        if count > 1:
+            ax.annotate(
+                f"x{count}", (10**lx, 10**ly), xytext=(5, 3), textcoords="offset points", fontsize=6.5, color="0.2"
             )
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -613,7 +621,7 @@ def plot_scorecard(rows: list[dict], rates: dict, path: Path, ylabel: str = "Mod
     ax.text(
         0.99,
         0.01,
-        "filled: within uncertainty; open: outside; x: run failed\n"
+        "filled: within uncertainty; open: outside; x: run failed; xN: N entries at one point\n"
         "values off the axes, <= 0 or failed: drawn at the edge",
         transform=ax.transAxes,
         ha="right",
