@@ -230,22 +230,13 @@ def plot_survival(result: RunResult, rows: list[dict], path: Path, bands=None) -
     ax.set_ylabel("Surviving fraction (relative to untreated control)")
     ax.set_title(scenario_title(sc), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="best")  # where it hides the fewest points, lines and bars
     notes = ["markers: kinetic model; dotted: LQ with alpha_eff, beta_eff"] if "sf_lq" in rows[0] else []
     if bands is not None and bands.params:
         notes.append(f"95 % prediction bands, {bands.draws} posterior draws: shaded (control), bars (other arms)")
-    if notes:
-        key = "\n".join(notes)
-        ax.text(
-            0.99,
-            0.99,
-            key,
-            transform=ax.transAxes,
-            ha="right",
-            va="top",
-            fontsize=7,
-            color="0.3",
-        )
+    if notes:  # a caption under the axes: inside them it lay over the control's line at 1
+        fig.subplots_adjust(bottom=0.11 + 0.028 * len(notes))
+        fig.text(0.975, 0.008, "\n".join(notes), ha="right", va="bottom", fontsize=7, color="0.3")
     _save(fig, path, 150)
 
 
