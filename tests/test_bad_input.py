@@ -921,3 +921,18 @@ def test_a_long_timeline_without_aliases_is_read(tmp_path):
     f = tmp_path / "long.yaml"
     f.write_text(yaml.safe_dump(data, sort_keys=False))
     assert len(exosim.load_scenario(f).timeline) == 1504
+
+
+def test_cargos_that_together_repress_a_target_below_zero_are_named(tmp_path, capsys):
+    """Each effect above -1, their sum not: one message naming every contributing cargo's effect
+    (and where the values were written: the hypothesis)."""
+    data = mutate("cargo", {"mir_22": {}, "mir_9": {}})
+    effect = {"effects": {"dsb_repair_activity": -0.5}}  # each within its documented range
+    data["hypothesis"] = {"statement": "both repress repair", "cargo": {"mir_22": effect, "mir_9": effect}}
+    f = tmp_path / "two.yaml"
+    f.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["validate", str(f)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert ": hypothesis.cargo: " in err and "sums to -1;" in err, err
+    assert "mir_22.effects.dsb_repair_activity = -0.5" in err and "mir_9.effects.dsb_repair_activity = -0.5" in err

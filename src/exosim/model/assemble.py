@@ -28,7 +28,14 @@ __all__ = ["PopulationSpec", "ParameterInfo", "Model", "ModelError"]
 
 
 class ModelError(ValueError):
-    """A model that cannot be assembled (unknown symbol, cycle, bad catalogue entry)."""
+    """A model that cannot be assembled (unknown symbol, cycle, bad catalogue entry).
+
+    ``key_paths``: the scenario keys whose values caused it, where known (``cargo.c.effects.k``).
+    """
+
+    def __init__(self, message: str, key_paths: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.key_paths = key_paths
 
 
 @dataclass(frozen=True)
@@ -202,9 +209,16 @@ class Model:
                     raise ModelError(f"an endogenous repressor acts on unknown target {k!r}")
                 used[k] = dict(known[k]["modifiers"])
         for k in used:
-            repression = sum(min(float(self.cargo_records[c].get("effects", {}).get(k, 0.0)), 0.0) for c in self.cargos)
+            parts = {c: float((self.cargo_records[c].get("effects", {}) or {}).get(k, 0.0)) for c in self.cargos}
+            parts = {c: v for c, v in parts.items() if v < 0.0}
+            repression = sum(parts.values())
             if repression <= -1.0:
-                raise ModelError(f"cargo repression of target {k!r} sums to {repression} <= -1")
+                each = ", ".join(f"{c}.effects.{k} = {v:g}" for c, v in parts.items())
+                raise ModelError(
+                    f"the repression of target {k!r} by the cargos together ({each}) sums to {repression:g}; "
+                    "it must stay above -1 (a target cannot be repressed below zero): lower one of them",
+                    tuple(f"cargo.{c}.effects.{k}" for c in parts),
+                )
         return used
 
     def _blocks(self) -> list[Block]:

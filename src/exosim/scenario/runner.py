@@ -119,7 +119,14 @@ class CompiledScenario:
                 )
             )
         except ModelError as exc:
-            raise ScenarioError(sc.source, "cargo", str(exc)) from None
+            # the keys behind it as the file wrote them (a hypothesis block's), down to what they share
+            written = [sc.as_written(k).split(".") for k in exc.key_paths] or [["cargo"]]
+            shared = []
+            for parts in zip(*written):
+                if len(set(parts)) > 1:
+                    break
+                shared.append(parts[0])
+            raise ScenarioError(sc.source, ".".join(shared) or "cargo", str(exc)) from None
         self.arms: list[Arm] = list(sc.arms) or [Arm(name=sc.name)]
         grid = sc.dose_grid.in_gray() if sc.dose_grid is not None else [float("nan")]
         # members: replicate-major, then arm, then grid dose (replicates serve parameter samples)
