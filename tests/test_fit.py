@@ -11,6 +11,7 @@ import pytest
 import exosim
 from conftest import SCENARIOS, errors_of
 from exosim.analysis import fit as _fit
+from exosim.analysis.fit.data import FitWarning, read_observations
 from exosim.cli import main
 
 ICCM = SCENARIOS / "iccm_bystander_medium_transfer.yaml"
@@ -98,11 +99,19 @@ def test_cli_fit_writes_estimates_json_figure(tmp_path, capsys):
         ("arm,dose,survival,sd\nICM,1,0.5,0.1\n", ["row 2", "'arm'", "did you mean 'ICCM'"]),
         ("arm,dose,survival,sd\nICCM,one,0.5,0.1\n", ["row 2", "'dose'", "number"]),
         ("# measured 2026\narm,dose,survival,sd\n\nICCM,one,0.5,0.1\n", ["row 4", "'dose'", "number"]),  # file line
+        # a header that is not read as written would put every row in the default arm
+        ("Arm,dose,survival,sd\nICCM,0,1.0,0.1\n", ["unknown column 'Arm'", "did you mean 'arm'"]),
+        ("arm,dose,survival,sd,survival\nICCM,0,1.0,0.1,0.9\n", ["column 'survival' appears twice"]),
+        ("arm,dose,survival,sd\nICCM,0,1.0,0.1,extra\n", ["row 2 has 5 fields", "'extra' is extra"]),
+        ("arm,dose,survival,sd\n,0,1.0,0.1\n", ["row 2", "'arm'", "empty"]),
+        ("dose,survival,sd\n0,1.0,0.1\n", ["no column 'arm'", "several arms"]),
+        (b"arm,dose,survival,sd\nICCM n\xe9,0,1.0,0.1\n", ["not a UTF-8 text file (byte 27)"]),
+        ("", ["no header row", "empty"]),
     ],
 )
 def test_bad_data_files_name_file_row_column(tmp_path, capsys, content, words):
     data = tmp_path / "bad.csv"
-    data.write_text(content)
+    data.write_bytes(content) if isinstance(content, bytes) else data.write_text(content)
     out = tmp_path / "out"
     code = main(["fit", str(ICCM), str(data), "--params", PARAM, "--range", f"{PARAM}=0.03:0.9", "-o", str(out)])
     err = errors_of(capsys.readouterr().err)
@@ -110,6 +119,33 @@ def test_bad_data_files_name_file_row_column(tmp_path, capsys, content, words):
     for w in words:
         assert w in err, (w, err)
     assert not out.exists()
+
+
+def test_a_spreadsheet_csv_reads_as_written_and_unread_columns_are_noted(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark; the header's first column is still
+    'arm'. A column the format does not have is noted, not silently dropped."""
+    sc = exosim.load_scenario(ICCM)
+    plain, marked = tmp_path / "plain.csv", tmp_path / "marked.csv"
+    text = "arm,dose,survival,sd,note\nICCM heated to 70 C,0.05,0.95,0.05,plate 3\n"
+    plain.write_text(text)
+    marked.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    with pytest.warns(FitWarning, match="column 'note' is not read"):
+        a = read_observations(plain, sc)
+    with pytest.warns(FitWarning, match="column 'note' is not read"):
+        b = read_observations(marked, sc)
+    assert a.arm == b.arm == ["ICCM heated to 70 C"]
+
+
+def test_one_data_file_twice_is_refused_and_repeated_rows_are_noted(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    data.write_text("arm,dose,survival,sd\nICCM,0,1.0,0.05\nICCM,0.05,0.6,0.05\nICCM,0.05,0.6,0.05\n")
+    out = tmp_path / "out"
+    args = ["--params", PLATEAU, "--range", f"{PLATEAU}=0.05:0.6", "-o", str(out)]
+    assert main(["fit", str(ICCM), str(data), str(tmp_path / "." / "d.csv"), *args]) == 2
+    err = capsys.readouterr().err
+    assert "the data file is given twice" in err and not out.exists()
+    assert main(["fit", str(ICCM), str(data), *args]) == 0
+    assert "row 4 repeats row 3 exactly" in capsys.readouterr().err
 
 
 def test_bad_fit_requests(tmp_path, capsys):

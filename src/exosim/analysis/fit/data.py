@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,13 +31,17 @@ from exosim.model.units import UNITS, QuantityError, conversion_factor, parse_qu
 from exosim.scenario.runner import CompiledScenario
 from exosim.scenario.schema import Scenario
 
-__all__ = ["FitError", "Observations", "read_observations", "RELATIVE", "default_likelihood"]
+__all__ = ["FitError", "FitWarning", "Observations", "read_observations", "RELATIVE", "default_likelihood"]
 
 RELATIVE = ("relative", "a.u.", "au", "arbitrary")
 
 
 class FitError(ValueError):
     """Bad data file or fit request; the message names the file, row and column."""
+
+
+class FitWarning(UserWarning):
+    """Something in a data file that is read but worth a look (a column left unread, a row twice)."""
 
 
 @dataclass
@@ -70,17 +75,43 @@ class Observations:
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
-    """Header and (line number in the file, row) pairs; blank and '#' lines are skipped."""
+    """Header and (line number in the file, row) pairs; blank and '#' lines are skipped.  UTF-8,
+    with or without the byte-order mark a spreadsheet's "CSV UTF-8" writes."""
+    if path.is_dir():
+        raise FitError(f"{path}: a folder, not a data file")
     if not path.is_file():
         raise FitError(f"{path}: no such data file")
-    with path.open(newline="") as fh:
-        lines = [(n, text) for n, text in enumerate(fh, start=1) if text.strip() and not text.lstrip().startswith("#")]
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:  # the offset in the file, for a hex editor or a search
+        raise FitError(f"{path}: not a UTF-8 text file (byte {exc.start}); save it as CSV in UTF-8") from None
+    lines = [
+        (n, line)
+        for n, line in enumerate(text.splitlines(keepends=True), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     if not lines:
-        return [], []
+        raise FitError(f"{path}: no header row: the file is empty or holds only comments")
     records = list(csv.reader(text for _, text in lines))
     header = [h.strip() for h in records[0]]
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise FitError(f"{path}: column {twice[0]!r} appears twice in the header")
+    for (n, _), rec in zip(lines[1:], records[1:]):
+        if len(rec) > len(header):
+            extra = rec[len(header)]
+            raise FitError(f"{path}: row {n} has {len(rec)} fields, the header {len(header)}: {extra!r} is extra")
     rows = [(n, {h: v.strip() for h, v in zip(header, rec)}) for (n, _), rec in zip(lines[1:], records[1:])]
     return header, rows
+
+
+#: the columns each kind of data file may hold (others are refused when they look like one of
+#: them, e.g. 'Arm', else noted and left unread)
+COLUMNS = {
+    "survival": ("arm", "dose", "survival", "sd"),
+    "colonies": ("arm", "dose", "colonies", "seeded"),
+    "timecourse": ("time", "observable", "value", "sd", "arm", "dose", "unit"),
+}
 
 
 def read_observations(path: str | Path, scenario: Scenario) -> Observations:
@@ -100,6 +131,14 @@ def read_observations(path: str | Path, scenario: Scenario) -> Observations:
             f"or 'colonies' and 'seeded' (and optionally 'arm'), or a time course: "
             f"'time', 'observable', 'value', 'sd' (and optionally 'arm', 'dose', 'unit')"
         )
+    known = COLUMNS[kind]
+    for h in header:
+        if h in known:
+            continue
+        near = difflib.get_close_matches(h.lower(), known, n=1, cutoff=0.6)
+        if near:  # a column meant to be read, misspelt: reading around it would mislabel every row
+            raise FitError(f"{path}: unknown column {h!r}; did you mean {near[0]!r}? (columns: {', '.join(known)})")
+        warnings.warn(f"{path}: column {h!r} is not read (columns: {', '.join(known)})", FitWarning, stacklevel=2)
     grid = scenario.dose_grid
     if kind != "timecourse":
         if "dose" not in cols:
@@ -110,6 +149,12 @@ def read_observations(path: str | Path, scenario: Scenario) -> Observations:
         raise FitError(f"{path}: column 'dose': scenario {scenario.name!r} has no dose grid; leave the column out")
     arms = [a.name for a in scenario.arms] or [scenario.name]
     default_arm = next((a.name for a in scenario.arms if not a.control), arms[0])
+    treated = [a.name for a in scenario.arms if not a.control]
+    if "arm" not in cols and len(treated) > 1:
+        raise FitError(
+            f"{path}: no column 'arm', and scenario {scenario.name!r} has several arms {arms}: "
+            "name the arm of every row"
+        )
     if grid is not None:
         unit = UNITS["dose"][grid.unit]
         lo, hi = min(grid.values), max(grid.values)
@@ -123,7 +168,9 @@ def read_observations(path: str | Path, scenario: Scenario) -> Observations:
     for r, row in rows:  # r: line of the file
         reader = _Row(path, r, row)
         number, fail = reader.number, reader.fail
-        a = row.get("arm") or default_arm
+        a = row.get("arm", default_arm)
+        if not a:
+            raise fail("arm", f"empty; expected one of {arms}")
         if a not in arms:
             near = difflib.get_close_matches(a, arms, n=1)
             raise fail(
@@ -170,6 +217,16 @@ def read_observations(path: str | Path, scenario: Scenario) -> Observations:
         w.append(ww)
     if not arm:
         raise FitError(f"{path}: no data rows")
+    seen: dict[tuple, int] = {}
+    blank = [None] * len(arm)
+    for (r, _), key in zip(rows, zip(arm, dose, y, w, time or blank, obs.observable or blank)):
+        if key in seen:  # replicates are fine; a row pasted twice counts double
+            warnings.warn(
+                f"{path}: row {r} repeats row {seen[key]} exactly; both are fitted as independent observations",
+                FitWarning,
+                stacklevel=2,
+            )
+        seen.setdefault(key, r)
     obs.arm, obs.dose, obs.y, obs.w = arm, np.array(dose), np.array(y), np.array(w)
     if kind == "timecourse":
         obs.time, obs.factor = np.array(time), np.array(factor)

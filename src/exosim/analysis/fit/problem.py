@@ -17,13 +17,14 @@ References
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from exosim.analysis.batch import BatchError, BatchModel
-from exosim.analysis.fit.data import FitError, Observations, default_likelihood, read_observations
+from exosim.analysis.fit.data import FitError, FitWarning, Observations, default_likelihood, read_observations
 from exosim.analysis.fit.likelihood import LIKELIHOODS, negative_log_likelihood
 from exosim.model import catalogue as cat
 from exosim.model.units import UNITS
@@ -75,6 +76,7 @@ class FitProblem:
             solver["rtol"] = min(self.scenario.solver.rtol, FIT_RTOL)
         self.scenario = self.scenario.model_copy(update={"solver": self.scenario.solver.model_copy(update=solver)})
         self.datasets = list(self.data) if isinstance(self.data, (list, tuple)) else [self.data]
+        _check_distinct(self.datasets)
         kinds = {d.kind for d in self.datasets}
         if self.likelihood not in LIKELIHOODS:
             raise FitError(f"likelihood {self.likelihood!r}: expected one of {LIKELIHOODS}")
@@ -149,7 +151,7 @@ class FitProblem:
     def name(self, ds: Observations) -> str:
         """How a data set is named in reports: its file, numbered if two data sets share one."""
         same = [d for d in self.datasets if d.source == ds.source]
-        return ds.source if len(same) == 1 else f"{ds.source}#{same.index(ds) + 1}"
+        return ds.source if len(same) == 1 else f"{ds.source}#{next(i for i, d in enumerate(same) if d is ds) + 1}"
 
     def scale_key(self, ds: Observations, label: str) -> str:
         """Key of a relative observable's scale factor in :attr:`FitResult.nuisance`."""
@@ -246,3 +248,27 @@ def calibration_problem(scenario: Scenario) -> FitProblem:
     return FitProblem(
         scenario, data, list(spec.params), likelihood=likelihood, normalise=spec.normalise, ranges=dict(spec.ranges)
     )
+
+
+def _check_distinct(datasets: list[Observations]) -> None:
+    """One file read twice is refused (its observations would count double and narrow every
+    interval); two files with the same observations are noted."""
+    seen: dict[str, str] = {}
+    for d in datasets:
+        key = str(Path(d.source).resolve()) if Path(d.source).exists() else d.source
+        if key in seen:
+            raise FitError(f"{d.source}: the data file is given twice (as {seen[key]!r} and {d.source!r})")
+        seen[key] = d.source
+    for i, a in enumerate(datasets):
+        for b in datasets[i + 1 :]:
+            if (
+                a.kind == b.kind
+                and a.arm == b.arm
+                and np.array_equal(a.dose, b.dose, equal_nan=True)
+                and (np.array_equal(a.y, b.y) and np.array_equal(a.w, b.w))
+            ):
+                warnings.warn(
+                    f"{b.source}: the same observations as {a.source}; both are fitted, each counted",
+                    FitWarning,
+                    stacklevel=3,
+                )
