@@ -322,3 +322,32 @@ def test_a_dropped_signal_exception_is_not_printed_as_an_error(tmp_path, monkeyp
     # the recorded signal's exception was not handed on to be printed; the other one was
     assert [type(r.exc_value) for r in reported] == [ValueError]
     assert sys.unraisablehook == reported.append  # and the command's hook is gone with it
+
+
+@pytest.mark.parametrize(
+    ("exc_name", "code", "line"), [("Terminated", 143, "terminated"), ("KeyboardInterrupt", 130, "interrupted")]
+)
+def test_a_signal_inside_compiled_code_ends_the_command_with_its_code(
+    tmp_path, monkeypatch, capsys, exc_name, code, line
+):
+    """A signal's exception raised inside numba's compiled code surfaces as SystemError ("returned
+    a result with an exception set"); the recorded signal decides: its exit code and one line, no
+    traceback, nothing written."""
+    import builtins
+
+    from exosim import cli
+    from exosim.scenario import runner
+    from exosim.util import atomic
+
+    exc = cli.Terminated if exc_name == "Terminated" else getattr(builtins, exc_name)
+
+    def interrupted(self, **kwargs):
+        atomic.note_signal(exc)
+        raise SystemError("<built-in method clock> returned a result with an exception set")
+
+    monkeypatch.setattr(runner.CompiledScenario, "run", interrupted)
+    out = tmp_path / "out"
+    assert main(["run", FAST, "-o", str(out)]) == code
+    assert capsys.readouterr().err.strip() == f"exosim: {line}"
+    assert not out.exists() or not [p for p in out.iterdir() if p.name != LOCK_NAME]
+    assert not atomic.pending_signal()

@@ -1354,6 +1354,16 @@ def main(argv: list[str] | None = None) -> int:
             except (ScenarioError, ModelError, OutputError) as exc:
                 print(f"exosim: error: {exc}", file=sys.stderr)
                 return 2
+    except SystemError:
+        # a signal's exception raised inside compiled code (numba's clock or dispatcher) comes out
+        # as "returned a result with an exception set": the recorded signal is what happened
+        pending = atomic.pending_exception()
+        if pending is None:
+            raise
+        print(
+            "exosim: interrupted" if issubclass(pending, KeyboardInterrupt) else "exosim: terminated", file=sys.stderr
+        )
+        return 130 if issubclass(pending, KeyboardInterrupt) else 143
     except BrokenPipeError:  # the reader of stdout went away (| head): stop quietly, as a shell tool does
         import os as _os
 

@@ -138,6 +138,11 @@ def pending_signal() -> bool:
     return bool(_PENDING)
 
 
+def pending_exception() -> type[BaseException] | None:
+    """The exception class of the recorded signal (None: none recorded)."""
+    return _PENDING[0] if _PENDING else None
+
+
 def raise_pending() -> None:
     """Raise the exception of a signal whose handler's exception was dropped, if any."""
     if _PENDING:
