@@ -205,3 +205,17 @@ def test_a_failed_line_search_at_a_minimum_counts_as_converged(tmp_path):
         ranges={PLATEAU: (0.05, 0.6)},
     )
     assert res.result.converged and res.result.estimate[0] == pytest.approx(0.4, abs=1e-3)
+
+
+def test_a_fit_with_no_degrees_of_freedom_says_so(tmp_path, capsys):
+    """One observation, one parameter: 0 degrees of freedom, no goodness-of-fit test (it read
+    'dof 1 ... p_value 1')."""
+    data = tmp_path / "one.csv"
+    data.write_text("arm,dose,survival,sd\nICCM,0.05,0.6,0.05\n")
+    out = tmp_path / "out"
+    assert (
+        main(["fit", str(ICCM), str(data), "--params", PLATEAU, "--range", f"{PLATEAU}=0.05:0.6", "-o", str(out)]) == 0
+    )
+    gof = json.loads((out / "fit.json").read_text())["goodness_of_fit"]
+    assert gof["dof"] == 0 and gof["p_value"] is None
+    assert "p_value n/a (no degrees of freedom)" in capsys.readouterr().out

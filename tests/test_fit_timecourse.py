@@ -206,6 +206,10 @@ def test_cli_fits_several_files_and_reports_each(tmp_path, hnscc, capsys):
             ["row 2", "'unit'", "cannot be converted"],
         ),
         (
+            "time,observable,value,sd,unit\n2,dish.vesicle_concentration,5,1,particles/ml\n",
+            ["row 2", "'unit'", "case-sensitive: did you mean 'particles/mL'?"],
+        ),
+        (
             "time,observable,value,sd,unit\n2,dish.vesicle_concentration,5,1,relative\n"
             "6,dish.vesicle_concentration,5,1,particles/mL\n",
             ["'unit'", "both in relative and in absolute"],

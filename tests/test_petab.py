@@ -308,7 +308,10 @@ def test_colony_counts_are_exported_with_the_poisson_variance_and_an_estimated_p
     pars = export.parameters.set_index("parameterId")
     # nominal plating efficiency: exosim's closed form, sum(colonies) / sum(seeded * SF) at the nominal values
     sf = export.fit_problem.predict(np.array([[0.4]]))[0]
-    assert pars.loc["plating_efficiency_colonies", "nominalValue"] == pytest.approx(217 / (200 * sf.sum()), rel=1e-12)
+    pe = 217 / (200 * sf.sum())
+    assert pars.loc["plating_efficiency_colonies", "nominalValue"] == pytest.approx(pe, rel=1e-12)
+    # at most 1 (a cell forms at most one colony), unless the data put it higher at the nominal values
+    assert pars.loc["plating_efficiency_colonies", "upperBound"] == max(1.0, 2 * pe)
     assert pars.loc["dispersion_colonies", "estimate"] == 1
     assert "Poisson / quasi-Poisson colony counts" in export.notes
 

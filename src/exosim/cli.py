@@ -518,7 +518,9 @@ def _ranges(items: list[str], error: type[Exception]) -> dict[str, tuple[float, 
 def _stats(d: dict) -> str:
     """'key value, ...' of a goodness-of-fit record (nested file records left out)."""
     return ", ".join(
-        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items() if k not in ("files", "file")
+        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {'n/a (no degrees of freedom)' if v is None else v}"
+        for k, v in d.items()
+        if k not in ("files", "file")
     )
 
 

@@ -4,8 +4,9 @@ read them from here.
 
 Conventions
 -----------
-* ``sf`` is the kinetic surviving fraction ``exp(-(L + A))`` of the scored
-  population; untreated cells without exosomes have SF = 1.
+* ``sf`` is the kinetic surviving fraction ``exp(-(L + A + F + Au))`` (lethal lesions,
+  apoptotic, ferroptotic and autophagic commitment) times the share spared by the bystander
+  response, of the scored population; untreated cells without exosomes have SF = 1.
 * ``sf_vs_untreated`` divides by the control arm at grid dose 0 (the
   untreated control); it shows bystander killing at 0 Gy.
 * ``sf_within_arm`` divides by the same arm at grid dose 0 (the assay
@@ -53,7 +54,8 @@ __all__ = [
 
 #: the conventions above, as recorded in every run's provenance
 CONVENTIONS = (
-    "sf: kinetic surviving fraction exp(-(L + A)) of the scored population (untreated cells without "
+    "sf: kinetic surviving fraction exp(-(L + A + F + Au)) (lethal lesions, apoptotic, ferroptotic and autophagic "
+    "commitment) times the share spared by the bystander response, of the scored population (untreated cells without "
     "exosomes have SF = 1); sf_vs_untreated: divided by the control arm at grid dose 0 (shows bystander "
     "killing at 0 Gy); sf_within_arm: divided by the same arm at grid dose 0 (the assay convention); "
     "dmf_at_sf0.1: D10(control) / D10(arm) on the within-arm curves (above 1 sensitised, below 1 protected)"

@@ -320,10 +320,12 @@ def _unit_factor(data_unit: str, model_unit: str, label: str, fail) -> float:
     try:
         return conversion_factor(model_unit, data_unit)
     except QuantityError:
+        case = data_unit.lower() == model_unit.lower()  # 'particles/ml': units are case-sensitive (mL)
         raise fail(
             "unit",
             f"{data_unit!r} cannot be converted to {model_unit!r}, the unit of {label!r}; "
-            f"give values in {model_unit!r} or 'relative' (one fitted scale factor)",
+            + (f"units are case-sensitive: did you mean {model_unit!r}? " if case else "")
+            + f"give values in {model_unit!r} or 'relative' (one fitted scale factor)",
         ) from None
 
 

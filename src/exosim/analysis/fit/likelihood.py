@@ -50,7 +50,7 @@ def goodness_of_fit(problem, pred: np.ndarray, scales: dict) -> tuple[dict, floa
     """Goodness of fit (totals and, for several files, per file), quasi-Poisson dispersion, nuisance estimates."""
     k = len(problem.params)
     n = sum(d.y.size for d in problem.datasets)
-    dof = max(n - k - problem.n_nuisance, 1)
+    dof = n - k - problem.n_nuisance  # 0 or less: the data cannot test the fit (p_value None)
     gof: dict = {"n_observations": int(n), "n_parameters": k, "n_nuisance": problem.n_nuisance, "dof": int(dof)}
     per_file, nuisance = [], {}
     chi2 = dev = pearson = 0.0
@@ -82,7 +82,7 @@ def goodness_of_fit(problem, pred: np.ndarray, scales: dict) -> tuple[dict, floa
         if problem.likelihood == "quasipoisson":
             phi = max(pearson / max(n_col - nuis_col - k, 1), 1.0)
             gof["dispersion"] = phi
-    gof["p_value"] = float(stats.chi2.sf(chi2 + dev, dof))
+    gof["p_value"] = float(stats.chi2.sf(chi2 + dev, dof)) if dof > 0 else None
     if len(per_file) > 1:
         gof["files"] = per_file
     return gof, phi, nuisance
