@@ -94,7 +94,8 @@ def test_cli_fit_writes_estimates_json_figure(tmp_path, capsys):
     [
         ("arm,dose,survival\nICCM,0,1.0\n", ["columns", "sd"]),
         ("arm,dose,colonies,seeded\nICCM,0,-3,100\n", ["row 2", "'colonies'", "non-negative"]),
-        ("arm,dose,survival,sd\nICCM,0,1.0,0.1\nICCM,0.5,1.3,0.1\n", ["row 3", "'survival'", "(0, 1]"]),
+        ("arm,dose,survival,sd\nICCM,0,1.0,0.1\nICCM,0.5,60,0.1\n", ["row 3", "'survival'", "[0, 2]", "percentage"]),
+        ("arm,dose,survival,sd\nICCM,0,1.0,0.1\nICCM,0.5,-0.1,0.1\n", ["row 3", "'survival'", "[0, 2]"]),
         ("arm,dose,survival,sd\nICCM,12,0.5,0.1\n", ["row 2", "'dose'", "outside"]),
         ("arm,dose,survival,sd\nICM,1,0.5,0.1\n", ["row 2", "'arm'", "did you mean 'ICCM'"]),
         ("arm,dose,survival,sd\nICCM,one,0.5,0.1\n", ["row 2", "'dose'", "number"]),
@@ -219,3 +220,16 @@ def test_a_fit_with_no_degrees_of_freedom_says_so(tmp_path, capsys):
     gof = json.loads((out / "fit.json").read_text())["goodness_of_fit"]
     assert gof["dof"] == 0 and gof["p_value"] is None
     assert "p_value n/a (no degrees of freedom)" in capsys.readouterr().out
+
+
+def test_relative_survival_above_1_is_data_and_absolute_is_not(tmp_path, capsys):
+    """Relative to the control, plating noise puts points above 1: they are fitted, not refused
+    (refusing them would bias the fit down); absolute surviving fractions stay at most 1."""
+    data = tmp_path / "d.csv"
+    data.write_text("arm,dose,survival,sd\nICCM,0,1.08,0.05\nICCM,0.05,0.6,0.05\nICCM,5,0.6,0.05\n")
+    args = ["--params", PLATEAU, "--range", f"{PLATEAU}=0.05:0.6"]
+    assert main(["fit", str(ICCM), str(data), *args, "-o", str(tmp_path / "rel")]) == 0
+    capsys.readouterr()
+    assert main(["fit", str(ICCM), str(data), *args, "--normalise", "none", "-o", str(tmp_path / "abs")]) == 2
+    err = capsys.readouterr().err
+    assert "survival 1.08 above 1 with --normalise none" in err and not (tmp_path / "abs").exists()

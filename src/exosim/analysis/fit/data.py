@@ -35,6 +35,10 @@ __all__ = ["FitError", "FitWarning", "Observations", "read_observations", "RELAT
 
 RELATIVE = ("relative", "a.u.", "au", "arbitrary")
 
+#: the largest relative survival a data file may give (above 1: cells that plate or grow better
+#: than the control's; absolute surviving fractions, ``--normalise none``, stay at most 1)
+MAX_RELATIVE_SURVIVAL = 2.0
+
 
 class FitError(ValueError):
     """Bad data file or fit request; the message names the file, row and column."""
@@ -189,8 +193,14 @@ def read_observations(path: str | Path, scenario: Scenario) -> Observations:
             d *= unit
         yy, ww = number(ycol), number(wcol)
         if kind == "survival":
-            if not 0 < yy <= 1:
-                raise fail("survival", f"{yy:g} is outside (0, 1]")
+            # relative to a control, plating noise and protection give values above 1; above
+            # MAX_RELATIVE_SURVIVAL it is not a surviving fraction (a percentage, a count)
+            if not 0 <= yy <= MAX_RELATIVE_SURVIVAL:
+                raise fail(
+                    "survival",
+                    f"{yy:g} is outside [0, {MAX_RELATIVE_SURVIVAL:g}] (a surviving fraction, relative to the "
+                    "control or absolute; not a percentage)",
+                )
             if not ww > 0:
                 raise fail("sd", f"expected a positive standard deviation, got {ww:g}")
         elif kind == "colonies":

@@ -130,6 +130,12 @@ class FitProblem:
         self._control = observables.control_arm(self.scenario.arms)
         if survival_like and self.normalise == "control" and self._control is None:
             raise FitError(f"--normalise control: scenario {self.scenario.name!r} has no control arm")
+        for d in self.datasets:
+            if d.kind == "survival" and self.normalise == "none" and np.any(d.y > 1):
+                raise FitError(
+                    f"{d.source}: survival {float(d.y[d.y > 1][0]):g} above 1 with --normalise none: absolute "
+                    "surviving fractions are at most 1 (relative ones: --normalise control or within_arm)"
+                )
         self._members = [self._member_of([arms.index(a) for a in d.arm], d.dose) for d in self.datasets]
         times = [d.time for d in self.datasets if d.kind == "timecourse"]
         self.record_times = np.unique(np.concatenate(times)) if times else None
