@@ -14,6 +14,7 @@ so the simulator and the SBML model cannot drift apart.
 from __future__ import annotations
 
 import ast
+import weakref
 from collections.abc import Callable
 
 __all__ = [
@@ -91,10 +92,18 @@ def parse(text: str) -> ast.expr:
     return tree
 
 
+#: the names of each tree already read (trees are not changed once built: rewriting copies them)
+_NAMES: weakref.WeakKeyDictionary[ast.expr, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
 def names(tree: ast.expr) -> set[str]:
     """Variable names used by an expression (function names excluded)."""
-    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
-    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in called}
+    found = _NAMES.get(tree)
+    if found is None:
+        nodes = list(ast.walk(tree))
+        called = {id(n.func) for n in nodes if isinstance(n, ast.Call)}
+        found = _NAMES[tree] = frozenset(n.id for n in nodes if isinstance(n, ast.Name) and id(n) not in called)
+    return set(found)
 
 
 def rename(tree: ast.expr, mapping: Callable[[str], str]) -> ast.expr:

@@ -26,8 +26,11 @@ References
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -100,11 +103,29 @@ class Method:
         return self.stages + 1
 
 
+def _dop853_coefficients():
+    """scipy's module of dop853 coefficients (numpy arrays only), loaded from its file: importing it
+    as ``scipy.integrate._ivp.dop853_coefficients`` imports all of ``scipy.integrate`` first
+    (0.2-0.4 s of every process that integrates with dop853)."""
+    name = "scipy.integrate._ivp.dop853_coefficients"
+    if name in sys.modules:
+        return sys.modules[name]
+    scipy = importlib.util.find_spec("scipy")
+    folders = (scipy.submodule_search_locations or []) if scipy is not None else []
+    for folder in folders:
+        path = Path(folder) / "integrate" / "_ivp" / "dop853_coefficients.py"
+        if path.is_file():
+            spec = importlib.util.spec_from_file_location("_exosim_dop853_coefficients", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    return importlib.import_module(name)  # another layout: through the package
+
+
 def _dop853() -> Method:
     """Dormand & Prince's 8(5,3) pair (Hairer, Norsett & Wanner, Solving ODEs I, 2nd ed., II.10;
     the coefficients of Hairer's dop853 code, as scipy ships them)."""
-    from scipy.integrate._ivp import dop853_coefficients as d
-
+    d = _dop853_coefficients()
     n = d.N_STAGES  # 12; row 12 of the stage array holds f(t + h, y_new)
     return Method(
         "dop853",
