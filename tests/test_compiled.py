@@ -128,3 +128,57 @@ def test_generated_kernel_source_is_the_same_in_every_process():
         for seed in ("1", "2", "3")
     }
     assert len(digests) == 1 and len(digests.pop()) == 64
+
+
+def test_a_fresh_process_compiles_nothing_when_the_kernel_is_cached():
+    """With the kernel in the disk cache, a new process (another hash seed) loads it and compiles
+    nothing at all: no cache miss, and no code lifted out of nopython mode (an ``objmode`` clock
+    was compiled again, uncached, at every process's first call)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import exosim, numba.core.event as ev;"
+        "from exosim.simulate.dopri5_numba import integrate_compiled;"
+        f"c = exosim.compile_scenario(exosim.load_scenario(r'{SCENARIOS / 'iccm_bystander_medium_transfer.yaml'}'));"
+        "p = c.parameters[:1];"
+        "rec = ev.RecordingListener(); ev.register('numba:compile', rec);"
+        "sol = integrate_compiled(c.model, 0.0, 1.0, c.model.initial_state(p), p);"
+        "print(sum(1 for _, e in rec.buffer if e.is_start), int(sol.status[0]))"
+    )
+    counts = [
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        for seed in ("4", "5")  # the first fills the cache if it is empty
+    ]
+    assert counts[1] == ["0", "0"], counts  # nothing compiled; the member integrated (status 0: ok)
+
+
+def test_the_kernels_clock_is_read_natively_and_agrees_with_pythons():
+    """The kernels read CLOCK_MONOTONIC through the C library (no objmode), the clock of the
+    deadline that ``max_seconds`` sets."""
+    import time
+
+    numba = pytest.importorskip("numba")
+    from exosim.simulate import clock
+    from exosim.simulate.dopri5_numba import module_source
+
+    assert clock.NATIVE == hasattr(time, "clock_gettime")
+    model = exosim.compile_scenario(exosim.load_scenario(SCENARIOS / "iccm_bystander_medium_transfer.yaml")).model
+    assert ("objmode" in module_source(model)) is not clock.NATIVE
+
+    if not clock.NATIVE:  # Windows: Python's clock through objmode, checked above
+        return
+
+    @numba.njit
+    def read():
+        return clock.monotonic()
+
+    before = clock.now()
+    assert before <= read() <= clock.now() < before + 5.0

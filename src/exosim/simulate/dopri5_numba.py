@@ -34,8 +34,8 @@ again (about 10 s the first time); a process generates the source once per model
 
 Each member has its own step budget (``max_steps``, also judged by pace:
 :data:`~exosim.simulate.solver.PACE_WINDOWS`), as in the numpy solver.  The wall-clock limit
-(``max_seconds``) reaches the kernel as a deadline on ``time.perf_counter``'s clock;
-the kernel reads the clock (through ``numba.objmode``, about 1 us) once every
+(``max_seconds``) reaches the kernel as a deadline on the clock of :mod:`exosim.simulate.clock`;
+the kernel reads the clock (about 25 ns) once every
 :data:`CLOCK_EVERY` steps or members (every ``CLOCK_EVERY`` Rodas4 steps of
 :mod:`~exosim.simulate.rosenbrock`), so the check costs nothing measurable, and once
 the deadline has passed it fails the member in progress and every member after it.
@@ -59,7 +59,6 @@ import importlib.util
 import os
 import sys
 import tempfile
-import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +66,7 @@ from pathlib import Path
 import numpy as np
 
 from exosim.model import expr as _expr
+from exosim.simulate import clock as _clock
 from exosim.simulate import rosenbrock as _rosenbrock
 from exosim.simulate import solver as _solver
 from exosim.simulate.solver import FAILED, MESSAGES, SegmentResult, SolverOptions, numba_available
@@ -103,11 +103,7 @@ PROGRESS_CHUNKS = 100
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 _KERNEL = """
-@numba.njit(cache=True)
-def clock():
-    with numba.objmode(now="float64"):
-        now = time.perf_counter()
-    return now
+#CLOCK#
 
 
 @numba.njit(cache=True, inline="always")
@@ -638,6 +634,7 @@ def module_source(model, method: str = "dopri5", frozen: tuple[int, ...] = ()) -
             "import time",
             "import numpy as np",
             "import numba",
+            *(["from exosim.simulate.clock import monotonic"] if _clock.NATIVE else []),
             "",
             f"FASTMATH = {sorted(_FASTMATH)!r}",
             f"# explicit pair: {rk.name}; the stage array's rows, the last (f(t + h, y_new), the next",
@@ -690,7 +687,8 @@ def module_source(model, method: str = "dopri5", frozen: tuple[int, ...] = ()) -
             .splitlines(),
             _KERNEL.replace("#RK_STAGES#", _stage_source(rk, loop=loop))
             .replace("#LOOP#", loop)
-            .replace("#HILL#", _expr.hill_fast_scalar_source("_hill")),
+            .replace("#HILL#", _expr.hill_fast_scalar_source("_hill"))
+            .replace("#CLOCK#", _clock.KERNEL_SOURCE),
         ]
     )
 
@@ -783,7 +781,7 @@ def integrate_compiled(
     scale = np.ones(n) if atol_scale is None else np.asarray(atol_scale, dtype=float)
     t_eval = np.ascontiguousarray([] if t_eval is None else t_eval, dtype=float)
     h = np.full(n_mem, np.nan) if h0 is None else np.broadcast_to(np.asarray(h0, float), (n_mem,)).copy()
-    deadline = time.perf_counter() + float(options.max_seconds)
+    deadline = _clock.now() + float(options.max_seconds)
     atol = np.ascontiguousarray(options.atol * scale)
     mode = 2 if implicit_only else _MODES[options.stiff_fallback]
 
