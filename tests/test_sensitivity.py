@@ -268,8 +268,13 @@ def test_compiled_chunks_are_cut_for_the_workers_without_changing_results(mir22,
     pooled = sa.sobol(
         sa.ScenarioEvaluator(mir22, backend="numba", engine=Recording()), space, sa.OUTPUTS, 4, seed=3, resamples=20
     )
-    assert tasks and min(tasks) == 16  # 16 samples, default chunk of 8192 members: 16 tasks, not 1
+    assert tasks and tasks[0] == 16  # 16 samples, default chunk of 8192 members: 16 tasks, not 1
+    assert len(tasks) == 2 and 1 <= tasks[1] <= len(sa.OUTPUTS)  # then one task per analysable output
     np.testing.assert_array_equal(serial.values, pooled.values)
+
+
+def _index_bytes(analysis) -> bytes:
+    return np.array([[r[k] for k in ("S1", "S1_conf", "ST", "ST_conf")] for r in analysis.indices]).tobytes()
 
 
 def test_workers_auto_runs_a_one_chunk_job_here_and_a_larger_job_on_one_process_per_core(mir22):
@@ -294,6 +299,8 @@ def test_workers_auto_runs_a_one_chunk_job_here_and_a_larger_job_on_one_process_
         big.close()
     assert big.workers == 2 and big.describe().startswith("ProcessEngine(workers=2)")
     np.testing.assert_array_equal(serial.values, two.values)
+    # the indices, computed in the workers (one task per output), are the serial run's bytes
+    assert _index_bytes(serial) == _index_bytes(two) and np.isfinite(np.frombuffer(_index_bytes(two))).any()
     whole = sa.sobol(sa.ScenarioEvaluator(mir22, backend="numpy"), space, sa.OUTPUTS, 4, seed=3)
     np.testing.assert_array_equal(whole.values, one.values)  # the same one chunk of 24 samples
     lone = AutoEngine(cores=8)

@@ -523,21 +523,34 @@ def sobol(
     samples = space.to_values(xs)
     y, failed, msgs = evaluate(space.names, samples)
     _, bad, dropped, n_blocks = _drop_blocks(y, failed, space.dimension + 2)
-    rows = []
+    usable = {}  # output -> its outputs of the usable blocks, if enough and not constant
     for k, out in enumerate(outputs):
         keep = _usable_blocks(y[:, k], bad, space.dimension + 2)
         yk = y[keep, k]
-        usable = keep.sum() >= 2 * (space.dimension + 2) and np.var(yk) > 0
-        # a Generator: SALib falls back to the global RNG for the integer seed 0 ("if seed:"),
-        # which made the bootstrap intervals of --seed 0 irreproducible; same stream otherwise
-        with warnings.catch_warnings():  # SALib's note on constant bootstrap resamples: not one per output
-            warnings.filterwarnings("ignore", message="Constant values encountered")
-            res = sobol_indices(problem, yk, resamples, conf_level, np.random.default_rng(seed)) if usable else None
-        rows += _index_rows(out, space, res, ("S1", "S1_conf", "ST", "ST_conf"))
+        if keep.sum() >= 2 * (space.dimension + 2) and np.var(yk) > 0:
+            usable[out] = yk
+    # the outputs' indices are independent: on the evaluation's engine (its workers, which have
+    # SALib from this process), in order; each the same numbers wherever it runs
+    engine = getattr(evaluate, "engine", None) or SerialEngine()
+    tasks = [(problem, yk, resamples, conf_level, seed) for yk in usable.values()]
+    found = dict(zip(usable, engine.map(_sobol_indices_task, tasks)))
+    rows = []
+    for out in outputs:
+        rows += _index_rows(out, space, found.get(out), ("S1", "S1_conf", "ST", "ST_conf"))
     settings = {"bootstrap_resamples": resamples, "confidence_level": conf_level, "second_order": False}
     messages = [m for m in msgs if m]
     found = (rows, samples, y, failed, dropped, n_blocks, messages)
     return Analysis("sobol", space, tuple(outputs), *found, settings=settings)
+
+
+def _sobol_indices_task(task: tuple) -> dict[str, np.ndarray]:
+    """Top-level (picklable) task: :func:`sobol_indices` of one output."""
+    problem, y, resamples, conf_level, seed = task
+    # a Generator: SALib falls back to the global RNG for the integer seed 0 ("if seed:"),
+    # which made the bootstrap intervals of --seed 0 irreproducible; same stream otherwise
+    with warnings.catch_warnings():  # SALib's note on constant bootstrap resamples: not one per output
+        warnings.filterwarnings("ignore", message="Constant values encountered")
+        return sobol_indices(problem, y, resamples, conf_level, np.random.default_rng(seed))
 
 
 #: elements of one block of bootstrap resamples (rows x resamples) in :func:`sobol_indices`
