@@ -300,25 +300,35 @@ class Model:
                         s.description,
                         b.module,
                         scale=s.scale,
-                        initial=_expr.rename(_expr.parse(s.initial), q),
+                        initial=_expr.rename(_expr.parse(s.initial), q, fresh=True),
                     )
                 )
             for d in b.derived:
                 claim(q(d.name), "derived")
                 self.derived.append(
                     SymbolInfo(
-                        q(d.name), "derived", d.unit, d.description, b.module, expr=_expr.rename(_expr.parse(d.expr), q)
+                        q(d.name),
+                        "derived",
+                        d.unit,
+                        d.description,
+                        b.module,
+                        expr=_expr.rename(_expr.parse(d.expr), q, fresh=True),
                     )
                 )
             for r in b.rules:
                 claim(q(r.name), "rule")
                 self.rules.append(
                     SymbolInfo(
-                        q(r.name), "rule", r.unit, r.description, b.module, expr=_expr.rename(_expr.parse(r.expr), q)
+                        q(r.name),
+                        "rule",
+                        r.unit,
+                        r.description,
+                        b.module,
+                        expr=_expr.rename(_expr.parse(r.expr), q, fresh=True),
                     )
                 )
             for rate in b.rates:
-                pending_rates.append((q(rate.state), _expr.rename(_expr.parse(rate.expr), q), b.module))
+                pending_rates.append((q(rate.state), _expr.rename(_expr.parse(rate.expr), q, fresh=True), b.module))
         state_names = {s.name for s in self.states}
         for target, tree, module in pending_rates:
             if target not in state_names:

@@ -110,16 +110,20 @@ def value(node: ast.expr, known: Mapping[str, float], positive: Collection[str] 
     if isinstance(node, ast.BinOp):
         return _binop(node, value(node.left, known, positive), value(node.right, known, positive), positive)
     if isinstance(node, ast.Call):
-        args = [value(a, known, positive) for a in node.args]
-        name = node.func.id
-        if name == "exp":
-            return 1.0 if args[0] == 0.0 else None
-        if name == "log":
-            return 0.0 if args[0] == 1.0 else None
-        if name in ("sqrt", "pos"):
-            return args[0]
-        if name == "hill":  # x^n / (K^n + x^n) of max(x, 0)
-            return 0.0 if args[0] == 0.0 and _positive(node.args[2], positive) else None
+        return _call(node, [value(a, known, positive) for a in node.args], positive)
+    return None
+
+
+def _call(node: ast.Call, args: list[float | None], positive: Collection[str]) -> float | None:
+    name = node.func.id
+    if name == "exp":
+        return 1.0 if args[0] == 0.0 else None
+    if name == "log":
+        return 0.0 if args[0] == 1.0 else None
+    if name in ("sqrt", "pos"):
+        return args[0]
+    if name == "hill":  # x^n / (K^n + x^n) of max(x, 0)
+        return 0.0 if args[0] == 0.0 and _positive(node.args[2], positive) else None
     return None
 
 
@@ -147,11 +151,17 @@ def dependencies(
 ) -> set[str]:
     """The symbols the value of an expression depends on: none when its value is known, else those
     of its operands whose values are not (the terms that are provably constant drop out)."""
-    names: list[str] = []
-    _collect(node, known, positive, names)
     out = set() if out is None else out
-    out.update(names)
+    _depend(node, known, positive, out)
     return out
+
+
+def _depend(node: ast.expr, known: Mapping[str, float], positive: Collection[str], out: set[str]) -> float | None:
+    """:func:`value` of ``node``, the symbols it depends on added to ``out`` (one walk for both)."""
+    names: list[str] = []
+    v = _collect(node, known, positive, names)
+    out.update(names)
+    return v
 
 
 def _collect(node: ast.expr, known: Mapping[str, float], positive: Collection[str], names: list[str]) -> float | None:
@@ -169,9 +179,7 @@ def _collect(node: ast.expr, known: Mapping[str, float], positive: Collection[st
         a = _collect(node.left, known, positive, names)
         v = _binop(node, a, _collect(node.right, known, positive, names), positive)
     elif isinstance(node, ast.Call):
-        for arg in node.args:
-            _collect(arg, known, positive, names)
-        v = value(node, known, positive)
+        v = _call(node, [_collect(arg, known, positive, names) for arg in node.args], positive)
     else:
         v = value(node, known, positive)
     if v is not None:
@@ -192,8 +200,7 @@ class _Walk:
 
     def assign(self, name: str, tree: ast.expr) -> float | None:
         """Record what ``tree`` depends on as a dependency of ``name``; its value (not stored)."""
-        dependencies(tree, self.known, self.positive, self.edges[name])
-        return value(tree, self.known, self.positive)
+        return _depend(tree, self.known, self.positive, self.edges[name])
 
     def set(self, name: str, v: float | None) -> None:
         if v is None:

@@ -106,8 +106,9 @@ def names(tree: ast.expr) -> set[str]:
     return set(found)
 
 
-def rename(tree: ast.expr, mapping: Callable[[str], str]) -> ast.expr:
-    """A copy of ``tree`` with every variable name passed through ``mapping``."""
+def rename(tree: ast.expr, mapping: Callable[[str], str], *, fresh: bool = False) -> ast.expr:
+    """A copy of ``tree`` with every variable name passed through ``mapping`` (``fresh``: a tree
+    no one else holds, just parsed, is renamed in place instead of copied first)."""
 
     class _Renamer(ast.NodeTransformer):
         def visit_Call(self, node: ast.Call) -> ast.Call:
@@ -119,7 +120,7 @@ def rename(tree: ast.expr, mapping: Callable[[str], str]) -> ast.expr:
 
     import copy
 
-    return _Renamer().visit(copy.deepcopy(tree))
+    return _Renamer().visit(tree if fresh else copy.deepcopy(tree))
 
 
 def _render(
