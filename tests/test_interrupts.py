@@ -351,3 +351,22 @@ def test_a_signal_inside_compiled_code_ends_the_command_with_its_code(
     assert capsys.readouterr().err.strip() == f"exosim: {line}"
     assert not out.exists() or not [p for p in out.iterdir() if p.name != LOCK_NAME]
     assert not atomic.pending_signal()
+
+
+@pytest.mark.parametrize("sig,code,line", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_signal_after_the_command_has_ended_is_one_line_and_its_code(tmp_path, sig, code, line):
+    """The ``exosim`` command (``cli.entry``): a signal while the interpreter shuts down, after the
+    outputs are complete, ends the process with one line and the signal's code (it had died
+    silently, or with a traceback from an exit hook).  An exit hook sends the signal, so it lands
+    after the command, deterministically."""
+    out = tmp_path / "out"
+    code_text = (
+        "import atexit, os, signal, sys, time;"
+        f"atexit.register(lambda: (os.kill(os.getpid(), {int(sig)}), time.sleep(5)));"
+        f"sys.argv = ['exosim', 'run', {FAST!r}, '-o', {str(out)!r}, '--no-figure', '--no-timecourses'];"
+        "from exosim import cli; cli.entry()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code_text], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr == f"exosim: {line} (after the command had ended: its outputs are complete)\n"
+    assert "wrote" in proc.stdout and (out / "survival.csv").is_file() and not staging(out)

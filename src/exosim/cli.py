@@ -1385,5 +1385,35 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGINT, signal.default_int_handler if previous_int is None else previous_int)
 
 
+def entry() -> None:
+    """The ``exosim`` command: :func:`main`, then exit with its code.
+
+    After the command has ended (its outputs complete) the interpreter still shuts down
+    (finalisers, worker pools' exit hooks: about 0.1 s), with :func:`main`'s signal handlers
+    gone; a signal then would end the process silently, or with a traceback from an exit hook.
+    It ends it with one line and the signal's code instead (130 SIGINT, 143 SIGTERM).
+    """
+    import os
+    import signal
+
+    def late(signum, frame):
+        interrupted = signum == signal.SIGINT
+        word = "interrupted" if interrupted else "terminated"
+        try:
+            sys.stdout.flush()
+            print(f"exosim: {word} (after the command had ended: its outputs are complete)", file=sys.stderr)
+            sys.stderr.flush()
+        finally:
+            os._exit(130 if interrupted else 143)
+
+    try:
+        code = main()
+        signal.signal(signal.SIGINT, late)
+        signal.signal(signal.SIGTERM, late)
+    except KeyboardInterrupt:  # between main's end and the handlers above
+        late(signal.SIGINT, None)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()
