@@ -233,3 +233,27 @@ def test_relative_survival_above_1_is_data_and_absolute_is_not(tmp_path, capsys)
     assert main(["fit", str(ICCM), str(data), *args, "--normalise", "none", "-o", str(tmp_path / "abs")]) == 2
     err = capsys.readouterr().err
     assert "survival 1.08 above 1 with --normalise none" in err and not (tmp_path / "abs").exists()
+
+
+def test_the_fit_figure_draws_survival_over_decades_on_a_log_axis_and_relative_survival_linear(iccm):
+    """Clonogenic survival over recipient doses spans decades: a log axis (it was linear, the low
+    doses' points crushed at the bottom); relative survival of medium transfer (0.6-1) stays linear."""
+    from types import SimpleNamespace
+
+    from matplotlib.figure import Figure
+
+    from exosim.io.figures import _dose_panel
+
+    hnscc = exosim.load_scenario(SCENARIOS / "hnscc_exosome_radioresistance.yaml")
+    doses = np.array([0.0, 2.0, 4.0, 8.0])
+    clonogenic = _fit.Observations("sf", "survival", ["no exosomes"] * 4, doses, np.ones(4), np.full(4, 0.05))
+    problem = _fit.FitProblem(hnscc, clonogenic, ["internalisation_rate"], normalise="none")
+    estimate = SimpleNamespace(estimate=np.array([0.5]))
+    clonogenic.y = problem.predict(estimate.estimate[None, :])[0]
+    assert clonogenic.y.max() / clonogenic.y.min() > 10  # the premise: decades of survival
+    relative, _ = synthetic(iccm, "survival", 0.25, np.random.default_rng(3))
+    relative.data.y = np.clip(relative.data.y, 0.5, 1.0)
+    for prob, scale in ((problem, "log"), (relative, "linear")):
+        ax = Figure().add_subplot()
+        _dose_panel(ax, prob, SimpleNamespace(estimate=np.array([0.5 if prob is problem else 0.25])), prob.datasets[0])
+        assert ax.get_yscale() == scale

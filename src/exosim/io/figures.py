@@ -442,6 +442,11 @@ def plot_analysis(analysis: Analysis, path, title: str | None = None) -> None:
     _save(fig, path, 130)
 
 
+#: a fit's survival panel has a log axis when the data and model span more than this factor
+#: (clonogenic survival over doses); relative survival near 1 (medium transfer) stays linear
+SURVIVAL_LOG_SPAN = 10.0
+
+
 def _dose_panel(ax, problem: FitProblem, result: FitResult, ds: Observations) -> None:
     from exosim.analysis.fit import FitProblem, Observations
 
@@ -491,6 +496,11 @@ def _dose_panel(ax, problem: FitProblem, result: FitResult, ds: Observations) ->
         ax.plot(dense / scale, model, "-", color=line[0].get_color(), label=f"{a} (model)")
     ax.set_xlabel(f"{problem.scenario.dose_grid.label or 'dose'} ({unit})")
     ax.set_ylabel(ylabel)
+    shown = np.concatenate([np.ravel(obs), np.ravel(curve)])
+    shown = shown[np.isfinite(shown) & (shown > 0)]
+    if shown.size and shown.max() > SURVIVAL_LOG_SPAN * shown.min():  # survival over decades: a log axis
+        ax.set_yscale("log", nonpositive="clip")
+        _plain_log_ticks(ax.yaxis)
     if logscale:
         ax.set_xscale("symlog", linthresh=max(positive.min() / scale, 1e-6))
         _grid_ticks(ax, np.unique(ds.dose) / scale)
