@@ -182,3 +182,75 @@ def test_the_kernels_clock_is_read_natively_and_agrees_with_pythons():
 
     before = clock.now()
     assert before <= read() <= clock.now() < before + 5.0
+
+
+def test_the_kernel_cache_is_pruned_least_recently_used_first(tmp_path):
+    """A new kernel prunes the cache to its bound: the kernels used longest ago go first (source
+    and numba's files together, also numba's files whose source is gone), and none used within
+    the last hour (another process may be loading it)."""
+    import os
+    import time
+
+    from exosim.simulate.dopri5_numba import prune_cache
+
+    cache = tmp_path / "kernels"
+    (cache / "__pycache__").mkdir(parents=True)
+    now = time.time()
+    ages = {"old": 30 * 86400, "mid": 3 * 86400, "recent": 600, "orphan": 10 * 86400}
+    for name, age in ages.items():
+        files = [cache / "__pycache__" / f"exosim_kernel_{name}.integrate-1.py311.nbi"]
+        files.append(cache / "__pycache__" / f"exosim_kernel_{name}.integrate-1.py311.1.nbc")
+        if name != "orphan":
+            files.append(cache / f"exosim_kernel_{name}.py")
+        for f in files:
+            f.write_bytes(b"x" * 1000)
+            os.utime(f, (now - age, now - age))
+    (cache / "unrelated.txt").write_text("kept")
+    total = 11 * 1000
+    assert prune_cache(cache, limit=total) == []  # within the bound: nothing goes
+    assert prune_cache(cache, limit=total - 1) == ["old"]  # the least recently used first
+    assert not list(cache.rglob("exosim_kernel_old*"))
+    assert prune_cache(cache, limit=3000) == ["orphan", "mid"]  # numba's files alone: dated by them
+    assert prune_cache(cache, limit=0) == []  # used ten minutes ago: kept although over the bound
+    assert sorted(f.name for f in cache.rglob("*") if f.is_file()) == sorted(
+        ["exosim_kernel_recent.py", "exosim_kernel_recent.integrate-1.py311.nbi"]
+        + ["exosim_kernel_recent.integrate-1.py311.1.nbc", "unrelated.txt"]
+    )
+
+
+def test_loading_a_kernel_marks_it_used_and_a_new_one_prunes_the_cache(tmp_path, monkeypatch):
+    """The kernel's source file is touched at each load in a new process (its last use), and
+    writing a new kernel prunes the cache to ``EXOSIM_CACHE_MAX_MB``."""
+    import os
+
+    from exosim.simulate import dopri5_numba as dn
+
+    monkeypatch.setenv("EXOSIM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("EXOSIM_CACHE_MAX_MB", "0")
+    stale = tmp_path / "kernels" / "exosim_kernel_stale.py"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("# an old kernel")
+    os.utime(stale, (1e9, 1e9))
+    model = exosim.compile_scenario(exosim.load_scenario(SCENARIOS / "iccm_bystander_medium_transfer.yaml")).model
+    source = dn.module_source(model)
+    monkeypatch.setattr(dn, "_loaded", {})  # as in a new process
+    monkeypatch.setattr(dn, "_by_model", {})
+    monkeypatch.setattr(dn, "module_source", lambda m, method="dopri5", frozen=(): source)
+    monkeypatch.setattr(dn.importlib.util, "spec_from_file_location", _no_import)
+    with pytest.raises(_Imported) as first:
+        dn._module_for(model)
+    assert not stale.exists()  # the new kernel pruned the cache (bound 0: every kernel not in use)
+    path = first.value.path
+    os.utime(path, (1e9, 1e9))
+    with pytest.raises(_Imported):
+        dn._module_for(model)
+    assert path.stat().st_mtime > 1e9 + 86400  # loaded again: touched
+
+
+class _Imported(Exception):
+    def __init__(self, path):
+        self.path = path
+
+
+def _no_import(name, path):
+    raise _Imported(path)  # stop before numba compiles: the file handling is what is tested

@@ -31,6 +31,8 @@ structure to a cache directory (``EXOSIM_CACHE_DIR``, default
 ``~/.cache/exosim``) and compiled with ``cache=True``, so later processes, and
 worker processes of an analysis, load the machine code instead of compiling
 again (about 10 s the first time); a process generates the source once per model object.
+The cache is pruned to ``EXOSIM_CACHE_MAX_MB`` (:data:`CACHE_MAX_MB`), least recently used
+kernels first, whenever a new kernel is written (:func:`prune_cache`).
 
 Each member has its own step budget (``max_steps``, also judged by pace:
 :data:`~exosim.simulate.solver.PACE_WINDOWS`), as in the numpy solver.  The wall-clock limit
@@ -59,6 +61,7 @@ import importlib.util
 import os
 import sys
 import tempfile
+import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -527,6 +530,64 @@ _loaded: dict[str, object] = {}
 _by_model: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+#: the kernel cache is pruned to this size (``EXOSIM_CACHE_MAX_MB``, MiB), least recently used
+#: kernels first, whenever a new kernel is written: every model structure (a hypothesis, a
+#: catalogue change, an analysis's last segment) adds about 1.5 MB of machine code
+CACHE_MAX_MB = 1000.0
+#: kernels used within this many seconds are never pruned (another process may be loading them)
+CACHE_KEEP_SECONDS = 3600.0
+_PREFIX = "exosim_kernel_"
+
+
+def cache_limit_bytes() -> float:
+    """The kernel cache's size bound in bytes (``EXOSIM_CACHE_MAX_MB``; a bad value: the default)."""
+    try:
+        mb = float(os.environ.get("EXOSIM_CACHE_MAX_MB", CACHE_MAX_MB))
+    except ValueError:
+        mb = CACHE_MAX_MB
+    return (mb if mb >= 0 else CACHE_MAX_MB) * 2**20
+
+
+def prune_cache(directory: Path, limit: float, keep_seconds: float = CACHE_KEEP_SECONDS) -> list[str]:
+    """Delete the least recently used kernels of ``directory`` (their source and numba's files)
+    until the cache holds at most ``limit`` bytes; kernels used in the last ``keep_seconds`` stay.
+    A kernel's last use is its source file's time (touched at every load).  Returns the digests
+    deleted.  Files that vanish meanwhile (another process pruning) are skipped."""
+    kernels: dict[str, dict] = {}  # digest -> its source's time, its newest file's, bytes, files
+    for folder in (directory, directory / "__pycache__"):
+        try:
+            entries = [e for e in os.scandir(folder) if e.name.startswith(_PREFIX) and e.is_file()]
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            k = kernels.setdefault(entry.name[len(_PREFIX) :].split(".", 1)[0], {"bytes": 0, "files": []})
+            if entry.name.endswith(".py") and folder == directory:
+                k["source"] = st.st_mtime
+            k["newest"] = max(k.get("newest", 0.0), st.st_mtime)
+            k["bytes"] += st.st_size
+            k["files"].append(entry.path)
+    for k in kernels.values():  # numba's files without their source: last used when last written
+        k["last"] = k.get("source", k["newest"])
+    total = sum(k["bytes"] for k in kernels.values())
+    now = time.time()
+    deleted = []
+    for digest, k in sorted(kernels.items(), key=lambda kv: kv[1]["last"]):
+        if total <= limit or now - k["last"] < keep_seconds:
+            break
+        for f in k["files"]:
+            try:
+                os.remove(f)
+            except OSError:
+                pass
+        total -= k["bytes"]
+        deleted.append(digest)
+    return deleted
+
+
 def _cache_dir() -> Path:
     base = os.environ.get("EXOSIM_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "exosim"
@@ -708,9 +769,15 @@ def _module_for(model, method: str = "dopri5", frozen: tuple[int, ...] = ()):
         if not numba_available():
             raise RuntimeError('the numba backend needs numba: pip install "exosim[fast]"')
         directory = _cache_dir()
-        path = directory / f"exosim_kernel_{digest}.py"
+        path = directory / f"{_PREFIX}{digest}.py"
         if not path.exists() or path.read_text() != source:
             atomic_write(path, source)  # concurrent worker processes never import a half-written file
+            prune_cache(directory, cache_limit_bytes())  # a new kernel: the least used ones make room
+        else:
+            try:
+                os.utime(path)  # its last use, for pruning
+            except OSError:
+                pass
         name = f"exosim_kernel_{digest}"
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
