@@ -608,12 +608,21 @@ class Model:
         hoisted: list[tuple[str, ast.expr]] = []
         seen: dict[str, str] = {}
 
+        known: dict[int, bool] = {}  # id of a node (the trees live through the call) -> constant
+
         def is_constant(node: ast.expr) -> bool:
-            return all(
-                isinstance(n, ast.Constant) or n.id in constant
-                for n in ast.walk(node)
-                if isinstance(n, (ast.Name, ast.Constant))
-            )
+            # every name in it (a call's function included) a parameter or static constant
+            key = id(node)
+            if key not in known:
+                if isinstance(node, ast.Constant):
+                    known[key] = True
+                elif isinstance(node, ast.Name):
+                    known[key] = node.id in constant
+                elif isinstance(node, ast.Call):
+                    known[key] = is_constant(node.func) and all(is_constant(a) for a in node.args)
+                else:
+                    known[key] = all(is_constant(c) for c in ast.iter_child_nodes(node) if isinstance(c, ast.expr))
+            return known[key]
 
         def hoist(node: ast.expr) -> ast.expr:
             if isinstance(node, (ast.Name, ast.Constant)):
