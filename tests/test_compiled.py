@@ -254,3 +254,49 @@ class _Imported(Exception):
 
 def _no_import(name, path):
     raise _Imported(path)  # stop before numba compiles: the file handling is what is tested
+
+
+def test_damaged_cache_files_are_removed_and_the_kernel_compiled_again(tmp_path, monkeypatch):
+    """numba raises when its cache files are damaged (a truncated pickle after a full disk): the
+    kernel's first call then removes them, warns in one line and loads the kernel again, instead
+    of a traceback.  Other errors pass through.  (The real case, a truncated ``.nbc``, was checked
+    from a shell: one warning, then the run; numba's recompile is too slow for the suite.)"""
+    import pickle
+    import types
+
+    from exosim.simulate import dopri5_numba as dn
+
+    numba_file = tmp_path / "numba" / "core" / "caching.py"  # where numba's cache loader raises
+    numba_file.parent.mkdir(parents=True)
+    numba_file.write_text("import pickle\ndef load():\n    return pickle.loads(b'\\x80\\x04\\x95')\n")
+    raising = {}
+    exec(compile(numba_file.read_text(), str(numba_file), "exec"), raising)
+    (tmp_path / "__pycache__").mkdir()
+    damaged = tmp_path / "__pycache__" / "exosim_kernel_abc.integrate-1.py311.nbi"
+    damaged.write_bytes(b"junk")
+
+    def kernel_module(fn):
+        module = types.ModuleType("exosim_kernel_abc")
+        module.__file__ = str(tmp_path / "exosim_kernel_abc.py")
+        fn.py_func = types.SimpleNamespace(__module__=module.__name__)
+        module.integrate = fn
+        return module
+
+    bad = kernel_module(lambda *args: raising["load"]())
+    good = kernel_module(lambda *args: ("integrated", args))
+    modules = [bad, good]
+    monkeypatch.setattr(dn, "_module_for", lambda model, method="dopri5", frozen=(): modules[0])
+    monkeypatch.setitem(dn.sys.modules, "exosim_kernel_abc", bad)
+
+    def forget(module):
+        modules.pop(0)
+        real_forget(module)
+
+    real_forget = dn._forget
+    monkeypatch.setattr(dn, "_forget", forget)
+    kernel = dn.kernel_for(object())
+    with pytest.warns(RuntimeWarning, match="cache files .* could not be read .*UnpicklingError.*compiled again"):
+        assert kernel(1, 2) == ("integrated", (1, 2))
+    assert not damaged.exists() and "exosim_kernel_abc" not in dn.sys.modules
+    with pytest.raises(pickle.UnpicklingError):  # an error that is not numba reading its cache: raised
+        dn._Guarded.__call__(types.SimpleNamespace(fn=lambda: pickle.loads(b"\x80\x04\x95")))

@@ -770,7 +770,7 @@ def _module_for(model, method: str = "dopri5", frozen: tuple[int, ...] = ()):
             raise RuntimeError('the numba backend needs numba: pip install "exosim[fast]"')
         directory = _cache_dir()
         path = directory / f"{_PREFIX}{digest}.py"
-        if not path.exists() or path.read_text() != source:
+        if not _holds(path, source):
             atomic_write(path, source)  # concurrent worker processes never import a half-written file
             prune_cache(directory, cache_limit_bytes())  # a new kernel: the least used ones make room
         else:
@@ -791,16 +791,81 @@ def _module_for(model, method: str = "dopri5", frozen: tuple[int, ...] = ()):
     return _loaded[digest]
 
 
+def _holds(path: Path, source: str) -> bool:
+    """The file at ``path`` holds ``source`` (not a missing, damaged or other file)."""
+    try:
+        return path.read_bytes() == source.encode()
+    except OSError:
+        return False
+
+
+def _cache_failure(exc: BaseException) -> bool:
+    """An exception raised while numba read its disk cache (a damaged index or data file)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.replace("\\", "/").endswith("numba/core/caching.py"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _forget(module) -> None:
+    """Remove a loaded kernel module's cached machine code (numba's files) and its copies in
+    this process, so that the next use compiles it again."""
+    name = module.__name__
+    _loaded.pop(name[len(_PREFIX) :], None)
+    sys.modules.pop(name, None)
+    for keys in list(_by_model.values()):
+        for key in [k for k, m in keys.items() if m is module]:
+            del keys[key]
+    folder = Path(module.__file__).parent / "__pycache__"
+    for f in folder.glob(f"{name}.*"):
+        try:
+            f.unlink()
+        except OSError:
+            pass
+
+
+class _Guarded:
+    """A compiled function of a kernel module whose first call may find numba's cache files
+    damaged (truncated by a full disk, overwritten): then they are removed, the kernel is
+    compiled again (a one-line warning says why it takes seconds) and the call is repeated."""
+
+    def __init__(self, model, method: str, frozen: tuple[int, ...], attr: str):
+        self.model, self.method, self.frozen, self.attr = model, method, frozen, attr
+        self.fn = getattr(_module_for(model, method, frozen), attr)
+
+    def __call__(self, *args):
+        try:
+            return self.fn(*args)
+        except Exception as exc:
+            if not _cache_failure(exc):
+                raise
+            import warnings
+
+            module = sys.modules.get(self.fn.py_func.__module__)
+            warnings.warn(
+                f"the compiled kernel's cache files in {_cache_dir()} could not be read "
+                f"({type(exc).__name__}: {exc}); removed and compiled again",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            if module is not None:
+                _forget(module)
+            self.fn = getattr(_module_for(self.model, self.method, self.frozen), self.attr)
+            return self.fn(*args)
+
+
 def kernel_for(model, method: str = "dopri5", frozen: tuple[int, ...] = ()):
     """The compiled ``integrate`` kernel of a model with the explicit pair ``method`` and the
-    ``frozen`` states (cached on disk and per process)."""
-    return _module_for(model, method, frozen).integrate
+    ``frozen`` states (cached on disk and per process; damaged cache files are compiled again)."""
+    return _Guarded(model, method, tuple(frozen), "integrate")
 
 
 def rhs_for(model, method: str = "dopri5"):
     """The compiled one-member right-hand side ``rhs1(y, p, dy)`` of a model (the kernel's; the
     same in the module of either pair: ``method`` only picks a module already loaded)."""
-    return _module_for(model, method).rhs1
+    return _Guarded(model, method, (), "rhs1")
 
 
 class NumbaDopri5:
