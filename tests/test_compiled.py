@@ -300,3 +300,32 @@ def test_damaged_cache_files_are_removed_and_the_kernel_compiled_again(tmp_path,
     assert not damaged.exists() and "exosim_kernel_abc" not in dn.sys.modules
     with pytest.raises(pickle.UnpicklingError):  # an error that is not numba reading its cache: raised
         dn._Guarded.__call__(types.SimpleNamespace(fn=lambda: pickle.loads(b"\x80\x04\x95")))
+
+
+def test_an_unwritable_kernel_cache_falls_back_to_a_private_folder(tmp_path, monkeypatch):
+    """EXOSIM_CACHE_DIR not writable (here: under a file): the kernels go to this user's folder in
+    the temporary folder, made private (0700); if that folder is someone else's or writable by
+    others (a planted cache would be unpickled), to a new private folder for this process; and if
+    nothing can be written, one message (OutputError: exit 2 in the CLI)."""
+    import os
+    import stat
+
+    from exosim.simulate import dopri5_numba as dn
+    from exosim.util.atomic import OutputError
+
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    monkeypatch.setenv("EXOSIM_CACHE_DIR", str(afile / "sub"))
+    monkeypatch.setattr(dn.tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(dn, "_SESSION_DIR", [])
+    (tmp_path / "tmp").mkdir()
+    user = tmp_path / "tmp" / f"exosim-kernels-{os.getuid()}"
+    assert dn._cache_dir() == user and stat.S_IMODE(user.stat().st_mode) == 0o700
+    user.chmod(0o777)  # writable by others: not used
+    session = dn._cache_dir()
+    assert session != user and session.parent == tmp_path / "tmp" and stat.S_IMODE(session.stat().st_mode) == 0o700
+    assert dn._cache_dir() == session  # one folder per process
+    monkeypatch.setattr(dn, "_SESSION_DIR", [])
+    monkeypatch.setattr(dn.tempfile, "tempdir", str(afile / "tmp"))  # no temporary folder either
+    with pytest.raises(OutputError, match="no folder to write compiled kernels in.*EXOSIM_CACHE_DIR"):
+        dn._cache_dir()

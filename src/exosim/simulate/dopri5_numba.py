@@ -588,19 +588,64 @@ def prune_cache(directory: Path, limit: float, keep_seconds: float = CACHE_KEEP_
     return deleted
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("EXOSIM_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "exosim"
-    )
-    path = Path(base) / "kernels"
+def _writable(path: Path) -> bool:
+    """``path`` is (or can be made) a folder this process can write files in."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=path, delete=True)
         probe.close()
+        return True
     except OSError:
-        path = Path(tempfile.gettempdir()) / "exosim-kernels"
-        path.mkdir(parents=True, exist_ok=True)
-    return path
+        return False
+
+
+def _private(path: Path) -> bool:
+    """``path`` is a folder of this user's that no one else can write (a cache in a shared folder
+    such as /tmp: another user's files there would be unpickled when a kernel loads)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.lstat()
+    except OSError:
+        return False
+    import stat
+
+    owner = st.st_uid == os.getuid() if hasattr(os, "getuid") else True
+    return stat.S_ISDIR(st.st_mode) and owner and not st.st_mode & 0o022
+
+
+_SESSION_DIR: list[Path] = []  # the folder of last resort, made once per process
+
+
+def _cache_dir() -> Path:
+    """The kernel cache: ``EXOSIM_CACHE_DIR`` (or ``~/.cache/exosim``) ``/kernels``; if it cannot be
+    written, a folder of this user's in the temporary folder (``exosim-kernels-<uid>``, private),
+    else a new private folder for this process (kernels compiled again in each process)."""
+    base = os.environ.get("EXOSIM_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "exosim"
+    )
+    path = Path(base) / "kernels"
+    if _writable(path):
+        return path
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    shared = Path(tempfile.gettempdir()) / f"exosim-kernels-{user}"
+    if _private(shared) and _writable(shared):
+        return shared
+    if not _SESSION_DIR:
+        try:
+            _SESSION_DIR.append(Path(tempfile.mkdtemp(prefix="exosim-kernels-")))
+            import atexit
+            import shutil
+
+            atexit.register(shutil.rmtree, _SESSION_DIR[0], True)  # compiled for this process only
+        except OSError as exc:
+            from exosim.util.atomic import OutputError
+
+            raise OutputError(
+                f"no folder to write compiled kernels in: {path} and the temporary folder "
+                f"{tempfile.gettempdir()} are not writable ({exc.strerror}); set EXOSIM_CACHE_DIR to a "
+                "writable folder, or use --backend numpy"
+            ) from None
+    return _SESSION_DIR[0]
 
 
 def _stage_source(rk: _solver.Method, indent: str = " " * 8, loop: str = "for i in range(n):") -> str:
