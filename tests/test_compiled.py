@@ -92,6 +92,20 @@ def test_missing_numba_gives_a_clear_message(monkeypatch):
         solver.get_solver("numba")
 
 
+def test_an_installed_numba_that_does_not_import_falls_back_with_a_warning(monkeypatch):
+    """numba installed but refusing to import (a numpy newer than it supports): ``auto`` uses numpy
+    with a one-line warning naming the error, ``numba`` is refused with it (it was a traceback)."""
+    from exosim.simulate import solver
+
+    monkeypatch.setattr(solver, "_NUMBA_PROBLEM", ["ImportError: Numba needs NumPy 2.3 or less"])
+    with pytest.warns(UserWarning, match="numba is installed but does not import .*NumPy 2.3.*numpy backend"):
+        assert solver.resolve_backend("auto") == "numpy"
+    with pytest.raises(ValueError, match=r"exosim\[fast\]\" \(it is installed but does not import: ImportError"):
+        solver.resolve_backend("numba")
+    monkeypatch.setattr(solver, "_NUMBA_PROBLEM", [])  # checked afresh: here numba imports
+    assert solver.numba_problem() is None and solver.resolve_backend("auto") == "numba"
+
+
 def test_scenario_file_selects_the_backend(tmp_path):
     import yaml
 

@@ -315,19 +315,53 @@ class Solver(Protocol):
 BACKENDS = ("numpy", "numba")
 
 
+#: why numba cannot be used: None (usable), "" (not installed) or the error importing it gave
+_NUMBA_PROBLEM: list[str | None] = []
+
+
+def numba_problem() -> str | None:
+    """None if numba imports; "" if it is not installed; else the error importing it raised (an
+    installed numba that refuses this numpy, a broken installation).  Checked once per process."""
+    if not _NUMBA_PROBLEM:
+        if importlib.util.find_spec("numba") is None:
+            _NUMBA_PROBLEM.append("")
+        else:
+            try:
+                import numba  # noqa: F401
+            except Exception as exc:  # noqa: BLE001 - any import failure makes the backend unusable
+                _NUMBA_PROBLEM.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
+            else:
+                _NUMBA_PROBLEM.append(None)
+    return _NUMBA_PROBLEM[0]
+
+
 def numba_available() -> bool:
     """True if numba can be imported (``pip install "exosim[fast]"``)."""
-    return importlib.util.find_spec("numba") is not None
+    return numba_problem() is None
 
 
 def resolve_backend(name: str) -> str:
-    """``auto`` -> ``numba`` when installed, else ``numpy``; check explicit names."""
+    """``auto`` -> ``numba`` when it imports, else ``numpy`` (with a warning if numba is installed
+    but does not import); check explicit names."""
     if name == "auto":
-        return "numba" if numba_available() else "numpy"
+        if numba_available():
+            return "numba"
+        problem = numba_problem()
+        if problem:
+            import warnings
+
+            warnings.warn(
+                f"numba is installed but does not import ({problem}): the numpy backend is used", stacklevel=2
+            )
+        return "numpy"
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; expected one of {('auto',) + BACKENDS}")
     if name == "numba" and not numba_available():
-        raise ValueError('backend "numba" needs numba: pip install "exosim[fast]"')
+        problem = numba_problem()
+        raise ValueError(
+            'backend "numba" needs numba: pip install "exosim[fast]"'
+            + (f" (it is installed but does not import: {problem})" if problem else "")
+        )
     return name
 
 
