@@ -382,3 +382,25 @@ def test_a_role_or_entry_selection_that_keeps_nothing_is_an_error(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err == "exosim: error: evidence: no entry with role validation (of 3 entries)", err
     assert not out.exists()
+
+
+def test_a_left_out_hypothesis_is_still_checked_for_errors_but_its_ranges_are_not(tmp_path, capsys):
+    """--no-hypotheses: the hypothesis' value outside its documented range (survivin at 10
+    copies per vesicle) is neither a warning nor, with --strict, a refusal (it is not used); with
+    the hypothesis it is both.  A malformed hypothesis is still an error."""
+    import yaml
+
+    from exosim.scenario.schema import ScenarioError
+
+    path = SCENARIOS / "survivin_proton_donor_radioresistance.yaml"
+    argv = ["run", str(path), "--no-timecourses", "--no-figure", "--strict"]
+    assert main([*argv, "-o", str(tmp_path / "c"), "--no-hypotheses"]) == 0
+    assert "documented range" not in capsys.readouterr().err
+    assert main([*argv, "-o", str(tmp_path / "h")]) == 2
+    assert "hypothesis.cargo.survivin.copies_per_particle" in capsys.readouterr().err
+    data = yaml.safe_load(path.read_text())
+    data["hypothesis"]["cargo"]["survivin"]["copies_per_partcle"] = "1 copies/particle"  # a typo
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ScenarioError, match="copies_per_partcle"):
+        exosim.load_scenario(bad, hypotheses=False)
