@@ -447,6 +447,8 @@ def test_outputs_read_at_0_gy_are_empty_without_a_0_gy_dose(tmp_path, capsys):
     path = str(SCENARIOS / "hnscc_exosome_radioresistance.yaml")
     argv = ["sensitivity", path, "--params", "binding_sites", "--method", "local", "--doses", "1,2,3"]
     assert main([*argv, "--workers", "1", "-o", str(out)]) == 0
+    err = capsys.readouterr().err  # said, not left to be found in the table
+    assert "exosim: warning:" in err and "has no 0 dose: sf2, dmf_at_sf0.1 and bystander_survival" in err
     import csv
 
     rows = {r["output"]: r for r in csv.DictReader((out / "indices.csv").open())}

@@ -107,6 +107,10 @@ class SensitivityError(ValueError):
     """Invalid sensitivity request (unknown parameter, bad range, N not a power of two, ...)."""
 
 
+class SensitivityWarning(UserWarning):
+    """A request that runs but leaves outputs empty (a dose grid without 0)."""
+
+
 @dataclass(frozen=True)
 class ParameterSpace:
     """Factors of an analysis: names, bounds and scale.
@@ -273,7 +277,17 @@ class ScenarioEvaluator:
         self.members_per_sample = len(kept) * n_grid
         if self.chunk_members < 1:
             raise SensitivityError("--chunk-members must be positive")
-        model = BatchModel(self.scenario, ()).template.model
+        template = BatchModel(self.scenario, ()).template
+        model = template.model
+        grid = sc.dose_grid
+        if template.grid_event.get("scored") and grid is not None and 0 not in grid.values:
+            warnings.warn(
+                f"{sc.source}: the dose grid ({', '.join(f'{d:g}' for d in grid.values)} {grid.unit}) has no "
+                "0 dose: sf2, dmf_at_sf0.1 and bystander_survival, read against the recipients' 0 dose, are "
+                "empty (add 0 to the grid, e.g. --doses 0,...)",
+                SensitivityWarning,
+                stacklevel=2,
+            )
         need = memory_estimate(self.chunk_members, model.n_states, model.n_parameters)
         if need > MEMORY_BOUND:
             raise SensitivityError(

@@ -395,7 +395,7 @@ def plot_analysis(analysis: Analysis, path, title: str | None = None) -> None:
         values = np.array([float(r[key]) for r in rows for key in keys])
         empty = None
         if not np.isfinite(values).any():
-            empty = "not defined for this scenario"
+            empty = "not defined for this scenario\nand dose grid"
         elif np.all(values[np.isfinite(values)] == 0):
             empty = "no parameter moves this output\n(every index is 0)"
         if empty:
