@@ -4,6 +4,7 @@ inert parameters, seeds, engines (processes, Dask on loopback), failures, bad in
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -508,3 +509,22 @@ def _ended(pid: int) -> bool:
         return True
     stat = Path(f"/proc/{pid}/stat")
     return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_failure_messages_name_the_sample_whatever_the_chunks(mir22):
+    """A failed sample's message starts with its row of the samples and names the member within
+    the sample, so it is the same text however the job is cut into chunks (serial, workers): the
+    run's own set numbers count within a chunk."""
+    pytest.importorskip("numba")
+    failing = mir22.model_copy(update={"solver": mir22.solver.model_copy(update={"max_steps": 20})})
+    space = sa.ParameterSpace.from_table(names=["binding_rate_constant", "endosomal_escape_rate"])
+    values = space.to_values(np.random.default_rng(1).uniform(size=(6, 2)))
+    runs = [
+        sa.ScenarioEvaluator(failing, backend="numba", chunk_members=size)(space.names, values) for size in (8, 10**5)
+    ]
+    (_, failed_small, small), (_, failed_whole, whole) = runs
+    assert failed_small.all() and failed_whole.all() and small == whole
+    assert [m.split(":")[0] for m in small] == [f"sample {s}" for s in range(6)]
+    assert (
+        not re.search(r"\bset \d+, member", " ".join(small)) and "member 4, grid dose 0 Gy: solver failed" in small[5]
+    )

@@ -53,6 +53,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import math
+import re
 import sys
 import uuid
 import warnings
@@ -345,7 +346,11 @@ class ScenarioEvaluator:
             for out, fl, msg in self.engine.map(_evaluate_chunk, tasks):
                 outs[done : done + out.shape[0]] = out
                 failed[done : done + out.shape[0]] = fl
-                messages += msg
+                # each sample's failures named by its row of the samples (the run's set numbers
+                # count within a chunk, which depends on the engine)
+                messages += [
+                    f"sample {done + s}: " + re.sub(r"\bset \d+, ", "", m) if m else m for s, m in enumerate(msg)
+                ]
                 done += out.shape[0]
                 if bar is not None:
                     bar.update(out.shape[0])

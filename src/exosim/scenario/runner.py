@@ -588,9 +588,12 @@ class CompiledScenario:
                 for i in np.flatnonzero((sol.status == FAILED) & (status != FAILED)):
                     status[i] = FAILED
                     grid = "" if np.isnan(self.grid[i]) else f", grid dose {self.grid[i]:g} Gy"
+                    # a replicated run (parameter sets): the set, and the member within it
+                    per_set = self.n_members // self.replicates
+                    member = f"member {i}" if self.replicates == 1 else f"set {i // per_set}, member {i % per_set}"
                     messages[i] = (
                         f"scenario {sc.name!r}, arm {self.arms[self.arm_index[i]].name!r}, "
-                        f"member {i}{grid}: solver failed at t = {sol.t_failed[i]:.6g} h: "
+                        f"{member}{grid}: solver failed at t = {sol.t_failed[i]:.6g} h: "
                         f"{sol.message[i]}{_cause(m, p_start[i], sol.message[i])}"
                     )
                 y = sol.y
