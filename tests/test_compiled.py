@@ -343,3 +343,14 @@ def test_an_unwritable_kernel_cache_falls_back_to_a_private_folder(tmp_path, mon
     monkeypatch.setattr(dn.tempfile, "tempdir", str(afile / "tmp"))  # no temporary folder either
     with pytest.raises(OutputError, match="no folder to write compiled kernels in.*EXOSIM_CACHE_DIR"):
         dn._cache_dir()
+
+
+@pytest.mark.parametrize("text", ["abc", "-1", "nan", "inf"])
+def test_a_bad_cache_bound_is_noted_and_the_default_kept(monkeypatch, text):
+    from exosim.simulate import dopri5_numba as dn
+
+    monkeypatch.setenv("EXOSIM_CACHE_MAX_MB", text)
+    with pytest.warns(UserWarning, match=f"EXOSIM_CACHE_MAX_MB: expected a size in MB .*got '{text}'"):
+        assert dn.cache_limit_bytes() == dn.CACHE_MAX_MB * 2**20
+    monkeypatch.setenv("EXOSIM_CACHE_MAX_MB", "0.5")
+    assert dn.cache_limit_bytes() == 0.5 * 2**20

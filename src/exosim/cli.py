@@ -1097,6 +1097,8 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"exosim: error: EXOSIM_SENSITIVITY_MAX_N: expected a positive integer, got {cap!r}", file=sys.stderr)
             return 2
         if limit < n:
+            if args.method == "sobol" and limit >= 2:  # Sobol N stays a power of two: the one below
+                limit = 1 << (limit.bit_length() - 1)
             print(f"exosim: note: -N {n} capped at {limit} by EXOSIM_SENSITIVITY_MAX_N", file=sys.stderr)
             n = limit
     try:

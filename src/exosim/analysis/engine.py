@@ -132,7 +132,7 @@ class AutoEngine(Engine):
     def describe(self) -> str:
         """The engine chosen (or still to be chosen) and ``auto``."""
         inner = "undecided" if self._inner is None else self._inner.describe()
-        return f"{inner} (--workers auto, {self.cores} usable cores)"
+        return f"{inner} (--workers auto, {self.cores} usable core{'s' if self.cores != 1 else ''})"
 
 
 class DaskEngine(Engine):

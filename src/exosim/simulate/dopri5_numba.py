@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import os
 import sys
 import tempfile
@@ -540,12 +541,25 @@ _PREFIX = "exosim_kernel_"
 
 
 def cache_limit_bytes() -> float:
-    """The kernel cache's size bound in bytes (``EXOSIM_CACHE_MAX_MB``; a bad value: the default)."""
+    """The kernel cache's size bound in bytes (``EXOSIM_CACHE_MAX_MB``; a value that is not a
+    number of at least 0: the default, with a warning)."""
+    text = os.environ.get("EXOSIM_CACHE_MAX_MB", "").strip()
+    if not text:
+        return CACHE_MAX_MB * 2**20
     try:
-        mb = float(os.environ.get("EXOSIM_CACHE_MAX_MB", CACHE_MAX_MB))
+        mb = float(text)
     except ValueError:
+        mb = math.nan
+    if not mb >= 0 or math.isinf(mb):
+        import warnings
+
+        warnings.warn(
+            f"EXOSIM_CACHE_MAX_MB: expected a size in MB (0 or more), got {text!r}; the kernel cache is "
+            f"kept to {CACHE_MAX_MB:g} MB",
+            stacklevel=2,
+        )
         mb = CACHE_MAX_MB
-    return (mb if mb >= 0 else CACHE_MAX_MB) * 2**20
+    return mb * 2**20
 
 
 def prune_cache(directory: Path, limit: float, keep_seconds: float = CACHE_KEEP_SECONDS) -> list[str]:
