@@ -144,7 +144,7 @@ def test_sensitivity_panels_say_when_an_output_is_undefined_or_unmoved(tmp_path,
     texts = {ax.get_title(): [t.get_text() for t in ax.texts] for ax in captured["fig"].axes}
     assert texts["sf2"] == []
     assert "every index is 0" in texts["bystander_survival"][0]
-    assert texts["dmf_at_sf0.1"] == ["not defined for this scenario"]
+    assert texts["dmf_at_sf0.1"] == ["not defined for this scenario\nand dose grid"]
 
 
 def test_scorecard_counts_entries_drawn_at_one_point(tmp_path, monkeypatch):
