@@ -118,12 +118,19 @@ def test_scenario_file_selects_the_backend(tmp_path):
         exosim.load_scenario(bad)
 
 
-def test_generated_kernel_source_is_the_same_in_every_process():
-    """The numba disk cache is keyed by the kernel's source: it must not depend on the hash
-    seed of the process (set iteration), or every new process and Dask worker recompiles."""
+def _python(code: str, hash_seed: str) -> str:
+    """The standard output of ``code`` run by a new Python process with the hash seed ``hash_seed``."""
     import os
     import subprocess
     import sys
+
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def test_generated_kernel_source_is_the_same_in_every_process():
+    """The numba disk cache is keyed by the kernel's source: it must not depend on the hash
+    seed of the process (set iteration), or every new process and Dask worker recompiles."""
 
     code = (
         "import hashlib, exosim;"
@@ -131,16 +138,7 @@ def test_generated_kernel_source_is_the_same_in_every_process():
         f"c = exosim.compile_scenario(exosim.load_scenario(r'{SCENARIOS / 'iccm_bystander_medium_transfer.yaml'}'));"
         "print(hashlib.sha256(module_source(c.model).encode()).hexdigest())"
     )
-    digests = {
-        subprocess.run(
-            [sys.executable, "-c", code],
-            env={**os.environ, "PYTHONHASHSEED": seed},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        for seed in ("1", "2", "3")
-    }
+    digests = {_python(code, seed).strip() for seed in ("1", "2", "3")}
     assert len(digests) == 1 and len(digests.pop()) == 64
 
 
@@ -148,9 +146,6 @@ def test_a_fresh_process_compiles_nothing_when_the_kernel_is_cached():
     """With the kernel in the disk cache, a new process (another hash seed) loads it and compiles
     nothing at all: no cache miss, and no code lifted out of nopython mode (an ``objmode`` clock
     was compiled again, uncached, at every process's first call)."""
-    import os
-    import subprocess
-    import sys
 
     code = (
         "import exosim, numba.core.event as ev;"
@@ -161,16 +156,7 @@ def test_a_fresh_process_compiles_nothing_when_the_kernel_is_cached():
         "sol = integrate_compiled(c.model, 0.0, 1.0, c.model.initial_state(p), p);"
         "print(sum(1 for _, e in rec.buffer if e.is_start), int(sol.status[0]))"
     )
-    counts = [
-        subprocess.run(
-            [sys.executable, "-c", code],
-            env={**os.environ, "PYTHONHASHSEED": seed},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        for seed in ("4", "5")  # the first fills the cache if it is empty
-    ]
+    counts = [_python(code, seed).split() for seed in ("4", "5")]  # the first fills the cache if it is empty
     assert counts[1] == ["0", "0"], counts  # nothing compiled; the member integrated (status 0: ok)
 
 
