@@ -309,6 +309,44 @@ def test_workers_auto_runs_a_one_chunk_job_here_and_a_larger_job_on_one_process_
     lone.close()
 
 
+def _freeze_count(_task) -> int:
+    import gc
+
+    return gc.get_freeze_count()
+
+
+def test_a_batch_exempts_the_objects_alive_before_it_from_collection_and_only_while_it_runs():
+    """Full collections during a batch walk only what the batch made (engine.frozen_heap): the
+    objects alive before it are frozen in this process and in the workers, nested batches keep
+    them frozen, garbage made during the batch is still collected, and afterwards all is as before."""
+    import gc
+    import weakref
+
+    assert gc.get_freeze_count() == 0
+    serial = SerialEngine()
+
+    class Node:
+        pass
+
+    seen = []
+    for count in serial.map(_freeze_count, [0, 1]):
+        seen.append(count)
+        assert list(serial.map(_freeze_count, [0]))[0] > 0 and gc.get_freeze_count() > 0  # nested
+        cycle = Node()
+        cycle.itself = cycle
+        ref = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert ref() is None  # made during the batch: collected
+    assert min(seen) > 0 and gc.get_freeze_count() == 0
+    engine = ProcessEngine(2)
+    try:
+        counts = list(engine.map(_freeze_count, range(4)))
+    finally:
+        engine.close()
+    assert min(counts) > 0 and gc.get_freeze_count() == 0
+
+
 @pytest.mark.parametrize(
     "n,resamples,block", [(2, 3, 1), (16, 101, 40), (64, 1000, 2**19), (256, 3, 700), (512, 50, 4096)]
 )
