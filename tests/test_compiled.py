@@ -118,14 +118,17 @@ def test_scenario_file_selects_the_backend(tmp_path):
         exosim.load_scenario(bad)
 
 
-def _python(code: str, hash_seed: str) -> str:
-    """The standard output of ``code`` run by a new Python process with the hash seed ``hash_seed``."""
+def _python(code: str, hash_seed: str, *args: str) -> str:
+    """The standard output of ``code`` run by a new Python process with the hash seed ``hash_seed``
+    (and command-line arguments ``args``)."""
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=True
+    ).stdout
 
 
 def test_generated_kernel_source_is_the_same_in_every_process():
@@ -145,19 +148,25 @@ def test_generated_kernel_source_is_the_same_in_every_process():
 def test_a_fresh_process_compiles_nothing_when_the_kernel_is_cached():
     """With the kernel in the disk cache, a new process (another hash seed) loads it and compiles
     nothing at all: no cache miss, and no code lifted out of nopython mode (an ``objmode`` clock
-    was compiled again, uncached, at every process's first call)."""
+    was compiled again, uncached, at every process's first call).  It reads the cached code
+    without numba's compiler set-up (its registries, e.g. ``numba.np.arraymath``, never
+    imported), and integrates to the same numbers as a process that took numba's own way."""
 
     code = (
-        "import exosim, numba.core.event as ev;"
-        "from exosim.simulate.dopri5_numba import integrate_compiled;"
+        "import sys, exosim, numba.core.event as ev;"
+        "from exosim.simulate import dopri5_numba as dn;"
+        "sys.argv[1:] and setattr(dn, '_load_cached', lambda fn, args: False);"
         f"c = exosim.compile_scenario(exosim.load_scenario(r'{SCENARIOS / 'iccm_bystander_medium_transfer.yaml'}'));"
         "p = c.parameters[:1];"
         "rec = ev.RecordingListener(); ev.register('numba:compile', rec);"
-        "sol = integrate_compiled(c.model, 0.0, 1.0, c.model.initial_state(p), p);"
-        "print(sum(1 for _, e in rec.buffer if e.is_start), int(sol.status[0]))"
+        "sol = dn.integrate_compiled(c.model, 0.0, 1.0, c.model.initial_state(p), p);"
+        "print(sum(1 for _, e in rec.buffer if e.is_start), int(sol.status[0]),"
+        " 'numba.np.arraymath' in sys.modules, sol.y.tobytes().hex())"
     )
     counts = [_python(code, seed).split() for seed in ("4", "5")]  # the first fills the cache if it is empty
-    assert counts[1] == ["0", "0"], counts  # nothing compiled; the member integrated (status 0: ok)
+    assert counts[1][:3] == ["0", "0", "False"], counts  # nothing compiled; integrated (status 0: ok)
+    numbas_way = _python(code, "6", "numba").split()
+    assert numbas_way[:3] == ["0", "0", "True"] and numbas_way[3] == counts[1][3]
 
 
 def test_the_kernels_clock_is_read_natively_and_agrees_with_pythons():
@@ -299,7 +308,7 @@ def test_damaged_cache_files_are_removed_and_the_kernel_compiled_again(tmp_path,
         assert kernel(1, 2) == ("integrated", (1, 2))
     assert not damaged.exists() and "exosim_kernel_abc" not in dn.sys.modules
     with pytest.raises(pickle.UnpicklingError):  # an error that is not numba reading its cache: raised
-        dn._Guarded.__call__(types.SimpleNamespace(fn=lambda: pickle.loads(b"\x80\x04\x95")))
+        dn._Guarded.__call__(types.SimpleNamespace(fn=lambda: pickle.loads(b"\x80\x04\x95"), _tried=None))
 
 
 def test_an_unwritable_kernel_cache_falls_back_to_a_private_folder(tmp_path, monkeypatch):

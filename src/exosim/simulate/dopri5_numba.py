@@ -885,6 +885,35 @@ def _forget(module) -> None:
             pass
 
 
+def _load_cached(fn, args: tuple) -> bool:
+    """Give the dispatcher ``fn`` the machine code its disk cache holds for the types of ``args``,
+    without numba's first-call set-up; whether it did.
+
+    numba's own first call from a cache installs every typing and lowering registry before it
+    reads the cache (importing ``numba.np.arraymath``, ``numba.typed`` and a dozen more modules):
+    about 0.06 s in each process, needed only to compile.  Here the cached code is read as numba
+    reads it (``FunctionCache._load_overload``; the runtime initialised first, as numba does) and
+    added as the dispatcher's overload.  On anything unexpected (a cache miss, damaged files,
+    another numba's internals) nothing is added and the call goes numba's way.
+    """
+    try:
+        from numba.core.compiler_lock import global_compiler_lock
+        from numba.core.runtime import rtsys
+
+        with global_compiler_lock:
+            if fn.overloads:  # compiled or loaded already
+                return True
+            ctx = fn.targetctx
+            rtsys.initialize(ctx)
+            cres = fn._cache._load_overload(tuple(fn.typeof_pyval(a) for a in args), ctx)
+            if cres is None:
+                return False
+            fn.add_overload(cres)
+            return True
+    except Exception:  # noqa: BLE001 - numba's first call does the same work again, and reports
+        return False
+
+
 class _Guarded:
     """A compiled function of a kernel module whose first call may find numba's cache files
     damaged (truncated by a full disk, overwritten): then they are removed, the kernel is
@@ -893,8 +922,12 @@ class _Guarded:
     def __init__(self, model, method: str, frozen: tuple[int, ...], attr: str):
         self.model, self.method, self.frozen, self.attr = model, method, frozen, attr
         self.fn = getattr(_module_for(model, method, frozen), attr)
+        self._tried = None  # the function whose machine code was last looked up in the cache
 
     def __call__(self, *args):
+        if self._tried is not self.fn:
+            self._tried = self.fn
+            _load_cached(self.fn, args)
         try:
             return self.fn(*args)
         except Exception as exc:
