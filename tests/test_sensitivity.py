@@ -309,6 +309,32 @@ def test_workers_auto_runs_a_one_chunk_job_here_and_a_larger_job_on_one_process_
     lone.close()
 
 
+def _template_id(task) -> int:
+    token, scenario, keys = task
+    return id(sa._batch_model(token, scenario, keys).template)
+
+
+def test_batch_models_start_from_the_evaluators_compiled_scenario_here_and_in_forked_workers(mir22):
+    """The model is assembled once per evaluator: its batch models (in this process, and in
+    workers forked from it, where the object has the same address) reuse the compiled scenario
+    it built when it was made."""
+    import multiprocessing
+
+    ev = sa.ScenarioEvaluator(mir22, backend="numpy")
+    task = ((ev._token, ("binding_rate_constant",), False), ev.scenario, ("binding_rate_constant",))
+    assert _template_id(task) == id(ev._template)
+    sa._BATCHES.clear()
+    if multiprocessing.get_start_method() == "fork":
+        engine = ProcessEngine(2)
+        try:
+            assert set(engine.map(_template_id, [task] * 4)) == {id(ev._template)}
+        finally:
+            engine.close()
+    other = sa.ScenarioEvaluator(mir22, backend="numpy")  # another evaluator: its own
+    assert _template_id(((other._token, (), False), other.scenario, ())) == id(other._template) != id(ev._template)
+    sa._BATCHES.clear()
+
+
 def _freeze_count(_task) -> int:
     import gc
 
@@ -374,6 +400,29 @@ def test_bounded_memory_sobol_indices_are_salibs_exactly(n, resamples, block):
             got = sa.sobol_indices(problem, y, resamples, 0.9, np.random.default_rng(5), block=block)
         for key in ("S1", "S1_conf", "ST", "ST_conf"):
             assert np.asarray(want[key], dtype=float).tobytes() == got[key].tobytes(), key
+
+
+@pytest.mark.parametrize(
+    "n,resamples,block,workers", [(16, 101, 40, 2), (64, 1000, 2**19, 2), (8, 7, 16, 3), (4, 5, 8, 8)]
+)
+def test_the_bootstrap_in_parts_of_resample_columns_gives_the_whole_runs_bytes(n, resamples, block, workers):
+    """Sobol on workers cuts the resample columns into one part per worker, for all outputs at once;
+    the parts joined are the bytes of the bootstrap run whole, and no part is a single column."""
+    d = 3
+    problem = {"num_vars": d, "names": ["a", "b", "c"], "bounds": [[0.0, 1.0]] * d}
+    rng = np.random.default_rng(n)
+    ys = [rng.lognormal(size=n * (d + 2)), rng.integers(0, 3, size=n * (d + 2)).astype(float)]
+    parts = sa._column_parts(resamples, workers)
+    assert parts[0][0] == 0 and parts[-1][1] == resamples and min(hi - lo for lo, hi in parts) >= 2
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        whole = sa._bootstrap(problem, ys, resamples, np.random.default_rng(9), block, 0, resamples)
+        pieces = [sa._bootstrap(problem, ys, resamples, np.random.default_rng(9), block, lo, hi) for lo, hi in parts]
+    for k, (s1, st, spread) in enumerate(whole):
+        assert np.concatenate([p[k][0] for p in pieces], axis=1).tobytes() == s1.tobytes()
+        assert np.concatenate([p[k][1] for p in pieces], axis=1).tobytes() == st.tobytes()
+        assert all(p[k][2] == spread for p in pieces)
 
 
 def test_outputs_do_not_depend_on_the_chunk_size_and_the_batch_model_is_built_once(mir22, monkeypatch):

@@ -66,6 +66,8 @@ class BatchModel:
     share : integrate such members once (False: every member of every set, the reference)
     relative : parameter sets are multipliers of each instance's value in the scenario, not
         values given to every instance (the local sensitivity method)
+    template : the compiled scenario of one replicate of ``scenario`` when already built
+        (its model is not assembled again); built from the scenario by default
 
     Attributes
     ----------
@@ -83,13 +85,16 @@ class BatchModel:
         outputs: Iterable[str] | None = None,
         share: bool = True,
         relative: bool = False,
+        template: CompiledScenario | None = None,
     ):
         self.scenario = scenario
         self.params = list(params)
         #: parameter sets are multipliers of each instance's own value, not values
         self.relative = relative
         table = cat.parameter_table()
-        self._compiled: dict[int, CompiledScenario] = {1: CompiledScenario(scenario)}
+        if template is None or template.replicates != 1:
+            template = CompiledScenario(scenario)
+        self._compiled: dict[int, CompiledScenario] = {1: template}
         probe = self._compiled[1]
         self.columns: list[list[int]] = []
         for name in self.params:

@@ -57,6 +57,7 @@ import re
 import sys
 import uuid
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -194,6 +195,10 @@ class ParameterSpace:
 #: building it (model, dependence analysis, replicated members) costs about 0.2 s, once per
 #: process and evaluator instead of once per chunk
 _BATCHES: dict[tuple, BatchModel] = {}
+#: per evaluator (its token), the compiled scenario it built when it was made, while it lives: the
+#: batch models of this process and of workers forked from it start from it instead of
+#: assembling the model again (a spawned worker, without it, assembles its own)
+_TEMPLATES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 def _batch_model(token: tuple, scenario: Scenario, keys: tuple[str, ...], relative: bool = False) -> BatchModel:
@@ -203,7 +208,14 @@ def _batch_model(token: tuple, scenario: Scenario, keys: tuple[str, ...], relati
         _BATCHES.clear()  # one evaluator at a time: its replicated members are not kept beyond it
         # the outputs read of each member: a member none of them depends on (the control arm under
         # uptake parameters) is integrated once for the chunk, not once per sample
-        batch = BatchModel(scenario, keys, strict=False, outputs=sample_output_symbols(scenario), relative=relative)
+        batch = BatchModel(
+            scenario,
+            keys,
+            strict=False,
+            outputs=sample_output_symbols(scenario),
+            relative=relative,
+            template=_TEMPLATES.get(token[0]),
+        )
         _BATCHES[token] = batch
     return batch
 
@@ -278,7 +290,8 @@ class ScenarioEvaluator:
         self.members_per_sample = len(kept) * n_grid
         if self.chunk_members < 1:
             raise SensitivityError("--chunk-members must be positive")
-        template = BatchModel(self.scenario, ()).template
+        template = self._template = BatchModel(self.scenario, ()).template
+        _TEMPLATES[self._token] = template
         model = template.model
         grid = sc.dose_grid
         if template.grid_event.get("scored") and grid is not None and 0 not in grid.values:
@@ -318,6 +331,26 @@ class ScenarioEvaluator:
                 per_chunk = min(per_chunk, max(1, -(-m // (TASKS_PER_WORKER * workers))))
         return per_chunk
 
+    def chunks(self, m: int) -> list[tuple[int, int]]:
+        """(first, end) samples of each task of a job of ``m`` samples, in order.
+
+        :meth:`chunk_samples` each; but when workers share a compiled job, the chunks shrink
+        towards its end, each at most a ``2 x workers``-th of the samples left and no smaller
+        than a quarter of the others (a guided schedule): the last tasks, whichever worker takes
+        them, end close together, instead of up to one whole chunk apart while the other
+        worker idles.  Chunks do not change the compiled backend's results.
+        """
+        per_chunk = self.chunk_samples(m)
+        if self.backend != "numba" or self.engine.workers < 2:
+            return [(i, min(i + per_chunk, m)) for i in range(0, m, per_chunk)]
+        smallest = max(1, per_chunk // 4)
+        bounds, i = [], 0
+        while i < m:
+            size = min(per_chunk, max(smallest, -(-(m - i) // (2 * self.engine.workers))))
+            bounds.append((i, min(i + size, m)))
+            i += size
+        return bounds
+
     def __call__(self, keys: Sequence[str], values: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Outputs (M, len(OUTPUTS)), failed flags (M,) and messages for parameter values (M, D).
 
@@ -330,8 +363,8 @@ class ScenarioEvaluator:
         per_chunk = self.chunk_samples(m)
         token = (self._token, keys, self.relative)
         tasks = (
-            (token, self.scenario, keys, values[i : i + per_chunk], self.target, self.control, self.relative)
-            for i in range(0, m, per_chunk)
+            (token, self.scenario, keys, values[i:j], self.target, self.control, self.relative)
+            for i, j in self.chunks(m)
         )
         bar = None
         if self.progress and sys.stderr.isatty() and m > per_chunk and importlib.util.find_spec("tqdm"):
@@ -548,11 +581,27 @@ def sobol(
         yk = y[keep, k]
         if keep.sum() >= 2 * (space.dimension + 2) and np.var(yk) > 0:
             usable[out] = yk
-    # the outputs' indices are independent: on the evaluation's engine (its workers, which have
-    # SALib from this process), in order; each the same numbers wherever it runs
+    # the bootstrap on the evaluation's engine (its workers have SALib from this process): one task
+    # per group of resample columns, for every output at once (the outputs share the resample
+    # draws: drawn once per task); each column's estimate is the same number wherever it is computed
     engine = getattr(evaluate, "engine", None) or SerialEngine()
-    tasks = [(problem, yk, resamples, conf_level, seed) for yk in usable.values()]
-    found = dict(zip(usable, engine.map(_sobol_indices_task, tasks)))
+    parts = _column_parts(resamples, engine.workers)
+    groups: dict[int, list[str]] = {}  # outputs of the same size share their draws
+    for out, yk in usable.items():
+        groups.setdefault(yk.size, []).append(out)
+    tasks = [
+        (problem, [usable[o] for o in outs], resamples, seed, BOOTSTRAP_BLOCK, lo, hi)
+        for outs in groups.values()
+        for lo, hi in parts
+    ]
+    pieces = iter(engine.map(_bootstrap_task, tasks))
+    found = {}
+    for outs in groups.values():
+        group = [next(pieces) for _ in parts]
+        for k, out in enumerate(outs):
+            s1 = np.concatenate([g[k][0] for g in group], axis=1)
+            st = np.concatenate([g[k][1] for g in group], axis=1)
+            found[out] = _indices(problem, usable[out], s1, st, group[0][k][2], conf_level)
     rows = []
     for out in outputs:
         rows += _index_rows(out, space, found.get(out), ("S1", "S1_conf", "ST", "ST_conf"))
@@ -562,14 +611,20 @@ def sobol(
     return Analysis("sobol", space, tuple(outputs), *found, settings=settings)
 
 
-def _sobol_indices_task(task: tuple) -> dict[str, np.ndarray]:
-    """Top-level (picklable) task: :func:`sobol_indices` of one output."""
-    problem, y, resamples, conf_level, seed = task
+def _column_parts(resamples: int, workers: int) -> list[tuple[int, int]]:
+    """The bootstrap's resample columns cut into one contiguous range per worker, each at least two
+    columns wide (numpy sums a single column differently); one range on one process."""
+    parts = max(1, min(int(workers), resamples // 2))
+    edges = [round(i * resamples / parts) for i in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _bootstrap_task(task: tuple) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Top-level (picklable) task: :func:`_bootstrap` of outputs of one size, resample columns lo:hi."""
+    problem, ys, resamples, seed, block, lo, hi = task
     # a Generator: SALib falls back to the global RNG for the integer seed 0 ("if seed:"),
     # which made the bootstrap intervals of --seed 0 irreproducible; same stream otherwise
-    with warnings.catch_warnings():  # SALib's note on constant bootstrap resamples: not one per output
-        warnings.filterwarnings("ignore", message="Constant values encountered")
-        return sobol_indices(problem, y, resamples, conf_level, np.random.default_rng(seed))
+    return _bootstrap(problem, ys, resamples, np.random.default_rng(seed), block, lo, hi)
 
 
 #: elements of one block of bootstrap resamples (rows x resamples) in :func:`sobol_indices`
@@ -595,58 +650,89 @@ def sobol_indices(
     range and variance) computed once per block for all factors (a third of the time).  Each
     resample's estimate is a column reduction of its own, computed in the same order whatever the
     block (no block is one column wide: numpy sums a single column pairwise), so the numbers are
-    SALib's exactly
-    (``tests/test_sensitivity.py`` compares them).
+    SALib's exactly (``tests/test_sensitivity.py`` compares them), and :func:`sobol` may compute
+    the columns in parts, on several processes.
     """
-    from SALib.analyze import sobol as sobol_analyze
-    from scipy.stats import norm
+    ((s1, st, spread),) = _bootstrap(problem, [y], resamples, rng, block, 0, resamples)
+    return _indices(problem, y, s1, st, spread, conf_level)
 
-    if resamples < 1:
-        raise SensitivityError(f"bootstrap resamples must be positive, got {resamples}")
-    d = problem["num_vars"]
+
+def _separated(y: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SALib's A, B and AB blocks of the standardised outputs ``y`` (N (D + 2))."""
+    from SALib.analyze import sobol as sobol_analyze
+
     y = np.asarray(y, dtype=float)
     if y.size % (d + 2):
         raise SensitivityError(f"{y.size} Sobol outputs are not a multiple of D + 2 = {d + 2}")
-    n = y.size // (d + 2)
-    y = (y - y.mean()) / y.std()
-    a, b, ab, _ = sobol_analyze.separate_output_values(y, d, n, False)
+    a, b, ab, _ = sobol_analyze.separate_output_values((y - y.mean()) / y.std(), d, y.size // (d + 2), False)
+    return a, b, ab
+
+
+def _bootstrap(
+    problem: dict, ys: Sequence[np.ndarray], resamples: int, rng: np.random.Generator, block: int, lo: int, hi: int
+) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Per output of ``ys`` (all of one size): the bootstrap estimates S1 and ST (D, hi - lo) of the
+    resample columns ``lo:hi`` and the range of the resampled outputs (:func:`sobol_indices`)."""
+    if resamples < 1:
+        raise SensitivityError(f"bootstrap resamples must be positive, got {resamples}")
+    d = problem["num_vars"]
+    separated = [_separated(y, d) for y in ys]
+    n = separated[0][0].size
     r = np.empty((n, resamples), dtype=np.int32 if n < 2**31 else np.int64)
     used = np.zeros(n, dtype=bool)  # samples drawn at least once (their range is that of all draws)
     step = max(1, block // max(resamples, 1))
     for i in range(0, n, step):
         r[i : i + step] = rng.integers(n, size=(min(step, n - i), resamples))
         used[r[i : i + step]] = True
-    drawn = np.r_[a[used], b[used]]
-    spread = drawn.max() - drawn.min() if drawn.size else 0.0  # SALib: np.ptp of every resampled value
-    z = norm.ppf(0.5 + conf_level / 2)
-    width = min(resamples, max(2, block // n))
-    edges = list(range(0, resamples, width)) + [resamples]
+    width = min(hi - lo, max(2, block // n))
+    edges = list(range(lo, hi, width)) + [hi]
     if len(edges) > 2 and edges[-1] - edges[-2] == 1:
         del edges[-2]  # a last block one column wide joins the one before
-    s1, st = np.empty((d, resamples)), np.empty((d, resamples))  # per factor, the resamples' estimates
     tiny = np.finfo(float).eps
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        idx = r[:, lo:hi].astype(np.intp)
-        ar, br = a[idx], b[idx]
-        # SALib's first_order and total_order, their shared terms (the pooled outputs, their
-        # range and variance: the same for every factor) computed once per block, not 2 d times
-        pooled = np.r_[ar, br]
-        if np.ptp(pooled) <= tiny:  # SALib: zeros when every value of the block is the same
-            s1[:, lo:hi] = st[:, lo:hi] = 0.0
-            continue
-        var = np.var(pooled, axis=0)
-        for j in range(d):
-            abr = ab[idx, j]
-            np.divide(np.mean(br * (abr - ar), axis=0), var, out=s1[j, lo:hi], where=var > tiny)
-            s1[j, lo:hi][var <= tiny] = 0.0
-            np.divide(0.5 * np.mean((ar - abr) ** 2, axis=0), var, out=st[j, lo:hi], where=var > tiny)
-            st[j, lo:hi][var <= tiny] = 0.0
+    found = []
+    for a, b, ab in separated:
+        drawn = np.r_[a[used], b[used]]
+        spread = drawn.max() - drawn.min() if drawn.size else 0.0  # SALib: np.ptp of every resampled value
+        s1, st = np.empty((d, hi - lo)), np.empty((d, hi - lo))  # per factor, the resamples' estimates
+        for b_lo, b_hi in zip(edges[:-1], edges[1:]):
+            idx = r[:, b_lo:b_hi].astype(np.intp)
+            ar, br = a[idx], b[idx]
+            cols = slice(b_lo - lo, b_hi - lo)
+            # SALib's first_order and total_order, their shared terms (the pooled outputs, their
+            # range and variance: the same for every factor) computed once per block, not 2 d times
+            pooled = np.r_[ar, br]
+            if np.ptp(pooled) <= tiny:  # SALib: zeros when every value of the block is the same
+                s1[:, cols] = st[:, cols] = 0.0
+                continue
+            var = np.var(pooled, axis=0)
+            for j in range(d):
+                abr = ab[idx, j]
+                np.divide(np.mean(br * (abr - ar), axis=0), var, out=s1[j, cols], where=var > tiny)
+                s1[j, cols][var <= tiny] = 0.0
+                np.divide(0.5 * np.mean((ar - abr) ** 2, axis=0), var, out=st[j, cols], where=var > tiny)
+                st[j, cols][var <= tiny] = 0.0
+        found.append((s1, st, spread))
+    return found
+
+
+def _indices(
+    problem: dict, y: np.ndarray, s1: np.ndarray, st: np.ndarray, spread: float, conf_level: float
+) -> dict[str, np.ndarray]:
+    """S1 and ST of ``y`` and their intervals from the bootstrap estimates ``s1``, ``st`` (D, resamples)."""
+    from SALib.analyze import sobol as sobol_analyze
+    from scipy.stats import norm
+
+    d = problem["num_vars"]
+    a, b, ab = _separated(y, d)
+    z = norm.ppf(0.5 + conf_level / 2)
     res = {key: np.zeros(d) for key in ("S1", "S1_conf", "ST", "ST_conf")}
-    for j in range(d):
-        res["S1"][j] = sobol_analyze.first_order(a, ab[:, j], b)
-        res["ST"][j] = sobol_analyze.total_order(a, ab[:, j], b)
-        res["S1_conf"][j] = z * s1[j].std(ddof=1) if spread != 0.0 else 0.0
-        res["ST_conf"][j] = z * st[j].std(ddof=1) if spread != 0.0 else 0.0
+    with warnings.catch_warnings():  # SALib's note on constant outputs: not one per output
+        warnings.filterwarnings("ignore", message="Constant values encountered")
+        for j in range(d):
+            res["S1"][j] = sobol_analyze.first_order(a, ab[:, j], b)
+            res["ST"][j] = sobol_analyze.total_order(a, ab[:, j], b)
+            res["S1_conf"][j] = z * s1[j].std(ddof=1) if spread != 0.0 else 0.0
+            res["ST_conf"][j] = z * st[j].std(ddof=1) if spread != 0.0 else 0.0
     return res
 
 
