@@ -110,6 +110,29 @@ def test_interrupt_inside_the_stage_moves_nothing_and_removes_the_staging_folder
     assert (out / "a.csv").read_text() == "old"
 
 
+def test_a_signal_handled_as_the_stage_ends_leaves_no_staging_folder(tmp_path, monkeypatch, capsys):
+    """Python runs a signal's handler at the first instruction of the function it interrupts: a
+    signal arriving as the staging block ends is handled at the start of its exit, before the exit
+    defers signals, and the exit raises before its clean-up.  The command line removes such a
+    staging folder on its way out: exit 130, one line, the folder as it was."""
+    from exosim.util import atomic
+
+    exit_block = atomic._Staged.__exit__
+
+    def interrupted_exit(self, kind, exc, tb):
+        raise KeyboardInterrupt  # what the handler raises there, before the block's own code
+
+    monkeypatch.setattr(atomic._Staged, "__exit__", interrupted_exit)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "survival.csv").write_text("old")
+    assert main(["run", FAST, "-o", str(out), "--no-figure"]) == 130
+    assert capsys.readouterr().err == "exosim: interrupted\n"
+    assert sorted(p.name for p in out.iterdir()) == ["survival.csv"] and (out / "survival.csv").read_text() == "old"
+    monkeypatch.setattr(atomic._Staged, "__exit__", exit_block)
+    assert main(["run", FAST, "-o", str(out), "--no-figure"]) == 0 and not staging(out)
+
+
 # -- locks ------------------------------------------------------------------------------------
 
 

@@ -1380,6 +1380,7 @@ def main(argv: list[str] | None = None) -> int:
         print("exosim: terminated", file=sys.stderr)
         return 143
     finally:
+        atomic.remove_staging()  # a signal handled just as a staging block ended skipped its clean-up
         atomic.clear_signal()
         sys.unraisablehook = previous_hook
         if installed:  # as they were (a handler not set from Python reads as None: the default)

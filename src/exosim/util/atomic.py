@@ -12,6 +12,7 @@ A leaf module (it imports nothing from exosim), so any stage can use it.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -114,6 +115,30 @@ def _signals_deferred() -> Iterator[None]:
 
 
 _local = threading.local()  # .locks: folder -> [fd, lock path, depth]; .scopes: claims per output_claims()
+
+#: staging folders made by this process and not yet committed or removed, with its pid (a forked
+#: child inherits the set: it never removes its parent's)
+_LIVE: set[tuple[int, Path]] = set()
+
+
+def remove_staging() -> None:
+    """Remove the staging folders an interrupted command of this process left behind.
+
+    Python runs a signal's handler at the first instruction of the function it interrupts, so a
+    signal that arrives just as a ``with`` block of :func:`staged_outputs` ends can be handled at
+    the very start of the block's exit, before the exit defers signals: the exit then raises
+    KeyboardInterrupt before its clean-up, and the staging folder (with the files written so
+    far) stayed in the output folder.  The command line calls this on its way out; it is also an
+    exit hook of the interpreter.
+    """
+    with _signals_deferred():
+        pid = os.getpid()
+        for entry in [e for e in _LIVE if e[0] == pid]:
+            shutil.rmtree(entry[1], ignore_errors=True)
+            _LIVE.discard(entry)
+
+
+atexit.register(remove_staging)
 
 
 #: the exception of a signal (SIGINT, SIGTERM) whose handler ran inside a C callback (numba
@@ -332,6 +357,7 @@ class _Staged:
                 self.tmp = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=self.outdir))
             except OSError as exc:
                 raise self._error(exc) from None
+            _LIVE.add((os.getpid(), self.tmp))
         return self.tmp
 
     def _commit(self) -> None:
@@ -368,6 +394,7 @@ class _Staged:
                 raise self._error(err) from None
             finally:
                 shutil.rmtree(self.tmp, ignore_errors=True)
+                _LIVE.discard((os.getpid(), self.tmp))
         return False
 
 
