@@ -118,14 +118,14 @@ def test_scenario_file_selects_the_backend(tmp_path):
         exosim.load_scenario(bad)
 
 
-def _python(code: str, hash_seed: str, *args: str) -> str:
+def _python(code: str, hash_seed: str, *args: str, env: dict | None = None) -> str:
     """The standard output of ``code`` run by a new Python process with the hash seed ``hash_seed``
-    (and command-line arguments ``args``)."""
+    (and command-line arguments ``args``, environment variables ``env``)."""
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    env = {**os.environ, **(env or {}), "PYTHONHASHSEED": hash_seed}
     return subprocess.run(
         [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=True
     ).stdout
@@ -167,6 +167,58 @@ def test_a_fresh_process_compiles_nothing_when_the_kernel_is_cached():
     assert counts[1][:3] == ["0", "0", "False"], counts  # nothing compiled; integrated (status 0: ok)
     numbas_way = _python(code, "6", "numba").split()
     assert numbas_way[:3] == ["0", "0", "True"] and numbas_way[3] == counts[1][3]
+
+
+def test_code_read_from_the_cache_without_numbas_set_up_serves_callers_compiled_later(tmp_path):
+    """A function whose machine code ``_load_cached`` read from the disk cache is registered as
+    numba's own cache hit registers it: a jitted function compiled afterwards can call it."""
+    pytest.importorskip("numba")
+    (tmp_path / "kmod.py").write_text("import numba\n@numba.njit(cache=True)\ndef f(x):\n    return x.sum() * 2.0\n")
+    code = (
+        "import sys, numpy as np, numba;"
+        f"sys.path.insert(0, r'{tmp_path}');"
+        "import kmod;"
+        "from exosim.simulate.dopri5_numba import _load_cached;"
+        "x = np.arange(4.0);"
+        "loaded = sys.argv[1:] == ['fast'] and _load_cached(kmod.f, (x,));"
+        "g = numba.njit(lambda x: kmod.f(x) + 1.0);"
+        "print(loaded, kmod.f(x), g(x))"
+    )
+    env_cache = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    assert _python(code, "1", "fill", env=env_cache).split() == ["False", "12.0", "13.0"]
+    assert _python(code, "2", "fast", env=env_cache).split() == ["True", "12.0", "13.0"]
+
+
+def test_a_kernel_with_code_does_not_wait_for_numbas_compiler_lock():
+    """Every call of a kernel asks for its cached code first; a kernel that has code returns at
+    once, even while another thread holds numba's compiler lock (compiling another kernel)."""
+    import threading
+    import types
+
+    pytest.importorskip("numba")
+    from numba.core.compiler_lock import global_compiler_lock
+
+    from exosim.simulate import dopri5_numba as dn
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with global_compiler_lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    got = []
+    caller = threading.Thread(target=lambda: got.append(dn._load_cached(types.SimpleNamespace(overloads={1: 1}), ())))
+    caller.start()
+    caller.join(5)  # returns in microseconds unless it waits for the lock (30 s)
+    finished = not caller.is_alive()
+    release.set()
+    holder.join()
+    caller.join()
+    assert finished and got == [True]
 
 
 def test_the_kernels_clock_is_read_natively_and_agrees_with_pythons():
@@ -308,7 +360,7 @@ def test_damaged_cache_files_are_removed_and_the_kernel_compiled_again(tmp_path,
         assert kernel(1, 2) == ("integrated", (1, 2))
     assert not damaged.exists() and "exosim_kernel_abc" not in dn.sys.modules
     with pytest.raises(pickle.UnpicklingError):  # an error that is not numba reading its cache: raised
-        dn._Guarded.__call__(types.SimpleNamespace(fn=lambda: pickle.loads(b"\x80\x04\x95"), _tried=None))
+        dn._Guarded.__call__(types.SimpleNamespace(fn=lambda: pickle.loads(b"\x80\x04\x95")))
 
 
 def test_an_unwritable_kernel_cache_falls_back_to_a_private_folder(tmp_path, monkeypatch):

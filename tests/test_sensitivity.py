@@ -341,36 +341,54 @@ def _freeze_count(_task) -> int:
     return gc.get_freeze_count()
 
 
-def test_a_batch_exempts_the_objects_alive_before_it_from_collection_and_only_while_it_runs():
-    """Full collections during a batch walk only what the batch made (engine.frozen_heap): the
-    objects alive before it are frozen in this process and in the workers, nested batches keep
-    them frozen, garbage made during the batch is still collected, and afterwards all is as before."""
+def _frozen_in_a_nested_batch(_task) -> tuple[int, int, bool]:
+    """Inside a task: the freeze count in a nested batch, after it, and whether a cycle made
+    during the task is collected."""
     import gc
     import weakref
-
-    assert gc.get_freeze_count() == 0
-    serial = SerialEngine()
 
     class Node:
         pass
 
-    seen = []
-    for count in serial.map(_freeze_count, [0, 1]):
-        seen.append(count)
-        assert list(serial.map(_freeze_count, [0]))[0] > 0 and gc.get_freeze_count() > 0  # nested
-        cycle = Node()
-        cycle.itself = cycle
-        ref = weakref.ref(cycle)
-        del cycle
-        gc.collect()
-        assert ref() is None  # made during the batch: collected
-    assert min(seen) > 0 and gc.get_freeze_count() == 0
+    nested = list(SerialEngine().map(_freeze_count, [0]))[0]
+    after = gc.get_freeze_count()
+    cycle = Node()
+    cycle.itself = cycle
+    ref = weakref.ref(cycle)
+    del cycle
+    gc.collect()
+    return nested, after, ref() is None
+
+
+def test_a_batch_exempts_the_objects_alive_before_it_from_collection_only_while_a_step_runs():
+    """Full collections during a batch walk only what it made (engine.frozen_heap): the objects
+    alive before a task (or before the wait for a worker's result) are frozen while it runs, here
+    and in the workers; a nested batch keeps them frozen; garbage made during the task is still
+    collected; between steps (a map suspended or abandoned) nothing is frozen; and a heap the
+    application froze itself stays frozen."""
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    serial = SerialEngine()
+    for nested, after, collected in serial.map(_frozen_in_a_nested_batch, [0, 1]):
+        assert nested > 0 and after > 0 and collected
+        assert gc.get_freeze_count() == 0  # between steps
+    suspended = serial.map(_freeze_count, [0, 1])
+    assert next(suspended) > 0 and gc.get_freeze_count() == 0
+    del suspended
     engine = ProcessEngine(2)
     try:
-        counts = list(engine.map(_freeze_count, range(4)))
+        results = engine.map(_freeze_count, range(4))
+        assert next(results) > 0 and gc.get_freeze_count() == 0
+        assert min(results) > 0 and gc.get_freeze_count() == 0
     finally:
         engine.close()
-    assert min(counts) > 0 and gc.get_freeze_count() == 0
+    gc.freeze()  # the application's own freeze
+    try:
+        mine = gc.get_freeze_count()
+        assert list(serial.map(_freeze_count, [0])) == [mine] and gc.get_freeze_count() == mine
+    finally:
+        gc.unfreeze()
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -26,31 +27,42 @@ __all__ = [
 ]
 
 
-#: maps under way in this process that froze the heap (nested maps unfreeze with the outermost)
+#: steps of batches under way in this process inside :func:`frozen_heap` (nested ones count too)
 _FROZEN = 0
+#: whether the heap is frozen by :func:`frozen_heap` (not by the application: that is left alone)
+_OWNED = False
+_FREEZE_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def frozen_heap() -> Iterator[None]:
-    """Exempt the objects alive now from the cyclic garbage collector while a batch runs.
+    """Exempt the objects alive now from the cyclic garbage collector while a step of a batch runs
+    (a task in this process, or the wait for a worker's next result).
 
     A job allocates many short-lived arrays; each full collection it triggers would otherwise
     walk every long-lived object of the process (numba, scipy, the catalogues: about 0.06 s a
     time on this project's 2-core box), and in a forked worker it also writes to every page the
-    worker shares with its parent (copy-on-write).  Objects made during the batch are still
-    collected; the frozen ones return to the collector when the outermost batch ends
-    (``gc.freeze``, as the Python documentation recommends around ``fork``).
+    worker shares with its parent (copy-on-write).  Objects made during the step are still
+    collected; the frozen ones return to the collector when the outermost step ends, so a batch
+    whose results are not all taken (an abandoned or a suspended map) leaves nothing frozen
+    (``gc.freeze``, as the Python documentation recommends around ``fork``).  A heap the
+    application has frozen itself is left as it is.
     """
-    global _FROZEN
-    if _FROZEN == 0:
-        gc.freeze()
-    _FROZEN += 1
+    global _FROZEN, _OWNED
+    with _FREEZE_LOCK:
+        if _FROZEN == 0:
+            _OWNED = gc.get_freeze_count() == 0
+            if _OWNED:
+                gc.freeze()
+        _FROZEN += 1
     try:
         yield
     finally:
-        _FROZEN -= 1
-        if _FROZEN == 0:
-            gc.unfreeze()
+        with _FREEZE_LOCK:
+            _FROZEN -= 1
+            if _FROZEN == 0 and _OWNED:
+                gc.unfreeze()
+                _OWNED = False
 
 
 class EngineError(RuntimeError):
@@ -90,9 +102,10 @@ class SerialEngine(Engine):
 
     def map(self, func, tasks):
         """Apply ``func`` to every task, in order."""
-        with frozen_heap():
-            for task in tasks:
-                yield func(task)
+        for task in tasks:
+            with frozen_heap():
+                result = func(task)
+            yield result
 
 
 class ProcessEngine(Engine):
@@ -107,8 +120,15 @@ class ProcessEngine(Engine):
 
     def map(self, func, tasks):
         """Apply ``func`` to every task in worker processes; results in task order."""
-        with frozen_heap():
-            yield from self._pool.map(func, tasks)
+        with frozen_heap():  # the workers are forked here, at the first task
+            results = self._pool.map(func, tasks)
+        while True:
+            with frozen_heap():
+                try:
+                    result = next(results)
+                except StopIteration:
+                    return
+            yield result
 
     def close(self, abort: bool = False) -> None:
         """Shut the pool down: after its tasks, or (``abort``) at once, the queued tasks cancelled

@@ -887,28 +887,35 @@ def _forget(module) -> None:
 
 def _load_cached(fn, args: tuple) -> bool:
     """Give the dispatcher ``fn`` the machine code its disk cache holds for the types of ``args``,
-    without numba's first-call set-up; whether it did.
+    without numba's first-call set-up; whether ``fn`` has compiled code now.
 
     numba's own first call from a cache installs every typing and lowering registry before it
-    reads the cache (importing ``numba.np.arraymath``, ``numba.typed`` and a dozen more modules):
-    about 0.06 s in each process, needed only to compile.  Here the cached code is read as numba
-    reads it (``FunctionCache._load_overload``; the runtime initialised first, as numba does) and
-    added as the dispatcher's overload.  On anything unexpected (a cache miss, damaged files,
-    another numba's internals) nothing is added and the call goes numba's way.
+    reads the cache (importing ``numba.np.arraymath``, ``numba.typed`` and a dozen more modules,
+    and with them ``scipy.linalg``): 0.06-0.13 s in each process, needed only to compile.  Here
+    the cached code is read and installed as numba's cache hit does (``Dispatcher.compile``: the
+    runtime initialised, ``FunctionCache._load_overload``, the function registered for callers,
+    the overload added).  On anything unexpected (a cache miss, damaged files, another numba's
+    internals) nothing is added and the call goes numba's way.
     """
+    if fn.overloads:  # compiled or loaded already (checked before the lock another thread may hold)
+        return True
     try:
         from numba.core.compiler_lock import global_compiler_lock
         from numba.core.runtime import rtsys
 
         with global_compiler_lock:
-            if fn.overloads:  # compiled or loaded already
+            if fn.overloads:
                 return True
             ctx = fn.targetctx
             rtsys.initialize(ctx)
-            cres = fn._cache._load_overload(tuple(fn.typeof_pyval(a) for a in args), ctx)
+            sig = tuple(fn.typeof_pyval(a) for a in args)
+            cres = fn._cache._load_overload(sig, ctx)
             if cres is None:
                 return False
+            if not cres.objectmode:
+                ctx.insert_user_function(cres.entry_point, cres.fndesc, [cres.library])
             fn.add_overload(cres)
+            fn._cache_hits[sig] += 1
             return True
     except Exception:  # noqa: BLE001 - numba's first call does the same work again, and reports
         return False
@@ -922,11 +929,9 @@ class _Guarded:
     def __init__(self, model, method: str, frozen: tuple[int, ...], attr: str):
         self.model, self.method, self.frozen, self.attr = model, method, frozen, attr
         self.fn = getattr(_module_for(model, method, frozen), attr)
-        self._tried = None  # the function whose machine code was last looked up in the cache
 
     def __call__(self, *args):
-        if self._tried is not self.fn:
-            self._tried = self.fn
+        if not getattr(self.fn, "overloads", True):  # a dispatcher without code yet
             _load_cached(self.fn, args)
         try:
             return self.fn(*args)
