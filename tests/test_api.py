@@ -153,6 +153,8 @@ def test_sensitivity_and_fit_from_python(tmp_path):
     assert set(df["parameter"]) == {"internalisation_rate", "endosomal_escape_rate"}
     assert len(df) == 2 * len(local.analysis.outputs) and np.isfinite(df["coefficient"]).any()
     assert local.plot(tmp_path / "local.png").stat().st_size > 0
+    same = exosim.sensitivity(sc, method="local", params="internalisation_rate, endosomal_escape_rate")  # as on the CLI
+    assert same.to_df().equals(df)
     fitted = exosim.fit(
         sc,
         data=[SCENARIOS / "data" / "iccm_relative_survival.csv"],

@@ -133,18 +133,23 @@ def test_sensitivity_panels_say_when_an_output_is_undefined_or_unmoved(tmp_path,
         {"output": "bystander_survival", "parameter": "b", "coefficient": 0.0},
         {"output": "dmf_at_sf0.1", "parameter": "a", "coefficient": float("nan")},
         {"output": "dmf_at_sf0.1", "parameter": "b", "coefficient": float("nan")},
+        {"output": "beta_eff", "parameter": "a", "coefficient": 0.0},
+        {"output": "beta_eff", "parameter": "b", "coefficient": 0.0},
     ]
+    constant = "constant over the samples\n(within the solver's tolerance)"
     analysis = SimpleNamespace(
         method="local",
-        outputs=["sf2", "bystander_survival", "dmf_at_sf0.1"],
+        outputs=["sf2", "bystander_survival", "dmf_at_sf0.1", "beta_eff"],
         indices=rows,
         space=SimpleNamespace(names=["a", "b"]),
+        screening={"beta_eff": {"constant": True, "note": constant}},  # what the analysis found
     )
     figures.plot_analysis(analysis, tmp_path / "s.png")
     texts = {ax.get_title(): [t.get_text() for t in ax.texts] for ax in captured["fig"].axes}
     assert texts["sf2"] == []
     assert "every index is 0" in texts["bystander_survival"][0]
     assert texts["dmf_at_sf0.1"] == ["not defined for this scenario\nand dose grid"]
+    assert texts["beta_eff"] == [constant]  # not "every index is 0": nothing varied to move
 
 
 def test_scorecard_counts_entries_drawn_at_one_point(tmp_path, monkeypatch):

@@ -241,6 +241,24 @@ def test_a_factor_the_scenario_lacks_is_inert_for_every_method(tmp_path, capsys)
     assert rows and all(r.split(",")[-1] in ("0", "") for r in rows)  # no effect (or undefined output)
 
 
+def test_more_workers_than_cores_are_said_and_workers_beside_a_scheduler_are_noted(tmp_path, capsys, monkeypatch):
+    from exosim.analysis import engine
+
+    def no_cluster(address):
+        raise engine.EngineError(f"cannot reach the Dask scheduler at {address!r}")
+
+    monkeypatch.setattr(engine, "usable_cores", lambda: 1)
+    monkeypatch.setattr(engine, "DaskEngine", no_cluster)
+    path = str(SCENARIOS / "mir22_exosome_radiosensitisation.yaml")
+    args = ["sensitivity", path, "--params", "binding_sites", "--method", "local"]
+    assert main([*args, "--workers", "2", "-o", str(tmp_path / "a")]) == 0
+    assert "--workers 2 on 1 usable core: the processes share them" in capsys.readouterr().err
+    assert main([*args, "--workers", "1", "-o", str(tmp_path / "b")]) == 0
+    assert "usable core" not in capsys.readouterr().err
+    assert main([*args, "--workers", "2", "--scheduler", "tcp://127.0.0.1:1", "-o", str(tmp_path / "c")]) == 2
+    assert "--workers 2 is not used with --scheduler" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("seed", [0, 7])
 def test_sobol_bootstrap_intervals_are_reproducible_for_every_seed(seed):
     """Seed 0 included: SALib treats an integer seed of 0 as 'no seed' unless given a generator."""
@@ -307,6 +325,49 @@ def test_workers_auto_runs_a_one_chunk_job_here_and_a_larger_job_on_one_process_
     lone = AutoEngine(cores=8)
     assert lone.size(3) == 3 and lone.size(100) == 3  # no more processes than tasks; decided once
     lone.close()
+
+
+class _NoisyModel:
+    """Outputs of two factors: one constant but for rounding noise (3e-13 relative, as delivery
+    under cargo parameters), one that responds, one not defined where x1 > 0.7 (as DMF where
+    survival does not reach 0.1)."""
+
+    tolerance = 1e-8  # the solver's rtol
+
+    def __call__(self, names, x):
+        y = np.column_stack(
+            [1931.7 * (1 + 3e-13 * x[:, 0]), x[:, 0] + 2 * x[:, 1], np.where(x[:, 1] > 0.7, np.nan, x[:, 1])]
+        )
+        return y, np.zeros(len(x), bool), [""] * len(x)
+
+
+def test_outputs_constant_within_the_solvers_tolerance_or_partly_undefined_are_screened_and_said():
+    space = sa.ParameterSpace(("x0", "x1"), (0.0, 0.0), (1.0, 1.0), (False, False))
+    outputs = ("flat", "real", "partial")
+    with pytest.warns(sa.SensitivityWarning, match=r"partial in \d+ of 64 samples \(\d+ of 16 blocks analysed\)"):
+        res = sa.sobol(_NoisyModel(), space, outputs, 16, seed=1, resamples=50)
+    s1 = {o: [r["S1"] for r in res.indices if r["output"] == o] for o in outputs}
+    assert np.isnan(s1["flat"]).all() and np.isfinite(s1["real"]).all() and np.isfinite(s1["partial"]).all()
+    flat, partial = res.screening["flat"], res.screening["partial"]
+    assert flat["constant"] and "constant" in flat["note"] and not res.screening["real"]["constant"]
+    assert 2 <= partial["blocks_analysed"] < 16 and partial["undefined_samples"] > 0 and partial["note"] is None
+    assert np.ptp(res.values[:, 0]) > 0  # the samples keep the values as computed
+    # without a solver (tolerance 0) only an exactly constant output is constant: the noise is analysed
+    with pytest.warns(sa.SensitivityWarning):
+        plain = sa.sobol(lambda names, x: _NoisyModel()(names, x), space, outputs, 16, seed=1, resamples=50)
+    assert np.isfinite([r["S1"] for r in plain.indices if r["output"] == "flat"]).all()
+    # Morris: the constant output's effects are 0; the partial one is defined in trajectories counted
+    # from the samples, and in fewer than two its indices are empty (not sigma NaN, interval 0)
+    with pytest.warns(sa.SensitivityWarning, match="partial"):
+        morris = sa.morris(_NoisyModel(), space, outputs, 4, seed=2)
+    assert [r["mu_star"] for r in morris.indices if r["output"] == "flat"] == [0.0, 0.0]
+    whole = (morris.samples[:, 1] <= 0.7).reshape(4, 3).all(axis=1)
+    assert morris.screening["partial"]["blocks_analysed"] == whole.sum()
+    assert morris.screening["partial"]["undefined_samples"] == (morris.samples[:, 1] > 0.7).sum()
+    assert whole.sum() == 1 and "too few" in morris.screening["partial"]["note"]  # this seed: one trajectory
+    assert np.isnan([r["mu_star"] for r in morris.indices if r["output"] == "partial"]).all()
+    with pytest.warns(sa.SensitivityWarning, match="no analysed output varies over the samples"):
+        sa.sobol(_NoisyModel(), space, ("flat",), 4, seed=1, resamples=10)
 
 
 def _template_id(task) -> int:

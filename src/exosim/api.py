@@ -113,12 +113,15 @@ class SensitivityResult:
     analysis : :class:`exosim.analysis.sensitivity.Analysis` (indices, samples, values, failures)
     arm, control_arm : analysed arm and the control it is compared with
     inert : factors that do not occur in the scenario (sampled, without effect)
+    scenario : the scenario's name
     """
 
     analysis: Analysis
     arm: str
     control_arm: str | None
     inert: tuple[str, ...] = ()
+    #: the analysed scenario's name (the figure's title)
+    scenario: str = ""
 
     def to_df(self) -> pandas.DataFrame:
         """The indices (indices.csv): one row per output and parameter."""
@@ -141,7 +144,8 @@ class SensitivityResult:
         """Tornado (local), mu*-sigma (Morris) or S1/ST bars (Sobol), written to ``path``."""
         from exosim.io.figures import plot_analysis
 
-        plot_analysis(self.analysis, Path(path))
+        title = ", ".join([t for t in (self.scenario, f"arm '{self.arm}'") if t])
+        plot_analysis(self.analysis, Path(path), title=f"{title}, {self.analysis.samples.shape[0]} samples")
         return Path(path)
 
 
@@ -164,7 +168,8 @@ def sensitivity(
     ----------
     scenario : scenario or path; needs a control arm and the analysed arm
     method : ``local``, ``morris`` or ``sobol``
-    group, params : parameter group (``uptake``, ``release``, ``cargo``, ``repair``) and/or keys
+    group, params : parameter group (``uptake``, ``release``, ``cargo``, ``repair``, ``immune``) and/or
+        keys (a sequence, or one comma-separated string as on the command line)
     N : Sobol base samples (a power of two) or Morris trajectories
     seed : seed of sampling and bootstrap
     arm : analysed arm (default: the first non-control arm)
@@ -180,6 +185,8 @@ def sensitivity(
     from exosim.analysis.engine import make_engine
 
     sc = _scenario(scenario)
+    if isinstance(params, str):  # "a,b": the command line's form (a string is not a sequence of keys)
+        params = [p.strip() for p in params.split(",") if p.strip()]
     space = _sa.ParameterSpace.from_table(group, list(params), dict(ranges or {}))
     engine = make_engine(workers)
     try:
@@ -188,7 +195,8 @@ def sensitivity(
     finally:
         engine.close()
     control = None if ev.control is None else ev.scenario.arms[ev.control].name
-    return SensitivityResult(analysis, ev.target_name, control, tuple(_sa.inert_factors(ev.scenario, space.names)))
+    inert = tuple(_sa.inert_factors(ev.scenario, space.names))
+    return SensitivityResult(analysis, ev.target_name, control, inert, scenario=sc.name)
 
 
 @dataclass(frozen=True)

@@ -349,7 +349,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sen.add_argument("scenario", help="scenario YAML file")
-    sen.add_argument("--group", help="parameter group (uptake, release, cargo, repair)")
+    sen.add_argument("--group", help="parameter group (uptake, release, cargo, repair, immune)")
     sen.add_argument("--params", default="", help="comma-separated parameter keys (added to the group)")
     sen.add_argument(
         "--range",
@@ -1061,7 +1061,7 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
     import time
 
     from exosim.analysis import sensitivity as sa
-    from exosim.analysis.engine import EngineError, make_engine
+    from exosim.analysis.engine import EngineError, make_engine, usable_cores
     from exosim.io.outputs import OutputError, write_analysis
     from exosim.io.provenance import sensitivity_record
     from exosim.model.catalogue import parameter_table
@@ -1125,6 +1125,19 @@ def _cmd_sensitivity(args: argparse.Namespace, argv: list[str]) -> int:
                 raise sa.SensitivityError(
                     f"--doses {args.doses}{' ' + where if where else ''}: {exc.problem}"
                 ) from None
+        if args.scheduler and args.workers is not None:
+            print(
+                f"exosim: note: --workers {args.workers} is not used with --scheduler: the cluster's workers "
+                "run the tasks",
+                file=sys.stderr,
+            )
+        elif args.workers is not None and args.workers > usable_cores():
+            cores = usable_cores()
+            print(
+                f"exosim: warning: --workers {args.workers} on {cores} usable core{'s' if cores != 1 else ''}: the "
+                f"processes share them (no faster than --workers {cores}; --workers auto picks it)",
+                file=sys.stderr,
+            )
         engine = make_engine(args.workers, args.scheduler)
     except (sa.SensitivityError, EngineError, ScenarioError) as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)

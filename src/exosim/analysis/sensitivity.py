@@ -331,6 +331,11 @@ class ScenarioEvaluator:
                 per_chunk = min(per_chunk, max(1, -(-m // (TASKS_PER_WORKER * workers))))
         return per_chunk
 
+    @property
+    def tolerance(self) -> float:
+        """The solver's relative tolerance: outputs that vary less over the samples are constant."""
+        return float(self.scenario.solver.rtol)
+
     def chunks(self, m: int) -> list[tuple[int, int]]:
         """(first, end) samples of each task of a job of ``m`` samples, in order.
 
@@ -427,6 +432,9 @@ class Analysis:
     nominal: np.ndarray | None = None
     #: the method's settings beyond N and the seed (bootstrap resamples, confidence level, levels, step)
     settings: dict = field(default_factory=dict)
+    #: per output: blocks (Saltelli blocks, trajectories) analysed, samples where it is not defined,
+    #: whether it is constant over the samples, and a note when its indices are empty or constant
+    screening: dict = field(default_factory=dict)
 
 
 Evaluate = Callable[[Sequence[str], np.ndarray], tuple[np.ndarray, np.ndarray, list[str]]]
@@ -447,9 +455,11 @@ def local(
         x[1 + 2 * j, j] *= np.exp(h)
         x[2 + 2 * j, j] *= np.exp(-h)
     y, failed, msgs = evaluate(space.names, x)
+    bad = np.array([False])  # no blocks: a failed sample leaves its coefficients NaN
+    ys, _, screening = _screen(outputs, y, bad, 2 * d + 1, _tolerance(evaluate), 0, None)
     rows = []
     with np.errstate(invalid="ignore", divide="ignore"):
-        ly = np.log(np.where(y > 0, y, np.nan))
+        ly = np.log(np.where(ys > 0, ys, np.nan))
     for k, out in enumerate(outputs):
         for j, name in enumerate(space.names):
             coef = (ly[1 + 2 * j, k] - ly[2 + 2 * j, k]) / (2 * h)
@@ -472,6 +482,7 @@ def local(
         failed,
         messages=[m for m in msgs if m],
         settings={"relative_step": h},
+        screening=screening,
     )
 
 
@@ -490,6 +501,75 @@ def _usable_blocks(yk: np.ndarray, bad: np.ndarray, block: int) -> np.ndarray:
     """
     ok = ~bad & np.isfinite(yk).reshape(bad.size, block).all(axis=1)
     return np.repeat(ok, block)
+
+
+def _tolerance(evaluate: Evaluate) -> float:
+    """The relative tolerance within which an output of ``evaluate`` counts as constant: its
+    solver's rtol (a scenario evaluator), else 0 (exactly constant)."""
+    return float(getattr(evaluate, "tolerance", 0.0))
+
+
+def _screen(
+    outputs: Sequence[str],
+    y: np.ndarray,
+    bad: np.ndarray,
+    block: int,
+    tolerance: float,
+    least: int,
+    unit: str | None,
+) -> tuple[np.ndarray, list[np.ndarray], dict]:
+    """Per output: the rows to analyse, and what the analysis can say of it.
+
+    Returns the outputs with those that vary over the samples by no more than the solver's
+    relative ``tolerance`` (rounding and integration noise: delivery under cargo parameters
+    varied by 3e-13 and got Sobol indices above 1) set to one value, exactly constant; the rows
+    (``_usable_blocks``) of each; and per output its screening record.  An output defined in some
+    samples only (``dmf_at_sf0.1`` where survival does not reach 0.1 on the grid) is analysed on
+    the blocks where it is defined, with a warning; fewer than ``least`` such blocks leave its
+    indices empty.  ``unit``: what a block is (``None``: the local method's runs, one block).
+    """
+    y = y.copy()
+    rows, screening, partial = [], {}, []
+    live = np.repeat(~bad, block)  # samples of blocks without failures
+    for k, out in enumerate(outputs):
+        if unit is None:  # the local method's runs: one without the output leaves its coefficients NaN
+            keep = np.isfinite(y[:, k])
+            blocks, undefined = int(keep.any()), 0
+        else:
+            keep = _usable_blocks(y[:, k], bad, block)
+            blocks = int(keep.sum()) // block
+            undefined = int((~np.isfinite(y[:, k]) & live).sum())
+        used = y[keep, k]
+        constant = bool(used.size) and bool(np.ptp(used) <= tolerance * np.max(np.abs(used)))
+        if constant:
+            y[keep, k] = used[0]
+        note = None
+        if blocks == 0:
+            note = "not defined for this scenario\nand dose grid" if undefined or unit is None else "no usable samples"
+        elif blocks < least:
+            note = f"defined in {blocks} of {bad.size} {unit}:\ntoo few to analyse"
+        elif constant:
+            note = "constant over the samples\n(within the solver's tolerance)"
+        if undefined and blocks:
+            samples = int(live.sum())
+            partial.append(f"{out} in {undefined} of {samples} samples ({blocks} of {bad.size} {unit} analysed)")
+        screening[out] = {"blocks_analysed": blocks, "undefined_samples": undefined, "constant": constant, "note": note}
+        rows.append(keep if blocks >= least else np.zeros_like(keep))
+    if partial:
+        warnings.warn(
+            "outputs not defined in some samples (e.g. dmf_at_sf0.1 where survival does not reach 0.1 on "
+            "the dose grid) are analysed on the rest: " + "; ".join(partial),
+            SensitivityWarning,
+            stacklevel=3,
+        )
+    if screening and all(rec["note"] for rec in screening.values()):
+        warnings.warn(
+            "no analysed output varies over the samples (each is constant within the solver's tolerance or "
+            "not defined): the factors act on nothing these outputs read in this arm",
+            SensitivityWarning,
+            stacklevel=3,
+        )
+    return y, rows, screening
 
 
 def _index_rows(output: str, space: ParameterSpace, res, keys: tuple[str, ...]) -> list[dict]:
@@ -520,23 +600,26 @@ def morris(
     xs = morris_sample.sample(problem, n, num_levels=levels, seed=seed)
     y, failed, msgs = evaluate(space.names, space.to_values(xs))
     _, bad, dropped, n_blocks = _drop_blocks(y, failed, space.dimension + 1)
+    # sigma and the bootstrap of mu* need two trajectories
+    ys, keeps, screening = _screen(outputs, y, bad, space.dimension + 1, _tolerance(evaluate), 2, "trajectories")
     rows = []
     for k, out in enumerate(outputs):
-        keep = _usable_blocks(y[:, k], bad, space.dimension + 1)
-        res = (
-            morris_analyze.analyze(
-                problem,
-                xs[keep],
-                y[keep, k],
-                num_resamples=resamples,
-                conf_level=conf_level,
-                num_levels=levels,
-                seed=seed,
-                print_to_console=False,
+        keep = keeps[k]
+        with np.errstate(all="ignore"):
+            res = (
+                morris_analyze.analyze(
+                    problem,
+                    xs[keep],
+                    ys[keep, k],
+                    num_resamples=resamples,
+                    conf_level=conf_level,
+                    num_levels=levels,
+                    seed=seed,
+                    print_to_console=False,
+                )
+                if keep.any()
+                else None
             )
-            if keep.any()
-            else None
-        )
         rows += _index_rows(out, space, res, ("mu_star", "mu_star_conf", "sigma", "mu"))
     settings = {"levels": levels, "bootstrap_resamples": resamples, "confidence_level": conf_level}
     return Analysis(
@@ -551,6 +634,7 @@ def morris(
         n_blocks,
         [m for m in msgs if m],
         settings=settings,
+        screening=screening,
     )
 
 
@@ -575,11 +659,11 @@ def sobol(
     samples = space.to_values(xs)
     y, failed, msgs = evaluate(space.names, samples)
     _, bad, dropped, n_blocks = _drop_blocks(y, failed, space.dimension + 2)
+    ys, keeps, screening = _screen(outputs, y, bad, space.dimension + 2, _tolerance(evaluate), 2, "blocks")
     usable = {}  # output -> its outputs of the usable blocks, if enough and not constant
     for k, out in enumerate(outputs):
-        keep = _usable_blocks(y[:, k], bad, space.dimension + 2)
-        yk = y[keep, k]
-        if keep.sum() >= 2 * (space.dimension + 2) and np.var(yk) > 0:
+        yk = ys[keeps[k], k]
+        if yk.size and np.ptp(yk) > 0:  # (the variance of equal values need not be 0)
             usable[out] = yk
     # the bootstrap on the evaluation's engine (its workers have SALib from this process): one task
     # per group of resample columns, for every output at once (the outputs share the resample
@@ -608,7 +692,7 @@ def sobol(
     settings = {"bootstrap_resamples": resamples, "confidence_level": conf_level, "second_order": False}
     messages = [m for m in msgs if m]
     found = (rows, samples, y, failed, dropped, n_blocks, messages)
-    return Analysis("sobol", space, tuple(outputs), *found, settings=settings)
+    return Analysis("sobol", space, tuple(outputs), *found, settings=settings, screening=screening)
 
 
 def _column_parts(resamples: int, workers: int) -> list[tuple[int, int]]:

@@ -377,6 +377,11 @@ def plot_timecourses(result: RunResult, path: Path) -> None:
     _save(fig, path, 120)
 
 
+#: Morris panels: factors whose mu* and sigma are both at most this share of the largest are
+#: counted in a note instead of labelled one by one
+MORRIS_LABEL_SHARE = 0.03
+
+
 def plot_analysis(analysis: Analysis, path, title: str | None = None) -> None:
     """Tornado (local), mu*-sigma (Morris) or S1/ST bars with intervals (Sobol), one panel per output;
     ``title``: what was analysed (scenario, arm, samples), after the method."""
@@ -393,8 +398,10 @@ def plot_analysis(analysis: Analysis, path, title: str | None = None) -> None:
         rows = [r for r in analysis.indices if r["output"] == out]
         keys = {"local": ("coefficient",), "morris": ("mu_star",)}.get(analysis.method, ("S1", "ST"))
         values = np.array([float(r[key]) for r in rows for key in keys])
-        empty = None
-        if not np.isfinite(values).any():
+        empty = analysis.screening.get(out, {}).get("note")  # constant, not defined, too few blocks
+        if empty:
+            pass
+        elif not np.isfinite(values).any():
             empty = "not defined for this scenario\nand dose grid"
         elif np.all(values[np.isfinite(values)] == 0):
             empty = "no parameter moves this output\n(every index is 0)"
@@ -418,9 +425,27 @@ def plot_analysis(analysis: Analysis, path, title: str | None = None) -> None:
             mu = np.array([r["mu_star"] for r in rows])
             sig = np.array([r["sigma"] for r in rows])
             ax.scatter(mu, sig, s=12)
+            # factors near the origin are labelled as a group (their names would pile up there)
+            near = (np.nan_to_num(mu) <= MORRIS_LABEL_SHARE * np.nanmax(mu)) & (
+                np.nan_to_num(sig) <= MORRIS_LABEL_SHARE * np.nanmax(sig)
+            )
             for i, name in enumerate(names):
-                if np.isfinite(mu[i]):
+                if np.isfinite(mu[i]) and not near[i]:
                     ax.annotate(name, (mu[i], sig[i]), fontsize=5, annotation_clip=False)
+            if near.sum() > 1:
+                ax.text(
+                    0.98,
+                    0.04,
+                    f"{int(near.sum())} factors near 0 (mu* and sigma\n<= {MORRIS_LABEL_SHARE:.0%} of the largest)",
+                    ha="right",
+                    va="bottom",
+                    fontsize=5,
+                    color="0.4",
+                    transform=ax.transAxes,
+                )
+            elif near.any():
+                i = int(np.flatnonzero(near)[0])
+                ax.annotate(names[i], (mu[i], sig[i]), fontsize=5, annotation_clip=False)
             ax.set_xlim(left=0.0, right=1.35 * float(np.nanmax(mu)) if np.nanmax(mu) > 0 else None)
             ax.set_ylim(bottom=0.0, top=1.15 * float(np.nanmax(sig)) if np.nanmax(sig) > 0 else None)
             # SALib's elementary effect: the change of y per unit of the [0, 1]-scaled factor, i.e.

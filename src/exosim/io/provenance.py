@@ -270,6 +270,11 @@ def sensitivity_record(
         "containing one are dropped before analysis and counted here",
         "failures": analysis.messages[:100],
         "inert_factors": inert_factors(evaluator.scenario, space.names),
+        # per output: blocks analysed, samples where it is not defined, constant within the solver's rtol
+        "outputs": {
+            out: {**rec, "note": rec["note"].replace("\n", " ") if rec.get("note") else None}
+            for out, rec in analysis.screening.items()
+        },
         "engine": engine.record() if hasattr(engine, "record") else engine.describe(),
         "chunk_members": chunk_members,
         # samples per task as cut for this job (the compiled backend caps chunks at 2048 members)

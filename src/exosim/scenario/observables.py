@@ -328,7 +328,8 @@ def sample_outputs(
     sample.  ``bystander_survival`` is the analysed arm's survival relative to the control
     arm at grid dose 0 when the grid irradiates the scored cells (NaN without a 0 Gy dose),
     else at the largest grid dose (a donor-dose grid).  ``delivered_copies_per_cell`` counts the
-    scenario's first cargo.
+    scenario's first cargo.  ``alpha_eff``, ``beta_eff`` and the delivered copies are the analysed
+    arm's at the grid's first dose.
     """
     n_arms = len(result.arms)
     n_grid = result.arm_index.size // (m_samples * n_arms)
