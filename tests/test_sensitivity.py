@@ -362,12 +362,26 @@ def test_outputs_constant_within_the_solvers_tolerance_or_partly_undefined_are_s
         morris = sa.morris(_NoisyModel(), space, outputs, 4, seed=2)
     assert [r["mu_star"] for r in morris.indices if r["output"] == "flat"] == [0.0, 0.0]
     whole = (morris.samples[:, 1] <= 0.7).reshape(4, 3).all(axis=1)
-    assert morris.screening["partial"]["blocks_analysed"] == whole.sum()
+    assert morris.screening["partial"]["blocks_defined"] == whole.sum()
     assert morris.screening["partial"]["undefined_samples"] == (morris.samples[:, 1] > 0.7).sum()
     assert whole.sum() == 1 and "too few" in morris.screening["partial"]["note"]  # this seed: one trajectory
+    assert morris.screening["partial"]["blocks_analysed"] == 0
     assert np.isnan([r["mu_star"] for r in morris.indices if r["output"] == "partial"]).all()
     with pytest.warns(sa.SensitivityWarning, match="no analysed output varies over the samples"):
         sa.sobol(_NoisyModel(), space, ("flat",), 4, seed=1, resamples=10)
+    # every run failed: said so, not "not defined" and not "nothing varies"
+    broken = type("Broken", (), {"tolerance": 1e-8})()
+    broken.__class__.__call__ = lambda self, names, x: (
+        np.full((len(x), 3), np.nan),
+        np.ones(len(x), bool),
+        ["x"] * len(x),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sa.SensitivityWarning)
+        failed = sa.local(broken, space, np.array([0.5, 0.5]), outputs)
+        sobol_failed = sa.sobol(broken, space, outputs, 4, seed=1, resamples=10)
+    assert {rec["note"] for rec in failed.screening.values()} == {"every run failed"}
+    assert all("failed sample" in rec["note"] for rec in sobol_failed.screening.values())
 
 
 def _template_id(task) -> int:

@@ -455,8 +455,8 @@ def local(
         x[1 + 2 * j, j] *= np.exp(h)
         x[2 + 2 * j, j] *= np.exp(-h)
     y, failed, msgs = evaluate(space.names, x)
-    bad = np.array([False])  # no blocks: a failed sample leaves its coefficients NaN
-    ys, _, screening = _screen(outputs, y, bad, 2 * d + 1, _tolerance(evaluate), 0, None)
+    bad = np.array([bool(failed.all())])  # one block; a failed run leaves its factor's coefficients NaN
+    ys, _, screening = _screen(outputs, y, bad, 2 * d + 1, _tolerance(evaluate), 0, None, _label(evaluate))
     rows = []
     with np.errstate(invalid="ignore", divide="ignore"):
         ly = np.log(np.where(ys > 0, ys, np.nan))
@@ -503,10 +503,23 @@ def _usable_blocks(yk: np.ndarray, bad: np.ndarray, block: int) -> np.ndarray:
     return np.repeat(ok, block)
 
 
+#: an output that varies over the samples by at most this share of the solver's relative tolerance
+#: (relative to its largest value) is constant: the noise of integration and rounding is about 1e-6
+#: to 0.02 of rtol here (delivery under cargo or repair parameters), while effects computed to the
+#: solver's accuracy start near rtol (survival under release parameters: 0.94 rtol, accurate to 0.04)
+CONSTANT_SHARE = 0.1
+
+
 def _tolerance(evaluate: Evaluate) -> float:
-    """The relative tolerance within which an output of ``evaluate`` counts as constant: its
-    solver's rtol (a scenario evaluator), else 0 (exactly constant)."""
-    return float(getattr(evaluate, "tolerance", 0.0))
+    """The relative spread within which an output of ``evaluate`` counts as constant:
+    :data:`CONSTANT_SHARE` of its solver's rtol (a scenario evaluator), else 0 (exactly constant)."""
+    return CONSTANT_SHARE * float(getattr(evaluate, "tolerance", 0.0))
+
+
+def _label(evaluate: Evaluate) -> str:
+    """What a warning names: the scenario and arm of a scenario evaluator."""
+    scenario, arm = getattr(evaluate, "scenario", None), getattr(evaluate, "target_name", None)
+    return f"{scenario.name}, arm {arm!r}: " if scenario is not None and arm else ""
 
 
 def _screen(
@@ -517,55 +530,81 @@ def _screen(
     tolerance: float,
     least: int,
     unit: str | None,
+    label: str = "",
 ) -> tuple[np.ndarray, list[np.ndarray], dict]:
     """Per output: the rows to analyse, and what the analysis can say of it.
 
-    Returns the outputs with those that vary over the samples by no more than the solver's
-    relative ``tolerance`` (rounding and integration noise: delivery under cargo parameters
-    varied by 3e-13 and got Sobol indices above 1) set to one value, exactly constant; the rows
-    (``_usable_blocks``) of each; and per output its screening record.  An output defined in some
-    samples only (``dmf_at_sf0.1`` where survival does not reach 0.1 on the grid) is analysed on
-    the blocks where it is defined, with a warning; fewer than ``least`` such blocks leave its
-    indices empty.  ``unit``: what a block is (``None``: the local method's runs, one block).
+    Returns the outputs with those that vary over the samples by no more than ``tolerance``
+    relative to their largest value (rounding and integration noise: delivery under cargo
+    parameters varied by 3e-13 and got Sobol indices above 1) set to one value, exactly constant;
+    the rows (``_usable_blocks``) of each; and per output its screening record.  An output defined
+    in some samples only (``dmf_at_sf0.1`` where survival does not reach 0.1 on the grid) is
+    analysed on the blocks where it is defined, with a warning; fewer than ``least`` such blocks
+    leave its indices empty.  ``bad``: blocks with a failed sample; ``unit``: what a block is
+    (``None``: the local method's runs, one block); ``label``: names the job in warnings.
     """
     y = y.copy()
-    rows, screening, partial = [], {}, []
+    rows, screening, partial, short = [], {}, [], []
     live = np.repeat(~bad, block)  # samples of blocks without failures
+    failed = bool(bad.all())
     for k, out in enumerate(outputs):
         if unit is None:  # the local method's runs: one without the output leaves its coefficients NaN
-            keep = np.isfinite(y[:, k])
+            keep = np.isfinite(y[:, k]) & live
             blocks, undefined = int(keep.any()), 0
         else:
             keep = _usable_blocks(y[:, k], bad, block)
             blocks = int(keep.sum()) // block
             undefined = int((~np.isfinite(y[:, k]) & live).sum())
         used = y[keep, k]
-        constant = bool(used.size) and bool(np.ptp(used) <= tolerance * np.max(np.abs(used)))
+        spread = float(np.ptp(used) / np.max(np.abs(used))) if used.size and np.max(np.abs(used)) > 0 else 0.0
+        constant = bool(used.size) and spread <= tolerance
         if constant:
             y[keep, k] = used[0]
         note = None
-        if blocks == 0:
-            note = "not defined for this scenario\nand dose grid" if undefined or unit is None else "no usable samples"
+        if failed:
+            note = "every run failed" if unit is None else f"every one of the {bad.size} {unit}\nhas a failed sample"
+        elif blocks == 0 and undefined < live.sum() and unit is not None:
+            note = f"defined in some samples,\nbut in none of the {bad.size} {unit} whole"
+        elif blocks == 0:
+            note = "not defined for this scenario\nand dose grid"
         elif blocks < least:
             note = f"defined in {blocks} of {bad.size} {unit}:\ntoo few to analyse"
         elif constant:
             note = "constant over the samples\n(within the solver's tolerance)"
-        if undefined and blocks:
+        if undefined and undefined < live.sum():
             samples = int(live.sum())
-            partial.append(f"{out} in {undefined} of {samples} samples ({blocks} of {bad.size} {unit} analysed)")
-        screening[out] = {"blocks_analysed": blocks, "undefined_samples": undefined, "constant": constant, "note": note}
+            if blocks >= least:
+                partial.append(f"{out} in {undefined} of {samples} samples ({blocks} of {bad.size} {unit} analysed)")
+            else:
+                short.append(
+                    f"{out} in {undefined} of {samples} samples ({blocks} of {bad.size} {unit} whole: too few)"
+                )
+        screening[out] = {
+            "blocks_analysed": blocks if blocks >= least else 0,
+            "blocks_defined": blocks,
+            "undefined_samples": undefined,
+            "relative_spread": spread if used.size else None,
+            "constant": constant,
+            "note": note,
+        }
         rows.append(keep if blocks >= least else np.zeros_like(keep))
-    if partial:
+    if partial or short:
         warnings.warn(
-            "outputs not defined in some samples (e.g. dmf_at_sf0.1 where survival does not reach 0.1 on "
-            "the dose grid) are analysed on the rest: " + "; ".join(partial),
+            f"{label}outputs not defined in some samples (e.g. dmf_at_sf0.1 where survival does not reach 0.1 on "
+            "the dose grid) are analysed on the rest"
+            + (": " + "; ".join(partial) if partial else "")
+            + ("; not analysed, defined in too few: " + "; ".join(short) if short else ""),
             SensitivityWarning,
             stacklevel=3,
         )
-    if screening and all(rec["note"] for rec in screening.values()):
+    if (
+        not failed
+        and any(rec["constant"] for rec in screening.values())
+        and all(rec["note"] for rec in screening.values())
+    ):
         warnings.warn(
-            "no analysed output varies over the samples (each is constant within the solver's tolerance or "
-            "not defined): the factors act on nothing these outputs read in this arm",
+            f"{label}no analysed output varies over the samples (each is constant within the solver's tolerance "
+            "or not defined): the factors act on nothing these outputs read in this arm",
             SensitivityWarning,
             stacklevel=3,
         )
@@ -601,7 +640,9 @@ def morris(
     y, failed, msgs = evaluate(space.names, space.to_values(xs))
     _, bad, dropped, n_blocks = _drop_blocks(y, failed, space.dimension + 1)
     # sigma and the bootstrap of mu* need two trajectories
-    ys, keeps, screening = _screen(outputs, y, bad, space.dimension + 1, _tolerance(evaluate), 2, "trajectories")
+    ys, keeps, screening = _screen(
+        outputs, y, bad, space.dimension + 1, _tolerance(evaluate), 2, "trajectories", _label(evaluate)
+    )
     rows = []
     for k, out in enumerate(outputs):
         keep = keeps[k]
@@ -659,7 +700,9 @@ def sobol(
     samples = space.to_values(xs)
     y, failed, msgs = evaluate(space.names, samples)
     _, bad, dropped, n_blocks = _drop_blocks(y, failed, space.dimension + 2)
-    ys, keeps, screening = _screen(outputs, y, bad, space.dimension + 2, _tolerance(evaluate), 2, "blocks")
+    ys, keeps, screening = _screen(
+        outputs, y, bad, space.dimension + 2, _tolerance(evaluate), 2, "blocks", _label(evaluate)
+    )
     usable = {}  # output -> its outputs of the usable blocks, if enough and not constant
     for k, out in enumerate(outputs):
         yk = ys[keeps[k], k]
