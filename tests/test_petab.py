@@ -584,6 +584,15 @@ def test_a_problem_exosim_cannot_map_is_one_message_exit_2_and_nothing_written(
         read_petab(folder / "problem.yaml")
 
 
+def test_a_data_file_beside_petab_is_refused_as_data_not_read_as_a_scenario(iccm_problem, tmp_path, capsys):
+    """``exosim fit --petab PROBLEM DATA.csv``: the CSV lands in the scenario slot; it is refused as
+    data the problem already holds, not parsed as a scenario."""
+    data = str(SCENARIOS / "data" / "iccm_relative_survival.csv")
+    assert main(["fit", "--petab", str(iccm_problem / "problem.yaml"), data, "-o", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert "the data and the estimated parameters come from the PEtab problem" in err and "YAML" not in err
+
+
 def test_the_scenario_is_found_where_recorded_and_another_one_is_fitted_with_a_warning(iccm_problem, tmp_path, capsys):
     folder = _copy(iccm_problem, tmp_path)
     doc = yaml.safe_load((folder / "problem.yaml").read_text())

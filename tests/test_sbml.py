@@ -37,6 +37,25 @@ def test_committed_models_are_current(tmp_path):
         assert (tmp_path / f"{name}.xml").read_text() == committed, f"models/{name}.xml is stale: exosim export-sbml"
 
 
+def test_export_sbml_writes_the_models_together_and_refuses_a_bad_folder_in_one_line(tmp_path, capsys):
+    """export-sbml claims its folder as the other commands do: a file, a path under a file or an
+    empty path is one message and exit 2, nothing written; the files appear together."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for target, words in ((afile, "is a file, not a folder"), (afile / "sub", "Not a directory")):
+        assert main(["export-sbml", "-o", str(target)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("exosim: error: ") and words in err[0], err
+    with pytest.raises(SystemExit) as stop:
+        main(["export-sbml", "-o", ""])
+    assert stop.value.code == 2 and "expected a path, got an empty string" in capsys.readouterr().err
+    out = tmp_path / "models"
+    assert main(["export-sbml", "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{name}.xml" for name in FILES)  # no staging left
+    printed = capsys.readouterr().out
+    assert all(f"wrote {out / name}.xml" in printed for name in FILES)
+
+
 @pytest.mark.parametrize("name", FILES)
 def test_models_validate_without_errors_and_have_units_and_sbo(name):
     doc = libsbml.readSBMLFromFile(str(MODELS / f"{name}.xml"))

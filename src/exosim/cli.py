@@ -156,6 +156,14 @@ def _at_least(minimum: int, why: str = ""):
     return parse
 
 
+def _path(text: str) -> str:
+    """An output path: not empty (an empty ``-o ""`` wrote to the current folder, or fell back to the
+    default, depending on the command)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
 def _workers(text: str) -> int | None:
     """``--workers``: a positive integer, or ``auto`` (None)."""
     from exosim.analysis.engine import parse_workers
@@ -211,7 +219,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("scenario", help="scenario YAML file")
-    run.add_argument("-o", "--outdir", help="output folder (default: results/<scenario name>)")
+    run.add_argument("-o", "--outdir", type=_path, help="output folder (default: results/<scenario name>)")
     run.add_argument("--no-timecourses", action="store_true", help="skip timecourses.csv (faster)")
     run.add_argument("--no-figure", action="store_true", help="skip survival.png")
     run.add_argument(
@@ -238,7 +246,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     evi.add_argument("path", nargs="?", default="evidence", help="evidence folder or file (default: evidence)")
-    evi.add_argument("-o", "--outdir", default="results/evidence", help="output folder (default: results/evidence)")
+    evi.add_argument(
+        "-o", "--outdir", type=_path, default="results/evidence", help="output folder (default: results/evidence)"
+    )
     evi.add_argument("--role", choices=["calibration", "validation"], action="append", help="only these roles")
     evi.add_argument("--entry", action="append", help="only these entry ids (repeatable)")
     evi.add_argument(
@@ -256,7 +266,7 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("path", nargs="?", default="evidence", help="evidence folder or file (default: evidence)")
     cal.add_argument("--params", required=True, help="comma-separated: key, cargo.key or population.key")
     cal.add_argument("--range", action="append", default=[], help="name=low:high (default: documented range)")
-    cal.add_argument("-o", "--outdir", default="results/calibration", help="output folder")
+    cal.add_argument("-o", "--outdir", type=_path, default="results/calibration", help="output folder")
     cal.add_argument(
         "--profile-points",
         type=_profile_points,
@@ -295,7 +305,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     exp.add_argument("scenario", help="scenario YAML file")
-    exp.add_argument("-o", "--output", required=True, help="SBML file to write")
+    exp.add_argument("-o", "--output", type=_path, required=True, help="SBML file to write")
     exp.add_argument("--arm", help="arm name (default: the first arm)")
     exp.add_argument("--dose", type=float, help="grid dose in the grid's unit (default: the largest)")
     pet = sub.add_parser(
@@ -334,14 +344,14 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="integrator of the check that reference survivals do not depend on the estimated parameters",
     )
-    pet.add_argument("-o", "--outdir", help="output folder (default: results/<scenario>-petab)")
+    pet.add_argument("-o", "--outdir", type=_path, help="output folder (default: results/<scenario>-petab)")
     mod = sub.add_parser(
         "export-sbml",
         help="regenerate the SBML files in models/",
         epilog=MODELS_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    mod.add_argument("-o", "--outdir", default="models", help="folder (default: models)")
+    mod.add_argument("-o", "--outdir", type=_path, default="models", help="folder (default: models)")
     sen = sub.add_parser(
         "sensitivity",
         help="local, Morris or Sobol sensitivity of survival outputs",
@@ -388,7 +398,7 @@ def _parser() -> argparse.ArgumentParser:
         help="integrator: numba (compiled, per-member steps; extra 'fast') or numpy; auto picks numba when installed",
     )
     sen.add_argument("--chunk-members", type=int, default=8192, help="members integrated together (memory bound)")
-    sen.add_argument("-o", "--outdir", help="output folder (default: results/<scenario>-<method>)")
+    sen.add_argument("-o", "--outdir", type=_path, help="output folder (default: results/<scenario>-<method>)")
     fig = sub.add_parser(
         "figures",
         help="regenerate the figure gallery: survival curves, time courses (medium transfer), calibration fits",
@@ -396,7 +406,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     fig.add_argument("scenarios", nargs="+", help="scenario YAML files")
-    fig.add_argument("-o", "--outdir", default="figures", help="folder for the figures (default: figures)")
+    fig.add_argument("-o", "--outdir", type=_path, default="figures", help="folder for the figures (default: figures)")
     fig.add_argument(
         "--format",
         default="png,pdf",
@@ -468,7 +478,7 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="integrator: numba (compiled; extra 'fast') or numpy; auto picks numba when installed",
     )
-    ft.add_argument("-o", "--outdir", help="output folder (default: results/<scenario>-fit)")
+    ft.add_argument("-o", "--outdir", type=_path, help="output folder (default: results/<scenario>-fit)")
     dl = sub.add_parser(
         "delivery",
         help="delivered cargo copies per cell vs the ~10^3 needed (markdown table)",
@@ -538,7 +548,9 @@ def _cmd_fit(args: argparse.Namespace, argv: list[str]) -> int:
         if args.petab:
             from exosim.io.petab import read_petab
 
-            if args.data or args.params:
+            # a lone CSV given before --petab lands in the scenario slot
+            given = list(args.data) + ([args.scenario] if str(args.scenario or "").lower().endswith(".csv") else [])
+            if given or args.params:
                 raise _fit.FitError(
                     "--petab: the data and the estimated parameters come from the PEtab problem; give "
                     "exosim fit [SCENARIO] --petab PROBLEM, or exosim fit SCENARIO DATA... --params KEY[,KEY]"
@@ -1046,13 +1058,17 @@ def _cmd_export_models(args: argparse.Namespace) -> int:
     if _missing_extra("sbml", "SBML export"):
         return 2
     from exosim.io.sbml import SBMLExportError, write_models
+    from exosim.util.atomic import claim_output, staged_outputs
 
+    outdir = claim_output(args.outdir)  # writable and locked first (OutputError: one line, exit 2 in main)
     try:
-        for path, result in write_models(args.outdir):
-            print(f"wrote {path} ({len(result.warnings)} warnings)")
+        with staged_outputs(outdir) as tmp:  # the files appear together, or none
+            written = write_models(tmp)
     except SBMLExportError as exc:
         print(f"exosim: error: {exc}", file=sys.stderr)
         return 2
+    for path, result in written:
+        print(f"wrote {outdir / path.name} ({len(result.warnings)} warnings)")
     return 0
 
 

@@ -975,7 +975,8 @@ def _readme(sc, data, problem, lik, members, cond_name, columns, references, at_
         "",
         "## Conventions",
         "",
-        f"- SBML time = exosim time - ({t0:g} h): time 0 is the first event of the exported arms.",
+        f"- SBML time = exosim time - ({t0:g} h): time 0 is the scenario's start (its `start`, else "
+        "the earliest event of any of its arms, exported or not, else 0).",
         "- Parameters with a positive lower bound are estimated in log10, others linearly; bounds are "
         "the parameter table's documented range unless a range was given.",
         "- PEtab's negative log-likelihood includes 0.5 log(2 pi sd^2) per Gaussian observation; exosim's "
