@@ -280,6 +280,22 @@ def test_export_of_an_arm_and_dose_is_export_member_of_that_member_and_writes_at
     assert list(tmp_path.iterdir()) == [out]  # no temporary file left behind
 
 
+def test_exported_events_are_named_by_the_scenarios_labels_and_fractions():
+    """An event's SBML name says what it is: its type, the scenario's label and key path, and for a
+    fractionated irradiation which fraction (the ids only count)."""
+    sc = exosim.load_scenario(HNSCC)
+    doc = export(sc, arm="exosomes from 6 Gy donors", dose=4)  # held: the model lives in the document
+    names = [e.getName() for e in doc.getModel().getListOfEvents()]
+    labels = [ev.label for ev in sc.timeline if ev.label and ev.score is None]
+    assert labels and all(any(f": {label} (" in n for n in names) for label in labels), names
+    course = exosim.load_scenario(SCENARIOS / "fractionated_course_exosome_buildup.yaml")
+    fractions = course.timeline[0].irradiate.fractions
+    doc = export(course)
+    names = [e.getName() for e in doc.getModel().getListOfEvents()]
+    assert fractions > 1 and sum(n.endswith(f"/{fractions})") for n in names) == fractions
+    assert f"fraction 2/{fractions})" in " ".join(names)
+
+
 def test_export_defaults_to_the_first_arm_at_the_largest_grid_dose():
     doc = export(exosim.load_scenario(HNSCC))
     assert doc.getModel().getName().endswith(": no exosomes, grid dose 8 Gy")

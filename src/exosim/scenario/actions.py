@@ -93,6 +93,8 @@ class Action:
     acts : bool (N,), members the event changes
     record : whether the runner keeps the batch just before this event as the
         reference state of the scored population (the grid irradiation)
+    label : the event's ``label`` in the scenario file ("" without one)
+    detail : which part of the event this is ("fraction 2/3"; "" for a whole event)
     """
 
     time: float
@@ -103,6 +105,14 @@ class Action:
     constants: dict[str, np.ndarray]
     acts: np.ndarray
     record: bool = False
+    label: str = ""
+    detail: str = ""
+
+    @property
+    def title(self) -> str:
+        """What the event is, for people: ``irradiate: donors 6 Gy (timeline[0], fraction 2/3)``."""
+        where = ", ".join(t for t in (self.path, self.detail) if t)
+        return f"{self.kind}{': ' + self.label if self.label else ''} ({where})"
 
     def apply(self, model: Model, y: np.ndarray, p: np.ndarray, ledger: dict[str, np.ndarray]) -> None:
         """Render the assignments for the batch: change ``y`` and ``p`` in place, book the ledger."""

@@ -244,10 +244,15 @@ class CompiledScenario:
         for a, arm in enumerate(self.arms):
             entries += [(f"arms[{a}].events[{i}]", ev, a) for i, ev in enumerate(arm.events)]
 
-        def add(t: float, kind: str, path: str, assignments, acts, constants=None, record=False) -> None:
-            actions.append(Action(t, len(actions), kind, path, assignments, constants or {}, acts, record))
+        label = ""  # of the event being added
+
+        def add(t: float, kind: str, path: str, assignments, acts, constants=None, record=False, detail="") -> None:
+            actions.append(
+                Action(t, len(actions), kind, path, assignments, constants or {}, acts, record, label, detail)
+            )
 
         for path, ev, arm in entries:
+            label = ev.label or ""
             mask = np.ones(self.n_members, bool) if arm is None else self.arm_index == arm
             act = ev.action
             if ev.kind == "score":
@@ -282,6 +287,7 @@ class CompiledScenario:
         for k, off in enumerate(offsets):
             t = ev.at + off
             record = act.dose == "grid" and k == 0 and pop == scored
+            detail = f"fraction {k + 1}/{n}" if n > 1 else ""
             if act.dose_rate is None:
                 add(
                     t,
@@ -291,11 +297,13 @@ class CompiledScenario:
                     per_fraction > 0,
                     {"D": per_fraction},
                     record,
+                    detail,
                 )
             else:
                 rate = act.dose_rate
                 on = np.where(per_fraction > 0, rate, 0.0)
-                add(t, "irradiate", path, ev_types.dose_rate_change(pop), on != 0, {"delta": on}, record)
+                start = ", ".join(x for x in (detail, "beam on") if x)
+                add(t, "irradiate", path, ev_types.dose_rate_change(pop), on != 0, {"delta": on}, record, start)
                 duration = per_fraction / rate
                 for dur in np.unique(duration[per_fraction > 0]):
                     off_rate = np.where((duration == dur) & (per_fraction > 0), -rate, 0.0)
@@ -306,6 +314,7 @@ class CompiledScenario:
                         ev_types.dose_rate_change(pop),
                         off_rate != 0,
                         {"delta": off_rate},
+                        detail=", ".join(x for x in (detail, "beam off") if x),
                     )
         return {"population": pop, "fractions": n, "dose_rate": act.dose_rate, "scored": pop == scored}
 

@@ -418,7 +418,7 @@ def export_member(compiled, member: int):
                 action.time - t0,
                 assigns,
                 priority=n_actions - k,
-                name=f"{action.kind} ({action.path})",
+                name=action.title,
             )
         )
     arm = compiled.arms[compiled.arm_index[member]].name
