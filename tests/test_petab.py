@@ -365,6 +365,17 @@ def test_a_range_naming_a_parameter_not_estimated_is_an_error(tmp_path, capsys):
     assert not (tmp_path / "petab").exists()
 
 
+def test_an_export_with_a_zero_lower_bound_warns_that_exosim_cannot_fit_it_back(tmp_path, capsys):
+    """The table's range of the susceptible share starts at 0: written linearly (valid PEtab), but
+    ``exosim fit --petab`` estimates in log10 and refuses it; the export says so when it writes."""
+    out = tmp_path / "p"
+    assert main(["export-petab", str(ICCM), str(ICCM_DATA), "--params", KEY, "-o", str(out)]) == 0
+    assert f"{KEY}: lower bound 0, written on a linear scale" in capsys.readouterr().err
+    assert main(["fit", "--petab", str(out / "problem.yaml"), "-o", str(tmp_path / "f")]) == 2
+    assert "0 < lowerBound < upperBound" in capsys.readouterr().err
+    assert main(_iccm_argv(tmp_path / "q")) == 0 and "lower bound 0" not in capsys.readouterr().err
+
+
 def test_a_second_export_replaces_the_first_as_a_whole(iccm_problem, tmp_path, capsys):
     out = tmp_path / "petab"
     assert main(_iccm_argv(out)) == 0

@@ -72,6 +72,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -645,6 +646,14 @@ def petab_problem(
     lik = default_likelihood(datasets) if likelihood == "auto" else likelihood
     params = list(params)
     bounds = _bounds(params, dict(ranges or {}))
+    zero = [n for n, (lo, _) in bounds.items() if lo == 0]
+    if zero:
+        warnings.warn(
+            f"{', '.join(zero)}: lower bound 0, written on a linear scale; exosim fit --petab estimates in "
+            "log10 and will refuse it (other tools fit it as written): give --range KEY=LOW:HIGH with LOW > 0 "
+            "to fit the export with exosim",
+            stacklevel=2,
+        )
     problem = _fit_problem(sc, datasets, params, lik, normalise, bounds, backend)
     compiled = problem.batch.template
     model = compiled.model
