@@ -646,6 +646,7 @@ def petab_problem(
     lik = default_likelihood(datasets) if likelihood == "auto" else likelihood
     params = list(params)
     bounds = _bounds(params, dict(ranges or {}))
+    problem = _fit_problem(sc, datasets, params, lik, normalise, bounds, backend)  # checks the request first
     zero = [n for n, (lo, _) in bounds.items() if lo == 0]
     if zero:
         warnings.warn(
@@ -654,7 +655,6 @@ def petab_problem(
             "to fit the export with exosim",
             stacklevel=2,
         )
-    problem = _fit_problem(sc, datasets, params, lik, normalise, bounds, backend)
     compiled = problem.batch.template
     model = compiled.model
     t0 = compiled.scenario.timeline_start
