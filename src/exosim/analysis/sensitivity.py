@@ -365,14 +365,11 @@ class ScenarioEvaluator:
         values = np.atleast_2d(np.asarray(values, float))
         keys = tuple(keys)
         m = values.shape[0]
-        per_chunk = self.chunk_samples(m)
+        bounds = self.chunks(m)
         token = (self._token, keys, self.relative)
-        tasks = (
-            (token, self.scenario, keys, values[i:j], self.target, self.control, self.relative)
-            for i, j in self.chunks(m)
-        )
+        tasks = ((token, self.scenario, keys, values[i:j], self.target, self.control, self.relative) for i, j in bounds)
         bar = None
-        if self.progress and sys.stderr.isatty() and m > per_chunk and importlib.util.find_spec("tqdm"):
+        if self.progress and sys.stderr.isatty() and len(bounds) > 1 and importlib.util.find_spec("tqdm"):
             from tqdm import tqdm
 
             bar = tqdm(total=m, unit="sample", file=sys.stderr, desc="exosim sensitivity")

@@ -399,11 +399,9 @@ def plot_analysis(analysis: Analysis, path, title: str | None = None) -> None:
         keys = {"local": ("coefficient",), "morris": ("mu_star",)}.get(analysis.method, ("S1", "ST"))
         values = np.array([float(r[key]) for r in rows for key in keys])
         empty = analysis.screening.get(out, {}).get("note")  # constant, not defined, too few blocks
-        if empty:
-            pass
-        elif not np.isfinite(values).any():
+        if empty is None and not np.isfinite(values).any():
             empty = "not defined for this scenario\nand dose grid"
-        elif np.all(values[np.isfinite(values)] == 0):
+        elif empty is None and np.all(values[np.isfinite(values)] == 0):
             empty = "no parameter moves this output\n(every index is 0)"
         if empty:
             ax.text(0.5, 0.5, empty, ha="center", va="center", fontsize=8, color="0.4", transform=ax.transAxes)
